@@ -1,0 +1,1 @@
+"""Weight analysis and the cross-model report."""

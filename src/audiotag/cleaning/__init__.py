@@ -1,0 +1,1 @@
+"""Label cleaning (the ``clean_labels`` stage)."""

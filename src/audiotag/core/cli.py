@@ -1,0 +1,24 @@
+"""Shared plumbing of the stage scripts in ``stages/``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from audiotag.core.config import ParamsError
+from audiotag.core.errors import AudioError, ManifestError
+
+# Errors of the user's making: print one clear line, no traceback, exit status 2.
+USER_ERRORS = (ParamsError, ManifestError, AudioError, FileNotFoundError)
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Configure logging, run ``main``, turn user errors into a message and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        main()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,178 @@
+"""Typed, validated views of params.yaml, one per stage group.
+
+Stage scripts load params.yaml once and parse the groups they use; library code only ever
+sees these objects. Any bad value stops the stage before it touches an output, with a
+message naming the offending key (``params.yaml: train.lr: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+KNOWN_GROUPS = (
+    "seed", "data", "split", "clean", "features", "train", "models", "evaluate", "weights",
+)
+PadMode = Literal["wrap", "zeros", "reflect", "mirror"]
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Strict):
+    """Which clips train, which validate (early stopping, checkpoint choice)."""
+
+    valid_fold: int = Field(0, ge=0)
+    train_subsets: list[Literal["curated", "noisy"]] = ["curated", "noisy"]
+    valid_subsets: list[Literal["curated", "noisy"]] = ["curated"]
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> SplitConfig:
+        if not self.train_subsets:
+            raise ValueError("train_subsets must name at least one subset")
+        if not self.valid_subsets:
+            raise ValueError("valid_subsets must name at least one subset")
+        return self
+
+
+class CleanConfig(_Strict):
+    method: Literal["none"] = "none"
+
+
+class FeaturesConfig(_Strict):
+    """Log-mel front end; one clip -> ``(n_mels, 1 + clip_samples // hop_length)``."""
+
+    sample_rate: int = Field(16000, ge=1000)
+    n_fft: int = Field(1024, ge=16)
+    hop_length: int = Field(320, ge=1)
+    n_mels: int = Field(64, ge=1)
+    fmin: float = Field(20.0, ge=0)
+    fmax: float | None = None  # None: sample_rate / 2
+    clip_seconds: float = Field(4.0, gt=0)
+    pad_mode: PadMode = "wrap"
+    top_db: float | None = Field(80.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _check_band(self) -> FeaturesConfig:
+        nyquist = self.sample_rate / 2
+        fmax = nyquist if self.fmax is None else self.fmax
+        if not self.fmin < fmax <= nyquist:
+            raise ValueError(f"need fmin < fmax <= sample_rate/2 ({nyquist:g}); "
+                             f"got fmin={self.fmin:g}, fmax={fmax:g}")
+        return self
+
+
+class TrainConfig(_Strict):
+    models: list[str] = Field(min_length=1)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    patience: int = Field(5, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvaluateConfig(_Strict):
+    batch_size: int = Field(64, ge=1)
+
+
+class WeightsConfig(_Strict):
+    near_zero: float = Field(1e-3, gt=0)
+    hist_bins: int = Field(50, ge=2)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml; unknown top-level groups (a misspelt ``trian:``) are an error."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of groups at the top level")
+    unknown = sorted(set(raw) - set(KNOWN_GROUPS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown group {unknown[0]!r}; known: {', '.join(KNOWN_GROUPS)}")
+    return raw
+
+
+def format_validation_error(err: ValidationError, prefix: str, where: str = "params.yaml") -> str:
+    """One line per problem: ``params.yaml: train.lr: Input should be greater than 0 (got -1)``."""
+    lines = []
+    for problem in err.errors():
+        key = ".".join([prefix, *(str(p) for p in problem["loc"])]) if problem["loc"] else prefix
+        got = "" if problem["type"] == "missing" else f" (got {problem.get('input')!r})"
+        lines.append(f"{where}: {key}: {problem['msg']}{got}")
+    return "\n".join(lines)
+
+
+def parse_group(raw: dict[str, Any], key: str, model: type[M], where: str = "params.yaml") -> M:
+    """Validate ``raw[key]`` (a dotted key such as ``data.synthetic`` is allowed) as ``model``."""
+    value: Any = raw
+    for part in key.split("."):
+        value = value.get(part, {}) if isinstance(value, dict) else None
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"{where}: {key}: expected a mapping, got {value!r}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, key, where)) from None
+
+
+def parse_seed(raw: dict[str, Any], where: str = "params.yaml") -> int:
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ParamsError(f"{where}: seed: expected a non-negative integer (got {seed!r})")
+    return seed
+
+
+def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
+    """``train`` group; every name in ``train.models`` must be a registered model."""
+    from audiotag.models import list_models  # models import torch; keep config import light
+
+    cfg = parse_group(raw, "train", TrainConfig, where)
+    known = list_models()
+    for i, name in enumerate(cfg.models):
+        if name not in known:
+            raise ParamsError(f"{where}: train.models[{i}]: unknown model {name!r}; "
+                              f"known: {', '.join(known)}")
+    if len(set(cfg.models)) != len(cfg.models):
+        raise ParamsError(f"{where}: train.models: a model is listed twice")
+    return cfg
+
+
+def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml") -> dict[str, Any]:
+    """``models.<name>`` validated against the model's config; returns the validated dict."""
+    from audiotag.models import validate_model_params
+
+    models = raw.get("models") or {}
+    if not isinstance(models, dict):
+        raise ParamsError(f"{where}: models: expected a mapping of model name -> settings")
+    from audiotag.models import list_models as _known
+
+    for other in models:
+        if other not in _known():
+            raise ParamsError(f"{where}: models.{other}: unknown model; known: {', '.join(_known())}")
+    params = models.get(name) or {}
+    try:
+        return validate_model_params(name, params).model_dump()
+    except (ValueError, KeyError) as err:
+        raise ParamsError(f"{where}: {err.args[0] if err.args else err}") from None

@@ -1,0 +1,9 @@
+"""Errors of the user's making (bad input), shown as one clear line by the stage runner."""
+
+
+class AudioError(RuntimeError):
+    """An unreadable or empty audio file; the message names it."""
+
+
+class ManifestError(ValueError):
+    """A manifest that breaks the contract; the message names the file and row."""

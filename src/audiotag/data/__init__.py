@@ -1,0 +1,1 @@
+"""Dataset sources and the manifest that every source writes."""

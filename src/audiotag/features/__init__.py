@@ -1,0 +1,1 @@
+"""Feature extraction (log-mel) and the on-disk feature store."""

@@ -1,0 +1,56 @@
+"""Evaluate a checkpoint on the test clips of a feature store."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from audiotag.core.config import EvaluateConfig
+from audiotag.core.io import atomic_path, write_json
+from audiotag.features.store import FeatureSet
+from audiotag.metrics.lwlrap import per_class_lwlrap
+from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training.loop import predict
+from audiotag.training.utils import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
+                   metrics_path: str | os.PathLike[str], per_class_path: str | os.PathLike[str],
+                   cfg: EvaluateConfig) -> dict:
+    """Test-set lwlrap (overall -> ``metrics_path``, per class -> ``per_class_path`` CSV)."""
+    device = pick_device("auto")
+    model, meta = load_checkpoint(checkpoint, device)
+    test_set = FeatureSet(features_dir, ("test",))
+    if test_set.classes != meta["classes"]:
+        raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
+                         f"{features_dir} has {test_set.classes}; re-run training")
+    if len(test_set) == 0:
+        raise ValueError(f"{features_dir}: no test clips")
+    scores, targets, _ = predict(model, DataLoader(test_set, batch_size=cfg.batch_size), device)
+    result = per_class_lwlrap(targets, scores)
+    metrics = {
+        "lwlrap": round(result.overall, 6),
+        "n_test_clips": result.n_clips,
+        "valid_lwlrap": round(float(meta["valid_lwlrap"]), 6),
+        "best_epoch": int(meta["epoch"]),
+        "n_parameters": int(meta["n_parameters"]),
+    }
+    table = pd.DataFrame({
+        "class": test_set.classes,
+        "lwlrap": np.round(result.per_class, 6),
+        "weight": np.round(result.weights, 6),
+        "positives": targets.sum(axis=0).astype(int),
+    })
+    with atomic_path(per_class_path) as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(metrics_path, metrics)
+    log.info("%s: test lwlrap %.4f on %d clips", Path(checkpoint).parent.name,
+             result.overall, result.n_clips)
+    return metrics

@@ -1,0 +1,47 @@
+"""``cnn2d``: a small 2-D CNN on the log-mel image."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from audiotag.models.layers import ConvBlock2d, MaxMeanHead, check_input
+from audiotag.models.registry import ChannelList, DropoutRate, register_model
+
+
+class Cnn2dConfig(BaseModel):
+    """Params of ``cnn2d``.
+
+    Attributes:
+        channels: output channels of each conv block (conv3x3-BN-ReLU-maxpool 2x2).
+        dropout: dropout before the linear head.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
+    dropout: DropoutRate = 0.2
+
+
+@register_model("cnn2d", config=Cnn2dConfig)
+class Cnn2d(nn.Module):
+    """2-D CNN: conv blocks halve frequency and time; mean over frequency, max+mean over time.
+
+    ``(B, n_mels, T) -> (B, num_classes)`` logits.
+    """
+
+    def __init__(self, num_classes: int, n_mels: int, cfg: Cnn2dConfig) -> None:
+        super().__init__()
+        self.n_mels = n_mels
+        self.cfg = cfg
+        self.features = nn.Sequential(
+            *(ConvBlock2d(c_in, c_out, (2, 2)) for c_in, c_out in pairwise([1, *cfg.channels]))
+        )
+        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.n_mels)
+        h = self.features(x.unsqueeze(1))  # (B, C, F', T')
+        return self.head(h.mean(dim=2))  # (B, C, T') -> (B, K)

@@ -1,0 +1,78 @@
+"""``crnn``: gated convolutional recurrent net after Xu et al. 2017 (arXiv:1710.00343).
+
+Gated (GLU) conv blocks pool frequency only, so the frame rate is kept; the remaining
+frequency bands are collapsed by a max, a bidirectional GRU runs over frames, and an
+attention head turns frame logits into clip logits (see :class:`AttentionHead`).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from audiotag.models.layers import AttentionHead, GatedConvBlock2d, check_input
+from audiotag.models.registry import ChannelList, DropoutRate, register_model
+
+
+class CrnnConfig(BaseModel):
+    """Params of ``crnn``.
+
+    Attributes:
+        channels: output channels of each gated conv block.
+        freq_pool: frequency pooling factor of each block (time is never pooled); the
+            default 4 takes 64 mels to 16, 4, 1 bands, and keeps the CPU cost down.
+        gru_hidden: GRU hidden size per direction.
+        gru_layers: stacked bidirectional GRU layers.
+        dropout: dropout before the attention head (and between GRU layers).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: ChannelList = Field(default_factory=lambda: [32, 32, 64])
+    freq_pool: int = Field(default=4, ge=1)
+    gru_hidden: int = Field(default=64, ge=1)
+    gru_layers: int = Field(default=1, ge=1)
+    dropout: DropoutRate = 0.2
+
+
+@register_model("crnn", config=CrnnConfig)
+class Crnn(nn.Module):
+    """Gated CNN -> max over frequency -> BiGRU -> attention pooling.
+
+    ``(B, n_mels, T) -> (B, num_classes)`` logits; :meth:`frame_outputs` also gives the
+    frame logits and attention weights (for localisation plots).
+    """
+
+    def __init__(self, num_classes: int, n_mels: int, cfg: CrnnConfig) -> None:
+        super().__init__()
+        self.n_mels = n_mels
+        self.cfg = cfg
+        self.features = nn.Sequential(
+            *(
+                GatedConvBlock2d(c_in, c_out, cfg.freq_pool)
+                for c_in, c_out in pairwise([1, *cfg.channels])
+            )
+        )
+        self.gru = nn.GRU(
+            cfg.channels[-1],
+            cfg.gru_hidden,
+            num_layers=cfg.gru_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=cfg.dropout if cfg.gru_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = AttentionHead(2 * cfg.gru_hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.frame_outputs(x)[0]
+
+    def frame_outputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(clip_logits (B, K), frame_logits (B, T, K), attention weights (B, T, K))``."""
+        check_input(x, self.n_mels)
+        h = self.features(x.unsqueeze(1))  # (B, C, F', T)
+        h = h.amax(dim=2).transpose(1, 2)  # (B, T, C)
+        h, _ = self.gru(h)  # (B, T, 2H)
+        return self.head.pool(self.dropout(h))

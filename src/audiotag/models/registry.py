@@ -1,0 +1,130 @@
+"""The model registry: a name -> (constructor, config class) table with validated params.
+
+Every model is registered with a pydantic config class::
+
+    @register_model("cnn2d", config=Cnn2dConfig)
+    class Cnn2d(nn.Module):
+        def __init__(self, num_classes: int, n_mels: int, cfg: Cnn2dConfig) -> None: ...
+
+and built by name with ``create_model("cnn2d", num_classes, n_mels, **params)``. Bad params
+raise :class:`ValueError` with one ``models.<name>.<key>: <reason>`` entry per problem, so a
+typo in ``params.yaml`` points at the offending key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import reprlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+from torch import nn
+
+from audiotag.core.registry import Registry
+
+# Config field types shared by the model configs.
+ChannelList = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+"""Non-empty list of channel counts, each >= 1: one block per entry."""
+DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""Dropout probability in [0, 1)."""
+
+ModelFactory = Callable[[int, int, Any], nn.Module]
+F = TypeVar("F", bound=ModelFactory)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: ``factory(num_classes, n_mels, cfg)`` and its config class."""
+
+    name: str
+    factory: ModelFactory
+    config: type[BaseModel]
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def register_model(
+    name: str, *, config: type[BaseModel], registry: Registry[ModelSpec] = MODELS
+) -> Callable[[F], F]:
+    """Class decorator adding a model to ``registry`` (the global one by default).
+
+    ``config`` must be a pydantic model that forbids extra keys, so that a misspelt
+    parameter is an error rather than silently ignored. A duplicate ``name`` raises
+    :class:`ValueError` (from :class:`audiotag.core.registry.Registry`).
+    """
+    if not (isinstance(config, type) and issubclass(config, BaseModel)):
+        raise TypeError(f"model {name!r}: config must be a pydantic BaseModel subclass")
+    if config.model_config.get("extra") != "forbid":
+        raise TypeError(f"model {name!r}: config {config.__name__} must set extra='forbid'")
+
+    def add(factory: F) -> F:
+        registry.register(name)(ModelSpec(name=name, factory=factory, config=config))
+        return factory
+
+    return add
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return MODELS.names()
+
+
+def model_config_class(name: str) -> type[BaseModel]:
+    """The config class of model ``name``; unknown name -> :class:`KeyError`."""
+    return MODELS.get(name).config
+
+
+def validate_model_params(name: str, params: Mapping[str, Any]) -> BaseModel:
+    """Validate ``params`` against model ``name``'s config class and return the config.
+
+    Raises :class:`KeyError` for an unknown model and :class:`ValueError` naming every bad
+    key as ``models.<name>.<key>: <reason>`` (unknown keys, wrong types, out-of-range values).
+    """
+    config = model_config_class(name)
+    if not isinstance(params, Mapping):
+        raise ValueError(f"models.{name}: params must be a mapping, got {type(params).__name__}")
+    try:
+        return config.model_validate(dict(params))
+    except ValidationError as err:
+        raise ValueError(_format_errors(name, config, err)) from None
+
+
+def create_model(name: str, num_classes: int, n_mels: int, **params: Any) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` outputs on ``n_mels``-band input.
+
+    The model maps ``(batch, n_mels, frames)`` float32 to logits ``(batch, num_classes)``.
+    """
+    spec = MODELS.get(name)
+    for arg, value in (("num_classes", num_classes), ("n_mels", n_mels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"models.{name}: {arg} must be a positive int, got {value!r}")
+    cfg = validate_model_params(name, params)
+    return spec.factory(num_classes, n_mels, cfg)
+
+
+def _format_errors(name: str, config: type[BaseModel], err: ValidationError) -> str:
+    """One ``models.<name>.<key>: <reason>`` entry per pydantic error, ``; ``-joined."""
+    entries = []
+    for error in err.errors():
+        loc = error["loc"]
+        if error["type"] == "extra_forbidden" and loc:
+            reason = _unknown_key_reason(str(loc[0]), config)
+        else:
+            reason = f"{error['msg']} (got {reprlib.repr(error['input'])})"
+        entries.append(f"models.{name}{_format_loc(loc)}: {reason}")
+    return "; ".join(entries)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    """``("channels", 1)`` -> ``".channels[1]"``; ``()`` -> ``""``."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+
+
+def _unknown_key_reason(key: str, config: type[BaseModel]) -> str:
+    valid = sorted(config.model_fields)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown parameter{hint}; valid: {', '.join(valid) or 'none'}"

@@ -1,0 +1,1 @@
+"""Training: seeding, the epoch loop, checkpoints."""

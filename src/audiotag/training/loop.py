@@ -1,0 +1,101 @@
+"""The epoch loop: train, validate, keep the best, stop early."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from audiotag.core.config import TrainConfig
+from audiotag.metrics import lwlrap
+from audiotag.training.utils import grad_norms
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    valid_loss: float
+    valid_lwlrap: float
+    lr: float
+    grad_norms: dict[str, float] = field(default_factory=dict)  # layer -> mean over steps
+
+
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    loss_fn: torch.nn.Module, device: torch.device) -> tuple[float, dict]:
+    """One pass over ``loader``; returns mean loss and mean per-layer gradient norm."""
+    model.train()
+    total, seen = 0.0, 0
+    norm_sums: dict[str, float] = defaultdict(float)
+    steps = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)  # (B, n_mels, frames), (B, C)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} (try a lower train.lr)")
+        loss.backward()
+        for layer, norm in grad_norms(model).items():
+            norm_sums[layer] += norm
+        steps += 1
+        optimizer.step()
+        total += loss.item() * len(x)
+        seen += len(x)
+    return total / max(seen, 1), {k: v / max(steps, 1) for k, v in norm_sums.items()}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+            loss_fn: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sigmoid scores ``(N, C)``, targets ``(N, C)`` and the mean loss (NaN without loss_fn)."""
+    model.eval()
+    scores, targets, total = [], [], 0.0
+    for x, y in loader:
+        logits = model(x.to(device))
+        if loss_fn is not None:
+            total += loss_fn(logits, y.to(device)).item() * len(x)
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        targets.append(y.numpy())
+    n = sum(len(s) for s in scores)
+    mean_loss = total / max(n, 1) if loss_fn is not None else math.nan
+    return np.concatenate(scores), np.concatenate(targets), mean_loss
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.scheduler == "cosine":  # decays to ~0 at the last planned epoch
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def fit(model: torch.nn.Module, train_loader: DataLoader, valid_loader: DataLoader,
+        cfg: TrainConfig, device: torch.device,
+        on_epoch: Callable[[EpochResult, bool], None]) -> list[EpochResult]:
+    """Train up to ``cfg.epochs``; stop after ``cfg.patience`` epochs without a better
+    validation lwlrap. ``on_epoch(result, is_best)`` logs and checkpoints."""
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    history: list[EpochResult] = []
+    best, since_best = -math.inf, 0
+    for epoch in range(1, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, norms = train_one_epoch(model, train_loader, optimizer, loss_fn, device)
+        scheduler.step()
+        scores, targets, valid_loss = predict(model, valid_loader, device, loss_fn)
+        result = EpochResult(epoch, train_loss, valid_loss, lwlrap(targets, scores), lr, norms)
+        history.append(result)
+        is_best = result.valid_lwlrap > best
+        if is_best:
+            best, since_best = result.valid_lwlrap, 0
+        else:
+            since_best += 1
+        on_epoch(result, is_best)
+        if since_best >= cfg.patience:
+            break
+    return history

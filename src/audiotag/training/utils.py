@@ -1,0 +1,55 @@
+"""Seeding, device choice and per-layer gradient norms."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; returns a generator for DataLoader shuffling.
+
+    Same seed + same params on the CPU -> the same metrics, run after run.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def pick_device(choice: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def layer_names(model: torch.nn.Module) -> list[str]:
+    """Names of the modules that own parameters directly, in registration order."""
+    return [name for name, module in model.named_modules()
+            if any(True for _ in module.parameters(recurse=False))]
+
+
+def grad_norms(model: torch.nn.Module) -> dict[str, float]:
+    """L2 norm of the gradient of each layer (all its own parameters together)."""
+    sq: dict[str, float] = defaultdict(float)
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            layer = name.rsplit(".", 1)[0] if "." in name else name
+            sq[layer] += float(param.grad.detach().pow(2).sum())
+    return {layer: value**0.5 for layer, value in sq.items()}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

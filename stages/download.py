@@ -1,0 +1,37 @@
+"""Stage ``download``: fetch or generate the dataset chosen by ``data.dataset``.
+
+Writes ``<out>/`` with the audio and ``manifest.csv`` + ``classes.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from audiotag.core.cli import run_stage
+from audiotag.core.config import parse_seed, read_params
+from audiotag.core.io import atomic_dir
+from audiotag.data.manifest import write_manifest
+from audiotag.data.sources import SOURCES, parse_data
+
+log = logging.getLogger("download")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True, help="output directory, e.g. data/raw")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    raw = read_params(args.params)
+    seed = parse_seed(raw, args.params)
+    name, cfg = parse_data(raw, args.params)  # all validation before any output
+
+    with atomic_dir(args.out) as tmp:
+        manifest, classes = SOURCES.get(name).write(cfg, tmp, seed)
+        write_manifest(manifest, classes, tmp)
+    log.info("%s: %d clips, %d classes -> %s", name, len(manifest), len(classes), args.out)
+
+
+if __name__ == "__main__":
+    run_stage(main)

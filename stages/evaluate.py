@@ -1,0 +1,26 @@
+"""Stage ``evaluate@<model>``: test-set lwlrap, overall and per class."""
+
+from __future__ import annotations
+
+import argparse
+
+from audiotag.core.cli import run_stage
+from audiotag.core.config import EvaluateConfig, parse_group, read_params
+from audiotag.metrics.evaluate import evaluate_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="models/<model>/model.pt")
+    parser.add_argument("--features", required=True, help="feature store directory")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--per-class", required=True, help="per-class lwlrap CSV to write")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    cfg = parse_group(read_params(args.params), "evaluate", EvaluateConfig, args.params)
+    evaluate_model(args.checkpoint, args.features, args.metrics, args.per_class, cfg)
+
+
+if __name__ == "__main__":
+    run_stage(main)

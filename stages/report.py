@@ -1,0 +1,29 @@
+"""Stage ``report``: every model's metrics in one markdown table plus a comparison plot."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from audiotag.analysis.report import write_report
+from audiotag.core.cli import run_stage
+from audiotag.core.config import parse_train, read_params
+
+log = logging.getLogger("report")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--metrics", required=True, help="the metrics/ directory")
+    parser.add_argument("--out", required=True, help="markdown file to write")
+    parser.add_argument("--leaderboard", required=True, help="comparison PNG to write")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    models = parse_train(read_params(args.params), args.params).models
+    text = write_report(models, args.metrics, args.out, args.leaderboard)
+    log.info("wrote %s\n%s", args.out, text)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,37 @@
+"""Stage ``train@<model>``: train one registered model on the feature store."""
+
+from __future__ import annotations
+
+import argparse
+
+from audiotag.core.cli import run_stage
+from audiotag.core.config import (
+    ParamsError,
+    parse_model_params,
+    parse_seed,
+    parse_train,
+    read_params,
+)
+from audiotag.training.run import train_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="a name listed in train.models")
+    parser.add_argument("--features", required=True, help="feature store directory")
+    parser.add_argument("--out", required=True, help="model directory, e.g. models/cnn2d")
+    parser.add_argument("--live", required=True, help="dvclive directory for per-epoch logs")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    raw = read_params(args.params)
+    seed = parse_seed(raw, args.params)
+    cfg = parse_train(raw, args.params)
+    if args.model not in cfg.models:
+        raise ParamsError(f"{args.params}: train.models: {args.model!r} is not listed")
+    model_params = parse_model_params(raw, args.model, args.params)
+    train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed)
+
+
+if __name__ == "__main__":
+    run_stage(main)

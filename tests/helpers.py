@@ -1,0 +1,45 @@
+"""Tiny generated fixtures shared by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from audiotag.data.manifest import write_manifest
+
+CLASSES = ["low", "mid", "high"]
+FREQS = {"low": 300.0, "mid": 1200.0, "high": 3000.0}
+
+
+def tone_clip(labels: list[str], seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    wave = 0.01 * rng.standard_normal(len(t))
+    for name in labels:
+        wave += 0.3 * np.sin(2 * np.pi * FREQS[name] * t + rng.uniform(0, 6))
+    return (wave / max(1.0, np.abs(wave).max())).astype(np.float32)
+
+
+def write_tone_dataset(root: Path, counts=(("curated", 12), ("noisy", 8), ("test", 6)),
+                       sr: int = 8000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """A manifest directory of sine-tone clips (0.5-1.5 s) labelled by their tones."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    for subset, n in counts:
+        for i in range(n):
+            labels = sorted(rng.choice(CLASSES, size=rng.integers(1, 3), replace=False),
+                            key=CLASSES.index)
+            seconds = float(rng.uniform(0.5, 1.5))
+            clip_id = f"{subset}_{i:03d}"
+            sf.write(root / "audio" / f"{clip_id}.wav", tone_clip(labels, seconds, sr, rng), sr,
+                     subtype="PCM_16")
+            rows.append({"clip_id": clip_id, "path": f"audio/{clip_id}.wav",
+                         "labels": ";".join(labels), "subset": subset,
+                         "fold": -1 if subset == "test" else i % 3,
+                         "duration_s": seconds, "sample_rate": sr})
+    df = pd.DataFrame(rows)
+    write_manifest(df, CLASSES, root)
+    return df, CLASSES

@@ -1,0 +1,38 @@
+"""dvc.yaml and params.yaml stay consistent with each other and with the code."""
+
+import re
+
+import yaml
+
+from audiotag.core.config import TrainConfig
+
+
+def _load(repo_root, name):
+    return yaml.safe_load((repo_root / name).read_text())
+
+
+def test_train_stage_declares_every_train_key_but_models(repo_root):
+    params = _load(repo_root, "params.yaml")
+    declared = set(_load(repo_root, "dvc.yaml")["stages"]["train"]["do"]["params"])
+    wanted = {f"train.{key}" for key in params["train"] if key != "models"}
+    assert wanted <= declared, f"add to dvc.yaml train params: {sorted(wanted - declared)}"
+    assert "train" not in declared  # the whole group would retrain every model on a new one
+    # and params.yaml spells out every TrainConfig field, so nothing hides behind a default
+    assert set(params["train"]) == set(TrainConfig.model_fields)
+
+
+def test_every_param_has_a_comment(repo_root):
+    for number, line in enumerate((repo_root / "params.yaml").read_text().splitlines(), 1):
+        if re.match(r"^\s*[A-Za-z_]\w*:", line):
+            assert "#" in line, f"params.yaml line {number} has no comment: {line.strip()}"
+
+
+def test_stage_scripts_and_deps_exist(repo_root):
+    for name, stage in _load(repo_root, "dvc.yaml")["stages"].items():
+        body = stage.get("do", stage)
+        script = re.search(r"python (stages/\w+\.py)", body["cmd"]).group(1)
+        assert (repo_root / script).exists(), name
+        assert script in body["deps"], f"{name}: its script is not a dep"
+        for dep in body["deps"]:
+            if dep.startswith(("src/", "stages/")):
+                assert (repo_root / dep.replace("${item}", "x")).exists(), f"{name}: {dep}"

@@ -1,0 +1,146 @@
+"""End to end with the real `dvc` CLI on a copy of this repository and tiny params."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", "src", "stages"]
+TINY = {
+    "data": {"synthetic": {"n_curated": 20, "n_noisy": 20, "n_test": 12, "sample_rate": 8000,
+                           "min_seconds": 0.5, "max_seconds": 2.0, "num_classes": 6}},
+    "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128, "n_mels": 32,
+                 "fmax": 4000.0, "clip_seconds": 1.0},
+    "train": {"epochs": 2, "batch_size": 8},
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ,
+           # stage scripts must import this copy's src, and `python` must be this venv's
+           "PYTHONPATH": str(cwd / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(repo_root, tmp_path_factory) -> Path:
+    """A git + DVC repo copied from this one, tiny params, after one `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    for name in COPY:
+        src = repo_root / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, root / name)
+    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "init"], root)
+    run(["dvc", "repro"], root)
+    return root
+
+
+def _models(root: Path) -> list[str]:
+    return yaml.safe_load((root / "params.yaml").read_text())["train"]["models"]
+
+
+def test_repro_writes_sane_metrics_for_every_model(project):
+    models = _models(project)
+    assert len(models) >= 3
+    for name in models:
+        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert 0.0 < metrics["lwlrap"] <= 1.0
+        assert metrics["n_test_clips"] == 12
+        train = json.loads((project / "metrics/train" / name / "metrics.json").read_text())
+        assert train["step"] == 1 and 0.0 < train["valid"]["lwlrap"] <= 1.0
+        assert any(k for k in train["grad_norm"]), "per-layer gradient norms are logged"
+        weights = json.loads((project / "metrics/weights" / f"{name}.json").read_text())
+        assert weights["summary"]["n_parameters"] == metrics["n_parameters"] > 0
+        per_class = (project / "plots" / name / "per_class_lwlrap.csv").read_text()
+        assert per_class.startswith("class,lwlrap")
+        for png in ("histograms.png", "grad_norms.png"):
+            assert (project / "plots/weights" / name / png).stat().st_size > 1000
+        assert (project / "models" / name / "model.pt").exists()
+    summary = (project / "reports/summary.md").read_text()
+    assert all(f"| {name} |" in summary for name in models)
+    assert (project / "plots/leaderboard.png").exists()
+    labels = json.loads((project / "metrics/labels.json").read_text())
+    assert labels["clips"] == {"curated": 20, "noisy": 20, "test": 12}
+
+
+def test_second_repro_does_nothing(project):
+    out = run(["dvc", "repro"], project).stdout
+    assert "Running stage" not in out
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_experiment_reruns_training_but_not_features(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline"], project)
+    out = run(["dvc", "exp", "run", "-S", "train.lr=0.005"], project).stdout
+    assert "Running stage 'train@" in out
+    for stage in ("download", "clean_labels", "features"):
+        assert f"Running stage '{stage}'" not in out
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    runs = [r for e in exps for r in e.get("revs", [])]
+    changed = [r for r in runs
+               if r["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.005]
+    assert changed, "the experiment and its changed param appear in dvc exp show"
+    metrics = changed[0]["data"]["metrics"]
+    for name in _models(project):
+        assert 0.0 < metrics[f"metrics/{name}.json"]["data"]["lwlrap"] <= 1.0
+
+
+def test_editing_a_model_reruns_training_only(project):
+    model_file = project / "src/audiotag/models/cnn2d.py"
+    original = model_file.read_text()
+    try:
+        model_file.write_text(original + "\n# a comment changes the file's hash\n")
+        status = run(["dvc", "status", "--json"], project).stdout
+        changed = set(json.loads(status))
+        assert {"train@cnn2d", "evaluate@cnn2d"} <= changed
+        assert not changed & {"download", "clean_labels", "features"}
+    finally:
+        model_file.write_text(original)
+
+
+def test_bad_params_stop_the_stage_before_any_output(project, tmp_path):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["lr"] = -0.1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    out = tmp_path / "model_out"
+    result = run([sys.executable, "stages/train.py", "--model", "cnn2d", "--features",
+                  "data/features", "--out", str(out), "--live", str(tmp_path / "live"),
+                  "--params", str(bad)], project, check=False)
+    assert result.returncode == 2
+    assert "train.lr" in result.stderr and "greater than 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not (tmp_path / "live").exists()

@@ -1,0 +1,186 @@
+"""Tests for the model registry and the audio-tagging models (CPU, fast)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from audiotag.core.registry import Registry
+from audiotag.models import (
+    Cnn2d,
+    Cnn2dConfig,
+    ModelSpec,
+    create_model,
+    list_models,
+    model_config_class,
+    register_model,
+    validate_model_params,
+)
+
+NUM_CLASSES = 7
+N_MELS = 64
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def test_registry_has_the_three_models() -> None:
+    assert {"cnn2d", "cnn1d", "crnn"} <= set(list_models())
+    assert list_models() == sorted(list_models())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_shape_and_variable_frames(name: str) -> None:
+    model = create_model(name, NUM_CLASSES, N_MELS)
+    for frames in (120, 57):
+        out = model(torch.randn(4, N_MELS, frames))
+        assert out.shape == (4, NUM_CLASSES)
+        assert out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_eval_batch_of_one_and_short_clips(name: str) -> None:
+    model = create_model(name, NUM_CLASSES, N_MELS).eval()
+    with torch.no_grad():
+        for frames in (200, 7, 1):
+            out = model(torch.randn(1, N_MELS, frames))
+            assert out.shape == (1, NUM_CLASSES)
+            assert torch.isfinite(out).all()
+        batch = torch.randn(3, N_MELS, 50)
+        # eval mode: each clip's logits do not depend on the rest of the batch
+        torch.testing.assert_close(model(batch)[1:2], model(batch[1:2]), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_wrong_input_shape_raises(name: str) -> None:
+    model = create_model(name, NUM_CLASSES, N_MELS)
+    with pytest.raises(ValueError, match=r"\(batch, 64, frames\)"):
+        model(torch.randn(2, 40, 100))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_a_few_steps_lower_the_loss(name: str) -> None:
+    x = torch.randn(8, N_MELS, 48)
+    y = (torch.rand(8, NUM_CLASSES) < 0.3).float()
+    model = create_model(name, NUM_CLASSES, N_MELS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    losses = []
+    for _ in range(25):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_defaults_validate_and_stay_small(name: str) -> None:
+    cfg = validate_model_params(name, {})
+    assert isinstance(cfg, model_config_class(name))
+    model = create_model(name, 20, N_MELS)
+    assert model.cfg == cfg  # type: ignore[attr-defined]
+    assert sum(p.numel() for p in model.parameters()) < 300_000
+
+
+def test_params_reach_the_model() -> None:
+    model = create_model("cnn2d", 3, 32, channels=[4, 8], dropout=0.0)
+    assert isinstance(model, Cnn2d)
+    assert model.cfg == Cnn2dConfig(channels=[4, 8], dropout=0.0)
+    assert len(model.features) == 2
+    assert create_model("cnn1d", 3, 32, kernel_size=3).cfg.kernel_size == 3
+    assert create_model("crnn", 3, 32, gru_layers=2, gru_hidden=8).gru.num_layers == 2
+
+
+def test_duplicate_name_raises() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("cnn2d", config=Cnn2dConfig)(Cnn2d)
+    assert model_config_class("cnn2d") is Cnn2dConfig
+
+    fresh: Registry[ModelSpec] = Registry("model")
+    register_model("tiny", config=Cnn2dConfig, registry=fresh)(Cnn2d)
+    with pytest.raises(ValueError, match="'tiny' is already registered"):
+        register_model("tiny", config=Cnn2dConfig, registry=fresh)(Cnn2d)
+    assert fresh.names() == ["tiny"]
+    assert "tiny" not in list_models()
+
+
+def test_config_must_forbid_extra_keys() -> None:
+    class Loose(BaseModel):
+        model_config = ConfigDict(frozen=True)
+
+    with pytest.raises(TypeError, match="extra='forbid'"):
+        register_model("loose", config=Loose, registry=Registry("model"))
+
+
+def test_unknown_model_raises_key_error_listing_known_names() -> None:
+    with pytest.raises(KeyError, match="unknown model 'resnet'; known: cnn1d, cnn2d, crnn"):
+        create_model("resnet", 5, 64)
+    with pytest.raises(KeyError, match="unknown model"):
+        validate_model_params("resnet", {})
+    with pytest.raises(KeyError, match="unknown model"):
+        model_config_class("resnet")
+
+
+def test_misspelt_param_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"models\.cnn2d\.chanels: unknown parameter") as err:
+        create_model("cnn2d", 5, 64, chanels=[8])
+    assert "did you mean 'channels'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "where"),
+    [
+        ("cnn2d", {"dropout": -0.1}, "models.cnn2d.dropout"),
+        ("cnn2d", {"dropout": 1.0}, "models.cnn2d.dropout"),
+        ("cnn2d", {"channels": []}, "models.cnn2d.channels"),
+        ("cnn2d", {"channels": "abc"}, "models.cnn2d.channels"),
+        ("cnn2d", {"channels": [8, 0]}, "models.cnn2d.channels[1]"),
+        ("cnn1d", {"kernel_size": 4}, "models.cnn1d.kernel_size"),
+        ("cnn1d", {"kernel_size": 0}, "models.cnn1d.kernel_size"),
+        ("crnn", {"gru_hidden": 0}, "models.crnn.gru_hidden"),
+        ("crnn", {"gru_layers": "two"}, "models.crnn.gru_layers"),
+    ],
+)
+def test_bad_params_raise_value_error_naming_the_key(
+    name: str, params: dict[str, object], where: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(where)}: ") as err:
+        validate_model_params(name, params)
+    assert type(err.value) is ValueError  # not a raw pydantic ValidationError
+    with pytest.raises(ValueError, match=f"^{re.escape(where)}: "):
+        create_model(name, 5, 64, **params)
+
+
+def test_negative_dropout_message() -> None:
+    with pytest.raises(ValueError, match=r"models\.cnn2d\.dropout: .*greater than or equal to 0"):
+        create_model("cnn2d", 5, 64, dropout=-0.5)
+
+
+def test_every_bad_key_is_reported() -> None:
+    with pytest.raises(ValueError) as err:
+        validate_model_params("crnn", {"dropout": 2, "gru_hiden": 3})
+    assert "models.crnn.dropout" in str(err.value)
+    assert "models.crnn.gru_hiden" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True])
+def test_bad_sizes_raise(bad: object) -> None:
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        create_model("cnn1d", bad, 64)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_mels must be a positive int"):
+        create_model("cnn1d", 5, bad)  # type: ignore[arg-type]
+
+
+def test_config_is_frozen() -> None:
+    cfg = validate_model_params("cnn2d", {"dropout": 0.1})
+    with pytest.raises(ValueError):
+        cfg.dropout = 0.3  # type: ignore[misc]
