@@ -78,7 +78,7 @@ def test_repro_writes_sane_metrics_for_every_model(project):
         assert 0.0 < metrics["lwlrap"] <= 1.0
         assert metrics["n_test_clips"] == 12
         train = json.loads((project / "metrics/train" / name / "metrics.json").read_text())
-        assert train["step"] == 1 and 0.0 < train["valid"]["lwlrap"] <= 1.0
+        assert train["step"] == 2 and 0.0 < train["valid"]["lwlrap"] <= 1.0
         assert any(k for k in train["grad_norm"]), "per-layer gradient norms are logged"
         weights = json.loads((project / "metrics/weights" / f"{name}.json").read_text())
         assert weights["summary"]["n_parameters"] == metrics["n_parameters"] > 0

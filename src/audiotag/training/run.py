@@ -26,13 +26,14 @@ HISTORY_NAME = "history.json"
 
 
 def _log_epoch(live: Live, result: EpochResult) -> None:
+    live.step = result.epoch  # x axis of every curve = epoch number, 1-based
     live.log_metric("train/loss", result.train_loss)
     live.log_metric("valid/loss", result.valid_loss)
     live.log_metric("valid/lwlrap", result.valid_lwlrap)
     live.log_metric("lr", result.lr)
     for layer, norm in result.grad_norms.items():
         live.log_metric(f"grad_norm/{layer}", norm)
-    live.next_step()
+    live.sync()  # writes metrics.json and the .tsv histories now
 
 
 def _loaders(features_dir: Path, cfg: TrainConfig, seed: int):
