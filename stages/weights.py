@@ -19,7 +19,8 @@ from audiotag.training.checkpoint import load_checkpoint
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", required=True, help="models/<model> (model.pt, history.json)")
+    parser.add_argument("--model-dir", required=True,
+                        help="models/<model> (model.pt, history.json)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--plots", required=True, help="directory for the figures")
     parser.add_argument("--params", default="params.yaml")

@@ -159,7 +159,8 @@ def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
     return cfg
 
 
-def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml") -> dict[str, Any]:
+def parse_model_params(raw: dict[str, Any], name: str,
+                       where: str = "params.yaml") -> dict[str, Any]:
     """``models.<name>`` validated against the model's config; returns the validated dict."""
     from audiotag.models import validate_model_params
 
@@ -170,7 +171,8 @@ def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml
 
     for other in models:
         if other not in _known():
-            raise ParamsError(f"{where}: models.{other}: unknown model; known: {', '.join(_known())}")
+            raise ParamsError(f"{where}: models.{other}: unknown model; "
+                              f"known: {', '.join(_known())}")
     params = models.get(name) or {}
     try:
         return validate_model_params(name, params).model_dump()

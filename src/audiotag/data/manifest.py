@@ -117,9 +117,9 @@ def read_manifest(manifest_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, l
     path = manifest_dir / MANIFEST_NAME
     if not path.exists():
         raise ManifestError(f"{path}: no such file")
-    df = pd.read_csv(path, dtype={"clip_id": str, "labels": str, "path": str}, keep_default_na=False)
-    if "true_labels" in df.columns:
-        df["true_labels"] = df["true_labels"].astype(str).replace("nan", "")
+    # keep_default_na=False: an empty label list stays "" (not NaN), a clip named "NA" stays
+    text = {"clip_id": str, "labels": str, "true_labels": str, "path": str}
+    df = pd.read_csv(path, dtype=text, keep_default_na=False)
     classes = read_classes(manifest_dir / CLASSES_NAME)
     validate_manifest(df, classes, where=str(path))
     df["fold"] = df["fold"].astype(int)

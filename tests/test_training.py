@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+from helpers import write_tone_dataset
+
+from audiotag.core.config import FeaturesConfig, SplitConfig, TrainConfig
+from audiotag.data.manifest import read_manifest
+from audiotag.features.store import extract_features
+from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training.run import train_model
+from audiotag.training.utils import grad_norms, layer_names
+
+FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
+                          fmax=4000, clip_seconds=1.0)
+TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 6)))
+    manifest, classes = read_manifest(root / "raw")
+    extract_features(manifest, classes, root / "raw", root / "features", FEATURES,
+                     SplitConfig(valid_fold=0))
+    return root / "features"
+
+
+def _train(store, out, seed=0, cfg=TRAIN):
+    return train_model("cnn1d", {"channels": [16, 16]}, store, out / "model", out / "live",
+                       cfg, seed)
+
+
+def test_same_seed_same_run_and_a_self_describing_checkpoint(store, tmp_path):
+    first = _train(store, tmp_path / "a")
+    second = _train(store, tmp_path / "b")
+    assert [r.valid_lwlrap for r in first] == [r.valid_lwlrap for r in second]
+    assert [r.train_loss for r in first] == [r.train_loss for r in second]
+    other = _train(store, tmp_path / "c", seed=1)
+    assert [r.train_loss for r in other] != [r.train_loss for r in first]
+
+    model, meta = load_checkpoint(tmp_path / "a/model/model.pt")
+    best = max(first, key=lambda r: r.valid_lwlrap)
+    assert meta["epoch"] == best.epoch and meta["classes"] == ["low", "mid", "high"]
+    assert meta["model_params"] == {"channels": [16, 16]} and len(meta["stats"]["mean"]) == 16
+    assert model(torch.zeros(2, 16, 63)).shape == (2, 3)
+
+    history = json.loads((tmp_path / "a/model/history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
+    live = json.loads((tmp_path / "a/live/metrics.json").read_text())
+    assert live["step"] == 3 and live["best"]["epoch"] == best.epoch
+    assert set(live["grad_norm"]) == set(history["epochs"][0]["grad_norms"])
+    assert (tmp_path / "a/live/plots/metrics/valid/lwlrap.tsv").exists()
+
+
+def test_the_tone_task_is_learnt(store, tmp_path):
+    cfg = TRAIN.model_copy(update={"epochs": 8})
+    history = _train(store, tmp_path, cfg=cfg)
+    assert max(r.valid_lwlrap for r in history) > 0.9
+    assert history[-1].train_loss < history[0].train_loss
+
+
+def test_early_stopping(store, tmp_path):
+    # an lr so small that validation lwlrap stalls: training stops `patience` epochs later
+    cfg = TRAIN.model_copy(update={"epochs": 10, "patience": 1, "lr": 1e-9})
+    history = _train(store, tmp_path, cfg=cfg)
+    assert len(history) < 10
+    best = max(history, key=lambda r: r.valid_lwlrap)  # first of equals wins
+    assert history[-1].epoch - best.epoch == cfg.patience
+
+
+def test_grad_norms_cover_every_layer():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    model(torch.randn(5, 4)).sum().backward()
+    norms = grad_norms(model)
+    assert list(norms) == layer_names(model) == ["0", "2"]
+    expected = (model[0].weight.grad.pow(2).sum() + model[0].bias.grad.pow(2).sum()).sqrt()
+    assert norms["0"] == pytest.approx(float(expected))
