@@ -5,7 +5,10 @@ import torch
 
 from audiotag.analysis.report import write_report
 from audiotag.analysis.weights import (
-    gradient_matrix, parameter_stats, plot_gradient_heatmap, weight_summary,
+    gradient_matrix,
+    parameter_stats,
+    plot_gradient_heatmap,
+    weight_summary,
 )
 
 HISTORY = {"epochs": [
