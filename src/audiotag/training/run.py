@@ -33,6 +33,9 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
     live.log_metric("lr", result.lr)
     for layer, norm in result.grad_norms.items():
         live.log_metric(f"grad_norm/{layer}", norm)
+    # per-layer curves stay in plots/ (and history.json); dropping them from the summary
+    # keeps `dvc exp show` to a readable number of columns
+    live.summary.pop("grad_norm", None)
     live.sync()  # writes metrics.json and the .tsv histories now
 
 
