@@ -9,7 +9,7 @@ from collections.abc import Callable
 from audiotag.core.config import ParamsError
 from audiotag.core.errors import AudioError, ManifestError
 
-# Errors of the user's making: print one clear line, no traceback, exit status 2.
+# Errors of the user's making: log one clear message, no traceback, exit status 2.
 USER_ERRORS = (ParamsError, ManifestError, AudioError, FileNotFoundError)
 
 
@@ -20,5 +20,5 @@ def run_stage(main: Callable[[], None]) -> None:
     try:
         main()
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        logging.getLogger("audiotag").error("error: %s", err)  # one line on stderr
         sys.exit(2)
