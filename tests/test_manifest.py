@@ -44,10 +44,21 @@ def test_round_trip(tmp_path):
     ("clip_id", ["a", "a", "c"], r"line 3 .*duplicate clip_id"),
     ("duration_s", [1.0, -2.0, 3.0], r"line 3 .*duration_s=-2.0"),
     ("fold", [0, 1.5, -1], r"line 3 .*fold=1.5 is not an integer"),
+    ("weight", [1.0, -0.5, 1.0], r"line 3 .*weight=-0.5 is not a finite number >= 0"),
+    ("weight", [1.0, 1.0, "x"], r"line 4 .*weight='x'"),
+    ("targets_valence", [0.5, "high", None], r"line 3 .*targets_valence='high' is not a number"),
 ])
 def test_bad_rows_are_named(column, value, message):
     with pytest.raises(ManifestError, match=message):
         validate_manifest(_manifest(**{column: value}), CLASSES)
+
+
+def test_optional_weight_and_targets_round_trip(tmp_path):
+    write_manifest(_manifest(weight=[1.0, 0.25, 1.0], targets_energy=[0.1, None, 0.9]),
+                   CLASSES, tmp_path)
+    df, _ = read_manifest(tmp_path)
+    assert df["weight"].tolist() == [1.0, 0.25, 1.0]
+    assert df["targets_energy"].isna().tolist() == [False, True, False]
 
 
 def test_missing_column_and_bad_classes():

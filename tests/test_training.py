@@ -3,13 +3,15 @@ import json
 import pytest
 import torch
 from helpers import write_tone_dataset
+from torch.utils.data import DataLoader
 
 from audiotag.core.config import FeaturesConfig, SplitConfig, TrainConfig
 from audiotag.data.manifest import read_manifest
-from audiotag.features.store import extract_features
+from audiotag.features.store import FeatureSet, extract_features
 from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training.loop import multilabel_bce, weighted_mean
 from audiotag.training.run import train_model
-from audiotag.training.utils import grad_norms, layer_names
+from audiotag.training.utils import grad_norms, layer_names, update_ratios
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
                           fmax=4000, clip_seconds=1.0)
@@ -77,3 +79,54 @@ def test_grad_norms_cover_every_layer():
     assert list(norms) == layer_names(model) == ["0", "2"]
     expected = (model[0].weight.grad.pow(2).sum() + model[0].bias.grad.pow(2).sum()).sqrt()
     assert norms["0"] == pytest.approx(float(expected))
+
+
+def test_update_ratios_measure_the_step():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        model[1].weight.mul_(1.1)  # a 10% step on layer 1's weight, nothing else moves
+    ratios = update_ratios(model, before)
+    w, b = before["1.weight"], before["1.bias"]
+    expected = float((0.1 * w).norm() / torch.cat([w.flatten(), b]).norm())
+    assert ratios["0"] == 0.0 and ratios["1"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_zero_weight_clip_counts_as_dropped():
+    losses = torch.tensor([1.0, 5.0, 3.0])
+    assert float(weighted_mean(losses, torch.tensor([1.0, 0.0, 1.0]))) == pytest.approx(2.0)
+    assert float(weighted_mean(losses, torch.ones(3))) == pytest.approx(3.0)
+
+
+def test_manifest_weights_reach_the_training_loss(tmp_path):
+    # noisy clips get weight 0: training must equal training without them
+    root = tmp_path
+    write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 6)))
+    manifest, classes = read_manifest(root / "raw")
+    weighted = manifest.assign(weight=(manifest["subset"] != "noisy").astype(float))
+    extract_features(weighted, classes, root / "raw", root / "weighted", FEATURES,
+                     SplitConfig(valid_fold=0))
+    data = FeatureSet(root / "weighted", ("train",))
+    assert set(data.weights[data.index["subset"] == "noisy"]) == {0.0}
+    assert float(data[0][2]) == float(data.weights[0])
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 63, 3))
+    loader = DataLoader(data, batch_size=len(data))
+    x, y, w = next(iter(loader))
+    keep = w > 0
+    model.zero_grad()
+    weighted_mean(multilabel_bce(model(x), y), w).backward()
+    grad_weighted = model[1].weight.grad.clone()
+    model.zero_grad()
+    multilabel_bce(model(x[keep]), y[keep]).mean().backward()
+    assert torch.allclose(grad_weighted, model[1].weight.grad, atol=1e-6)
+
+
+def test_first_epoch_and_update_ratios_are_saved(store, tmp_path):
+    _train(store, tmp_path, cfg=TRAIN.model_copy(update={"epochs": 2}))
+    _, first = load_checkpoint(tmp_path / "model/first_epoch.pt")
+    assert first["epoch"] == 1
+    history = json.loads((tmp_path / "model/history.json").read_text())
+    ratios = history["epochs"][0]["update_ratios"]
+    assert set(ratios) == set(history["epochs"][0]["grad_norms"])
+    assert all(0 < r < 1 for r in ratios.values())

@@ -12,7 +12,9 @@ Columns:
     duration_s   > 0
     sample_rate  > 0
 Optional: ``true_labels`` (known clean labels of noisy clips, to score label cleaning),
-``source_id``, ``speaker`` and other grouping columns, numeric ``targets_*`` columns.
+``weight`` (per-clip training loss weight >= 0, written by label cleaning; 1 when absent),
+numeric ``targets_*`` columns (regression targets; empty where unknown), and
+``source_id``, ``speaker`` and other grouping columns (kept as they are).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ LABEL_SEP = ";"
 REQUIRED_COLUMNS = ("clip_id", "path", "labels", "subset", "fold", "duration_s", "sample_rate")
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
+TARGET_PREFIX = "targets_"  # numeric regression-target columns: targets_valence, ...
 
 
 def split_labels(labels: str | float | None) -> list[str]:
@@ -52,6 +55,11 @@ def labels_to_matrix(labels: pd.Series | list[str], classes: list[str]) -> np.nd
         for name in split_labels(value):
             out[row, index[name]] = 1.0
     return out
+
+
+def _show(value: object) -> str:
+    """A cell for an error message: strings quoted, numbers plain (not ``np.float64(..)``)."""
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _fail(where: str, df: pd.DataFrame, row: int, message: str) -> ManifestError:
@@ -90,6 +98,17 @@ def validate_manifest(df: pd.DataFrame, classes: list[str], where: str = MANIFES
         for row in np.flatnonzero(bad.to_numpy()):
             rule = "a positive number" if positive else "an integer"
             raise _fail(where, df, row, f"{col}={df[col].iloc[row]} is not {rule}")
+    if "weight" in df.columns:
+        values = pd.to_numeric(df["weight"], errors="coerce")
+        for row in np.flatnonzero((values.isna() | (values < 0) | np.isinf(values)).to_numpy()):
+            raise _fail(where, df, row, f"weight={_show(df['weight'].iloc[row])} is not a "
+                                        "finite number >= 0")
+    for col in [c for c in df.columns if str(c).startswith(TARGET_PREFIX)]:
+        text = df[col].astype(str).str.strip()
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = (values.isna() & ~(text.eq("") | text.eq("nan") | df[col].isna())) | np.isinf(values)
+        for row in np.flatnonzero(bad.to_numpy()):
+            raise _fail(where, df, row, f"{col}={_show(df[col].iloc[row])} is not a number")
     known = set(classes)
     for label_col in [c for c in ("labels", "true_labels") if c in df.columns]:
         for row, value in enumerate(df[label_col]):
@@ -123,6 +142,9 @@ def read_manifest(manifest_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, l
     classes = read_classes(manifest_dir / CLASSES_NAME)
     validate_manifest(df, classes, where=str(path))
     df["fold"] = df["fold"].astype(int)
+    numeric = [c for c in df.columns if c == "weight" or str(c).startswith(TARGET_PREFIX)]
+    for col in numeric:  # "" (unknown target) -> NaN
+        df[col] = pd.to_numeric(df[col].replace("", np.nan)).astype(float)
     return df, classes
 
 

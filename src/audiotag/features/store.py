@@ -3,7 +3,8 @@
 Layout of a store directory::
 
     <subset>.npy    float16 log-mel, (clips, n_mels, frames), one per subset, memory-mapped
-    index.csv       clip_id, subset, row (in <subset>.npy), role, fold, labels[, true_labels]
+    index.csv       clip_id, subset, row (in <subset>.npy), role, fold, labels
+                    [, true_labels, weight, targets_*] (optional manifest columns kept)
     classes.txt     class order of every label matrix
     stats.json      per-band mean/std, fitted on the clips whose role is ``train`` only
     features.json   the FeaturesConfig that made it, and the array shape
@@ -29,6 +30,7 @@ from audiotag.core.io import atomic_dir, read_json, write_json, write_text
 from audiotag.data.manifest import (
     CLASSES_NAME,
     SUBSETS,
+    TARGET_PREFIX,
     audio_paths,
     labels_to_matrix,
     read_classes,
@@ -112,7 +114,8 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
             del array
             log.info("%s: %d clips -> %s", subset, len(sel), shape)
         keep = ["clip_id", "subset", "row", "role", "fold", "labels"]
-        keep += [c for c in ("true_labels",) if c in index.columns]
+        keep += [c for c in index.columns
+                 if c in ("true_labels", "weight") or str(c).startswith(TARGET_PREFIX)]
         index[keep].to_csv(tmp / "index.csv", index=False)
         write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
         write_json(tmp / "stats.json", stats.result())
@@ -121,10 +124,12 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
 
 
 class FeatureSet(torch.utils.data.Dataset):
-    """Normalised features and multi-hot targets of the clips with the given roles.
+    """Normalised features, multi-hot targets and loss weights of the clips with given roles.
 
-    Items are ``(x, y)``: x ``(n_mels, frames)`` float32, y ``(n_classes,)`` float32.
-    Arrays stay memory-mapped; only the rows asked for are read.
+    Items are ``(x, y, w)``: x ``(n_mels, frames)`` float32, y ``(n_classes,)`` float32 and
+    w a float32 scalar, the clip's training-loss weight (the manifest's ``weight`` column,
+    written by label cleaning; 1 without it). Arrays stay memory-mapped; only the rows
+    asked for are read.
     """
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...]) -> None:
@@ -139,6 +144,9 @@ class FeatureSet(torch.utils.data.Dataset):
         self.stats = stats
         self.meta = read_json(store / "features.json")
         self.targets = labels_to_matrix(self.index["labels"], self.classes)  # (N, C)
+        weights = (self.index["weight"].to_numpy(dtype=np.float32) if "weight" in self.index
+                   else np.ones(len(self.index), dtype=np.float32))
+        self.weights = weights  # (N,)
         self._arrays = {s: np.load(store / f"{s}.npy", mmap_mode="r") for s in SUBSETS}
         self._subset = self.index["subset"].to_numpy()
         self._row = self.index["row"].to_numpy()
@@ -150,7 +158,12 @@ class FeatureSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def clip_ids(self) -> list[str]:
+        return self.index["clip_id"].tolist()
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raw = self._arrays[self._subset[i]][self._row[i]].astype(np.float32)
         x = (raw - self.mean) / self.std
-        return torch.from_numpy(x), torch.from_numpy(self.targets[i])
+        return (torch.from_numpy(x), torch.from_numpy(self.targets[i]),
+                torch.tensor(self.weights[i]))

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader
 
 from audiotag.core.config import EvaluateConfig
 from audiotag.core.io import atomic_path, write_json
-from audiotag.features.store import FeatureSet
 from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.loop import predict
+from audiotag.training.inference import predict_clips
 from audiotag.training.utils import pick_device
 
 log = logging.getLogger(__name__)
@@ -27,13 +25,11 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     """Test-set lwlrap (overall -> ``metrics_path``, per class -> ``per_class_path`` CSV)."""
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
-    test_set = FeatureSet(features_dir, ("test",))
-    if test_set.classes != meta["classes"]:
+    pred = predict_clips(model, features_dir, ("test",), cfg.batch_size, device)
+    if pred.classes != meta["classes"]:
         raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
-                         f"{features_dir} has {test_set.classes}; re-run training")
-    if len(test_set) == 0:
-        raise ValueError(f"{features_dir}: no test clips")
-    scores, targets, _ = predict(model, DataLoader(test_set, batch_size=cfg.batch_size), device)
+                         f"{features_dir} has {pred.classes}; re-run training")
+    scores, targets = pred.scores, pred.targets
     result = per_class_lwlrap(targets, scores)
     metrics = {
         "lwlrap": round(result.overall, 6),
@@ -43,7 +39,7 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
         "n_parameters": int(meta["n_parameters"]),
     }
     table = pd.DataFrame({
-        "class": test_set.classes,
+        "class": pred.classes,
         "lwlrap": np.round(result.per_class, 6),
         "weight": np.round(result.weights, 6),
         "positives": targets.sum(axis=0).astype(int),

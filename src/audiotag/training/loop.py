@@ -13,7 +13,21 @@ from torch.utils.data import DataLoader
 
 from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
-from audiotag.training.utils import grad_norms
+from audiotag.training.utils import grad_norms, update_ratios
+
+# (logits (B, C), targets (B, C)) -> per-clip loss (B,)
+ClipLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def multilabel_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per clip, averaged over classes: ``(B,)``."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, targets, reduction="none").mean(dim=1)
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(w * loss) / sum(w)``: a clip of weight 0 counts as if it were dropped."""
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 @dataclass
@@ -24,43 +38,55 @@ class EpochResult:
     valid_lwlrap: float
     lr: float
     grad_norms: dict[str, float] = field(default_factory=dict)  # layer -> mean over steps
+    # layer -> mean over steps of |update| / |weights| (1e-3 is the classic healthy value)
+    update_ratios: dict[str, float] = field(default_factory=dict)
 
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    loss_fn: torch.nn.Module, device: torch.device) -> tuple[float, dict]:
-    """One pass over ``loader``; returns mean loss and mean per-layer gradient norm."""
+                    loss_fn: ClipLoss, device: torch.device) -> tuple[float, dict, dict]:
+    """One pass over ``loader``; returns the mean weighted loss, and per layer the mean
+    gradient norm and the mean update-to-weight ratio over the steps."""
     model.train()
-    total, seen = 0.0, 0
+    total, seen = 0.0, 0.0
     norm_sums: dict[str, float] = defaultdict(float)
+    ratio_sums: dict[str, float] = defaultdict(float)
     steps = 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)  # (B, n_mels, frames), (B, C)
+    for x, y, w in loader:
+        # (B, n_mels, frames), (B, C), (B,) per-clip loss weights from label cleaning
+        x, y, w = x.to(device), y.to(device), w.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = weighted_mean(loss_fn(model(x), y), w)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} (try a lower train.lr)")
         loss.backward()
         for layer, norm in grad_norms(model).items():
             norm_sums[layer] += norm
-        steps += 1
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         optimizer.step()
-        total += loss.item() * len(x)
-        seen += len(x)
-    return total / max(seen, 1), {k: v / max(steps, 1) for k, v in norm_sums.items()}
+        for layer, ratio in update_ratios(model, before).items():
+            ratio_sums[layer] += ratio
+        steps += 1
+        total += loss.item() * float(w.sum())
+        seen += float(w.sum())
+    return (total / max(seen, 1e-12), {k: v / max(steps, 1) for k, v in norm_sums.items()},
+            {k: v / max(steps, 1) for k, v in ratio_sums.items()})
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            loss_fn: torch.nn.Module | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sigmoid scores ``(N, C)``, targets ``(N, C)`` and the mean loss (NaN without loss_fn)."""
+            loss_fn: ClipLoss | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sigmoid scores ``(N, C)``, targets ``(N, C)`` and the mean (unweighted) loss
+    (NaN without loss_fn). Items of ``loader`` are ``(x, y, ...)``."""
     model.eval()
     scores, targets, total = [], [], 0.0
-    for x, y in loader:
+    for x, y, *_ in loader:
         logits = model(x.to(device))
         if loss_fn is not None:
-            total += loss_fn(logits, y.to(device)).item() * len(x)
+            total += loss_fn(logits, y.to(device)).sum().item()
         scores.append(torch.sigmoid(logits).cpu().numpy())
         targets.append(y.numpy())
+    if not scores:
+        raise ValueError("predict: the loader yielded no clips")
     n = sum(len(s) for s in scores)
     mean_loss = total / max(n, 1) if loss_fn is not None else math.nan
     return np.concatenate(scores), np.concatenate(targets), mean_loss
@@ -80,15 +106,17 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, valid_loader: DataLoad
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = multilabel_bce
     history: list[EpochResult] = []
     best, since_best = -math.inf, 0
     for epoch in range(1, cfg.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, norms = train_one_epoch(model, train_loader, optimizer, loss_fn, device)
+        train_loss, norms, ratios = train_one_epoch(model, train_loader, optimizer, loss_fn,
+                                                    device)
         scheduler.step()
         scores, targets, valid_loss = predict(model, valid_loader, device, loss_fn)
-        result = EpochResult(epoch, train_loss, valid_loss, lwlrap(targets, scores), lr, norms)
+        result = EpochResult(epoch, train_loss, valid_loss, lwlrap(targets, scores), lr, norms,
+                             ratios)
         history.append(result)
         is_best = result.valid_lwlrap > best
         if is_best:

@@ -22,6 +22,7 @@ from audiotag.training.utils import count_parameters, pick_device, seed_everythi
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "model.pt"
+FIRST_EPOCH_NAME = "first_epoch.pt"  # weights after epoch 1, for the weight analysis
 HISTORY_NAME = "history.json"
 
 
@@ -55,10 +56,13 @@ def _loaders(features_dir: Path, cfg: TrainConfig, seed: int):
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
                 model_dir: str | os.PathLike[str], live_dir: str | os.PathLike[str],
                 cfg: TrainConfig, seed: int) -> list[EpochResult]:
-    """Train ``name``; writes ``model_dir/{model.pt,history.json}`` atomically at the end.
+    """Train ``name``; writes ``model_dir/{model.pt,first_epoch.pt,history.json}``
+    atomically at the end.
 
     ``model.pt`` holds the weights of the epoch with the best validation lwlrap plus the
-    model name, its params, the class list and the normalisation statistics.
+    model name, its params, the class list and the normalisation statistics;
+    ``first_epoch.pt`` the same after epoch 1; ``history.json`` every epoch's losses,
+    lwlrap, learning rate, per-layer gradient norms and update-to-weight ratios.
     """
     features_dir = Path(features_dir)
     train_set, train_loader, valid_loader = _loaders(features_dir, cfg, seed)
@@ -79,9 +83,11 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
             log.info("%s epoch %d: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
                      name, result.epoch, result.train_loss, result.valid_loss,
                      result.valid_lwlrap, " (best)" if is_best else "")
+            state = {**meta, "epoch": result.epoch, "valid_lwlrap": result.valid_lwlrap}
+            if result.epoch == 1:
+                save_checkpoint(tmp / FIRST_EPOCH_NAME, model, state)
             if is_best:
-                save_checkpoint(tmp / CHECKPOINT_NAME, model, {
-                    **meta, "epoch": result.epoch, "valid_lwlrap": result.valid_lwlrap})
+                save_checkpoint(tmp / CHECKPOINT_NAME, model, state)
             _log_epoch(live, result)
 
         history = fit(model, train_loader, valid_loader, cfg, device, on_epoch)

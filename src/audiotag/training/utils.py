@@ -41,14 +41,30 @@ def layer_names(model: torch.nn.Module) -> list[str]:
             if any(True for _ in module.parameters(recurse=False))]
 
 
+def _layer(param_name: str) -> str:
+    return param_name.rsplit(".", 1)[0] if "." in param_name else param_name
+
+
 def grad_norms(model: torch.nn.Module) -> dict[str, float]:
     """L2 norm of the gradient of each layer (all its own parameters together)."""
     sq: dict[str, float] = defaultdict(float)
     for name, param in model.named_parameters():
         if param.grad is not None:
-            layer = name.rsplit(".", 1)[0] if "." in name else name
-            sq[layer] += float(param.grad.detach().pow(2).sum())
+            sq[_layer(name)] += float(param.grad.detach().pow(2).sum())
     return {layer: value**0.5 for layer, value in sq.items()}
+
+
+def update_ratios(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer ``|W_after - W_before| / |W_before|`` (L2 over the layer's own parameters)
+    for the parameters in ``before`` (a copy taken just before ``optimizer.step()``)."""
+    delta: dict[str, float] = defaultdict(float)
+    size: dict[str, float] = defaultdict(float)
+    for name, param in model.named_parameters():
+        if name in before:
+            old = before[name]
+            delta[_layer(name)] += float((param.detach() - old).pow(2).sum())
+            size[_layer(name)] += float(old.pow(2).sum())
+    return {layer: (delta[layer] / max(size[layer], 1e-24)) ** 0.5 for layer in delta}
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -1,0 +1,51 @@
+"""Per-clip predictions of a trained model on the clips of a feature store.
+
+Every consumer of predictions (evaluation, label analysis, the report) goes through
+:func:`predict_clips`, so how a clip becomes one score vector (one crop today; several
+crops averaged when the feature store says so) is decided in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from audiotag.features.store import FeatureSet
+from audiotag.training.loop import predict
+
+
+@dataclass
+class ClipPredictions:
+    """One row per clip, in the order of ``index``."""
+
+    classes: list[str]
+    index: pd.DataFrame  # the store's index rows: clip_id, subset, fold, labels, ...
+    scores: np.ndarray  # (clips, classes) sigmoid scores
+    targets: np.ndarray  # (clips, classes) multi-hot labels
+    seconds: float  # wall time of the forward passes (inference time)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return self.index["clip_id"].tolist()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
+                  roles: tuple[str, ...], batch_size: int,
+                  device: torch.device) -> ClipPredictions:
+    """Scores of ``model`` (already on ``device``) for the store's clips with ``roles``."""
+    data = FeatureSet(store_dir, roles)
+    if len(data) == 0:
+        raise ValueError(f"{store_dir}: no clips with role {' or '.join(roles)}")
+    started = time.perf_counter()
+    scores, targets, _ = predict(model, DataLoader(data, batch_size=batch_size), device)
+    seconds = time.perf_counter() - started
+    return ClipPredictions(data.classes, data.index, scores, targets, seconds)
