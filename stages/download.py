@@ -1,6 +1,7 @@
 """Stage ``download``: fetch or generate the dataset chosen by ``data.dataset``.
 
-Writes ``<out>/`` with the audio and ``manifest.csv`` + ``classes.txt``.
+Writes ``<out>/`` with the audio, ``manifest.csv`` + ``classes.txt`` and ``bad_clips.csv``
+(unreadable, empty or silent files, excluded). Archives are cached in ``$AUDIO_DATA_CACHE``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from audiotag.core.cli import run_stage
 from audiotag.core.config import parse_seed, read_params
 from audiotag.core.io import atomic_dir
 from audiotag.data.manifest import write_manifest
-from audiotag.data.sources import SOURCES, parse_data
+from audiotag.data.sources import build_dataset, parse_data, parse_max_bad_fraction
 
 log = logging.getLogger("download")
 
@@ -26,9 +27,10 @@ def main() -> None:
     raw = read_params(args.params)
     seed = parse_seed(raw, args.params)
     name, cfg = parse_data(raw, args.params)  # all validation before any output
+    max_bad = parse_max_bad_fraction(raw, args.params)
 
     with atomic_dir(args.out) as tmp:
-        manifest, classes = SOURCES.get(name).write(cfg, tmp, seed)
+        manifest, classes = build_dataset(name, cfg, tmp, seed, max_bad)
         write_manifest(manifest, classes, tmp)
     log.info("%s: %d clips, %d classes -> %s", name, len(manifest), len(classes), args.out)
 

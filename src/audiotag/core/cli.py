@@ -7,10 +7,10 @@ import sys
 from collections.abc import Callable
 
 from audiotag.core.config import ParamsError
-from audiotag.core.errors import AudioError, ManifestError
+from audiotag.core.errors import AudioError, DataSourceError, ManifestError
 
 # Errors of the user's making: log one clear message, no traceback, exit status 2.
-USER_ERRORS = (ParamsError, ManifestError, AudioError, FileNotFoundError)
+USER_ERRORS = (ParamsError, ManifestError, AudioError, DataSourceError, FileNotFoundError)
 
 
 def run_stage(main: Callable[[], None]) -> None:

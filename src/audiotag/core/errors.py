@@ -7,3 +7,7 @@ class AudioError(RuntimeError):
 
 class ManifestError(ValueError):
     """A manifest that breaks the contract; the message names the file and row."""
+
+
+class DataSourceError(RuntimeError):
+    """A dataset that cannot be fetched, verified or unpacked; the message names the file."""

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from audiotag.core.config import ParamsError, parse_group
 from audiotag.core.registry import Registry
-from audiotag.data import synthetic
+from audiotag.data import esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
+from audiotag.data.screen import screen_clips
 
 # (config, out_dir, seed) -> (manifest with paths relative to out_dir, classes)
 Writer = Callable[[Any, Path, int], tuple[pd.DataFrame, list[str]]]
@@ -51,6 +52,44 @@ def _write_synthetic(cfg: synthetic.SyntheticConfig, out_dir: Path, seed: int):
     return synthetic.generate(cfg, out_dir, seed, progress=True)
 
 
+register_source("fsdkaggle2019", fsdkaggle2019.FsdKaggle2019Config,
+                "FSDKaggle2019 (DCASE 2019 Task 2), Zenodo 3612637: 80 classes, multi-label, "
+                "curated + noisy")(fsdkaggle2019.write)
+register_source("fsdd", fsdd.FsddConfig,
+                "Free Spoken Digit Dataset v1.0.10: digits 0-9, official split")(fsdd.write)
+register_source("esc50", esc50.Esc50Config,
+                "ESC-50: 50 environmental sound classes, 5 folds")(esc50.write)
+register_source("gtzan", gtzan.GtzanConfig,
+                "GTZAN: 10 music genres, fault-filtered split")(gtzan.write)
+register_source("fma", fma.FmaConfig,
+                "FMA: top genre + Echo Nest regression targets, official split")(fma.write)
+register_source("folder", folder.FolderConfig,
+                "your own audio directory + CSV (fname,labels[,subset])")(folder.write)
+
+DATA_KEYS = ("dataset", "max_bad_fraction")
+"""Keys of the ``data`` group that are settings, not source names."""
+
+
+def parse_max_bad_fraction(raw: dict[str, Any], where: str = "params.yaml") -> float:
+    """``data.max_bad_fraction``: the share of unreadable/empty/silent clips tolerated."""
+    value = (raw.get("data") or {}).get("max_bad_fraction", 0.01)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ParamsError(f"{where}: data.max_bad_fraction: expected a number in [0, 1] "
+                          f"(got {value!r})")
+    return float(value)
+
+
+def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,
+                  max_bad_fraction: float) -> tuple[pd.DataFrame, list[str]]:
+    """Run source ``name`` into ``out_dir`` and screen its clips (see :mod:`.screen`).
+
+    Returns the manifest (bad clips excluded, ``duration_s``/``sample_rate`` measured from
+    the files) and the classes; the caller validates and writes them.
+    """
+    manifest, classes = SOURCES.get(name).write(cfg, out_dir, seed)
+    return screen_clips(manifest, out_dir, max_bad_fraction), classes
+
+
 def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, BaseModel]:
     """Validate the ``data`` group: the chosen source and its ``data.<source>`` settings.
 
@@ -65,7 +104,7 @@ def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, Ba
         raise ParamsError(f"{where}: data.dataset: unknown source {name!r}; "
                           f"known: {', '.join(SOURCES.names())}")
     for key in data:
-        if key != "dataset" and key not in SOURCES:
+        if key not in DATA_KEYS and key not in SOURCES:
             raise ParamsError(f"{where}: data.{key}: not a known source; "
                               f"known: {', '.join(SOURCES.names())}")
     return name, parse_group(raw, f"data.{name}", SOURCES.get(name).config, where)

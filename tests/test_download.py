@@ -1,0 +1,243 @@
+"""Downloads (resume, retry, checksums), safe extraction, split zips, audio screening."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from fileserver import serve
+
+from audiotag.core.errors import DataSourceError
+from audiotag.data import fetch
+from audiotag.data.archives import join_split_zip, safe_extract, split_parts
+from audiotag.data.screen import BAD_CLIPS_NAME, probe, screen_clips
+from audiotag.features.audio import load_audio
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv(fetch.CACHE_ENV, str(path))
+    return path
+
+
+def _blob(tmp_path: Path, n: int = 300_000, name: str = "blob.bin") -> Path:
+    path = tmp_path / "srv" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(np.random.default_rng(0).bytes(n))
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------ downloads
+
+
+def test_cache_dir_from_env(cache):
+    assert fetch.cache_dir() == cache
+
+
+def test_cache_dir_default_is_outside_the_repo(monkeypatch, repo_root):
+    monkeypatch.delenv(fetch.CACHE_ENV, raising=False)
+    assert repo_root not in fetch.cache_dir().parents
+
+
+def test_download_verifies_and_caches(tmp_path, cache):
+    blob = _blob(tmp_path)
+    with serve() as srv:
+        url = srv.add(blob)
+        path = fetch.fetch(url, "blob.bin", _sha256(blob), "t", progress=False)
+        assert path.read_bytes() == blob.read_bytes()
+        assert path.parent.parent == cache
+        fetch.fetch(url, "blob.bin", _sha256(blob), "t", progress=False)
+        assert len(srv.requests) == 1  # the second call used the cache
+
+
+def test_cut_transfer_resumes_with_a_range_request(tmp_path, cache):
+    blob = _blob(tmp_path)
+    with serve() as srv:
+        url = srv.add(blob)
+        srv.cut_once.add("/blob.bin")
+        path = fetch.fetch(url, "blob.bin", _sha256(blob), "t", retries=2, progress=False)
+    assert path.read_bytes() == blob.read_bytes()
+    assert srv.requests[0] == ("/blob.bin", None)
+    # the retry asked only for what was missing (the server cut after half the bytes)
+    path_, rng = srv.requests[1]
+    assert rng is not None and 0 < int(rng[6:-1]) <= blob.stat().st_size // 2
+    assert not list(path.parent.glob("*.part"))
+
+
+def test_failed_transfer_is_retried(tmp_path, cache):
+    blob = _blob(tmp_path, 1000)
+    with serve() as srv:
+        url = srv.add(blob)
+        srv.fail_times["/blob.bin"] = 1
+        path = fetch.fetch(url, "blob.bin", _sha256(blob), "t", retries=1, progress=False)
+    assert path.read_bytes() == blob.read_bytes()
+    assert len(srv.requests) == 2
+
+
+def test_checksum_mismatch_fails_clearly_and_keeps_nothing(tmp_path, cache):
+    blob = _blob(tmp_path, 1000)
+    wrong = "sha256:" + "0" * 64
+    with serve() as srv:
+        url = srv.add(blob)
+        with pytest.raises(DataSourceError, match=r"blob\.bin.*checksum verification failed"):
+            fetch.fetch(url, "blob.bin", wrong, "t", retries=0, progress=False)
+    assert not (cache / "t" / "blob.bin").exists()
+    assert not list((cache / "t").glob("*.part"))
+
+
+def test_unreachable_url_names_the_file(cache):
+    with serve() as srv, pytest.raises(DataSourceError, match=r"nothere\.zip.*failed after 1"):
+        fetch.fetch(srv.url("nothere.zip"), "nothere.zip", None, "t", retries=0, progress=False)
+
+
+def test_local_copy_is_verified(tmp_path, cache):
+    blob = _blob(tmp_path, 1000)
+    assert fetch.obtain("http://127.0.0.1:9/x", "blob.bin", _sha256(blob), "t",
+                        local_dir=blob.parent) == blob
+    with pytest.raises(DataSourceError, match=r"blob\.bin: sha256 checksum mismatch"):
+        fetch.obtain("http://127.0.0.1:9/x", "blob.bin", "sha256:" + "1" * 64, "t",
+                     local_dir=blob.parent)
+
+
+# ----------------------------------------------------------------------- extraction
+
+
+def _zip_with(path: Path, name: str, data: bytes = b"x", link: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("top/ok.txt", b"fine")
+        info = zipfile.ZipInfo(name)
+        if link:
+            info.external_attr = (0o120777 << 16)  # a symlink; data is its target
+        zf.writestr(info, data)
+    return path
+
+
+def _tar_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        ok = tarfile.TarInfo("top/ok.txt")
+        ok.size = 4
+        tf.addfile(ok, io.BytesIO(b"fine"))
+        member.size = len(data) if member.isfile() else 0
+        tf.addfile(member, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize(("name", "link", "why"), [
+    ("/etc/evil.txt", False, "absolute path"),
+    ("top/../../evil.txt", False, r"'\.\.' in its path"),
+    ("top/link", True, "points outside"),
+])
+def test_zip_slip_is_refused(tmp_path, name, link, why):
+    data = b"../../outside" if link else b"x"
+    archive = _zip_with(tmp_path / "bad.zip", name, data, link)
+    with pytest.raises(DataSourceError, match=rf"bad\.zip: refusing member .*{why}"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-extracted
+    assert not list(tmp_path.glob(".out.*"))
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink", "hardlink"])
+def test_tar_slip_is_refused(tmp_path, kind):
+    if kind == "absolute":
+        member, data = tarfile.TarInfo("/tmp/evil.txt"), b"x"
+    elif kind == "dotdot":
+        member, data = tarfile.TarInfo("top/../../evil.txt"), b"x"
+    else:
+        member, data = tarfile.TarInfo("top/link"), b""
+        member.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+        member.linkname = "../../etc/passwd" if kind == "symlink" else "../outside"
+    archive = _tar_with(tmp_path / "bad.tar.gz", member, data)
+    with pytest.raises(DataSourceError, match=r"bad\.tar\.gz: refusing member"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_safe_extract_keeps_only_selected_members_and_inner_links(tmp_path):
+    archive = tmp_path / "good.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("top/a.wav", b"a")
+        zf.writestr("top/tools.py", b"print()")
+        info = zipfile.ZipInfo("top/b.wav")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, b"a.wav")  # a link inside the tree is fine
+    out = safe_extract(archive, tmp_path / "out", keep=lambda n: n.endswith(".wav"))
+    assert sorted(p.name for p in (out / "top").iterdir()) == ["a.wav", "b.wav"]
+    assert (out / "top" / "b.wav").read_bytes() == b"a"
+
+
+def test_split_zip_is_joined(tmp_path):
+    src = tmp_path / "d"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        (src / f"f{i}.bin").write_bytes(rng.bytes(50_000))  # incompressible: spans parts
+    subprocess.run(["zip", "-q", "-s", "64k", "-r", "noisy.zip", "d"], cwd=tmp_path,
+                   check=True)
+    parts = split_parts(tmp_path / "noisy.zip")
+    assert [p.name for p in parts] == ["noisy.z01", "noisy.z02", "noisy.z03", "noisy.zip"]
+    joined = join_split_zip(parts, tmp_path / "joined.zip")
+    with zipfile.ZipFile(joined) as zf:
+        assert zf.testzip() is None
+    out = safe_extract(joined, tmp_path / "out")
+    for i in range(4):
+        assert (out / "d" / f"f{i}.bin").read_bytes() == (src / f"f{i}.bin").read_bytes()
+
+
+# ---------------------------------------------------------------- audio and screening
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "sr", "channels"), [
+    ("WAV", "PCM_U8", 8000, 1),
+    ("WAV", "PCM_24", 22050, 2),
+    ("WAV", "PCM_32", 11025, 1),
+    ("WAV", "FLOAT", 44100, 2),
+    ("FLAC", "PCM_16", 12345, 1),  # an odd sample rate
+    ("OGG", "VORBIS", 16000, 2),
+    ("AU", "PCM_16", 22050, 1),  # GTZAN's format
+    ("MP3", "MPEG_LAYER_III", 22050, 2),  # FMA's format (libsndfile >= 1.1 decodes MP3)
+])
+def test_audio_formats_load(tmp_path, fmt, subtype, sr, channels):
+    t = np.arange(sr) / sr
+    wave = 0.5 * np.sin(2 * np.pi * 440 * t)
+    data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
+    path = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(path, data, sr, format=fmt, subtype=subtype)
+    duration, rate, problem = probe(path)
+    assert problem == "" and rate == sr and duration == pytest.approx(1.0, abs=0.06)
+    out = load_audio(path, 16000)
+    assert out.ndim == 1 and abs(len(out) - 16000) < 0.06 * 16000
+    assert 0.3 < float(out.abs().max()) < 0.7
+
+
+def test_screening_reports_and_excludes_bad_clips(tmp_path):
+    sr = 8000
+    sf.write(tmp_path / "good.wav", 0.1 * np.ones(sr), sr)
+    sf.write(tmp_path / "silent.wav", np.zeros(sr), sr)
+    sf.write(tmp_path / "empty.wav", np.zeros(0), sr)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....not audio")
+    ids = ["good", "silent", "empty", "broken", "missing"]
+    df = pd.DataFrame({"clip_id": ids, "path": [f"{i}.wav" for i in ids], "labels": "a",
+                       "subset": "curated", "fold": 0})
+    with pytest.raises(DataSourceError, match=r"4 of 5 clips .*max_bad_fraction=0\.5"):
+        screen_clips(df, tmp_path, 0.5, progress=False)
+    kept = screen_clips(df, tmp_path, 0.8, progress=False)
+    assert kept["clip_id"].tolist() == ["good"]
+    assert kept["duration_s"].tolist() == [1.0] and kept["sample_rate"].tolist() == [sr]
+    report = pd.read_csv(tmp_path / BAD_CLIPS_NAME).set_index("clip_id")["problem"]
+    assert report["silent"] == "all-silent" and report["empty"].startswith("empty")
+    assert report["broken"].startswith("unreadable") and report["missing"].startswith("unread")
+
