@@ -89,13 +89,14 @@ class ResumableDownloader:
 
 
 def fetch(url: str, fname: str, known_hash: str | None, folder: str,
-          retries: int = RETRIES, progress: bool = True) -> Path:
+          retries: int | None = None, progress: bool = True) -> Path:
     """Download ``url`` to ``<cache>/<folder>/<fname>`` once; later calls reuse it.
 
     ``known_hash``: ``"md5:..."``, ``"sha1:..."`` or ``"sha256:..."`` (pooch syntax), or
     None where upstream publishes no checksum (logged; the caller then checks content).
     A cached file whose hash no longer matches is downloaded again.
     """
+    retries = RETRIES if retries is None else retries
     target = cache_dir() / folder
     if known_hash is None:
         logger.info("%s: upstream publishes no checksum; verifying its content instead", fname)
@@ -128,7 +129,7 @@ def verify(path: Path, known_hash: str | None) -> None:
 
 
 def obtain(url: str, fname: str, known_hash: str | None, folder: str,
-           local_dir: Path | None = None, retries: int = RETRIES) -> Path:
+           local_dir: Path | None = None, retries: int | None = None) -> Path:
     """``local_dir/fname`` if the user has it (verified), else :func:`fetch` it."""
     if local_dir is not None and (Path(local_dir) / fname).is_file():
         path = Path(local_dir) / fname

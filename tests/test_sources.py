@@ -1,0 +1,440 @@
+"""Every dataset source, on small archives laid out like upstream's, served over loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import runpy
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+from fileserver import serve
+
+from audiotag.core.errors import DataSourceError
+from audiotag.data import fetch, fma, fsdkaggle2019, gtzan, gtzan_split
+from audiotag.data.manifest import read_manifest, validate_manifest
+from audiotag.data.screen import BAD_CLIPS_NAME
+from audiotag.data.sources import SOURCES, build_dataset, parse_data
+
+FSDD_REAL = (Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
+             / "free-spoken-digit-dataset-1.0.10.tar.gz")
+FSDD_SHA256 = "51a34ef73498a32ce8c476da5fde645d0cd9ffdb189f69a10b464178588d0223"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv(fetch.CACHE_ENV, str(path))
+    monkeypatch.setattr(fetch, "RETRIES", 0)  # no 1-2-3 s back-off in tests
+    return path
+
+
+def _tone(path: Path, sr: int = 8000, seconds: float = 0.25, freq: float = 440.0,
+          fmt: str | None = None, silent: bool = False, noise: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(sr * seconds)) / sr
+    rng = np.random.default_rng(int(freq))
+    wave = rng.uniform(-0.5, 0.5, len(t)) if noise else 0.3 * np.sin(2 * np.pi * freq * t)
+    sf.write(path, 0 * wave if silent else wave, sr, format=fmt)
+    return path
+
+
+def _zip_dir(root: Path, out: Path) -> Path:
+    with zipfile.ZipFile(out, "w") as zf:
+        for p in sorted(root.rglob("*")):
+            zf.write(p, p.relative_to(root.parent).as_posix())
+    return out
+
+
+def _digest(path: Path, alg: str) -> str:
+    return f"{alg}:" + hashlib.new(alg, path.read_bytes()).hexdigest()
+
+
+def _build(name: str, settings: dict, out: Path, max_bad: float = 0.0, seed: int = 0):
+    raw = {"data": {"dataset": name, name: settings}}
+    source, cfg = parse_data(raw)
+    out.mkdir(parents=True, exist_ok=True)
+    df, classes = build_dataset(source, cfg, out, seed, max_bad)
+    validate_manifest(df, classes)
+    return df, classes
+
+
+def test_every_source_is_registered():
+    assert set(SOURCES.names()) >= {"synthetic", "fsdkaggle2019", "fsdd", "esc50", "gtzan",
+                                    "fma", "folder"}
+
+
+# ------------------------------------------------------------------------------- FSDD
+
+
+@pytest.mark.skipif(not FSDD_REAL.is_file(), reason="shared FSDD archive not present")
+def test_fsdd_real_archive_end_to_end(tmp_path, cache):
+    """The real FSDD v1.0.10 archive over loopback through the download stage script."""
+    repo = Path(__file__).resolve().parents[1]
+    with serve() as srv:
+        url = srv.add(FSDD_REAL)
+        params = {"seed": 0, "data": {"dataset": "fsdd",
+                                      "fsdd": {"url": url, "sha256": FSDD_SHA256}}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        env = {"AUDIO_DATA_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
+        run = subprocess.run([sys.executable, str(repo / "stages" / "download.py"),
+                              "--out", "data/raw"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    df, classes = read_manifest(tmp_path / "data" / "raw")
+    assert classes == [str(d) for d in range(10)]
+    assert len(df) == 3000 and df["subset"].value_counts().to_dict() == {"curated": 2700,
+                                                                        "test": 300}
+    take = df["clip_id"].str.rsplit("_", n=1).str[1].astype(int)
+    assert (take[df["subset"] == "test"] < 5).all() and (take[df["subset"] != "test"] >= 5).all()
+    assert sorted(df["speaker"].unique()) == ["george", "jackson", "lucas", "nicolas", "theo",
+                                              "yweweler"]
+    assert set(df["sample_rate"]) == {8000} and (df["duration_s"] > 0).all()
+    assert (df["labels"] == df["clip_id"].str[0]).all()
+    assert sorted(df.loc[df["subset"] == "curated", "fold"].unique()) == [0, 1, 2, 3, 4]
+    assert not list((tmp_path / "data" / "raw").rglob("*.py"))  # utilities not extracted
+    assert (cache / "fsdd" / FSDD_REAL.name).is_file()  # verified copy kept in the cache
+
+
+def _fsdd_archive(tmp_path: Path) -> Path:
+    top = tmp_path / "build" / "free-spoken-digit-dataset-1.0.10"
+    for digit in (0, 1):
+        for take in (0, 7):
+            _tone(top / "recordings" / f"{digit}_theo_{take}.wav", freq=300 + 100 * digit)
+    (top / "utils.py").write_text("print('not data')\n")
+    out = tmp_path / "srv" / "v1.0.10.tar.gz"
+    out.parent.mkdir(parents=True)
+    with tarfile.open(out, "w:gz") as tf:
+        tf.add(top, arcname=top.name)
+    return out
+
+
+def test_checksum_mismatch_stops_the_stage_without_output(tmp_path, monkeypatch, caplog):
+    archive = _fsdd_archive(tmp_path)
+    repo = Path(__file__).resolve().parents[1]
+    with serve() as srv:
+        params = {"data": {"dataset": "fsdd", "fsdd": {"url": srv.add(archive),
+                                                       "sha256": "a" * 64}}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["download.py", "--out", "data/raw"])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(repo / "stages" / "download.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "checksum verification failed" in caplog.text and "v1.0.10.tar.gz" in caplog.text
+    assert not (tmp_path / "data" / "raw").exists()
+    assert not [p for p in (tmp_path / "data").iterdir()]  # no partial directory either
+
+
+def test_fsdd_from_a_local_extracted_copy(tmp_path):
+    archive = _fsdd_archive(tmp_path)
+    mine = tmp_path / "mine"
+    with tarfile.open(archive) as tf:
+        tf.extractall(mine, filter="data")
+    df, _ = _build("fsdd", {"local_dir": str(mine)}, tmp_path / "out")
+    assert sorted(df["clip_id"]) == ["0_theo_0", "0_theo_7", "1_theo_0", "1_theo_7"]
+    assert df.set_index("clip_id").loc["1_theo_7", "fold"] == 7 % 5
+
+
+# ----------------------------------------------------------------------------- ESC-50
+
+
+def _esc50_archive(tmp_path: Path) -> Path:
+    top = tmp_path / "build" / "ESC-50-master"
+    rows = []
+    for fold in range(1, 6):
+        for target, category in enumerate(["dog", "rooster", "pig"]):
+            src = 1000 * fold + target  # one source recording per fold and class
+            for take in "AB":
+                name = f"{fold}-{src}-{take}-{target}.wav"
+                _tone(top / "audio" / name, sr=44100, seconds=0.1, freq=200 + 300 * target)
+                rows.append({"filename": name, "fold": fold, "target": target,
+                             "category": category, "esc10": category == "dog",
+                             "src_file": src, "take": take})
+    (top / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(top / "meta" / "esc50.csv", index=False)
+    (top / "README.md").write_text("ESC-50\n")
+    out = tmp_path / "srv" / "master.zip"
+    out.parent.mkdir(parents=True)
+    return _zip_dir(top, out)
+
+
+def test_esc50_folds_never_leak(tmp_path):
+    archive = _esc50_archive(tmp_path)
+    with serve() as srv:
+        url = srv.add(archive, "karolpiczak/ESC-50/archive/refs/heads/master.zip")
+        df, classes = _build("esc50", {"url": url, "test_fold": 3}, tmp_path / "out")
+    assert classes == ["dog", "rooster", "pig"]  # upstream's target order
+    test = df[df["subset"] == "test"]
+    train = df[df["subset"] != "test"]
+    assert len(test) == 6 and (test["source_fold"] == 3).all() and (test["fold"] == -1).all()
+    assert set(train["source_fold"]) == {1, 2, 4, 5}
+    assert train.groupby("source_fold")["fold"].nunique().eq(1).all()  # a fold stays whole
+    assert sorted(train["fold"].unique()) == [0, 1, 2, 3]
+    assert not set(test["source_id"]) & set(train["source_id"])
+    assert set(df["sample_rate"]) == {44100}
+
+
+def test_esc50_from_local_archive_and_bad_fold(tmp_path):
+    archive = _esc50_archive(tmp_path)
+    (tmp_path / "srv" / "master.zip").rename(tmp_path / "srv" / "ESC-50-master.zip")
+    df, _ = _build("esc50", {"local_dir": str(archive.parent), "test_fold": 5,
+                             "url": "http://127.0.0.1:9/none.zip"}, tmp_path / "out")
+    assert len(df) == 30
+    with pytest.raises(Exception, match=r"data\.esc50\.test_fold"):
+        parse_data({"data": {"dataset": "esc50", "esc50": {"test_fold": 6}}})
+
+
+# ------------------------------------------------------------------------------ GTZAN
+
+
+def test_gtzan_filtered_split_lists():
+    sizes = [sum(map(len, part.values())) for part in (gtzan_split.TRAIN, gtzan_split.VALID,
+                                                        gtzan_split.TEST)]
+    assert sizes == [443, 197, 290]
+    ids = [(g, n) for part in (gtzan_split.TRAIN, gtzan_split.VALID, gtzan_split.TEST)
+           for g, nums in part.items() for n in nums]
+    assert len(set(ids)) == len(ids)  # no clip in two parts
+    assert 54 in gtzan_split.TRAIN["jazz"]
+
+
+def test_gtzan_reports_the_unreadable_clip(tmp_path, monkeypatch, caplog):
+    split = {"train": {"jazz": (53, 54), "rock": (1,)}, "valid": {"jazz": (2,), "rock": (2,)},
+             "test": {"jazz": (3,), "rock": (3,)}}
+    monkeypatch.setattr(gtzan, "_PARTS", (("curated", 1, split["train"]),
+                                          ("curated", 0, split["valid"]),
+                                          ("test", -1, split["test"])))
+    top = tmp_path / "build" / "genres"
+    for part in split.values():
+        for genre, nums in part.items():
+            for n in nums:
+                path = top / genre / f"{genre}.{n:05d}.au"
+                if (genre, n) == ("jazz", 54):  # as upstream: a file no decoder reads
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(b".snd" + bytes(60))
+                else:
+                    _tone(path, sr=22050, seconds=0.1, fmt="AU")
+    archive = tmp_path / "srv" / "genres.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(top, arcname="genres")
+    monkeypatch.setattr(gtzan, "SHA256", _digest(archive, "sha256"))
+    with serve() as srv, caplog.at_level(logging.WARNING):
+        df, classes = _build("gtzan", {"url": srv.add(archive)}, tmp_path / "out",
+                             max_bad=0.2)
+    assert "jazz.00054" not in set(df["clip_id"]) and len(df) == 6
+    bad = pd.read_csv(tmp_path / "out" / BAD_CLIPS_NAME)
+    assert bad["clip_id"].tolist() == ["jazz.00054"]
+    assert "jazz.00054" in caplog.text
+    assert classes == list(gtzan.GENRES)
+    assert df.set_index("clip_id").loc["jazz.00002", "fold"] == 0  # official validation
+    with serve() as srv, pytest.raises(DataSourceError, match=r"1 of 7 clips.*jazz\.00054"):
+        _build("gtzan", {"url": srv.add(archive)}, tmp_path / "out2", max_bad=0.1)
+
+
+# -------------------------------------------------------------------------------- FMA
+
+
+def _fma_archives(tmp_path: Path) -> tuple[Path, Path]:
+    ids = [2, 5, 10, 140, 3]
+    tracks = pd.DataFrame({
+        ("album", "title"): ["a", "b", "c", "d", "e"],
+        ("set", "split"): ["training", "validation", "test", "training", "training"],
+        ("set", "subset"): ["small", "small", "small", "small", "medium"],
+        ("track", "genre_top"): ["Hip-Hop", "Pop", "Hip-Hop", "Folk", "Rock"],
+        ("track", "title"): ["t1", "t2", "t3", "t4", "t5"],
+    }, index=pd.Index(ids, name="track_id"))
+    echonest = pd.DataFrame({
+        ("echonest", "audio_features", "danceability"): [0.5, 0.1],
+        ("echonest", "audio_features", "energy"): [0.6, 0.2],
+        ("echonest", "audio_features", "valence"): [0.7, 0.3],
+        ("echonest", "metadata", "artist_name"): ["x", "y"],
+    }, index=pd.Index([2, 10], name="track_id"))
+    meta = tmp_path / "build" / "fma_metadata"
+    meta.mkdir(parents=True)
+    tracks.to_csv(meta / "tracks.csv")  # pandas writes the same multi-row header as upstream
+    echonest.to_csv(meta / "echonest.csv")
+    audio = tmp_path / "build" / "fma_small"
+    for tid in (2, 5, 10):  # 140 has no audio file
+        _tone(audio / f"{tid:06d}"[:3] / f"{tid:06d}.mp3", sr=22050, seconds=0.3, fmt="MP3")
+    (audio / "README.txt").write_text("fma_small\n")
+    srv_dir = tmp_path / "srv"
+    srv_dir.mkdir()
+    return _zip_dir(meta, srv_dir / "fma_metadata.zip"), _zip_dir(audio, srv_dir / "fma_small.zip")
+
+
+def test_fma_genres_targets_and_missing_audio(tmp_path, monkeypatch, caplog):
+    meta, audio = _fma_archives(tmp_path)
+    monkeypatch.setattr(fma, "SHA1", {**fma.SHA1, "fma_metadata.zip": _digest(meta, "sha1"),
+                                      "fma_small.zip": _digest(audio, "sha1")})
+    with serve() as srv, caplog.at_level(logging.WARNING):
+        srv.add(meta, "fma/fma_metadata.zip")
+        srv.add(audio, "fma/fma_small.zip")
+        df, classes = _build("fma", {"base_url": srv.url("fma")}, tmp_path / "out")
+    df = df.set_index("clip_id")
+    assert sorted(df.index) == ["000002", "000005", "000010"]  # medium track 3 left out
+    assert "1 track(s) of fma_small have no audio file" in caplog.text and "140" in caplog.text
+    assert classes == ["Hip-Hop", "Pop"]
+    assert df.loc["000002", "targets_valence"] == pytest.approx(0.7)
+    assert df.loc["000010", "targets_danceability"] == pytest.approx(0.1)
+    assert np.isnan(df.loc["000005", "targets_energy"])
+    assert df["subset"].to_dict() == {"000002": "curated", "000005": "curated",
+                                      "000010": "test"}
+    assert df.loc["000005", "fold"] == 0 and df.loc["000002", "fold"] == 1
+    assert (df["sample_rate"] == 22050).all()
+
+
+def test_fma_corrupt_metadata_archive_is_refused(tmp_path, monkeypatch):
+    meta, audio = _fma_archives(tmp_path)
+    with serve() as srv:
+        srv.add(meta, "fma/fma_metadata.zip")
+        with pytest.raises(DataSourceError, match=r"fma_metadata\.zip.*checksum"):
+            _build("fma", {"base_url": srv.url("fma")}, tmp_path / "out")  # real sha1 sums
+
+
+# ----------------------------------------------------------------------------- folder
+
+
+def _folder(tmp_path: Path, rows: list[str]) -> tuple[Path, Path]:
+    audio = tmp_path / "mine"
+    for name in ("a.wav", "b.wav", "sub/c.flac", "d.wav"):
+        _tone(audio / name, fmt="FLAC" if name.endswith("flac") else None)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return audio, csv
+
+
+def test_folder_source_parses_quoted_comma_labels(tmp_path):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", 'a.wav,"Bark,Growling",curated',
+                                    "b.wav,Purr,noisy", 'sub/c.flac,"Purr,Bark",test',
+                                    "d.wav,Bark,train"])
+    df, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)},
+                         tmp_path / "out")
+    df = df.set_index("clip_id")
+    assert classes == ["Bark", "Growling", "Purr"]
+    assert df.loc["a", "labels"] == "Bark;Growling" and df.loc["sub/c", "labels"] == "Purr;Bark"
+    assert df["subset"].to_dict() == {"a": "curated", "b": "noisy", "sub/c": "test",
+                                      "d": "curated"}
+    assert (tmp_path / "out" / df.loc["sub/c", "path"]).is_file()
+
+
+def test_folder_source_without_subset_splits_by_seed(tmp_path):
+    audio, csv = _folder(tmp_path, ["fname,labels", "a.wav,x", "b.wav,y", "d.wav,x",
+                                    "sub/c.flac,y"])
+    cfg = {"audio_dir": str(audio), "csv": str(csv), "test_fraction": 0.25}
+    df, _ = _build("folder", cfg, tmp_path / "out")
+    again, _ = _build("folder", cfg, tmp_path / "out2")
+    assert (df["subset"] == "test").sum() == 1 and df.equals(again)
+    assert (df.loc[df["subset"] == "test", "fold"] == -1).all()
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("missing.wav,Bark", r"line 3 \(fname='missing\.wav'\): no such file"),
+    ("b.wav,Bark,valid", r"line 3 \(fname='b\.wav'\): subset 'valid'"),
+    ("../etc/passwd,Bark", r"line 3 .*relative to audio_dir"),
+    ("a.wav,Purr", r"line 3 \(fname='a\.wav'\): same clip as line 2"),
+    (",Bark", r"line 3 .*empty fname"),
+])
+def test_folder_source_errors_name_the_csv_row(tmp_path, row, message):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                                    row if row.count(",") == 2 else row + ",curated"])
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: {message}"):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+
+
+def test_folder_source_needs_its_paths():
+    with pytest.raises(Exception, match=r"data\.folder: .*audio_dir"):
+        parse_data({"data": {"dataset": "folder"}})
+
+
+# ---------------------------------------------------------------------- FSDKaggle2019
+
+
+def _fsdk_archives(tmp_path: Path) -> dict[str, Path]:
+    build, srv = tmp_path / "build", tmp_path / "srv"
+    srv.mkdir()
+    p = fsdkaggle2019.PREFIX
+    meta = build / f"{p}.meta"
+    meta.mkdir(parents=True)
+    curated = pd.DataFrame({"fname": ["f76181c4.wav", "1d44b0bd.wav", "aaaa0001.wav",
+                                      "aaaa0002.wav"],
+                            "labels": ["Bark,Growling", "Purr", "Purr", "Bark"],
+                            "freesound_id": [1, 2, 3, 4], "license": "CC-BY"})
+    noisy = pd.DataFrame({"fname": [f"n{i:07d}.wav" for i in range(5)],
+                          "labels": ["Purr", "Bark,Purr", "Growling", "Bark", "Purr"],
+                          "fname_yfcc": "x"})
+    test = pd.DataFrame({"fname": ["t0000001.wav", "t0000002.wav"],
+                         "labels": ["Growling,Bark", "Purr"], "usage": "Public",
+                         "freesound_id": [5, 6], "license": "CC0"})
+    curated.to_csv(meta / "train_curated_post_competition.csv", index=False)
+    noisy.to_csv(meta / "train_noisy_post_competition.csv", index=False)
+    test.to_csv(meta / "test_post_competition.csv", index=False)
+    (meta / "vocabulary.csv").write_text("0,Bark\n1,Growling\n2,Purr\n")
+    files = {f"{p}.meta.zip": _zip_dir(meta, srv / f"{p}.meta.zip")}
+    for subset, table in (("train_curated", curated), ("test", test), ("train_noisy", noisy)):
+        folder = build / f"{p}.audio_{subset}"
+        for i, name in enumerate(table["fname"]):
+            _tone(folder / name, sr=44100, seconds=1.0 if subset == "train_noisy" else 0.1,
+                  freq=300 + 50 * i, silent=name == "1d44b0bd.wav",
+                  noise=subset == "train_noisy")
+        if subset != "train_noisy":
+            files[f"{p}.audio_{subset}.zip"] = _zip_dir(folder, srv / f"{p}.audio_{subset}.zip")
+    # the noisy set as upstream ships it: a split zip, 6 parts + the .zip
+    subprocess.run(["zip", "-q", "-0", "-s", "64k", "-r", str(srv / f"{p}.audio_train_noisy.zip"),
+                    f"{p}.audio_train_noisy"], cwd=build, check=True)
+    for part in sorted(srv.glob(f"{p}.audio_train_noisy.*")):
+        files[part.name] = part
+    return files
+
+
+def test_fsdkaggle2019_subsets_labels_split_zip_and_known_issues(tmp_path, caplog):
+    files = _fsdk_archives(tmp_path)
+    assert len([n for n in files if "noisy" in n]) == 7  # .z01 ... .z06 + .zip
+    record = {"files": [{"key": n, "checksum": _digest(f, "md5")} for n, f in files.items()]}
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    with serve() as srv, caplog.at_level(logging.WARNING):
+        for name, path in files.items():
+            srv.add(path, f"records/3612637/files/{name}")
+        srv.add(tmp_path / "record.json", "api/records/3612637")
+        settings = {"base_url": srv.url("records/3612637/files"),
+                    "checksums_url": srv.url("api/records/3612637")}
+        df, classes = _build("fsdkaggle2019", settings, tmp_path / "out", max_bad=0.1)
+        quick, _ = _build("fsdkaggle2019", {**settings, "include_noisy": False},
+                          tmp_path / "out2", max_bad=0.2)
+    assert classes == ["Bark", "Growling", "Purr"]
+    df = df.set_index("clip_id")
+    assert df["subset"].value_counts().to_dict() == {"noisy": 5, "curated": 3, "test": 2}
+    assert df.loc["f76181c4", "labels"] == "Bark;Growling"  # quoted, comma-separated
+    assert df.loc["t0000001", "labels"] == "Growling;Bark" and df.loc["t0000001", "fold"] == -1
+    assert df.loc["n0000001", "labels"] == "Bark;Purr"
+    assert "1d44b0bd" not in df.index  # silent: screened out and reported
+    assert pd.read_csv(tmp_path / "out" / BAD_CLIPS_NAME)["clip_id"].tolist() == ["1d44b0bd"]
+    issues = pd.read_csv(tmp_path / "out" / fsdkaggle2019.KNOWN_ISSUES_NAME)
+    assert issues.to_dict("records") == [{"clip_id": "f76181c4", "issue": "mislabeled"},
+                                         {"clip_id": "1d44b0bd", "issue": "silent"}]
+    assert set(quick["subset"]) == {"curated", "test"}
+    # the noisy parts were downloaded once (for the first build), never for include_noisy=false
+    noisy_gets = [p for p, _ in srv.requests if "noisy" in p]
+    assert len(noisy_gets) == 7
+
+
+def test_fsdkaggle2019_checksum_from_the_record_is_enforced(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    record = {"files": [{"key": n, "checksum": "md5:" + "0" * 32} for n in files]}
+    (tmp_path / "record.json").write_text(json.dumps(record))
+    with serve() as srv:
+        for name, path in files.items():
+            srv.add(path, f"files/{name}")
+        srv.add(tmp_path / "record.json", "api/record")
+        with pytest.raises(DataSourceError, match=r"FSDKaggle2019\.meta\.zip.*checksum"):
+            _build("fsdkaggle2019", {"base_url": srv.url("files"),
+                                     "checksums_url": srv.url("api/record")}, tmp_path / "out")
