@@ -37,8 +37,13 @@ def test_store_layout_and_roles(dataset):
     assert (valid["subset"] == "curated").all() and (valid["fold"] == 0).all()
     # noisy clips of fold 0 still train (valid_subsets is curated only)
     assert ((index["subset"] == "noisy") & (index["fold"] == 0) & (index["role"] == "train")).any()
-    arr = np.load(store / "curated.npy", mmap_mode="r")
-    assert arr.shape == (12, 16, n_frames(CFG)) and arr.dtype == np.float16
+    arr = np.load(store / "curated.npy", mmap_mode="r")  # (frames of every clip, dim)
+    curated = index[index["subset"] == "curated"]
+    assert arr.shape == (curated["length"].sum(), 16) and arr.dtype == np.float16
+    # clips follow each other; short clips were padded to the window, long ones kept whole
+    assert (curated["offset"].to_numpy()[1:] == curated["offset"].cumsum().to_numpy()[:-1]
+            * 0 + (curated["offset"] + curated["length"]).to_numpy()[:-1]).all()
+    assert (curated["length"] >= n_frames(CFG)).all() and (curated["length"] > n_frames(CFG)).any()
     assert np.isfinite(arr).all()
     assert not list(dataset.glob("*.partial"))
 
@@ -65,9 +70,19 @@ def test_normalisation_is_fitted_on_training_clips_only(dataset):
 def test_feature_set_normalises_training_clips(dataset):
     store = _extract(dataset)
     train = FeatureSet(store, ("train",))
-    x = torch.stack([train[i][0] for i in range(len(train))])  # (N, n_mels, frames)
-    assert torch.allclose(x.mean(dim=(0, 2)), torch.zeros(16), atol=0.05)
-    assert torch.allclose(x.std(dim=(0, 2)), torch.ones(16), atol=0.05)
+    # every stored frame of the training clips (whole clips: stats are fitted on them)
+    frames = np.concatenate([
+        np.load(store / f"{s}.npy")[o:o + n]
+        for s, o, n in train.index[["subset", "offset", "length"]].itertuples(index=False)])
+    x = (frames.astype(np.float32) - train.shift) / train.scale  # (frames, n_mels)
+    np.testing.assert_allclose(x.mean(axis=0), np.zeros(16), atol=1e-3)
+    np.testing.assert_allclose(x.std(axis=0), np.ones(16), atol=1e-3)
+    # an item is the normalised centre window of its clip
+    item = train[0][0].numpy()  # (n_mels, frames)
+    s, o, n = train.index.loc[0, ["subset", "offset", "length"]]
+    start = o + (n - n_frames(CFG)) // 2
+    raw = np.load(store / f"{s}.npy")[start:start + n_frames(CFG)].astype(np.float32)
+    np.testing.assert_allclose(item, ((raw - train.shift) / train.scale).T, rtol=1e-6)
     y = train[0][1]
     assert y.shape == (3,) and set(y.tolist()) <= {0.0, 1.0}
     assert len(FeatureSet(store, ("test",))) == 6

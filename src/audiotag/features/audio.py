@@ -53,3 +53,12 @@ def fit_length(wave: torch.Tensor, n_samples: int, pad_mode: str) -> torch.Tenso
         raise ValueError(f"unknown pad_mode {pad_mode!r}")
     reps = -(-n_samples // period.shape[-1])  # ceil division
     return period.repeat(*([1] * (wave.dim() - 1)), reps)[..., :n_samples]
+
+
+def pad_to_length(wave: torch.Tensor, n_samples: int, pad_mode: str) -> torch.Tensor:
+    """Pad a clip shorter than ``n_samples`` with ``pad_mode``; keep a longer one whole
+    (it is cropped later, at load time: randomly in training, centre or N windows at
+    evaluation)."""
+    if wave.shape[-1] >= n_samples:
+        return wave
+    return fit_length(wave, n_samples, pad_mode)

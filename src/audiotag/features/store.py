@@ -2,22 +2,29 @@
 
 Layout of a store directory::
 
-    <subset>.npy    float16 log-mel, (clips, n_mels, frames), one per subset, memory-mapped
-    index.csv       clip_id, subset, row (in <subset>.npy), role, fold, labels
-                    [, true_labels, weight, targets_*] (optional manifest columns kept)
+    <subset>.npy    float16 (total_frames, dim), one per subset, memory-mapped: every
+                    clip's frames one after the other (long clips whole, short clips
+                    padded to clip_seconds with pad_mode)
+    index.csv       clip_id, subset, row, offset, length (frames of the clip in
+                    <subset>.npy), role, fold, labels [, true_labels, weight, targets_*]
     classes.txt     class order of every label matrix
-    stats.json      per-band mean/std, fitted on the clips whose role is ``train`` only
-    features.json   the FeaturesConfig that made it, and the array shape
+    stats.json      per-band statistics (mean, std, min, max) fitted on the clips whose
+                    role is ``train`` only, and the ``shift``/``scale`` that ``normalize``
+                    picked from them
+    features.json   the FeaturesConfig that made it, the feature dim, the parts of a
+                    stacked kind and the crop window (frames)
 
-Features are stored un-normalised; :class:`FeatureSet` applies ``stats.json`` on read, so
-validation and test are transformed with training statistics.
+Features are stored un-normalised and uncropped; :class:`FeatureSet` crops and normalises
+on read, so validation and test are transformed with training statistics.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -36,124 +43,277 @@ from audiotag.data.manifest import (
     read_classes,
 )
 from audiotag.data.split import assign_roles
-from audiotag.features.audio import fit_length, load_audio
-from audiotag.features.logmel import LogMel, clip_samples, n_frames
+from audiotag.features.audio import load_audio, pad_to_length
+from audiotag.features.crops import center_start, cut, eval_starts, random_start
+from audiotag.features.frontend import (
+    FrontEnd,
+    clip_samples,
+    feature_dim,
+    feature_parts,
+    n_frames,
+)
 
 log = logging.getLogger(__name__)
 STD_FLOOR = 1e-5  # a constant band (e.g. above fmax of resampled audio) must not divide by 0
+HEADER_BYTES = 128  # fixed .npy header, rewritten with the final shape after streaming
+
+
+# ---------------------------------------------------------------- per-clip extraction
+
+
+class ClipExtractor:
+    """Path -> features ``(frames, dim)`` float16 of one clip (one process, one thread)."""
+
+    def __init__(self, cfg: FeaturesConfig) -> None:
+        self.cfg = cfg
+        self.frontend = FrontEnd(cfg)
+        self.n_samples = clip_samples(cfg)
+
+    def __call__(self, path: str | os.PathLike[str]) -> np.ndarray:
+        wave = pad_to_length(load_audio(path, self.cfg.sample_rate), self.n_samples,
+                             self.cfg.pad_mode)
+        with torch.no_grad():
+            feats = self.frontend(wave[None])[0].numpy()  # (dim, frames)
+        if self.cfg.beat_sync:
+            feats = beat_synchronise(feats, wave.numpy(), self.cfg)
+        return np.ascontiguousarray(feats.T.astype(np.float16))  # (frames, dim)
+
+
+def beat_synchronise(feats: np.ndarray, wave: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
+    """Mean of the frames between consecutive detected beats: ``(dim, beats + 1)``.
+
+    Beats come from ``librosa.beat.beat_track`` on the same hop; a clip without detected
+    beats becomes one segment (its mean frame).
+    """
+    import librosa  # only beat_sync needs it
+
+    _, beats = librosa.beat.beat_track(y=wave, sr=cfg.sample_rate, hop_length=cfg.hop_length)
+    beats = np.unique(np.clip(np.asarray(beats, dtype=int), 0, feats.shape[1]))
+    return librosa.util.sync(feats, beats, aggregate=np.mean, pad=True)
+
+
+_WORKER: ClipExtractor | None = None
+
+
+def _init_worker(cfg: FeaturesConfig) -> None:
+    global _WORKER
+    torch.set_num_threads(1)  # one clip per process; processes give the parallelism
+    _WORKER = ClipExtractor(cfg)
+
+
+def _extract_in_worker(path: str) -> np.ndarray:
+    assert _WORKER is not None, "worker not initialised"
+    return _WORKER(path)
+
+
+# ---------------------------------------------------------------- statistics and storage
 
 
 class _BandStats:
-    """Streaming per-band mean/std over every frame of the clips it sees (float64)."""
+    """Streaming per-band count, sum, sum of squares, min and max (float64)."""
 
     def __init__(self, n_bands: int) -> None:
         self.count = 0
         self.sum = np.zeros(n_bands)
         self.sumsq = np.zeros(n_bands)
+        self.min = np.full(n_bands, np.inf)
+        self.max = np.full(n_bands, -np.inf)
         self.clips = 0
 
-    def update(self, feats: np.ndarray) -> None:  # (B, n_mels, frames)
-        x = feats.astype(np.float64)
-        self.count += x.shape[0] * x.shape[2]
-        self.sum += x.sum(axis=(0, 2))
-        self.sumsq += (x * x).sum(axis=(0, 2))
-        self.clips += x.shape[0]
+    def update(self, frames: np.ndarray) -> None:  # (frames, bands) of one clip
+        x = frames.astype(np.float64)
+        self.count += x.shape[0]
+        self.sum += x.sum(axis=0)
+        self.sumsq += (x * x).sum(axis=0)
+        self.min = np.minimum(self.min, x.min(axis=0))
+        self.max = np.maximum(self.max, x.max(axis=0))
+        self.clips += 1
 
-    def result(self) -> dict:
+    def result(self, normalize: str, parts: list[dict]) -> dict:
         if self.count == 0:
             raise ValueError("no training clips: cannot fit normalisation statistics")
         mean = self.sum / self.count
-        std = np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0))
-        return {"mean": mean.tolist(), "std": np.maximum(std, STD_FLOOR).tolist(),
-                "n_clips": self.clips, "fitted_on": "train"}
+        std = np.maximum(np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0)), STD_FLOOR)
+        if normalize == "standard":
+            shift, scale = mean, std
+        elif normalize == "minmax":  # -> [0, 1] on the training clips
+            shift, scale = self.min, np.maximum(self.max - self.min, STD_FLOOR)
+        else:
+            shift, scale = np.zeros_like(mean), np.ones_like(mean)
+        return {"normalize": normalize, "shift": shift.tolist(), "scale": scale.tolist(),
+                "mean": mean.tolist(), "std": std.tolist(), "min": self.min.tolist(),
+                "max": self.max.tolist(), "parts": parts, "n_clips": self.clips,
+                "n_frames": self.count, "fitted_on": "train"}
 
 
-def _extract_subset(paths: list[Path], train_mask: np.ndarray, out: np.ndarray,
-                    cfg: FeaturesConfig, stats: _BandStats, desc: str) -> None:
-    frontend = LogMel(cfg)
-    n_samples = clip_samples(cfg)
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """A version-1.0 ``.npy`` header for float16 C-order ``shape``, padded to HEADER_BYTES."""
+    text = f"{{'descr': '<f2', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
+    size = HEADER_BYTES - 10  # magic (6) + version (2) + length (2)
+    if len(text) >= size:
+        raise ValueError(f"shape {shape} does not fit the .npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", size) + (text.ljust(size - 1) + "\n").encode()
 
-    def load(path: Path) -> torch.Tensor:
-        return fit_length(load_audio(path, cfg.sample_rate), n_samples, cfg.pad_mode)
 
-    with ThreadPoolExecutor(max_workers=2) as pool, \
-            tqdm(total=len(paths), desc=desc, unit="clip", disable=None) as bar:
-        for start in range(0, len(paths), cfg.batch_size):
-            batch_paths = paths[start:start + cfg.batch_size]
-            waves = torch.stack(list(pool.map(load, batch_paths)))  # (B, samples)
-            with torch.no_grad():
-                feats = frontend(waves).numpy()  # (B, n_mels, frames)
-            out[start:start + len(batch_paths)] = feats.astype(np.float16)
-            mask = train_mask[start:start + len(batch_paths)]
-            if mask.any():
-                stats.update(feats[mask])
-            bar.update(len(batch_paths))
+class _FrameWriter:
+    """Appends ``(frames, dim)`` blocks to a ``.npy`` file without holding them in memory."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path, self.dim, self.rows = path, dim, 0
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file.write(b"\0" * HEADER_BYTES)
+
+    def append(self, frames: np.ndarray) -> int:
+        offset = self.rows
+        self.file.write(frames.tobytes())
+        self.rows += frames.shape[0]
+        return offset
+
+    def close(self) -> None:
+        self.file.seek(0)
+        self.file.write(_npy_header((self.rows, self.dim)))
+        self.file.close()
+
+
+def _results(paths: list[Path], cfg: FeaturesConfig, pool):
+    """Features of ``paths`` in order, from the worker pool (or in-process without one)."""
+    if pool is None:
+        extractor = ClipExtractor(cfg)
+        return (extractor(p) for p in paths)
+    chunk = max(1, min(cfg.batch_size, math.ceil(len(paths) / (4 * cfg.workers))))
+    return pool.imap(_extract_in_worker, [str(p) for p in paths], chunksize=chunk)
+
+
+def _extract_subset(paths: list[Path], train_mask: np.ndarray, writer: _FrameWriter,
+                    stats: _BandStats, cfg: FeaturesConfig, pool,
+                    desc: str) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(paths), dtype=np.int64)
+    lengths = np.zeros(len(paths), dtype=np.int64)
+    results = _results(paths, cfg, pool)
+    for i, frames in enumerate(tqdm(results, total=len(paths), desc=desc, unit="clip",
+                                    disable=None)):
+        offsets[i] = writer.append(frames)
+        lengths[i] = frames.shape[0]
+        if train_mask[i]:
+            stats.update(frames)
+    return offsets, lengths
 
 
 def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: Path,
                      out_dir: str | os.PathLike[str], cfg: FeaturesConfig,
                      split: SplitConfig) -> None:
-    """Compute log-mel features of every clip into a new store at ``out_dir`` (atomic)."""
+    """Compute ``cfg.kind`` features of every clip into a new store at ``out_dir`` (atomic).
+
+    ``cfg.workers`` processes extract clips in parallel; the parent streams their frames
+    to disk in manifest order, so memory does not grow with the number of clips (beyond
+    the index) and the store is identical for any number of workers.
+    """
     index = manifest.copy()
     index["role"] = assign_roles(index, split)
     index["row"] = index.groupby("subset").cumcount()
+    index["offset"] = 0
+    index["length"] = 0
     paths = audio_paths(index, manifest_dir)
-    frames = n_frames(cfg)
-    stats = _BandStats(cfg.n_mels)
-    with atomic_dir(out_dir) as tmp:
-        for subset in SUBSETS:
-            sel = np.flatnonzero(index["subset"].to_numpy() == subset)
-            shape = (len(sel), cfg.n_mels, frames)
-            array = np.lib.format.open_memmap(tmp / f"{subset}.npy", mode="w+",
-                                              dtype=np.float16, shape=shape)
-            if len(sel):
-                _extract_subset([paths[i] for i in sel],
-                                index["role"].to_numpy()[sel] == "train", array, cfg, stats,
-                                desc=f"features {subset}")
-            array.flush()
-            del array
-            log.info("%s: %d clips -> %s", subset, len(sel), shape)
-        keep = ["clip_id", "subset", "row", "role", "fold", "labels"]
-        keep += [c for c in index.columns
-                 if c in ("true_labels", "weight") or str(c).startswith(TARGET_PREFIX)]
-        index[keep].to_csv(tmp / "index.csv", index=False)
-        write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
-        write_json(tmp / "stats.json", stats.result())
-        write_json(tmp / "features.json", {"config": cfg.model_dump(),
-                                           "n_mels": cfg.n_mels, "frames": frames})
+    dim, parts = feature_dim(cfg), feature_parts(cfg)
+    stats = _BandStats(dim)
+    pool = None
+    if cfg.workers > 0:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(cfg.workers, _init_worker, (cfg,))
+    try:
+        with atomic_dir(out_dir) as tmp:
+            for subset in SUBSETS:
+                sel = np.flatnonzero(index["subset"].to_numpy() == subset)
+                writer = _FrameWriter(tmp / f"{subset}.npy", dim)
+                try:
+                    if len(sel):
+                        offsets, lengths = _extract_subset(
+                            [paths[i] for i in sel], index["role"].to_numpy()[sel] == "train",
+                            writer, stats, cfg, pool, desc=f"features {subset}")
+                        index.loc[index.index[sel], "offset"] = offsets
+                        index.loc[index.index[sel], "length"] = lengths
+                finally:
+                    writer.close()
+                log.info("%s: %d clips, %d frames of dim %d", subset, len(sel), writer.rows, dim)
+            _write_tables(tmp, index, classes, stats.result(cfg.normalize, parts), cfg)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _write_tables(tmp: Path, index: pd.DataFrame, classes: list[str], stats: dict,
+                  cfg: FeaturesConfig) -> None:
+    keep = ["clip_id", "subset", "row", "offset", "length", "role", "fold", "labels"]
+    keep += [c for c in index.columns
+             if c in ("true_labels", "weight") or str(c).startswith(TARGET_PREFIX)]
+    index[keep].to_csv(tmp / "index.csv", index=False)
+    write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
+    write_json(tmp / "stats.json", stats)
+    dim = feature_dim(cfg)
+    write_json(tmp / "features.json", {
+        "config": cfg.model_dump(), "kind": cfg.kind, "dim": dim, "n_mels": dim,
+        "parts": feature_parts(cfg), "frames": n_frames(cfg),  # crop window (frames)
+        "variable_length": cfg.beat_sync})
+
+
+# ---------------------------------------------------------------- reading
 
 
 class FeatureSet(torch.utils.data.Dataset):
-    """Normalised features, multi-hot targets and loss weights of the clips with given roles.
+    """Cropped, normalised features, multi-hot targets and loss weights of the clips with
+    given roles; one item per clip.
 
-    Items are ``(x, y, w)``: x ``(n_mels, frames)`` float32, y ``(n_classes,)`` float32 and
-    w a float32 scalar, the clip's training-loss weight (the manifest's ``weight`` column,
-    written by label cleaning; 1 without it). Arrays stay memory-mapped; only the rows
-    asked for are read.
+    Items are ``(x, y, w)``: y ``(n_classes,)`` float32, w a float32 scalar (the manifest's
+    ``weight`` column, written by label cleaning; 1 without it) and x float32:
+
+    - evaluation (``train=False``, the default, deterministic): the centre window
+      ``(dim, frames)``, or with ``features.eval_crops: N > 1`` N evenly spaced windows
+      ``(N, dim, frames)``, whose predictions are averaged per clip;
+    - training (``train=True``): a random window (``features.train_crop``), or with
+      ``features.crops_per_clip: K > 1`` K of them ``(K, dim, frames)``; the clip's
+      crops share its label and its loss weight.
+
+    With ``beat_sync`` nothing is cropped: x is the whole ``(dim, beats + 1)`` sequence
+    (pad batches with :func:`collate_clips`). Arrays stay memory-mapped.
     """
 
-    def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...]) -> None:
+    def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
+                 train: bool = False, crops: int | None = None) -> None:
         store = Path(store_dir)
         index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
                             keep_default_na=False)
         self.index = index[index["role"].isin(roles)].reset_index(drop=True)
         self.classes = read_classes(store / CLASSES_NAME)
-        stats = read_json(store / "stats.json")
-        self.mean = np.asarray(stats["mean"], dtype=np.float32)[:, None]  # (n_mels, 1)
-        self.std = np.asarray(stats["std"], dtype=np.float32)[:, None]
-        self.stats = stats
+        self.stats = read_json(store / "stats.json")
         self.meta = read_json(store / "features.json")
+        self.config = FeaturesConfig.model_validate(self.meta["config"])
+        self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
+        self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
         self.targets = labels_to_matrix(self.index["labels"], self.classes)  # (N, C)
-        weights = (self.index["weight"].to_numpy(dtype=np.float32) if "weight" in self.index
-                   else np.ones(len(self.index), dtype=np.float32))
-        self.weights = weights  # (N,)
+        self.weights = (self.index["weight"].to_numpy(dtype=np.float32) if "weight" in self.index
+                        else np.ones(len(self.index), dtype=np.float32))  # (N,)
+        self.train = train
+        default = self.config.crops_per_clip if train else self.config.n_eval_crops
+        self.n_crops = default if crops is None else crops  # >1: items are (n_crops, dim, T)
+        self.window = int(self.meta["frames"])
         self._arrays = {s: np.load(store / f"{s}.npy", mmap_mode="r") for s in SUBSETS}
         self._subset = self.index["subset"].to_numpy()
-        self._row = self.index["row"].to_numpy()
+        self._offset = self.index["offset"].to_numpy()
+        self._length = self.index["length"].to_numpy()
 
     @property
-    def n_mels(self) -> int:
-        return int(self.meta["n_mels"])
+    def dim(self) -> int:
+        """Feature dimension (bands): n_mels for logmel, 1 for waveform, ..."""
+        return int(self.meta["dim"])
+
+    @property
+    def n_mels(self) -> int:  # the name models and checkpoints use for the feature dim
+        return self.dim
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
 
     def __len__(self) -> int:
         return len(self.index)
@@ -162,8 +322,34 @@ class FeatureSet(torch.utils.data.Dataset):
     def clip_ids(self) -> list[str]:
         return self.index["clip_id"].tolist()
 
+    def _starts(self, length: int) -> list[int]:
+        if self.train and self.config.train_crop == "random":
+            return [random_start(length, self.window) for _ in range(self.n_crops)]
+        if self.train:
+            return [center_start(length, self.window)] * self.n_crops
+        return eval_starts(length, self.window, self.n_crops)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        raw = self._arrays[self._subset[i]][self._row[i]].astype(np.float32)
-        x = (raw - self.mean) / self.std
-        return (torch.from_numpy(x), torch.from_numpy(self.targets[i]),
-                torch.tensor(self.weights[i]))
+        start, length = int(self._offset[i]), int(self._length[i])
+        frames = self._arrays[self._subset[i]][start:start + length]  # (T, dim) float16
+        if self.config.beat_sync:
+            crops = [np.asarray(frames)]
+        else:
+            crops = [cut(frames, s, self.window) for s in self._starts(length)]
+        x = (np.stack(crops).astype(np.float32) - self.shift) / self.scale  # (K, T, dim)
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
+        if self.n_crops == 1 or self.config.beat_sync:
+            x = x[0]
+        return x, torch.from_numpy(self.targets[i]), torch.tensor(self.weights[i])
+
+
+def collate_clips(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Stack items; sequences of different lengths (``beat_sync``) are zero-padded at the
+    end to the longest. After normalisation 0 is the training mean (``standard``), so the
+    models pool over padded frames as over average ones."""
+    xs = [item[0] for item in batch]
+    longest = max(x.shape[-1] for x in xs)
+    if any(x.shape[-1] != longest for x in xs):
+        xs = [torch.nn.functional.pad(x, (0, longest - x.shape[-1])) for x in xs]
+    rest = [torch.stack([item[k] for item in batch]) for k in range(1, len(batch[0]))]
+    return (torch.stack(xs), *rest)

@@ -38,21 +38,36 @@ class Cnn1dConfig(BaseModel):
 class Cnn1d(nn.Module):
     """1-D CNN: conv blocks halve time; max+mean over time; linear head.
 
-    ``(B, n_mels, T) -> (B, num_classes)`` logits.
+    ``(B, n_mels, T) -> (B, num_classes)`` logits; ``n_mels`` is the feature dimension
+    (mel bands, MFCCs, chroma, ...). With ``n_mels == 1`` the input is a raw waveform
+    ``(B, 1, samples)``: a strided conv stem (stride 8, then max-pool 4: 32 samples per
+    step) turns it into ``channels[0]`` learned bands before the blocks.
     """
+
+    accepts_waveform = True  # features.kind=waveform is allowed (see training.run)
 
     def __init__(self, num_classes: int, n_mels: int, cfg: Cnn1dConfig) -> None:
         super().__init__()
         self.n_mels = n_mels
         self.cfg = cfg
+        first = n_mels
+        self.stem: nn.Module = nn.Identity()
+        if n_mels == 1:
+            first = cfg.channels[0]
+            self.stem = nn.Sequential(
+                nn.Conv1d(1, first, kernel_size=32, stride=8, padding=12, bias=False),
+                nn.BatchNorm1d(first),
+                nn.ReLU(inplace=True),
+                nn.MaxPool1d(4, ceil_mode=True),
+            )
         self.features = nn.Sequential(
             *(
                 ConvBlock1d(c_in, c_out, cfg.kernel_size)
-                for c_in, c_out in pairwise([n_mels, *cfg.channels])
+                for c_in, c_out in pairwise([first, *cfg.channels])
             )
         )
         self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.n_mels)
-        return self.head(self.features(x))  # (B, n_mels, T) -> (B, C, T') -> (B, K)
+        return self.head(self.features(self.stem(x)))  # (B, n_mels, T) -> (B, C, T') -> (B, K)

@@ -1,7 +1,7 @@
 """Per-clip predictions of a trained model on the clips of a feature store.
 
 Every consumer of predictions (evaluation, label analysis, the report) goes through
-:func:`predict_clips`, so how a clip becomes one score vector (one crop today; several
+:func:`predict_clips`, so how a clip becomes one score vector (one centre crop, or several
 crops averaged when the feature store says so) is decided in one place.
 """
 
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from audiotag.features.store import FeatureSet
+from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.training.loop import predict
 
 
@@ -41,11 +41,17 @@ class ClipPredictions:
 def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
                   roles: tuple[str, ...], batch_size: int,
                   device: torch.device) -> ClipPredictions:
-    """Scores of ``model`` (already on ``device``) for the store's clips with ``roles``."""
+    """Scores of ``model`` (already on ``device``) for the store's clips with ``roles``.
+
+    One row per clip: with ``features.eval_crops: N`` the store yields N windows per clip
+    and their sigmoid scores are averaged (see :func:`audiotag.training.loop.predict`);
+    ``batch_size`` counts clips.
+    """
     data = FeatureSet(store_dir, roles)
     if len(data) == 0:
         raise ValueError(f"{store_dir}: no clips with role {' or '.join(roles)}")
     started = time.perf_counter()
-    scores, targets, _ = predict(model, DataLoader(data, batch_size=batch_size), device)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_clips)
+    scores, targets, _ = predict(model, loader, device)
     seconds = time.perf_counter() - started
     return ClipPredictions(data.classes, data.index, scores, targets, seconds)

@@ -30,6 +30,24 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
+def crop_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits ``(B, K, C)`` of a batch ``(B, dim, T)`` (K = 1) or ``(B, K, dim, T)``."""
+    if x.dim() == 4:
+        b, k = x.shape[:2]
+        return model(x.flatten(0, 1)).view(b, k, -1)
+    return model(x).unsqueeze(1)
+
+
+def clip_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: ClipLoss,
+                logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-clip loss ``(B,)``: the mean over a clip's crops of ``loss_fn`` on each crop (every
+    crop carries its clip's labels), so a clip counts once whatever its number of crops."""
+    logits = crop_logits(model, x) if logits is None else logits  # (B, K, C)
+    b, k, c = logits.shape
+    per_crop = loss_fn(logits.reshape(b * k, c), y.repeat_interleave(k, dim=0))  # (B*K,)
+    return per_crop.view(b, k).mean(dim=1)
+
+
 @dataclass
 class EpochResult:
     epoch: int  # 1-based
@@ -51,11 +69,12 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
     norm_sums: dict[str, float] = defaultdict(float)
     ratio_sums: dict[str, float] = defaultdict(float)
     steps = 0
-    for x, y, w in loader:
-        # (B, n_mels, frames), (B, C), (B,) per-clip loss weights from label cleaning
+    for x, y, w, *_ in loader:
+        # (B, dim, frames) or (B, K, dim, frames) with K crops per clip; (B, C) targets;
+        # (B,) per-clip loss weights from label cleaning
         x, y, w = x.to(device), y.to(device), w.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = weighted_mean(loss_fn(model(x), y), w)
+        loss = weighted_mean(clip_losses(model, x, y, loss_fn), w)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} (try a lower train.lr)")
         loss.backward()
@@ -76,15 +95,18 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
             loss_fn: ClipLoss | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Sigmoid scores ``(N, C)``, targets ``(N, C)`` and the mean (unweighted) loss
-    (NaN without loss_fn). Items of ``loader`` are ``(x, y, ...)``."""
+    (NaN without loss_fn), one row per clip. Items of ``loader`` are ``(x, y, ...)`` with x
+    ``(B, dim, T)``, or ``(B, K, dim, T)`` for K crops per clip: a clip's score is the mean
+    of its crops' sigmoid scores, its loss the mean of its crops' losses."""
     model.eval()
     scores, targets, total = [], [], 0.0
     for x, y, *_ in loader:
-        logits = model(x.to(device))
+        x, y = x.to(device), y.to(device)
+        logits = crop_logits(model, x)  # (B, K, C): K crops of each clip
         if loss_fn is not None:
-            total += loss_fn(logits, y.to(device)).sum().item()
-        scores.append(torch.sigmoid(logits).cpu().numpy())
-        targets.append(y.numpy())
+            total += clip_losses(model, x, y, loss_fn, logits).sum().item()
+        scores.append(torch.sigmoid(logits).mean(dim=1).cpu().numpy())  # average crops
+        targets.append(y.cpu().numpy())
     if not scores:
         raise ValueError("predict: the loader yielded no clips")
     n = sum(len(s) for s in scores)

@@ -12,10 +12,10 @@ from typing import Any
 from dvclive import Live
 from torch.utils.data import DataLoader
 
-from audiotag.core.config import TrainConfig
-from audiotag.core.io import atomic_dir, write_json
-from audiotag.features.store import FeatureSet
-from audiotag.models import create_model
+from audiotag.core.config import ParamsError, TrainConfig
+from audiotag.core.io import atomic_dir, read_json, write_json
+from audiotag.features.store import FeatureSet, collate_clips
+from audiotag.models import MODELS, create_model, list_models
 from audiotag.training.checkpoint import save_checkpoint
 from audiotag.training.loop import EpochResult, fit
 from audiotag.training.utils import count_parameters, pick_device, seed_everything
@@ -41,16 +41,32 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
 
 
 def _loaders(features_dir: Path, cfg: TrainConfig, seed: int):
+    """Training loader (random crops, ``crops_per_clip`` per clip, shuffled) and validation
+    loader (the evaluation crops, one score per clip), both seeded from ``seed``."""
     generator = seed_everything(seed)
-    train_set = FeatureSet(features_dir, ("train",))
+    train_set = FeatureSet(features_dir, ("train",), train=True)
     valid_set = FeatureSet(features_dir, ("valid",))
     for name, data in (("training", train_set), ("validation", valid_set)):
         if len(data) == 0:
             raise ValueError(f"{features_dir}: no {name} clips (check the split params)")
+    # random crops draw from torch's RNG: in the main process it is seeded above; DataLoader
+    # workers (if any are ever used) are seeded from `generator`, so runs stay reproducible
     train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                       drop_last=len(train_set) > cfg.batch_size)  # BatchNorm needs batch > 1
-    valid = DataLoader(valid_set, batch_size=cfg.batch_size)
+                       drop_last=len(train_set) > cfg.batch_size,  # BatchNorm needs batch > 1
+                       collate_fn=collate_clips)
+    valid = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate_clips)
     return train_set, train, valid
+
+
+def check_model_accepts(name: str, kind: str) -> None:
+    """Fail early when model ``name`` cannot take ``features.kind`` (e.g. a 2-D CNN on a raw
+    waveform, whose "image" would be one band high and tens of thousands of frames long)."""
+    if kind == "waveform" and not getattr(MODELS.get(name).factory, "accepts_waveform", False):
+        takers = [m for m in list_models()
+                  if getattr(MODELS.get(m).factory, "accepts_waveform", False)]
+        raise ParamsError(f"features.kind=waveform: model {name!r} needs a time-frequency "
+                          f"input; train it on another features.kind, or train a model "
+                          f"that takes raw waveforms ({', '.join(takers)})")
 
 
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
@@ -65,6 +81,7 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     lwlrap, learning rate, per-layer gradient norms and update-to-weight ratios.
     """
     features_dir = Path(features_dir)
+    check_model_accepts(name, read_json(features_dir / "features.json")["kind"])
     train_set, train_loader, valid_loader = _loaders(features_dir, cfg, seed)
     device = pick_device(cfg.device)
     model = create_model(name, num_classes=len(train_set.classes), n_mels=train_set.n_mels,
