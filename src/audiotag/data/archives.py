@@ -69,7 +69,7 @@ def _zip_is_link(info: zipfile.ZipInfo) -> bool:
 
 
 def _extract_zip(archive: Path, dest: Path, keep: MemberFilter) -> int:
-    count = 0
+    count, links = 0, []
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         for info in infos:  # check every member before writing any
@@ -80,15 +80,32 @@ def _extract_zip(archive: Path, dest: Path, keep: MemberFilter) -> int:
             name = _check_name(archive, info.filename)
             if not keep(name) or info.is_dir():
                 continue
+            if _zip_is_link(info):  # made last, so no file is ever written through a link
+                links.append((name, zf.read(info).decode()))
+                continue
             out = dest / name
             out.parent.mkdir(parents=True, exist_ok=True)
-            if _zip_is_link(info):
-                os.symlink(zf.read(info).decode(), out)
-            else:
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
             count += 1
-    return count
+    root = os.path.realpath(dest)
+
+    def inside(path: Path) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    for name, target in links:
+        # a chain of links can lead out where each link alone stays inside: check where
+        # this one lands (its folder) before creating it, and where it points after
+        if not inside((dest / name).parent):
+            raise DataSourceError(f"{archive}: refusing member {name!r}: its folder leads "
+                                  "outside the destination through another link")
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, dest / name)
+    for name, target in links:
+        if not inside(dest / name):
+            raise DataSourceError(f"{archive}: refusing member {name!r}: link {target!r} "
+                                  "points outside the destination (through another link)")
+    return count + len(links)
 
 
 def _extract_tar(archive: Path, dest: Path, keep: MemberFilter) -> int:
@@ -99,8 +116,8 @@ def _extract_tar(archive: Path, dest: Path, keep: MemberFilter) -> int:
             name = _check_name(archive, m.name)
             if m.issym():
                 _check_link(archive, name, m.linkname)
-            elif m.islnk():  # a hard link names another member, from the archive root
-                _check_link(archive, name, "/".join([".."] * name.count("/") + [m.linkname]))
+            elif m.islnk():  # a hard link names another member: the same rules as a name
+                _check_name(archive, m.linkname)
             elif not (m.isfile() or m.isdir()):
                 raise DataSourceError(f"{archive}: refusing member {m.name!r}: "
                                       "device, FIFO or other special file")
