@@ -1,0 +1,303 @@
+"""Hyper-parameter search with Optuna where every trial is a real DVC experiment.
+
+    python -m audiotag.tune --trials 20                  # search space: tune.yaml
+
+Each trial samples values from the search space (a YAML file mapping params.yaml keys to
+distributions), runs ``dvc exp run --temp --name <study>-<n> -S key=value ...`` and reads
+the metric back from ``dvc exp show --json``, so every trial is an experiment with its
+metrics and plots (``dvc exp show``, ``dvc plots diff``, ``dvc exp apply``). The study lives
+in SQLite (default ``.tune/<study>.db``): run the same command again after an interruption
+and the search continues until ``--trials`` trials have completed.
+
+Search space format (``tune.yaml``)::
+
+    train.lr:         {type: float, low: 0.0003, high: 0.01, log: true}
+    train.batch_size: {type: categorical, choices: [16, 32, 64]}
+    models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}
+    features.n_mels:  {type: int, low: 32, high: 128, step: 32}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from audiotag.core.cli import run_stage
+from audiotag.core.config import ParamsError, format_validation_error, read_params
+
+log = logging.getLogger("tune")
+
+
+class Dimension(BaseModel):
+    """One searched param: ``float`` / ``int`` in [low, high] (optionally log), or
+    ``categorical`` over ``choices``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str = Field(pattern="^(float|int|categorical)$")
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty `choices` list")
+            if self.low is not None or self.high is not None:
+                raise ValueError("categorical takes `choices`, not low/high")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"{self.type} takes low/high, not `choices`")
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"{self.type} needs low < high")
+        if self.log and self.low <= 0:
+            raise ValueError("log scale needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log scale and step cannot be combined")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(name, self.choices)
+        if self.type == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high),
+                                     step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+
+def _lookup(params: dict[str, Any], dotted: str) -> bool:
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def load_space(path: str | Path, params: dict[str, Any]) -> dict[str, Dimension]:
+    """Read and validate a search-space YAML file; every key must exist in params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such search-space file") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ParamsError(f"{path}: expected a mapping of params.yaml keys to distributions")
+    space = {}
+    for key, spec in raw.items():
+        if not _lookup(params, key):
+            raise ParamsError(f"{path}: {key}: not a key of params.yaml")
+        if not isinstance(spec, dict):
+            raise ParamsError(f"{path}: {key}: expected a mapping such as "
+                              "{type: float, low: 0.0001, high: 0.01, log: true}")
+        try:
+            space[key] = Dimension.model_validate(spec)
+        except ValidationError as err:
+            raise ParamsError(format_validation_error(err, key, str(path))) from None
+    return space
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``lwlrap`` (best over the trial's models' ``metrics/<model>.json``) or an explicit
+    ``metrics/cnn2d.json:lwlrap`` (nested keys with dots: ``file.json:best.valid_lwlrap``)."""
+
+    spec: str
+
+    def read(self, exp: dict[str, Any]) -> float:
+        metrics = exp["data"].get("metrics") or {}
+        if ":" in self.spec:
+            path, key = self.spec.split(":", 1)
+            candidates = [(path, key)]
+        else:
+            models = exp["data"]["params"]["params.yaml"]["data"]["train"]["models"]
+            candidates = [(f"metrics/{m}.json", self.spec) for m in models]
+        values = []
+        for path, key in candidates:
+            node: Any = (metrics.get(path) or {}).get("data") or {}
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, int | float) and not isinstance(node, bool):
+                values.append(float(node))
+        if not values:
+            raise KeyError(f"metric {self.spec!r} not found in the experiment's metrics "
+                           f"(files: {', '.join(sorted(metrics)) or 'none'})")
+        return max(values)
+
+
+def _cli_value(value: Any) -> str:
+    """A value as ``-S key=<yaml>`` expects it (floats in full precision)."""
+    return repr(value) if isinstance(value, float) else yaml.safe_dump(
+        value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def set_args(values: dict[str, Any]) -> list[str]:
+    args = []
+    for key, value in values.items():
+        args += ["-S", f"{key}={_cli_value(value)}"]
+    return args
+
+
+def _dvc(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def find_experiment(shown: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The ``dvc exp show --json`` record of the experiment called ``name``."""
+    for rev in shown:
+        for exp in rev.get("experiments") or []:
+            for run in exp.get("revs") or []:
+                if run.get("name") == name or exp.get("name") == name:
+                    return run
+    return None
+
+
+class DvcObjective:
+    """Runs one trial as ``dvc exp run --temp`` and returns its metric."""
+
+    def __init__(self, repo: Path, space: dict[str, Dimension], metric: Metric,
+                 study_name: str, fixed: dict[str, Any]) -> None:
+        self.repo, self.space, self.metric = repo, space, metric
+        self.study_name, self.fixed = study_name, fixed
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        values = {key: dim.suggest(trial, key) for key, dim in self.space.items()}
+        name = f"{self.study_name}-{trial.number}"
+        trial.set_user_attr("experiment", name)
+        args = ["exp", "run", "--temp", "--name", name, *set_args({**self.fixed, **values})]
+        log.info("trial %d: dvc %s", trial.number, " ".join(args))
+        result = _dvc(args, self.repo)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"trial {trial.number}: `dvc exp run` failed "
+                               f"({result.returncode}): " + " | ".join(tail))
+        shown = _dvc(["exp", "show", "--json"], self.repo)
+        if shown.returncode != 0:
+            raise RuntimeError(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
+        exp = find_experiment(json.loads(shown.stdout), name)
+        if exp is None:
+            raise RuntimeError(f"experiment {name!r} does not appear in `dvc exp show`")
+        value = self.metric.read(exp)
+        log.info("trial %d (%s): %s = %.6f", trial.number, name, self.metric.spec, value)
+        return value
+
+
+def open_study(storage_path: Path, name: str, direction: str, seed: int) -> optuna.Study:
+    storage_path.parent.mkdir(parents=True, exist_ok=True)
+    # heartbeats mark a trial whose process died (kill -9, power cut) as failed, so a
+    # resumed search neither waits for it nor counts it
+    storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path}", heartbeat_interval=30,
+                                         grace_period=90)
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction,
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                load_if_exists=True)
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: str,
+         storage_path: Path, direction: str, fixed: dict[str, Any], seed: int) -> optuna.Study:
+    params = read_params(repo / "params.yaml")
+    space = load_space(space_path, params)
+    for key in fixed:
+        if not _lookup(params, key):
+            raise ParamsError(f"--set {key}: not a key of params.yaml")
+    study = open_study(storage_path, study_name, direction, seed)
+    done = len(completed(study))
+    remaining = max(trials - done, 0)
+    log.info("study %s (%s): %d trial(s) completed, running %d more", study_name,
+             storage_path, done, remaining)
+    objective = DvcObjective(repo, space, metric, study_name, fixed)
+    for _ in range(remaining):  # one at a time, so a failed trial is replaced, not counted
+        study.optimize(objective, n_trials=1, catch=(RuntimeError, KeyError))
+        if len(completed(study)) >= trials:
+            break
+        failures = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+        if failures >= max(3, trials):
+            raise RuntimeError(f"{failures} trials failed; see the log above")
+    report(study, metric)
+    return study
+
+
+def report(study: optuna.Study, metric: Metric) -> None:
+    done = completed(study)
+    if not done:
+        log.warning("no completed trial yet")
+        return
+    for t in sorted(done, key=lambda t: t.number):
+        log.info("  trial %3d  %-24s %s=%.6f  %s", t.number, t.user_attrs.get("experiment"),
+                 metric.spec, t.value, t.params)
+    best = study.best_trial
+    log.info("best: trial %d, experiment %s, %s = %.6f, params %s", best.number,
+             best.user_attrs.get("experiment"), metric.spec, best.value, best.params)
+    log.info("bring it into the workspace with: dvc exp apply %s",
+             best.user_attrs.get("experiment"))
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    fixed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {item!r}: expected key=value")
+        fixed[key] = yaml.safe_load(value)
+    return fixed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=20,
+                        help="completed trials to reach (a resumed study counts earlier ones)")
+    parser.add_argument("--metric", default="valid_lwlrap",
+                        help="a key of metrics/<model>.json (best over the trial's models) "
+                             "or file:key, e.g. metrics/cnn2d.json:lwlrap. The default is "
+                             "the validation lwlrap: choosing by test lwlrap would tune on "
+                             "the test set")
+    parser.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
+    parser.add_argument("--space", default="tune.yaml", help="search-space YAML file")
+    parser.add_argument("--study", default="tune", help="study name (prefix of experiment names)")
+    parser.add_argument("--storage", default=None,
+                        help="SQLite file of the study (default .tune/<study>.db)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a fixed param for every trial (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--repo", default=".", help="the DVC project (default: here)")
+    args = parser.parse_args()
+    if args.trials < 1:
+        raise ParamsError("--trials: must be at least 1")
+    repo = Path(args.repo).resolve()
+    storage = Path(args.storage) if args.storage else repo / ".tune" / f"{args.study}.db"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what matters
+    try:
+        study = tune(repo, repo / args.space, Metric(args.metric), args.trials, args.study,
+                     storage, args.direction, _parse_set(args.set), args.seed)
+    except RuntimeError as err:  # failed trials: the message says which and why
+        log.error("error: %s", err)
+        sys.exit(1)
+    if not completed(study) or math.isnan(study.best_value):
+        log.error("error: the search finished without a completed trial")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_stage(main)

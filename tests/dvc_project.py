@@ -1,0 +1,81 @@
+"""Shared setup of the end-to-end tests: a copy of this repository as a fresh git + DVC
+project with tiny params, driven through the real `dvc` CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tune.yaml",
+        "src", "stages"]
+# seconds, not minutes: a handful of short clips at 8 kHz, two epochs
+TINY = {
+    "data": {"synthetic": {"n_curated": 20, "n_noisy": 20, "n_test": 12, "sample_rate": 8000,
+                           "min_seconds": 0.5, "max_seconds": 2.0, "num_classes": 6}},
+    "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128, "n_mels": 32,
+                 "fmax": 4000.0, "clip_seconds": 1.0},
+    "train": {"epochs": 2, "batch_size": 8},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into ``base`` (in place) and return it."""
+    for key, value in override.items():
+        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+def env_for(cwd: Path) -> dict[str, str]:
+    return {**os.environ,
+            # stage scripts must import this copy's src, and `python` must be this venv's
+            "PYTHONPATH": str(cwd / "src"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+            "DVC_NO_ANALYTICS": "1"}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True,
+        timeout: float | None = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env_for(cwd), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def make_project(repo_root: Path, root: Path, *overrides: dict) -> Path:
+    """Copy this repository to ``root`` as a committed git + DVC repo with tiny params."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        src = repo_root / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, root / name)
+    params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    for override in overrides:
+        merge(params, override)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    commit(root, "init")
+    return root
+
+
+def commit(root: Path, message: str) -> None:
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", message, "--allow-empty"], root)
+
+
+def experiments(shown: list[dict]) -> list[dict]:
+    """Every experiment run record of ``dvc exp show --json`` output."""
+    return [run_ for rev in shown for exp in (rev.get("experiments") or [])
+            for run_ in (exp.get("revs") or [])]
