@@ -78,6 +78,17 @@ def test_cut_transfer_resumes_with_a_range_request(tmp_path, cache):
     assert not list(path.parent.glob("*.part"))
 
 
+def test_partial_file_of_a_killed_run_is_resumed(tmp_path, cache):
+    blob = _blob(tmp_path)
+    part = cache / "t" / "blob.bin.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(blob.read_bytes()[:100_000])  # what a killed earlier run left behind
+    with serve() as srv:
+        path = fetch.fetch(srv.add(blob), "blob.bin", _sha256(blob), "t", progress=False)
+    assert srv.requests == [("/blob.bin", "bytes=100000-")]
+    assert path.read_bytes() == blob.read_bytes() and not part.exists()
+
+
 def test_failed_transfer_is_retried(tmp_path, cache):
     blob = _blob(tmp_path, 1000)
     with serve() as srv:
