@@ -1,0 +1,111 @@
+"""Training tasks: how model outputs, targets and the per-clip loss fit together.
+
+One switch (``train.task``) instead of four copied code paths. Every task maps
+``(outputs (B, K), targets (B, K))`` to a per-clip loss ``(B,)``, which the training loop
+weights per clip (label-cleaning weights) and averages.
+
+Output / target layout (K columns):
+
+    multilabel   C class logits        | multi-hot targets       | BCE, mean over classes
+    singlelabel  C class logits        | one-hot targets         | softmax cross-entropy
+    regression   R regression outputs  | R numeric targets       | MSE over known targets
+    multitask    C logits, then R      | C class, then R targets | BCE (or CE) + w * MSE
+
+Regression targets are the manifest's ``targets_*`` columns in column order; an unknown
+target (NaN) is left out of the loss rather than treated as zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812  (torch's own convention)
+
+Task = Literal["multilabel", "singlelabel", "regression", "multitask"]
+TASKS: tuple[str, ...] = ("multilabel", "singlelabel", "regression", "multitask")
+ClipLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task and its output layout: ``n_classes`` logits, then ``n_targets`` regressions."""
+
+    task: str
+    n_classes: int
+    n_targets: int = 0
+    label_smoothing: float = 0.0  # singlelabel (and multitask with single_label) only
+    regression_weight: float = 1.0  # multitask: weight of the regression loss
+    single_label: bool = False  # multitask: classes are one-of-C (softmax) not multi-hot
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
+        needs_classes = self.task in ("multilabel", "singlelabel", "multitask")
+        needs_targets = self.task in ("regression", "multitask")
+        if needs_classes and self.n_classes < 1:
+            raise ValueError(f"task {self.task} needs at least one class")
+        if needs_targets and self.n_targets < 1:
+            raise ValueError(f"task {self.task} needs targets_* columns in the manifest "
+                             "(regression targets); the dataset has none")
+        if not needs_targets and self.n_targets:
+            raise ValueError(f"task {self.task} takes no regression targets")
+        if self.task == "regression" and self.n_classes:
+            raise ValueError("task regression has no class outputs")
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes + self.n_targets
+
+    @property
+    def softmax(self) -> bool:
+        """Class scores are a softmax over classes (else independent sigmoids)."""
+        return self.task == "singlelabel" or (self.task == "multitask" and self.single_label)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-clip mean squared error over the known (non-NaN) targets: ``(B,)``.
+
+    A clip with no known target contributes 0.
+    """
+    known = ~torch.isnan(target)
+    diff = torch.where(known, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return diff.pow(2).sum(dim=1) / known.sum(dim=1).clamp_min(1)
+
+
+def class_loss(logits: torch.Tensor, targets: torch.Tensor, softmax: bool,
+               label_smoothing: float = 0.0) -> torch.Tensor:
+    """Per-clip classification loss ``(B,)``: softmax CE against (possibly mixed) target
+    distributions, or BCE averaged over classes."""
+    if softmax:
+        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing,
+                               reduction="none")
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=1)
+
+
+def make_loss(spec: TaskSpec) -> ClipLoss:
+    """The per-clip loss ``(outputs (B, K), targets (B, K)) -> (B,)`` of a task."""
+    c = spec.n_classes
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if outputs.shape != targets.shape or outputs.shape[1] != spec.n_outputs:
+            raise ValueError(f"task {spec.task}: outputs {tuple(outputs.shape)} and targets "
+                             f"{tuple(targets.shape)} must both be (batch, {spec.n_outputs})")
+        total = torch.zeros(outputs.shape[0], device=outputs.device)
+        if c:
+            total = total + class_loss(outputs[:, :c], targets[:, :c], spec.softmax,
+                                       spec.label_smoothing)
+        if spec.n_targets:
+            weight = spec.regression_weight if c else 1.0
+            total = total + weight * masked_mse(outputs[:, c:], targets[:, c:])
+        return total
+
+    return loss
+
+
+def class_scores(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+    """Class scores in [0, 1] from model outputs: softmax or sigmoid of the class logits."""
+    logits = outputs[:, :spec.n_classes]
+    return logits.softmax(dim=1) if spec.softmax else torch.sigmoid(logits)
