@@ -178,10 +178,21 @@ class _FrameWriter:
 def _results(paths: list[Path], cfg: FeaturesConfig, pool):
     """Features of ``paths`` in order, from the worker pool (or in-process without one)."""
     if pool is None:
-        extractor = ClipExtractor(cfg)
-        return (extractor(p) for p in paths)
+        return _in_process(paths, cfg)
     chunk = max(1, min(cfg.batch_size, math.ceil(len(paths) / (4 * cfg.workers))))
     return pool.imap(_extract_in_worker, [str(p) for p in paths], chunksize=chunk)
+
+
+def _in_process(paths: list[Path], cfg: FeaturesConfig):
+    """One thread, as in a worker: per-clip ops are too small for torch's thread pool,
+    which only adds contention (10x slower on a busy 2-core machine)."""
+    extractor, threads = ClipExtractor(cfg), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for path in paths:
+            yield extractor(path)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _extract_subset(paths: list[Path], train_mask: np.ndarray, writer: _FrameWriter,
