@@ -2,13 +2,24 @@
 
 Every model maps a normalised log-mel batch ``(batch, n_mels, frames)`` to logits
 ``(batch, num_classes)``; build one by name with :func:`create_model`. Importing this
-package registers ``cnn1d``, ``cnn2d`` and ``crnn``.
+package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``, ``resstn``,
+``autoencoder``, ``resautoencoder`` and the ImageNet backbones ``resnet18``,
+``resnet50``, ``regnet_y_800mf`` and ``efficientnet_v2_s``.
+
+Optional model capabilities are class attributes: ``accepts_waveform`` (takes
+``(B, 1, samples)`` when ``n_mels == 1``), ``accepts_lengths`` (``forward(x, lengths)``
+for padded variable-length batches, see :mod:`audiotag.models.rnn`) and ``two_phase``
+(reconstruct, then classify; see :mod:`audiotag.models.autoencoder`).
 """
 
+from audiotag.models.autoencoder import Autoencoder, AutoencoderConfig, ResAutoencoder
+from audiotag.models.backbones import BACKBONES, BackboneConfig, ImageNetBackbone
 from audiotag.models.cnn1d import Cnn1d, Cnn1dConfig
 from audiotag.models.cnn2d import Cnn2d, Cnn2dConfig
 from audiotag.models.crnn import Crnn, CrnnConfig
+from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
 from audiotag.models.registry import (
+    MAX_PARAMETERS,
     MODELS,
     ModelSpec,
     create_model,
@@ -17,9 +28,26 @@ from audiotag.models.registry import (
     register_model,
     validate_model_params,
 )
+from audiotag.models.rnn import Gru, Lstm, RnnConfig
+from audiotag.models.stn import ResStn, Stn, StnConfig
 
 __all__ = [
+    "BACKBONES",
+    "MAX_PARAMETERS",
     "MODELS",
+    "Autoencoder",
+    "AutoencoderConfig",
+    "BackboneConfig",
+    "ClassifierHead",
+    "Gru",
+    "HeadConfig",
+    "ImageNetBackbone",
+    "Lstm",
+    "ResAutoencoder",
+    "ResStn",
+    "RnnConfig",
+    "Stn",
+    "StnConfig",
     "Cnn1d",
     "Cnn1dConfig",
     "Cnn2d",
@@ -28,6 +56,7 @@ __all__ = [
     "CrnnConfig",
     "ModelSpec",
     "create_model",
+    "init_weights",
     "list_models",
     "model_config_class",
     "register_model",

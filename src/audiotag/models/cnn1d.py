@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
+from audiotag.models.heads import HeadConfig, init_weights, make_activation
 from audiotag.models.layers import ConvBlock1d, MaxMeanHead, check_input
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
 
 
-class Cnn1dConfig(BaseModel):
-    """Params of ``cnn1d``.
+class Cnn1dConfig(HeadConfig):
+    """Params of ``cnn1d`` (plus the shared head options of :class:`HeadConfig`).
 
     Attributes:
-        channels: output channels of each conv block (conv1d-BN-ReLU-maxpool 2).
+        channels: output channels of each conv block (conv1d-BN-act-maxpool 2).
         kernel_size: temporal kernel size, odd so that padding keeps the frame count.
-        dropout: dropout before the linear head.
+        dropout: dropout before each head layer.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,16 +58,17 @@ class Cnn1d(nn.Module):
             self.stem = nn.Sequential(
                 nn.Conv1d(1, first, kernel_size=32, stride=8, padding=12, bias=False),
                 nn.BatchNorm1d(first),
-                nn.ReLU(inplace=True),
+                make_activation(cfg.activation, inplace=True),
                 nn.MaxPool1d(4, ceil_mode=True),
             )
         self.features = nn.Sequential(
             *(
-                ConvBlock1d(c_in, c_out, cfg.kernel_size)
+                ConvBlock1d(c_in, c_out, cfg.kernel_size, cfg.activation)
                 for c_in, c_out in pairwise([first, *cfg.channels])
             )
         )
-        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg.dropout)
+        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
+        init_weights(self, cfg.init, cfg.activation)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.n_mels)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
+from audiotag.models.heads import HeadConfig, init_weights
 from audiotag.models.layers import ConvBlock2d, MaxMeanHead, check_input
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
 
 
-class Cnn2dConfig(BaseModel):
-    """Params of ``cnn2d``.
+class Cnn2dConfig(HeadConfig):
+    """Params of ``cnn2d`` (plus the shared head options of :class:`HeadConfig`).
 
     Attributes:
-        channels: output channels of each conv block (conv3x3-BN-ReLU-maxpool 2x2).
-        dropout: dropout before the linear head.
+        channels: output channels of each conv block (conv3x3-BN-act-maxpool 2x2).
+        dropout: dropout before each head layer.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,9 +38,11 @@ class Cnn2d(nn.Module):
         self.n_mels = n_mels
         self.cfg = cfg
         self.features = nn.Sequential(
-            *(ConvBlock2d(c_in, c_out, (2, 2)) for c_in, c_out in pairwise([1, *cfg.channels]))
+            *(ConvBlock2d(c_in, c_out, (2, 2), cfg.activation)
+              for c_in, c_out in pairwise([1, *cfg.channels]))
         )
-        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg.dropout)
+        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
+        init_weights(self, cfg.init, cfg.activation)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.n_mels)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
+from audiotag.models.heads import HeadConfig, init_weights
 from audiotag.models.layers import AttentionHead, GatedConvBlock2d, check_input
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
 
 
-class CrnnConfig(BaseModel):
-    """Params of ``crnn``.
+class CrnnConfig(HeadConfig):
+    """Params of ``crnn`` (plus the shared head options of :class:`HeadConfig`; the
+    head's hidden layers act per frame, before attention pooling; ``activation`` does not
+    touch the GLU gates).
 
     Attributes:
         channels: output channels of each gated conv block.
@@ -64,7 +67,8 @@ class Crnn(nn.Module):
             dropout=cfg.dropout if cfg.gru_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = AttentionHead(2 * cfg.gru_hidden, num_classes)
+        self.head = AttentionHead(2 * cfg.gru_hidden, num_classes, cfg)
+        init_weights(self, cfg.init, cfg.activation)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.frame_outputs(x)[0]

@@ -6,9 +6,19 @@ Pooling uses ``ceil_mode=True`` so that short clips never pool down to zero fram
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from audiotag.models.heads import (
+    Activation,
+    ClassifierHead,
+    HeadConfig,
+    hidden_layers,
+    make_activation,
+)
 
 
 def check_input(x: Tensor, n_mels: int) -> None:
@@ -18,25 +28,27 @@ def check_input(x: Tensor, n_mels: int) -> None:
 
 
 class ConvBlock2d(nn.Sequential):
-    """conv3x3 -> BatchNorm -> ReLU -> max-pool: ``(B, C_in, F, T) -> (B, C_out, F', T')``."""
+    """conv3x3 -> BatchNorm -> act -> max-pool: ``(B, C_in, F, T) -> (B, C_out, F', T')``."""
 
-    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int]) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int],
+                 activation: Activation = "relu") -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
+            make_activation(activation, inplace=True),
             nn.MaxPool2d(pool, ceil_mode=True),
         )
 
 
 class ConvBlock1d(nn.Sequential):
-    """conv1d -> BatchNorm -> ReLU -> max-pool(2): ``(B, C_in, T) -> (B, C_out, ceil(T/2))``."""
+    """conv1d -> BatchNorm -> act -> max-pool(2): ``(B, C_in, T) -> (B, C_out, ceil(T/2))``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 activation: Activation = "relu") -> None:
         super().__init__(
             nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
             nn.BatchNorm1d(out_channels),
-            nn.ReLU(inplace=True),
+            make_activation(activation, inplace=True),
             nn.MaxPool1d(2, ceil_mode=True),
         )
 
@@ -60,20 +72,21 @@ class GatedConvBlock2d(nn.Module):
         return self.pool(gated)  # (B, C_out, F', T)
 
 
-class MaxMeanHead(nn.Module):
+class MaxMeanHead(ClassifierHead):
     """Clip logits from a feature sequence: ``(B, C, T) -> (B, K)``.
 
-    Concatenates the max and the mean over time (``(B, 2C)``), then dropout and a linear layer.
+    Concatenates the max and the mean over time (``(B, 2C)``), then the
+    :class:`ClassifierHead` of ``cfg`` (``head_layers`` hidden layers, dropout, linear);
+    without ``cfg``, dropout and a linear layer.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * in_channels, num_classes)
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.2,
+                 cfg: HeadConfig | None = None) -> None:
+        super().__init__(2 * in_channels, num_classes, cfg or HeadConfig(dropout=dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         pooled = torch.cat([x.amax(dim=-1), x.mean(dim=-1)], dim=1)  # (B, 2C)
-        return self.fc(self.dropout(pooled))  # (B, K)
+        return super().forward(pooled)  # (B, K)
 
 
 class AttentionHead(nn.Module):
@@ -86,17 +99,96 @@ class AttentionHead(nn.Module):
     ``BCEWithLogitsLoss``.)
     """
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_classes: int,
+                 cfg: HeadConfig | None = None) -> None:
         super().__init__()
-        self.frame = nn.Linear(in_features, num_classes)
-        self.attention = nn.Linear(in_features, num_classes)
+        cfg = cfg or HeadConfig(head_layers=0)
+        self.hidden = hidden_layers(in_features, cfg)  # per frame; empty for head_layers=0
+        width = cfg.head_hidden if cfg.head_layers else in_features
+        self.frame = nn.Linear(width, num_classes)
+        self.attention = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.pool(x)[0]
 
     def pool(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(clip_logits (B, K), frame_logits (B, T, K), weights (B, T, K))``."""
+        x = self.hidden(x)  # (B, T, D) -> (B, T, H)
         frame_logits = self.frame(x)  # (B, T, K)
         weights = torch.softmax(self.attention(x), dim=1)  # (B, T, K), sums to 1 over T
         clip_logits = (weights * frame_logits).sum(dim=1)  # (B, K)
         return clip_logits, frame_logits, weights
+
+
+class ResBlock2d(nn.Module):
+    """Residual block then max-pool: ``(B, C_in, F, T) -> (B, C_out, F', T')``.
+
+    ``act(BN(conv3x3(act(BN(conv3x3(x))))) + shortcut(x))``; the shortcut is a 1x1 conv
+    + BN when the channel count changes, the identity otherwise.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int],
+                 activation: Activation = "relu") -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            make_activation(activation),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+        self.act = make_activation(activation)
+        self.pool = nn.MaxPool2d(pool, ceil_mode=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.act(self.body(x) + self.shortcut(x)))  # (B, C_out, F', T')
+
+
+def conv_stack_2d(channels: list[int], activation: Activation, residual: bool,
+                  in_channels: int = 1) -> nn.Sequential:
+    """Conv blocks (plain or residual), each halving frequency and time (ceil):
+    ``(B, in_channels, F, T) -> (B, channels[-1], ceil(F / 2^n), ceil(T / 2^n))``."""
+    block = ResBlock2d if residual else ConvBlock2d
+    widths = [in_channels, *channels]
+    return nn.Sequential(*(block(widths[i], widths[i + 1], (2, 2), activation)
+                           for i in range(len(channels))))
+
+
+def frame_mask(lengths: Tensor | None, frames: int, batch: int) -> Tensor:
+    """``(B, T)`` bool, True on valid frames (``t < lengths[b]``); all True without lengths."""
+    if lengths is None:
+        return torch.ones(batch, frames, dtype=torch.bool)
+    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+
+
+Pooling = Literal["mean", "max", "last", "attention"]
+
+
+class SequencePool(nn.Module):
+    """Pool a padded sequence over its valid frames: ``(B, T, D), mask (B, T) -> (B, D)``.
+
+    ``mean`` / ``max`` over valid frames; ``attention``: a learned score per frame,
+    softmax over valid frames, weighted sum. (``last`` is the recurrent net's final
+    hidden state and is handled by the caller.)
+    """
+
+    def __init__(self, mode: Pooling, features: int) -> None:
+        super().__init__()
+        self.mode = mode
+        self.score = nn.Linear(features, 1) if mode == "attention" else None
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        valid = mask.unsqueeze(-1).to(x.device)  # (B, T, 1)
+        if self.mode == "max":
+            return x.masked_fill(~valid, float("-inf")).amax(dim=1)  # (B, D)
+        if self.mode == "attention":
+            assert self.score is not None
+            scores = self.score(x).masked_fill(~valid, float("-inf"))  # (B, T, 1)
+            return (torch.softmax(scores, dim=1) * x).sum(dim=1)  # (B, D)
+        if self.mode == "mean":
+            return (x * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)  # (B, D)
+        raise ValueError(f"SequencePool cannot pool {self.mode!r}")

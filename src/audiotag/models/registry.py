@@ -30,6 +30,9 @@ ChannelList = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
 DropoutRate = Annotated[float, Field(ge=0.0, lt=1.0)]
 """Dropout probability in [0, 1)."""
 
+MAX_PARAMETERS = 50_000_000
+"""The model zoo's size cap: :func:`create_model` refuses bigger models."""
+
 ModelFactory = Callable[[int, int, Any], nn.Module]
 F = TypeVar("F", bound=ModelFactory)
 
@@ -96,13 +99,19 @@ def create_model(name: str, num_classes: int, n_mels: int, **params: Any) -> nn.
     """Build model ``name`` for ``num_classes`` outputs on ``n_mels``-band input.
 
     The model maps ``(batch, n_mels, frames)`` float32 to logits ``(batch, num_classes)``.
+    Models over :data:`MAX_PARAMETERS` parameters raise :class:`ValueError`.
     """
     spec = MODELS.get(name)
     for arg, value in (("num_classes", num_classes), ("n_mels", n_mels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"models.{name}: {arg} must be a positive int, got {value!r}")
     cfg = validate_model_params(name, params)
-    return spec.factory(num_classes, n_mels, cfg)
+    model = spec.factory(num_classes, n_mels, cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params > MAX_PARAMETERS:
+        raise ValueError(f"models.{name}: {n_params:,} parameters exceed the cap of "
+                         f"{MAX_PARAMETERS:,} (issue 5); choose smaller settings")
+    return model
 
 
 def _format_errors(name: str, config: type[BaseModel], err: ValidationError) -> str:

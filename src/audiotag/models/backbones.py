@@ -1,0 +1,169 @@
+"""ImageNet backbones from torchvision on 1-channel spectrograms.
+
+``resnet18``, ``resnet50``, ``regnet_y_800mf`` and ``efficientnet_v2_s``: the torchvision
+network with its first conv replaced by a 1-input-channel conv and its classifier
+replaced by the shared :class:`~audiotag.models.heads.ClassifierHead` on the pooled
+features. The log-mel image ``(B, n_mels, T)`` is fed as ``(B, 1, n_mels, T)``.
+
+Pretrained weights are read only from a local file (``pretrained_weights``, a path
+relative to the project root, or null for random init): nothing is downloaded, since
+these machines are offline. The file holds a torchvision ``state_dict`` (for example
+``resnet18-f37072fd.pth`` fetched elsewhere from download.pytorch.org); the first conv's
+3-channel weights are summed over the input channels (a grey image repeated over RGB gives
+the same activations) and the ImageNet classifier is dropped. ``freeze_backbone`` trains
+the head only, with the backbone's batch-norm statistics frozen too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import ConfigDict
+from torch import Tensor, nn
+from torchvision import models as tvm
+
+from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
+from audiotag.models.layers import check_input
+from audiotag.models.registry import register_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A torchvision builder and the dotted paths of its first conv and its classifier."""
+
+    builder: Callable[..., nn.Module]
+    first_conv: str
+    classifier: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec(tvm.resnet18, "conv1", "fc"),
+    "resnet50": BackboneSpec(tvm.resnet50, "conv1", "fc"),
+    "regnet_y_800mf": BackboneSpec(tvm.regnet_y_800mf, "stem.0", "fc"),
+    "efficientnet_v2_s": BackboneSpec(tvm.efficientnet_v2_s, "features.0.0", "classifier"),
+}
+
+
+class BackboneConfig(HeadConfig):
+    """Params of the ImageNet backbones (plus the shared head options of :class:`HeadConfig`).
+
+    Attributes:
+        pretrained_weights: local torchvision state_dict file, or None for random init.
+        freeze_backbone: train the head only (backbone weights and BN statistics fixed).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pretrained_weights: str | None = None
+    freeze_backbone: bool = False
+
+
+def _replace(root: nn.Module, path: str, new: nn.Module) -> nn.Module:
+    """Swap the submodule at dotted ``path`` for ``new``; returns the old one."""
+    parent_path, _, attr = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    old = root.get_submodule(path)
+    setattr(parent, attr, new)
+    return old
+
+
+def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
+    return nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     bias=conv.bias is not None)
+
+
+class ImageNetBackbone(nn.Module):
+    """torchvision backbone (1-channel stem) -> pooled features ``(B, D)`` -> head.
+
+    ``(B, n_mels, T) -> (B, num_classes)`` logits.
+    """
+
+    arch: ClassVar[str]
+
+    def __init__(self, num_classes: int, n_mels: int, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.n_mels = n_mels
+        self.cfg = cfg
+        spec = BACKBONES[self.arch]
+        net = spec.builder(weights=None)  # never a hub download
+        _replace(net, spec.first_conv, _one_channel(net.get_submodule(spec.first_conv)))
+        old_head = _replace(net, spec.classifier, nn.Identity())
+        width = [m for m in old_head.modules() if isinstance(m, nn.Linear)][-1].in_features
+        self.backbone = net
+        self.head = ClassifierHead(width, num_classes, cfg)
+        init_weights(self, cfg.init, cfg.activation)
+        if cfg.pretrained_weights is not None:
+            self._load_pretrained(Path(cfg.pretrained_weights), spec)
+        elif cfg.freeze_backbone:
+            log.warning("models.%s: freeze_backbone without pretrained_weights freezes a "
+                        "randomly initialised backbone", self.arch)
+        if cfg.freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    def _load_pretrained(self, path: Path, spec: BackboneSpec) -> None:
+        where = f"models.{self.arch}.pretrained_weights"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{where}: no file {str(path)!r}. Nothing is downloaded (these machines are "
+                f"offline): copy a torchvision {self.arch} state_dict there, or set it to "
+                f"null for random init")
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{where}: {str(path)!r} holds no state_dict")
+        state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith(spec.classifier + ".")}
+        key = f"{spec.first_conv}.weight"
+        if key in state and state[key].dim() == 4 and state[key].shape[1] != 1:
+            state[key] = state[key].sum(dim=1, keepdim=True)  # (C, 3, k, k) -> (C, 1, k, k)
+        try:
+            self.backbone.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{where}: {str(path)!r} does not fit {self.arch}: {err}") from None
+        log.info("%s: loaded pretrained backbone weights from %s", self.arch, path)
+
+    def train(self, mode: bool = True) -> ImageNetBackbone:
+        super().train(mode)
+        if self.cfg.freeze_backbone:
+            self.backbone.eval()  # frozen: batch-norm statistics stay as loaded
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_input(x, self.n_mels)
+        return self.head(self.backbone(x.unsqueeze(1)))  # (B, 1, F, T) -> (B, D) -> (B, K)
+
+
+@register_model("resnet18", config=BackboneConfig)
+class Resnet18(ImageNetBackbone):
+    """ResNet-18 (11M parameters)."""
+
+    arch = "resnet18"
+
+
+@register_model("resnet50", config=BackboneConfig)
+class Resnet50(ImageNetBackbone):
+    """ResNet-50 (24M parameters)."""
+
+    arch = "resnet50"
+
+
+@register_model("regnet_y_800mf", config=BackboneConfig)
+class RegnetY800mf(ImageNetBackbone):
+    """RegNetY-800MF (6M parameters)."""
+
+    arch = "regnet_y_800mf"
+
+
+@register_model("efficientnet_v2_s", config=BackboneConfig)
+class EfficientnetV2S(ImageNetBackbone):
+    """EfficientNetV2-S (20M parameters)."""
+
+    arch = "efficientnet_v2_s"

@@ -1,0 +1,116 @@
+"""``stn`` / ``resstn``: a spatial transformer (Jaderberg et al. 2015) in front of a CNN.
+
+A small localisation net looks at the whole log-mel image and predicts an affine
+transform (6 numbers); the image is resampled through it (``affine_grid`` +
+``grid_sample``) before the classifier CNN sees it, so the net can learn to shift, scale
+or shear the time-frequency image. The transform starts as the identity (the last layer
+of the localisation net is zero with an identity bias), so at init the model is the
+plain CNN. ``resstn`` uses residual conv blocks in the classifier CNN.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import ConfigDict, Field
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from audiotag.models.heads import HeadConfig, init_weights, make_activation
+from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_2d
+from audiotag.models.registry import ChannelList, register_model
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # affine (2, 3) row-major
+
+
+class StnConfig(HeadConfig):
+    """Params of ``stn`` / ``resstn`` (plus the shared head options of :class:`HeadConfig`).
+
+    Attributes:
+        channels: output channels of each classifier conv block (each pools 2x2).
+        loc_channels: channels of the localisation net's conv blocks (each pools 2x2).
+        loc_hidden: units of the localisation net's hidden linear layer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
+    loc_channels: ChannelList = Field(default_factory=lambda: [8, 16])
+    loc_hidden: int = Field(default=32, ge=1)
+
+
+class SpatialTransformer(nn.Module):
+    """Affine spatial transformer on a 1-channel image: ``(B, 1, F, T) -> (B, 1, F, T)``.
+
+    ``loc`` maps the image to ``theta (B, 2, 3)`` (conv blocks, adaptive average pool to
+    4x4, linear, act, linear); the output samples the input bilinearly at
+    ``theta @ (x, y, 1)`` in normalised coordinates (zeros outside the image).
+    """
+
+    def __init__(self, cfg: StnConfig) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_stack_2d(cfg.loc_channels, cfg.activation, residual=False),
+            nn.AdaptiveAvgPool2d((4, 4)),
+            nn.Flatten(),
+            nn.Linear(cfg.loc_channels[-1] * 16, cfg.loc_hidden),
+            make_activation(cfg.activation),
+        )
+        self.theta = nn.Linear(cfg.loc_hidden, 6)
+        self.reset_identity()
+
+    def reset_identity(self) -> None:
+        """Make the predicted transform the identity for every input."""
+        nn.init.zeros_(self.theta.weight)
+        with torch.no_grad():
+            self.theta.bias.copy_(torch.tensor(IDENTITY))
+
+    def forward(self, x: Tensor) -> Tensor:
+        theta = self.theta(self.features(x)).view(-1, 2, 3)  # (B, 2, 3)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, F, T, 2)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=False)  # (B, 1, F, T)
+
+
+class StnNet(nn.Module):
+    """Spatial transformer -> conv blocks -> mean over frequency -> max+mean head.
+
+    ``(B, n_mels, T) -> (B, num_classes)`` logits; :meth:`transform` gives the resampled
+    image ``(B, n_mels, T)``.
+    """
+
+    residual: ClassVar[bool]
+
+    def __init__(self, num_classes: int, n_mels: int, cfg: StnConfig) -> None:
+        super().__init__()
+        self.n_mels = n_mels
+        self.cfg = cfg
+        self.stn = SpatialTransformer(cfg)
+        self.features = conv_stack_2d(cfg.channels, cfg.activation, self.residual)
+        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
+        init_weights(self, cfg.init, cfg.activation)
+        self.stn.reset_identity()  # whatever ``init`` did, start from the identity
+
+    def transform(self, x: Tensor) -> Tensor:
+        """The spectrogram as the classifier CNN sees it: ``(B, F, T) -> (B, F, T)``."""
+        check_input(x, self.n_mels)
+        return self.stn(x.unsqueeze(1)).squeeze(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(self.transform(x).unsqueeze(1))  # (B, C, F', T')
+        return self.head(h.mean(dim=2))  # (B, C, T') -> (B, K)
+
+
+@register_model("stn", config=StnConfig)
+class Stn(StnNet):
+    """Spatial transformer + plain conv blocks (conv-BN-act-maxpool)."""
+
+    residual = False
+
+
+@register_model("resstn", config=StnConfig)
+class ResStn(StnNet):
+    """Spatial transformer + residual conv blocks."""
+
+    residual = True

@@ -1,0 +1,255 @@
+"""The model zoo: shared head options, variable lengths, STN, autoencoders, ImageNet backbones."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from audiotag.models import (
+    BACKBONES,
+    create_model,
+    list_models,
+    registry,
+    validate_model_params,
+)
+
+K = 5  # classes
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny inputs run faster on one thread (and much faster when the CPU is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _first_param(model: nn.Module) -> nn.Parameter:
+    # a spatial transformer at its identity init passes no gradient to its localisation
+    # net (the last layer is zero), so look at the classifier CNN's first layer
+    trunk = model.features if hasattr(model, "stn") else model
+    return next(p for p in trunk.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_backward(name: str) -> None:
+    """Logits of the right shape, finite, and gradients reaching the first layer."""
+    n_mels, frames = (16, 24) if name in BACKBONES else (32, 40)
+    model = create_model(name, K, n_mels)
+    out = model(torch.randn(3, n_mels, frames))
+    assert out.shape == (3, K)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    grad = _first_param(model).grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", [m for m in list_models() if m not in BACKBONES])
+@pytest.mark.parametrize(("head_layers", "activation", "init"),
+                         [(2, "gelu", "kaiming"), (3, "sigmoid", "xavier"),
+                          (1, "prelu", "default")])
+def test_head_options_on_every_small_model(name: str, head_layers: int, activation: str,
+                                           init: str) -> None:
+    model = create_model(name, K, 16, head_layers=head_layers, head_hidden=8,
+                         activation=activation, init=init, dropout=0.1)
+    hidden = [m for m in model.head.hidden if isinstance(m, nn.Linear)]
+    assert len(hidden) == head_layers and hidden[-1].out_features == 8
+    out = model(torch.randn(2, 16, 20))
+    assert out.shape == (2, K) and torch.isfinite(out).all()
+
+
+def test_head_layers_zero_keeps_a_single_linear_layer() -> None:
+    keys = set(create_model("cnn2d", K, 16).state_dict())
+    assert {k for k in keys if k.startswith("head.")} == {"head.fc.weight", "head.fc.bias"}
+
+
+def _conv_weight_std(init: str, activation: str = "relu") -> float:
+    model = create_model("cnn2d", K, 32, channels=[32, 64], init=init, activation=activation)
+    return model.features[1][0].weight.std().item()  # conv3x3 32 -> 64
+
+
+def test_init_changes_weight_statistics() -> None:
+    fan_in, fan_out = 32 * 9, 64 * 9
+    kaiming, xavier, default = (_conv_weight_std(s) for s in ("kaiming", "xavier", "default"))
+    assert kaiming == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+    assert xavier == pytest.approx((2 / (fan_in + fan_out)) ** 0.5 * 2**0.5, rel=0.05)
+    assert default == pytest.approx((1 / (3 * fan_in)) ** 0.5, rel=0.05)  # torch's a=sqrt(5)
+    assert _conv_weight_std("kaiming", "sigmoid") == pytest.approx((1 / fan_in) ** 0.5, rel=0.05)
+    biases = create_model("cnn2d", K, 32, init="xavier").head.fc.bias
+    assert torch.equal(biases, torch.zeros_like(biases))
+
+
+def test_activation_reaches_the_conv_blocks() -> None:
+    model = create_model("cnn2d", K, 16, activation="sigmoid")
+    assert isinstance(model.features[0][2], nn.Sigmoid)
+    assert any(isinstance(m, nn.PReLU) for m in create_model("stn", K, 16,
+                                                             activation="prelu").modules())
+
+
+# --- lstm / gru: variable lengths -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "pooling", "bidirectional"),
+    [*((cell, pooling, True) for cell in ("lstm", "gru")
+       for pooling in ("mean", "max", "last", "attention")),
+     ("lstm", "last", False), ("gru", "attention", False)],
+)
+def test_padding_does_not_change_a_shorter_sequence(name: str, pooling: str,
+                                                    bidirectional: bool) -> None:
+    model = create_model(name, K, 8, hidden=12, layers=2, pooling=pooling,
+                         bidirectional=bidirectional).eval()
+    short, long = torch.randn(1, 8, 9), torch.randn(1, 8, 15)
+    batch = torch.cat([nn.functional.pad(short, (0, 6), value=3.0), long])  # (2, 8, 15)
+    with torch.no_grad():
+        out = model(batch, lengths=torch.tensor([9, 15]))
+        torch.testing.assert_close(out[0], model(short)[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out[1], model(long)[0], rtol=1e-5, atol=1e-5)
+        # without lengths the padding counts as frames
+        assert not torch.allclose(model(batch)[0], out[0], atol=1e-4)
+
+
+def test_lengths_gradients_and_flag() -> None:
+    model = create_model("lstm", K, 8)
+    assert model.accepts_lengths and not getattr(create_model("cnn2d", K, 8),
+                                                 "accepts_lengths", False)
+    out = model(torch.randn(3, 8, 10), lengths=torch.tensor([10, 4, 1]))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and model.rnn.weight_ih_l0.grad is not None
+
+
+# --- spatial transformers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["stn", "resstn"])
+@pytest.mark.parametrize("init", ["default", "kaiming"])
+def test_stn_starts_as_the_identity(name: str, init: str) -> None:
+    model = create_model(name, K, 16, init=init)
+    x = torch.randn(2, 16, 30)
+    torch.testing.assert_close(model.transform(x), x, rtol=1e-5, atol=1e-5)
+    model.stn.theta.bias.data[2] = 0.5  # shift in time: no longer the identity
+    assert not torch.allclose(model.transform(x), x, atol=1e-3)
+
+
+def test_stn_learns_its_transform() -> None:
+    model = create_model("stn", K, 16)
+    model(torch.randn(4, 16, 30)).sum().backward()
+    assert model.stn.theta.bias.grad is not None and model.stn.theta.bias.grad.abs().sum() > 0
+
+
+# --- autoencoders ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["autoencoder", "resautoencoder"])
+def test_autoencoder_reconstructs_and_two_phases(name: str) -> None:
+    model = create_model(name, K, 20, channels=[8, 16])
+    assert model.two_phase
+    x = torch.randn(6, 20, 37)  # sizes that do not divide by 4: decoder output is cropped
+    assert model.reconstruct(x).shape == x.shape
+    assert model.encode(x).shape == (6, model.cfg.latent_channels, 5, 10)
+    # phase 1: reconstruction over encoder + decoder
+    optimizer = torch.optim.Adam(model.autoencoder_parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss = model.reconstruction_loss(x)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert all(p.grad is None for p in model.classifier_parameters())
+    # phase 2: classification from the latent space
+    head = {id(p) for p in model.classifier_parameters()}
+    assert head and head.isdisjoint(id(p) for p in model.autoencoder_parameters())
+    assert model(x).shape == (6, K)
+
+
+# --- ImageNet backbones ------------------------------------------------------------------
+
+
+def _imagenet_state(name: str) -> dict[str, torch.Tensor]:
+    """A state_dict laid out as torchvision's ImageNet checkpoint (3-channel stem, 1000-way
+    classifier), with random weights."""
+    return BACKBONES[name].builder(weights=None).state_dict()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "regnet_y_800mf"])
+def test_backbone_loads_pretrained_weights(name: str, tmp_path: Path) -> None:
+    state = _imagenet_state(name)
+    path = tmp_path / f"{name}.pth"
+    torch.save(state, path)
+    model = create_model(name, K, 16, pretrained_weights=str(path), freeze_backbone=True)
+    conv = BACKBONES[name].first_conv + ".weight"
+    torch.testing.assert_close(model.backbone.state_dict()[conv],
+                               state[conv].sum(dim=1, keepdim=True))
+    some_key = next(k for k in state if k.endswith("running_mean"))
+    torch.testing.assert_close(model.backbone.state_dict()[some_key], state[some_key])
+    # frozen: only the head trains, and batch-norm statistics stay as loaded
+    model.train()
+    out = model(torch.randn(2, 16, 24))
+    out.sum().backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.backbone.parameters())
+    assert model.head.fc.weight.grad is not None
+    torch.testing.assert_close(model.backbone.state_dict()[some_key], state[some_key])
+
+
+def test_backbone_accepts_wrapped_state_dicts(tmp_path: Path) -> None:
+    state = _imagenet_state("resnet18")
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    model = create_model("resnet18", K, 16, pretrained_weights=str(path))
+    torch.testing.assert_close(model.backbone.layer1[0].conv1.weight,
+                               state["layer1.0.conv1.weight"])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_missing_pretrained_file_names_the_key(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(FileNotFoundError, match=r"models\.resnet18\.pretrained_weights: .*"
+                                                r"nope\.pth.*offline"):
+        create_model("resnet18", K, 16, pretrained_weights=str(missing))
+
+
+def test_wrong_pretrained_file_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "regnet.pth"
+    torch.save(_imagenet_state("regnet_y_800mf"), path)
+    with pytest.raises(ValueError, match=r"models\.resnet18\.pretrained_weights: .*does not fit"):
+        create_model("resnet18", K, 16, pretrained_weights=str(path))
+
+
+def test_parameter_cap_names_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "MAX_PARAMETERS", 10_000)
+    with pytest.raises(ValueError, match=r"models\.cnn2d: 2\d,\d{3} parameters exceed the cap"):
+        create_model("cnn2d", K, 64)
+    create_model("cnn2d", K, 64, channels=[8, 8])  # under the cap
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "where"),
+    [
+        ("lstm", {"pooling": "median"}, "models.lstm.pooling"),
+        ("gru", {"hidden": 0}, "models.gru.hidden"),
+        ("gru", {"bidirectional": "sometimes"}, "models.gru.bidirectional"),
+        ("stn", {"loc_channels": []}, "models.stn.loc_channels"),
+        ("resautoencoder", {"latent_channels": 0}, "models.resautoencoder.latent_channels"),
+        ("resnet50", {"freeze_backone": True}, "models.resnet50.freeze_backone"),
+        ("cnn2d", {"head_layers": 4}, "models.cnn2d.head_layers"),
+        ("cnn1d", {"activation": "tanh"}, "models.cnn1d.activation"),
+        ("crnn", {"init": "orthogonal"}, "models.crnn.init"),
+        ("efficientnet_v2_s", {"dropout": 1.5}, "models.efficientnet_v2_s.dropout"),
+    ],
+)
+def test_bad_zoo_params_name_the_key(name: str, params: dict[str, object], where: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(where)}: "):
+        validate_model_params(name, params)
