@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch 2.14.1 + torchaudio 2.11.0 import together on a CPU-only machine (the CPU-only
 # torch 2.13 wheel does not load torchaudio's CUDA build); the code runs on torch >= 2.11.
-TORCH_PINS := torch==2.14.1 torchaudio==2.11.0
+TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
 .PHONY: install pipeline test lint bench clean-venv
