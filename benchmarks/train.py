@@ -1,0 +1,134 @@
+"""Training throughput per registered model, and how long a step waits for data.
+
+    python benchmarks/train.py                          # every model, 3 s each, data-wait share
+    python benchmarks/train.py --models cnn2d resnet18 --seconds 10 --threads 2
+    python benchmarks/train.py --skip-data              # throughput only
+
+Throughput (clips/s): each model (default params, 12 classes, 64 mel bands x 201 frames,
+the default synthetic set's shape: 4 s at 16 kHz, hop 320) trains on random tensors with
+AdamW + BCE, batch 32, on the CPU; one warm-up step, then steps until ``--seconds`` have
+passed (at least 2). Data-wait share: a small tone dataset (``tests/helpers.py``) goes
+through the real ``extract_features`` into a FeatureSet store; ``cnn2d`` (and
+``--data-models``) then train on it through the same DataLoader settings as the train
+stage, and the time spent in ``next(loader)`` is reported as a share of the step time.
+Prints figures only; nothing is asserted about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from audiotag.core.config import FeaturesConfig, SplitConfig  # noqa: E402
+from audiotag.features.store import FeatureSet, collate_clips, extract_features  # noqa: E402
+from audiotag.models import create_model, list_models  # noqa: E402
+
+NUM_CLASSES, N_MELS, FRAMES, BATCH = 12, 64, 201, 32
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+          y: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+    optimizer.step()
+
+
+def throughput(name: str, seconds: float) -> tuple[float, int]:
+    """``(clips per second, parameters)`` of training ``name`` on random batches."""
+    torch.manual_seed(0)
+    model = create_model(name, NUM_CLASSES, N_MELS).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(BATCH, N_MELS, FRAMES)
+    y = (torch.rand(BATCH, NUM_CLASSES) < 0.2).float()
+    _step(model, optimizer, x, y)  # warm-up: allocator, oneDNN kernels
+    steps, start = 0, time.perf_counter()
+    while steps < 2 or time.perf_counter() - start < seconds:
+        _step(model, optimizer, x, y)
+        steps += 1
+    return steps * BATCH / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
+
+
+def build_store(root: Path, clips: int) -> Path:
+    """Extract 64-band log-mels of ``clips`` generated tone clips into a store under ``root``."""
+    from helpers import write_tone_dataset  # tests/helpers.py: sine-tone clips, 0.5-1.5 s
+
+    counts = (("curated", clips // 2), ("noisy", clips - clips // 2), ("test", 4))
+    manifest, classes = write_tone_dataset(root / "raw", counts=counts, sr=16000)
+    store = root / "features"
+    extract_features(manifest, classes, root / "raw", store, FeaturesConfig(workers=0),
+                     SplitConfig())
+    return store
+
+
+def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[float, float]:
+    """``(share of step time waiting for the loader, clips/s)`` training ``name`` on ``store``."""
+    data = FeatureSet(store, ("train",), train=True)
+    loader = DataLoader(data, batch_size=BATCH, shuffle=True, drop_last=len(data) > BATCH,
+                        collate_fn=collate_clips, num_workers=workers)
+    model = create_model(name, len(data.classes), data.n_mels).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    wait = compute = 0.0
+    clips = 0
+    for _ in range(epochs):
+        batches = iter(loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                x, y, _w = next(batches)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            _step(model, optimizer, x, y)
+            compute += time.perf_counter() - t1
+            wait += t1 - t0
+            clips += len(x)
+    return wait / (wait + compute), clips / (wait + compute)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="*", default=list_models())
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per model")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--skip-data", action="store_true", help="no data-wait measurement")
+    parser.add_argument("--clips", type=int, default=192, help="clips in the data-wait store")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the data-wait run")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (stage: 0)")
+    parser.add_argument("--data-models", nargs="*", default=["cnn2d"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {BATCH} x "
+          f"({N_MELS} mels, {FRAMES} frames), {NUM_CLASSES} classes, AdamW + BCE, CPU")
+    print(f"{'model':<20}{'parameters':>14}{'clips/s':>10}")
+    for name in args.models:
+        rate, n_params = throughput(name, args.seconds)
+        print(f"{name:<20}{n_params:>14,}{rate:>10.1f}", flush=True)
+
+    if args.skip_data:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        store = build_store(Path(tmp), args.clips)
+        print(f"\nstore: {args.clips} tone clips -> log-mel FeatureSet in "
+              f"{time.perf_counter() - t0:.1f} s; {args.epochs} epochs, "
+              f"num_workers={args.workers}")
+        print(f"{'model':<20}{'data wait':>10}{'clips/s':>10}")
+        for name in args.data_models:
+            share, rate = data_wait_share(store, name, args.epochs, args.workers)
+            print(f"{name:<20}{share:>10.1%}{rate:>10.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
