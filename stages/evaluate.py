@@ -1,4 +1,5 @@
-"""Stage ``evaluate@<model>``: test-set lwlrap, overall and per class."""
+"""Stage ``evaluate@<model>``: test-set metrics (lwlrap, mAP, F1, single-label accuracy and
+confusion, regression correlations), per-class tables, inference time and overfitting gap."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ from audiotag.metrics.evaluate import evaluate_model
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--checkpoint", required=True, help="models/<model>/model.pt")
+    parser.add_argument("--checkpoint", required=True,
+                        help="models/<model>/model.pt (history.json beside it)")
     parser.add_argument("--features", required=True, help="feature store directory")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
-    parser.add_argument("--per-class", required=True, help="per-class lwlrap CSV to write")
+    parser.add_argument("--plots", required=True,
+                        help="directory for the per-class, confusion and regression CSVs")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     cfg = parse_group(read_params(args.params), "evaluate", EvaluateConfig, args.params)
-    evaluate_model(args.checkpoint, args.features, args.metrics, args.per_class, cfg)
+    evaluate_model(args.checkpoint, args.features, args.metrics, args.plots, cfg)
 
 
 if __name__ == "__main__":

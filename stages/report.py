@@ -1,4 +1,5 @@
-"""Stage ``report``: every model's metrics in one markdown table plus a comparison plot."""
+"""Stage ``report``: every model's metrics side by side in reports/summary.md (best per
+metric marked, the worst classes, gradient warnings, links to plots) plus a leaderboard."""
 
 from __future__ import annotations
 
@@ -17,11 +18,17 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, help="the metrics/ directory")
     parser.add_argument("--out", required=True, help="markdown file to write")
     parser.add_argument("--leaderboard", required=True, help="comparison PNG to write")
+    parser.add_argument("--plots", default="plots",
+                        help="the plots/ directory the report links to")
+    parser.add_argument("--known-issues", default=None,
+                        help="optional CSV (clip_id,issue) of known dataset problems to list; "
+                             "skipped when the file does not exist")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     models = parse_train(read_params(args.params), args.params).models
-    text = write_report(models, args.metrics, args.out, args.leaderboard)
+    text = write_report(models, args.metrics, args.out, args.leaderboard, args.plots,
+                        args.known_issues)
     log.info("wrote %s\n%s", args.out, text)
 
 

@@ -1,27 +1,48 @@
-"""The cross-model report: one markdown table and one comparison plot."""
+"""The cross-model report: one markdown page (``reports/summary.md``) and one comparison
+plot (``plots/leaderboard.png``), read from the metrics every model's stages wrote."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from audiotag.core.io import read_json, write_text
 from audiotag.plots import save_figure
 
-# (column title, getter over the per-model record, format)
+N_WORST = 10  # classes listed as the worst
+N_KNOWN_ISSUES = 50  # known-issue clips listed (the rest are counted)
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    get: Callable[[dict], Any]  # per-model record -> value (KeyError: not available)
+    fmt: str
+    better: str | None = None  # "max" | "min": the best model's cell is bold
+
+
 COLUMNS = [
-    ("test lwlrap", lambda r: r["eval"]["lwlrap"], "{:.4f}"),
-    ("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}"),
-    ("best epoch", lambda r: r["eval"]["best_epoch"], "{}"),
-    ("epochs run", lambda r: r["train"].get("epochs_run"), "{}"),
-    ("parameters", lambda r: r["eval"]["n_parameters"], "{:,}"),
-    ("train s", lambda r: r["train"].get("train_seconds"), "{:.0f}"),
-    ("grad ratio first/last", lambda r: r["weights"]["summary"].get("grad_ratio_first_last"),
-     "{:.3g}"),
+    Column("test lwlrap", lambda r: r["eval"]["lwlrap"], "{:.4f}", "max"),
+    Column("test mAP", lambda r: r["eval"]["mAP"], "{:.4f}", "max"),
+    Column("test F1 (micro)", lambda r: r["eval"]["f1_micro"], "{:.4f}", "max"),
+    Column("accuracy", lambda r: r["eval"]["singlelabel"]["accuracy"], "{:.4f}", "max"),
+    Column("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}", "max"),
+    Column("train−valid lwlrap", lambda r: r["eval"]["overfit"]["lwlrap_gap"], "{:.3f}", "min"),
+    Column("best epoch", lambda r: r["eval"]["best_epoch"], "{}"),
+    Column("epochs run", lambda r: r["train"]["epochs_run"], "{}"),
+    Column("parameters", lambda r: r["eval"]["n_parameters"], "{:,}", "min"),
+    Column("ms / clip", lambda r: r["eval"]["inference_ms_per_clip"], "{:.2f}", "min"),
+    Column("train s", lambda r: r["train"]["train_seconds"], "{:.0f}", "min"),
+    Column("grad ratio first/last",
+           lambda r: r["weights"]["summary"]["grad_ratio_first_last"], "{:.3g}"),
+    Column("gradients", lambda r: r["weights"]["summary"]["verdict"], "{}"),
 ]
 
 
@@ -39,60 +60,178 @@ def collect(models: list[str], metrics_dir: str | os.PathLike[str]) -> dict[str,
     return records
 
 
-def _cell(record: dict, getter, fmt: str) -> str:
+def _value(record: dict, column: Column) -> Any:
     try:
-        value = getter(record)
-    except KeyError:
-        return "–"
-    return "–" if value is None else fmt.format(value)
+        return column.get(record)
+    except (KeyError, TypeError):
+        return None
 
 
 def markdown_table(records: dict[str, dict[str, Any]]) -> str:
-    """Models as rows; the best test lwlrap in bold."""
-    best = max(records, key=lambda m: records[m]["eval"]["lwlrap"])
-    lines = ["| model | " + " | ".join(c[0] for c in COLUMNS) + " |",
-             "|---|" + "---:|" * len(COLUMNS)]
-    for name, record in records.items():
-        cells = [_cell(record, getter, fmt) for _, getter, fmt in COLUMNS]
-        if name == best:
-            cells[0] = f"**{cells[0]}**"
+    """Models as rows, metrics as columns; the best value of each ranked column in bold.
+    Columns no model has (e.g. accuracy of a multi-label dataset) are left out."""
+    values = {c.title: {m: _value(r, c) for m, r in records.items()} for c in COLUMNS}
+    columns = [c for c in COLUMNS if any(v is not None for v in values[c.title].values())]
+    best: dict[str, set[str]] = {}
+    for c in columns:
+        known = {m: v for m, v in values[c.title].items() if isinstance(v, (int, float))}
+        if c.better and len(known) > 1:
+            target = (max if c.better == "max" else min)(known.values())
+            best[c.title] = {m for m, v in known.items() if v == target}
+    lines = ["| model | " + " | ".join(c.title for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in records:
+        cells = []
+        for c in columns:
+            value = values[c.title][name]
+            cell = "–" if value is None else c.fmt.format(value)
+            cells.append(f"**{cell}**" if name in best.get(c.title, ()) else cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + ("\n\nBold: the best model per column (highest score; lowest "
+                               "train−valid gap, parameter count and time).")
+
+
+def worst_classes(records: dict[str, dict[str, Any]], n: int = N_WORST) -> pd.DataFrame:
+    """The ``n`` classes with the lowest test lwlrap averaged over models; one column per
+    model, then ``mean``."""
+    columns = {}
+    for name, record in records.items():
+        per_class = record["eval"].get("per_class") or []
+        columns[name] = pd.Series({c["class"]: c["lwlrap"] for c in per_class}, dtype=float)
+    table = pd.DataFrame(columns)
+    if table.empty:
+        return table
+    table["mean"] = table.mean(axis=1)
+    return table.dropna(subset=["mean"]).nsmallest(n, "mean")
+
+
+def _worst_markdown(table: pd.DataFrame) -> list[str]:
+    if table.empty:
+        return []
+    lines = [f"## The {len(table)} worst classes (test lwlrap)", "",
+             "| class | " + " | ".join(table.columns) + " |",
+             "|---|" + "---:|" * len(table.columns)]
+    for cls, row in table.iterrows():
+        cells = ["–" if pd.isna(v) else f"{v:.3f}" for v in row]
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _suspects_markdown(records: dict[str, dict[str, Any]], best: str) -> list[str]:
+    suspects = records[best]["eval"].get("noisy_label_suspects") or []
+    if not suspects:
+        return []
+    lines = ["## Classes whose noisy labels look wrong", "",
+             f"Per-class lwlrap of `{best}` on the training clips: curated vs noisy subset. "
+             "A class scoring far lower on its noisy clips than on its curated ones has noisy "
+             "labels the model does not believe.", "",
+             "| class | curated | noisy | gap |", "|---|---:|---:|---:|"]
+    for s in suspects:
+        gap = s["curated"] - s["noisy"] if None not in (s["curated"], s["noisy"]) else None
+        cells = ["–" if v is None else f"{v:.3f}" for v in (s["curated"], s["noisy"], gap)]
+        lines.append(f"| {s['class']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _known_issues_markdown(path: Path | None) -> list[str]:
+    if path is None or not path.exists():
+        return []
+    issues = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"clip_id", "issue"} - set(issues.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    lines = [f"## Known dataset issues ({len(issues)} clips, from `{path.name}`)", ""]
+    if issues.empty:
+        return lines + ["None listed.", ""]
+    lines += ["| clip_id | issue |", "|---|---|"]
+    lines += [f"| {r.clip_id} | {r.issue} |" for r in issues.head(N_KNOWN_ISSUES).itertuples()]
+    if len(issues) > N_KNOWN_ISSUES:
+        lines.append(f"\n… and {len(issues) - N_KNOWN_ISSUES} more in `{path}`.")
+    return lines + [""]
+
+
+PLOT_FILES = {  # per model: (link text, path under the plots directory)
+    "per-class lwlrap": "{m}/per_class_lwlrap.csv",
+    "curated vs noisy": "{m}/lwlrap_by_subset.csv",
+    "confusion": "{m}/confusion.csv",
+    "weights": "weights/{m}/histograms.png",
+    "gradient norms": "weights/{m}/grad_norms.png",
+    "update ratios": "weights/{m}/update_ratios.png",
+    "first conv filters": "weights/{m}/first_conv_filters.png",
+}
+
+
+def _links_markdown(models: list[str], plots_dir: Path, summary_dir: Path) -> list[str]:
+    lines = ["## Plots", "", "`dvc plots show` renders all of them into one page; "
+             "`dvc plots diff <exp-a> <exp-b>` puts two experiments side by side.", ""]
+    for m in models:
+        links = [f"[{text}]({os.path.relpath(plots_dir / p.format(m=m), summary_dir)})"
+                 for text, p in PLOT_FILES.items()]
+        lines.append(f"- `{m}`: " + " · ".join(links))
+    return lines + [""]
 
 
 def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Grouped bars: test and best-validation lwlrap per model."""
+    """Grouped bars per model: every score of the table that some model has."""
+    scores = [c for c in COLUMNS[:5]
+              if any(_value(r, c) is not None for r in records.values())]
     names = list(records)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2.5, 3.6))
-    for offset, key, label in ((-0.2, "lwlrap", "test"), (0.2, "valid_lwlrap", "best valid")):
-        values = [records[n]["eval"][key] for n in names]
-        bars = ax.bar(x + offset, values, width=0.4, label=label)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    width = 0.8 / max(len(scores), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) * max(len(scores), 1) / 2 + 3.5, 3.8))
+    for i, column in enumerate(scores):
+        values = [_value(records[n], column) for n in names]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), [np.nan if v is None else v for v in values],
+                      width=width, label=column.title)
+        ax.bar_label(bars, fmt="%.3f", fontsize=6)
     ax.set_xticks(x, names)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("lwlrap")
-    ax.set_title("Models compared (lwlrap, higher is better)")
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.1)
+    ax.set_xlabel("model")
+    ax.set_ylabel("score")
+    ax.set_title("Models compared (higher is better)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(len(scores), 5),
+              fontsize=7)
     save_figure(fig, path)
+
+
+def _data_markdown(metrics_dir: Path) -> list[str]:
+    labels_path = metrics_dir / "labels.json"
+    if not labels_path.exists():
+        return []
+    labels = read_json(labels_path)
+    parts = ["## Data", "", "| subset | clips |", "|---|---:|"]
+    parts += [f"| {k} | {v} |" for k, v in labels.get("clips", {}).items()]
+    if "measured_noise_rate" in labels:
+        parts += ["", f"Label noise in the noisy subset: {labels['measured_noise_rate']:.3f}"]
+    return parts + [""]
 
 
 def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
                  summary_path: str | os.PathLike[str],
-                 leaderboard_path: str | os.PathLike[str]) -> str:
+                 leaderboard_path: str | os.PathLike[str],
+                 plots_dir: str | os.PathLike[str] | None = None,
+                 known_issues: str | os.PathLike[str] | None = None) -> str:
+    """Write the markdown summary and the leaderboard plot; returns the markdown."""
     records = collect(models, metrics_dir)
     plot_leaderboard(records, leaderboard_path)
-    rel = os.path.relpath(leaderboard_path, Path(summary_path).parent)
-    labels_path = Path(metrics_dir) / "labels.json"
+    summary_dir = Path(summary_path).parent
+    plots = Path(plots_dir) if plots_dir is not None else Path(leaderboard_path).parent
+    rel = os.path.relpath(leaderboard_path, summary_dir)
+    best = max(records, key=lambda m: records[m]["eval"].get("lwlrap") or -1.0)
     parts = ["# Experiment summary", "", markdown_table(records), "",
              f"![leaderboard]({rel})", ""]
-    if labels_path.exists():
-        labels = read_json(labels_path)
-        parts += ["## Data", "", "| subset | clips |", "|---|---:|"]
-        parts += [f"| {k} | {v} |" for k, v in labels.get("clips", {}).items()]
-        if "measured_noise_rate" in labels:
-            parts += ["", f"Label noise in the noisy subset: {labels['measured_noise_rate']:.3f}"]
+    parts += _worst_markdown(worst_classes(records))
+    parts += _suspects_markdown(records, best)
+    vanishing = [m for m, r in records.items()
+                 if r["weights"].get("summary", {}).get("verdict") not in (None, "healthy")]
+    if vanishing:
+        parts += ["## Gradient warnings", ""]
+        parts += [f"- `{m}`: {records[m]['weights']['summary']['verdict']} — "
+                  + "; ".join(records[m]["weights"].get("verdict_reasons", [])) for m in vanishing]
         parts.append("")
+    parts += _links_markdown(models, plots, summary_dir)
+    parts += _data_markdown(Path(metrics_dir))
+    parts += _known_issues_markdown(Path(known_issues) if known_issues else None)
     text = "\n".join(parts)
     write_text(summary_path, text)
     return text

@@ -1,52 +1,271 @@
-"""Evaluate a checkpoint on the test clips of a feature store."""
+"""Evaluate a checkpoint on the test clips of a feature store.
+
+What is computed (``metrics/<model>.json`` and the CSVs in ``plots/<model>/``):
+
+- multi-label (every classification task): lwlrap overall and per class; AP per class
+  and mAP; precision/recall/F1 (micro and macro) at one threshold tuned for micro F1 on
+  the validation clips; per-class lwlrap of the curated vs the noisy clips of every split
+  that holds both (the training split by default: classes whose noisy lwlrap is far below
+  their curated lwlrap are classes whose noisy labels are wrong);
+- single-label (checkpoint ``task: singlelabel``, or every test clip has exactly one
+  label): accuracy of the argmax, per-class precision/recall/F1 with micro/macro/weighted
+  averages, a confusion matrix (``confusion.csv``: one ``actual,predicted`` row per clip;
+  written for the single-label test clips of any dataset);
+- regression (``task: regression | multitask``): Spearman, Pearson and MSE per target;
+- always: inference time per clip, parameter count, best epoch, and the train-vs-
+  validation gap at the best epoch (losses from ``history.json``, lwlrap re-scored).
+
+Model output layout assumed for regression/multitask checkpoints: the class logits come
+first, then one output per regression target, in the order of ``meta["targets"]``
+(names of the manifest's ``targets_*`` columns, with or without the prefix). The raw
+regression outputs are recovered from :func:`predict_clips`'s sigmoid scores by the
+inverse sigmoid (exact up to float32 saturation beyond |x| ~ 16).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from audiotag.core.config import EvaluateConfig
-from audiotag.core.io import atomic_path, write_json
+from audiotag.core.io import atomic_path, read_json, write_json
+from audiotag.metrics.classification import (
+    accuracy,
+    average_precision,
+    multilabel_prf,
+    single_label_rows,
+    singlelabel_prf,
+    tune_threshold,
+)
 from audiotag.metrics.lwlrap import per_class_lwlrap
+from audiotag.metrics.regression import regression_metrics
+from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.inference import predict_clips
+from audiotag.training.inference import ClipPredictions, predict_clips
 from audiotag.training.utils import pick_device
 
 log = logging.getLogger(__name__)
+TARGET_PREFIX = "targets_"
+CLASSIFICATION_TASKS = ("multilabel", "singlelabel", "multitask")
+# files written into the plots directory (fixed names: dvc.yaml declares them)
+PER_CLASS_CSV = "per_class_lwlrap.csv"
+BY_SUBSET_CSV = "lwlrap_by_subset.csv"
+CONFUSION_CSV = "confusion.csv"
+REPORT_CSV = "per_class_report.csv"
+REGRESSION_CSV = "regression.csv"
+
+
+def _r(value: float | None, digits: int = 6) -> float | None:
+    """Rounded float for JSON; NaN/None -> None (JSON has no NaN)."""
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def multilabel_metrics(test: ClipPredictions, valid: ClipPredictions | None,
+                       n_classes: int) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Headline metrics and the per-class table of a multi-label prediction."""
+    truth, scores = test.targets, test.scores[:, :n_classes]
+    result = per_class_lwlrap(truth, scores)
+    ap = average_precision(truth, scores)
+    if valid is not None and (valid.targets > 0).any():
+        threshold, valid_f1 = tune_threshold(valid.targets, valid.scores[:, :n_classes])
+    else:  # no validation labels: the conventional threshold
+        threshold, valid_f1 = 0.5, None
+    prf = multilabel_prf(truth, scores, threshold)
+    metrics = {
+        "lwlrap": _r(result.overall),
+        "mAP": _r(np.nanmean(ap)) if np.isfinite(ap).any() else None,
+        "f1_micro": _r(prf.averages["micro"]["f1"]),
+        "f1_macro": _r(prf.averages["macro"]["f1"]),
+        "precision_micro": _r(prf.averages["micro"]["precision"]),
+        "recall_micro": _r(prf.averages["micro"]["recall"]),
+        "threshold": threshold,
+        "threshold_valid_f1": _r(valid_f1),
+        "n_test_clips": result.n_clips,
+    }
+    table = pd.DataFrame({
+        "class": test.classes, "lwlrap": result.per_class, "weight": result.weights,
+        "positives": truth.sum(axis=0).astype(int), "ap": ap, "precision": prf.precision,
+        "recall": prf.recall, "f1": prf.f1,
+    })
+    return metrics, table
+
+
+def subset_lwlrap(pred: ClipPredictions, n_classes: int) -> tuple[dict[str, float], pd.DataFrame]:
+    """Per-subset overall lwlrap and a ``class, <subset>...`` per-class table of one split."""
+    overall, columns = {}, {"class": pred.classes}
+    subsets = pred.index["subset"].to_numpy()
+    for subset in sorted(set(subsets)):
+        rows = subsets == subset
+        truth = pred.targets[rows]
+        if not (truth > 0).any():
+            continue
+        result = per_class_lwlrap(truth, pred.scores[rows, :n_classes])
+        overall[subset] = _r(result.overall)
+        columns[subset] = result.per_class
+        columns[f"{subset}_positives"] = (truth > 0).sum(axis=0).astype(int)
+    return overall, pd.DataFrame(columns)
+
+
+def singlelabel_metrics(pred: ClipPredictions,
+                        n_classes: int) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Accuracy, averaged P/R/F1, the per-class report and the confusion rows, over the
+    clips with exactly one true label (the argmax of the scores is the prediction)."""
+    rows = single_label_rows(pred.targets)
+    actual = pred.targets[rows].argmax(axis=1)
+    predicted = pred.scores[rows, :n_classes].argmax(axis=1)
+    names = np.asarray(pred.classes, dtype=object)
+    confusion = pd.DataFrame({"actual": names[actual], "predicted": names[predicted]})
+    prf = singlelabel_prf(actual, predicted, n_classes)
+    report = pd.DataFrame({"class": pred.classes, "precision": prf.precision,
+                           "recall": prf.recall, "f1": prf.f1, "support": prf.support})
+    if not rows.any():
+        return {"n_clips": 0}, report, confusion
+    metrics: dict[str, Any] = {"accuracy": _r(accuracy(actual, predicted)),
+                               "n_clips": int(rows.sum())}
+    for average, values in prf.averages.items():
+        for key, value in values.items():
+            metrics[f"{key}_{average}"] = _r(value)
+    return metrics, report, confusion
+
+
+def _target_names(meta: dict[str, Any]) -> list[str]:
+    return [str(t).removeprefix(TARGET_PREFIX) for t in meta.get("targets") or []]
+
+
+def regression_outputs(pred: ClipPredictions, n_classes: int,
+                       names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(true, predicted)`` ``(N, T)`` of the regression targets (layout: module doc)."""
+    if pred.scores.shape[1] != n_classes + len(names):
+        raise ValueError(f"model gives {pred.scores.shape[1]} outputs; expected {n_classes} "
+                         f"class logits + {len(names)} regression targets {names}")
+    missing = [n for n in names if TARGET_PREFIX + n not in pred.index]
+    if missing:
+        raise ValueError(f"feature store index has no column {TARGET_PREFIX}{missing[0]}")
+    p = np.clip(pred.scores[:, n_classes:].astype(np.float64), 1e-12, 1 - 1e-12)
+    predicted = np.log(p / (1 - p))  # inverse sigmoid: the raw output
+    true = pred.index[[TARGET_PREFIX + n for n in names]].to_numpy(dtype=np.float64)
+    return true, predicted
+
+
+def _best_epoch_gap(history_path: Path, best_epoch: int) -> dict[str, Any]:
+    """Train and validation loss at the best epoch (from training's ``history.json``)."""
+    if not history_path.exists():
+        log.warning("%s missing: no train-vs-validation loss gap", history_path)
+        return {}
+    epochs = {e["epoch"]: e for e in read_json(history_path)["epochs"]}
+    best = epochs.get(best_epoch)
+    if best is None:
+        raise ValueError(f"{history_path}: no record of the best epoch {best_epoch}")
+    return {"train_loss": _r(best["train_loss"]), "valid_loss": _r(best["valid_loss"]),
+            "loss_gap": _r(best["valid_loss"] - best["train_loss"])}
+
+
+def _predict(model, features_dir, role, cfg, device) -> ClipPredictions | None:
+    try:
+        return predict_clips(model, features_dir, (role,), cfg.batch_size, device)
+    except ValueError as err:  # a split without clips (e.g. no validation fold)
+        log.warning("no %s predictions: %s", role, err)
+        return None
 
 
 def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
-                   metrics_path: str | os.PathLike[str], per_class_path: str | os.PathLike[str],
+                   metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                    cfg: EvaluateConfig) -> dict:
-    """Test-set lwlrap (overall -> ``metrics_path``, per class -> ``per_class_path`` CSV)."""
+    """Score ``checkpoint`` on the test clips; write ``metrics_path`` and the CSVs of
+    ``plots_dir`` (see the module doc). Returns the metrics."""
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
-    pred = predict_clips(model, features_dir, ("test",), cfg.batch_size, device)
-    if pred.classes != meta["classes"]:
+    task = meta.get("task", "multilabel")
+    test = predict_clips(model, features_dir, ("test",), cfg.batch_size, device)
+    if test.classes != meta["classes"]:
         raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
-                         f"{features_dir} has {pred.classes}; re-run training")
-    scores, targets = pred.scores, pred.targets
-    result = per_class_lwlrap(targets, scores)
-    metrics = {
-        "lwlrap": round(result.overall, 6),
-        "n_test_clips": result.n_clips,
-        "valid_lwlrap": round(float(meta["valid_lwlrap"]), 6),
+                         f"{features_dir} has {test.classes}; re-run training")
+    n_classes = len(test.classes)
+    valid = _predict(model, features_dir, "valid", cfg, device)
+    train = _predict(model, features_dir, "train", cfg, device) if cfg.score_train else None
+    plots = Path(plots_dir)
+    metrics: dict[str, Any] = {"task": task}
+    per_class = pd.DataFrame({"class": test.classes})
+    if task in CLASSIFICATION_TASKS and (test.targets > 0).any():
+        ml, per_class = multilabel_metrics(test, valid, n_classes)
+        metrics.update(ml)
+    metrics.update({
+        "valid_lwlrap": _r(meta.get("valid_lwlrap")),
         "best_epoch": int(meta["epoch"]),
         "n_parameters": int(meta["n_parameters"]),
-    }
-    table = pd.DataFrame({
-        "class": pred.classes,
-        "lwlrap": np.round(result.per_class, 6),
-        "weight": np.round(result.weights, 6),
-        "positives": targets.sum(axis=0).astype(int),
+        "inference_ms_per_clip": _r(1000 * test.seconds / max(len(test), 1), 4),
     })
-    with atomic_path(per_class_path) as tmp:
-        table.to_csv(tmp, index=False)
+    overfit = _best_epoch_gap(Path(checkpoint).parent / "history.json", int(meta["epoch"]))
+    by_subset = {}
+    subset_table = pd.DataFrame({"class": test.classes, "curated": np.nan, "noisy": np.nan,
+                                 "split": ""})  # stays empty when no split mixes both
+    for role, pred in (("train", train), ("valid", valid)):
+        if pred is None or not (pred.targets > 0).any():
+            continue
+        overall, table = subset_lwlrap(pred, n_classes)
+        if {"curated", "noisy"} <= set(overall):
+            if not by_subset:  # the table shows the first split that mixes both
+                subset_table = table.assign(split=role)
+            by_subset[role] = overall
+    if train is not None and valid is not None and (train.targets > 0).any() \
+            and (valid.targets > 0).any():
+        train_l = per_class_lwlrap(train.targets, train.scores[:, :n_classes]).overall
+        valid_l = per_class_lwlrap(valid.targets, valid.scores[:, :n_classes]).overall
+        overfit.update({"train_lwlrap": _r(train_l), "valid_lwlrap": _r(valid_l),
+                        "lwlrap_gap": _r(train_l - valid_l)})
+    metrics["overfit"] = overfit
+    if by_subset:
+        metrics["lwlrap_by_subset"] = by_subset
+    sl, report, confusion = singlelabel_metrics(test, n_classes)
+    if task == "singlelabel" or (task in CLASSIFICATION_TASKS and sl["n_clips"] == len(test)
+                                 and len(test) > 0):
+        metrics["singlelabel"] = sl
+    regression = pd.DataFrame(columns=["target", "actual", "predicted"])
+    names = _target_names(meta)
+    if task in ("regression", "multitask") and names:
+        true, predicted = regression_outputs(test, n_classes, names)
+        per_target = regression_metrics(true, predicted, names)
+        metrics["regression"] = {
+            "mse": _r(float(np.nanmean([v["mse"] for v in per_target.values()]))),
+            **{n: {k: (_r(v) if k != "n" else v) for k, v in m.items()}
+               for n, m in per_target.items()}}
+        regression = pd.concat([pd.DataFrame({"target": n, "actual": true[:, i],
+                                              "predicted": predicted[:, i]})
+                                for i, n in enumerate(names)], ignore_index=True)
+    if "lwlrap" in per_class:  # a list, so `dvc exp show` keeps it out of its columns
+        metrics["per_class"] = [
+            {"class": r["class"], "lwlrap": _r(r["lwlrap"]), "ap": _r(r["ap"]),
+             "f1": _r(r["f1"]), "positives": int(r["positives"])}
+            for _, r in per_class.iterrows()]
+    if by_subset:
+        gaps = (subset_table["curated"] - subset_table["noisy"]).rename("gap")
+        top = subset_table.assign(gap=gaps)
+        top = top[top["gap"] > 0].nlargest(10, "gap")  # noisy clearly worse than curated
+        metrics["noisy_label_suspects"] = [
+            {"class": r["class"], "curated": _r(r["curated"]), "noisy": _r(r["noisy"])}
+            for _, r in top.iterrows()]
+    _write_csv(per_class, plots / PER_CLASS_CSV)
+    _write_csv(subset_table, plots / BY_SUBSET_CSV)
+    _write_csv(confusion, plots / CONFUSION_CSV)
+    _write_csv(report, plots / REPORT_CSV)
+    _write_csv(regression, plots / REGRESSION_CSV)
+    if not regression.empty:
+        plot_regression_scatter(regression, plots / "regression.png",
+                                f"{meta['model_name']}: predicted vs true")
     write_json(metrics_path, metrics)
-    log.info("%s: test lwlrap %.4f on %d clips", Path(checkpoint).parent.name,
-             result.overall, result.n_clips)
+    log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
+             metrics.get("lwlrap"), len(test), metrics["inference_ms_per_clip"] or 0)
     return metrics
+

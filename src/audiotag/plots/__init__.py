@@ -18,3 +18,8 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 110) -
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+
+
+from audiotag.plots.regression import plot_regression_scatter  # noqa: E402
+
+__all__ = ["plot_regression_scatter", "save_figure"]

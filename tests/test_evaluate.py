@@ -1,0 +1,198 @@
+"""Evaluation metrics against scikit-learn / SciPy on random data, and evaluate_model's wiring."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr, spearmanr
+from sklearn import metrics as skm
+
+from audiotag.core.config import EvaluateConfig
+from audiotag.metrics import evaluate as ev
+from audiotag.metrics.classification import (
+    THRESHOLD_GRID,
+    accuracy,
+    average_precision,
+    confusion_matrix,
+    multilabel_prf,
+    singlelabel_prf,
+    tune_threshold,
+)
+from audiotag.metrics.regression import mse, pearson, regression_metrics, spearman
+from audiotag.training.inference import ClipPredictions
+
+
+def _multilabel(seed, n=150, c=7):
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, c)) < 0.25).astype(int)
+    truth[:, -1] = 0  # a class without positives
+    scores = np.round(rng.random((n, c)) * 0.6 + truth * 0.3, 2)  # rounded: ties happen
+    return truth, scores
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_average_precision_matches_sklearn(seed):
+    truth, scores = _multilabel(seed)
+    ours = average_precision(truth, scores)
+    expected = [skm.average_precision_score(truth[:, c], scores[:, c])
+                for c in range(truth.shape[1] - 1)]
+    assert ours[:-1] == pytest.approx(expected, abs=1e-12)
+    assert np.isnan(ours[-1])
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.71])
+def test_multilabel_prf_matches_sklearn(threshold):
+    truth, scores = _multilabel(11)
+    pred = (scores >= threshold).astype(int)
+    prf = multilabel_prf(truth, scores, threshold)
+    p, r, f, s = skm.precision_recall_fscore_support(truth, pred, zero_division=0)
+    assert prf.precision == pytest.approx(p) and prf.recall == pytest.approx(r)
+    assert prf.f1 == pytest.approx(f) and prf.support.tolist() == s.tolist()
+    for average in ("micro", "macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(truth, pred, average=average,
+                                                         zero_division=0)
+        assert prf.averages[average] == pytest.approx({"precision": p, "recall": r, "f1": f})
+
+
+def test_threshold_is_the_best_of_the_grid():
+    truth, scores = _multilabel(5)
+    threshold, f1 = tune_threshold(truth, scores)
+    best = max(skm.f1_score(truth, (scores >= t).astype(int), average="micro", zero_division=0)
+               for t in THRESHOLD_GRID)
+    assert f1 == pytest.approx(best)
+    assert skm.f1_score(truth, (scores >= threshold).astype(int), average="micro") == \
+        pytest.approx(best)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_singlelabel_metrics_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    actual = rng.integers(0, 6, 200)
+    predicted = np.where(rng.random(200) < 0.6, actual, rng.integers(0, 6, 200))
+    predicted[predicted == 5] = 4  # class 5 is never predicted: precision 0 by convention
+    labels = list(range(6))
+    assert accuracy(actual, predicted) == pytest.approx(skm.accuracy_score(actual, predicted))
+    assert (confusion_matrix(actual, predicted, 6)
+            == skm.confusion_matrix(actual, predicted, labels=labels)).all()
+    prf = singlelabel_prf(actual, predicted, 6)
+    report = skm.classification_report(actual, predicted, labels=labels, output_dict=True,
+                                       zero_division=0)
+    for c in labels:
+        assert (prf.precision[c], prf.recall[c], prf.f1[c]) == pytest.approx(
+            (report[str(c)]["precision"], report[str(c)]["recall"], report[str(c)]["f1-score"]))
+        assert prf.support[c] == report[str(c)]["support"]
+    for average in ("macro", "weighted"):
+        expected = report[f"{average} avg"]
+        assert prf.averages[average] == pytest.approx(
+            {"precision": expected["precision"], "recall": expected["recall"],
+             "f1": expected["f1-score"]})
+    assert prf.averages["micro"]["f1"] == pytest.approx(report["accuracy"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_regression_metrics_match_scipy(seed):
+    rng = np.random.default_rng(seed)
+    true = rng.normal(size=80)
+    pred = np.round(true + rng.normal(scale=0.8, size=80), 1)  # ties in the ranks
+    assert pearson(true, pred) == pytest.approx(pearsonr(true, pred)[0])
+    assert spearman(true, pred) == pytest.approx(spearmanr(true, pred)[0])
+    assert mse(true, pred) == pytest.approx(skm.mean_squared_error(true, pred))
+    true[:5] = np.nan  # clips without the target are left out
+    keep = slice(5, None)
+    assert spearman(true, pred) == pytest.approx(spearmanr(true[keep], pred[keep])[0])
+    assert np.isnan(pearson(np.ones(5), np.arange(5.0)))  # constant side: undefined
+    both = regression_metrics(np.c_[true, true], np.c_[pred, pred], ["a", "b"])
+    assert both["a"]["n"] == 75 and both["a"] == both["b"]
+
+
+# ---- evaluate_model, with the checkpoint and the predictions faked -------------------------
+
+CLASSES = ["a", "b", "c"]
+
+
+def _pred(labels, subsets, scores, extra=None):
+    index = pd.DataFrame({"clip_id": [f"x{i}" for i in range(len(labels))],
+                          "subset": subsets, "labels": labels, **(extra or {})})
+    targets = np.array([[float(c in lab.split(";")) for c in CLASSES] for lab in labels])
+    return ClipPredictions(CLASSES, index, np.asarray(scores, dtype=float), targets, 0.05)
+
+
+def _fake(monkeypatch, tmp_path, preds, meta_extra=None):
+    meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75,
+            "n_parameters": 123, **(meta_extra or {})}
+    monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
+    monkeypatch.setattr(ev, "predict_clips", lambda model, store, roles, bs, dev: preds[roles[0]])
+    history = {"epochs": [{"epoch": 1, "train_loss": 0.9, "valid_loss": 0.8},
+                          {"epoch": 2, "train_loss": 0.3, "valid_loss": 0.5}]}
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/history.json").write_text(json.dumps(history))
+    return ev.evaluate_model(tmp_path / "model/model.pt", tmp_path / "features",
+                             tmp_path / "m.json", tmp_path / "plots", EvaluateConfig())
+
+
+def test_evaluate_model_multilabel(monkeypatch, tmp_path):
+    rng = np.random.default_rng(0)
+    test = _pred(["a", "b;c", "c", "a;b"], ["test"] * 4, rng.random((4, 3)))
+    valid = _pred(["a", "b", "c"], ["curated"] * 3, np.eye(3) * 0.8 + 0.1)
+    train = _pred(["a", "b", "c", "a", "b", "c"], ["curated"] * 3 + ["noisy"] * 3,
+                  np.r_[np.eye(3), np.eye(3)[[1, 2, 0]]] * 0.8 + 0.1)  # noisy labels "wrong"
+    metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": valid, "train": train})
+    assert metrics["task"] == "multilabel" and 0 < metrics["lwlrap"] <= 1
+    assert metrics["threshold"] in THRESHOLD_GRID and metrics["threshold_valid_f1"] == 1.0
+    assert metrics["overfit"]["loss_gap"] == pytest.approx(0.2)
+    assert metrics["overfit"]["train_lwlrap"] < metrics["overfit"]["valid_lwlrap"] == 1.0
+    # a noisy clip ranks its label last of three (tied with the other wrong one): 1/3
+    assert metrics["lwlrap_by_subset"]["train"] == {"curated": 1.0,
+                                                    "noisy": pytest.approx(1 / 3, abs=1e-6)}
+    assert {s["class"] for s in metrics["noisy_label_suspects"]} == set(CLASSES)
+    assert metrics["inference_ms_per_clip"] == pytest.approx(12.5)
+    assert "singlelabel" not in metrics  # some test clips have two labels
+    assert metrics["n_parameters"] == 123 and metrics["best_epoch"] == 2
+    assert isinstance(metrics["per_class"], list)  # a list: hidden from `dvc exp show`
+    plots = tmp_path / "plots"
+    assert pd.read_csv(plots / "per_class_lwlrap.csv").columns[:2].tolist() == ["class", "lwlrap"]
+    assert pd.read_csv(plots / "lwlrap_by_subset.csv")["noisy"].notna().all()
+    assert len(pd.read_csv(plots / "confusion.csv")) == 2  # the single-label test clips
+    assert pd.read_csv(plots / "regression.csv").empty
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["lwlrap"] == metrics["lwlrap"]
+
+
+def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):
+    test = _pred(["a", "b", "c", "a"], ["test"] * 4,
+                 [[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.1, 0.3], [0.8, 0.1, 0.1]])
+    valid = _pred(["a", "b", "c"], ["curated"] * 3, np.eye(3))
+    metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": valid, "train": valid})
+    assert "lwlrap_by_subset" not in metrics  # no split mixes curated and noisy
+    single = metrics["singlelabel"]
+    assert single["accuracy"] == 0.75 and single["n_clips"] == 4
+    assert single["f1_micro"] == 0.75
+    confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
+    assert confusion.values.tolist() == [["a", "a"], ["b", "b"], ["c", "a"], ["a", "a"]]
+    report = pd.read_csv(tmp_path / "plots/per_class_report.csv").set_index("class")
+    assert report.loc["c", "recall"] == 0 and report.loc["a", "precision"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_model_regression_outputs(monkeypatch, tmp_path):
+    raw = np.array([[0.5, -1.0], [2.0, 0.3], [-0.5, 1.2], [1.0, 0.0]])  # (clips, targets)
+    scores = np.c_[np.full((4, 3), 0.5), 1 / (1 + np.exp(-raw))]  # 3 class + 2 target outputs
+    truth = {"targets_valence": [0.4, 2.1, -0.4, 1.1], "targets_arousal": [-1, 0.2, 1.5, 0.1]}
+    test = _pred(["a", "b", "c", "a"], ["test"] * 4, scores, truth)
+    metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": None, "train": None},
+                    {"task": "multitask", "targets": ["targets_valence", "arousal"]})
+    reg = metrics["regression"]
+    assert reg["valence"]["spearman"] == pytest.approx(1.0)
+    assert reg["valence"]["pearson"] == pytest.approx(pearsonr(truth["targets_valence"],
+                                                               raw[:, 0])[0], abs=1e-5)
+    assert reg["arousal"]["mse"] == pytest.approx(
+        skm.mean_squared_error(truth["targets_arousal"], raw[:, 1]), abs=1e-5)
+    rows = pd.read_csv(tmp_path / "plots/regression.csv")
+    assert rows.columns.tolist() == ["target", "actual", "predicted"] and len(rows) == 8
+    assert (tmp_path / "plots/regression.png").stat().st_size > 1000
+
+
+def test_regression_output_count_is_checked():
+    test = _pred(["a"], ["test"], [[0.1, 0.2, 0.3, 0.4]], {"targets_x": [1.0]})
+    with pytest.raises(ValueError, match="expected 3 class logits"):
+        ev.regression_outputs(test, 3, ["x", "y"])
