@@ -1,17 +1,12 @@
-"""``clean.method: none``: keep every label, report label statistics."""
+"""Label statistics, reported by every ``clean.method`` (``none`` reports only these)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from audiotag.core.io import atomic_dir, write_json
-from audiotag.data.manifest import SUBSETS, rebase_paths, split_labels, write_manifest
-
-ISSUE_COLUMNS = ["clip_id", "subset", "labels", "suggested_labels", "score"]
+from audiotag.data.manifest import SUBSETS, split_labels
 
 
 def label_stats(manifest: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -33,19 +28,3 @@ def label_metrics(manifest: pd.DataFrame) -> dict[str, Any]:
                    for a, b in zip(noisy["labels"], noisy["true_labels"], strict=True)]
         out["measured_noise_rate"] = round(sum(differs) / len(noisy), 6)
     return out
-
-
-def clean_passthrough(manifest: pd.DataFrame, classes: list[str], raw_dir: Path,
-                      out_dir: str | os.PathLike[str],
-                      metrics_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write the (unchanged) manifest, an empty label_issues.csv and label_stats.csv."""
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        # paths are relative to the manifest's directory: re-point them from out_dir
-        write_manifest(rebase_paths(manifest, raw_dir, out_dir), classes, tmp)
-        pd.DataFrame(columns=ISSUE_COLUMNS).to_csv(tmp / "label_issues.csv", index=False)
-        label_stats(manifest, classes).to_csv(tmp / "label_stats.csv", index=False)
-    metrics = label_metrics(manifest)
-    metrics["flagged"] = 0
-    write_json(metrics_path, metrics)
-    return metrics

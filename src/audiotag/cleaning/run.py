@@ -1,0 +1,203 @@
+"""The ``clean_labels`` stage's work: detect (``clean.method``), act (``clean.action``), report.
+
+Only noisy clips are candidates; curated and test rows leave exactly as they came in
+(curated clips inform the detection models, test clips are never read).
+
+Actions on the flagged noisy clips:
+    drop     remove them from the manifest
+    relabel  replace their labels with the suggested ones (see :func:`suggest_labels`)
+    weight   write a ``weight`` column: ``clean.flagged_weight`` for them, 1.0 for every
+             other row (training multiplies each clip's loss by it)
+    keep     change nothing (report only)
+
+Outputs: ``<out>/manifest.csv`` + ``classes.txt`` (paths re-pointed at the raw audio),
+``<out>/label_issues.csv`` (one row per flagged clip, grouped by suspect class, worst first),
+``<out>/label_stats.csv``, the metrics JSON and the per-class plot CSV.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audiotag.cleaning.passthrough import label_metrics, label_stats
+from audiotag.core.config import CleanConfig
+from audiotag.core.io import atomic_dir, atomic_path, write_json
+from audiotag.data.manifest import (
+    audio_paths,
+    join_labels,
+    labels_to_matrix,
+    rebase_paths,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+ISSUE_COLUMNS = ["class", "clip_id", "labels", "suggested_labels", "score"]
+PLOT_COLUMNS = ["class", "flagged", "noisy_clips", "flagged_fraction"]
+
+
+def suggest_labels(given: np.ndarray, proba: np.ndarray, threshold: float) -> np.ndarray:
+    """The smallest edit of the given labels that the model is confident about ``(N, C)``.
+
+    A given label stays unless its probability is below ``1 - threshold``; a missing label
+    is added when its probability is at least ``threshold``. A clip left without labels
+    gets its most probable class (every clip of a tagging set has at least one sound).
+    """
+    keep = (given > 0) & (proba >= 1 - threshold)
+    out = (keep | (proba >= threshold)).astype(np.float32)
+    empty = out.sum(axis=1) == 0
+    out[np.flatnonzero(empty), proba[empty].argmax(axis=1)] = 1.0
+    return out
+
+
+def suspect_class(given: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Per clip, the class whose given label the model disagrees with most ``(N,)``."""
+    return np.abs(given - proba).argmax(axis=1)
+
+
+def detection_scores(flagged: np.ndarray, corrupted: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of ``flagged`` against the truly ``corrupted`` clips.
+
+    An empty flag set has precision 0; F1 is 0 when precision + recall is 0.
+    """
+    tp = int((flagged & corrupted).sum())
+    precision = tp / int(flagged.sum()) if flagged.any() else 0.0
+    recall = tp / int(corrupted.sum()) if corrupted.any() else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"detection_precision": round(precision, 6), "detection_recall": round(recall, 6),
+            "detection_f1": round(f1, 6)}
+
+
+def apply_action(manifest: pd.DataFrame, rows: np.ndarray, flagged: np.ndarray,
+                 suggested: list[str], cfg: CleanConfig) -> pd.DataFrame:
+    """Manifest after ``cfg.action`` on the flagged noisy ``rows`` (positions in ``manifest``)."""
+    out = manifest.copy()
+    hit = rows[flagged]
+    if cfg.action == "weight":
+        weight = np.ones(len(out), dtype=np.float64)
+        weight[hit] = cfg.flagged_weight
+        out["weight"] = weight
+    elif cfg.action == "relabel":
+        col = out.columns.get_loc("labels")
+        for pos, labels in zip(hit, np.asarray(suggested, dtype=object)[flagged], strict=True):
+            out.iat[pos, col] = labels
+    elif cfg.action == "drop":
+        out = out.drop(index=out.index[hit]).reset_index(drop=True)
+    return out
+
+
+def _corrupted(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    return (labels_to_matrix(df["labels"], classes)
+            != labels_to_matrix(df["true_labels"], classes)).any(axis=1)
+
+
+def _detect(manifest: pd.DataFrame, classes: list[str], manifest_dir: Path,
+            cfg: CleanConfig, seed: int) -> tuple[np.ndarray, Any]:
+    """Positions of the noisy rows and the :class:`Detection` for them."""
+    from audiotag.cleaning.detect import detect  # torch + cleanlab: only when needed
+    from audiotag.cleaning.fastfeatures import fast_logmel
+
+    train = np.flatnonzero(manifest["subset"].to_numpy() != "test")
+    part = manifest.iloc[train]
+    x = fast_logmel(audio_paths(part, manifest_dir), cfg)
+    y = labels_to_matrix(part["labels"], classes)
+    noisy = part["subset"].to_numpy() == "noisy"
+    return train[noisy], detect(x, y, noisy, cfg, seed)
+
+
+def _issues(manifest: pd.DataFrame, rows: np.ndarray, det: Any, suggested: list[str],
+            classes: list[str]) -> pd.DataFrame:
+    """One row per flagged clip, grouped by suspect class, lowest score first."""
+    given = labels_to_matrix(manifest["labels"].iloc[rows], classes)
+    suspect = suspect_class(given, det.proba)
+    sel = np.flatnonzero(det.flagged)
+    table = pd.DataFrame({
+        "class": [classes[c] for c in suspect[sel]],
+        "clip_id": manifest["clip_id"].iloc[rows[sel]].to_numpy(),
+        "labels": manifest["labels"].iloc[rows[sel]].to_numpy(),
+        "suggested_labels": np.asarray(suggested, dtype=object)[sel],
+        "score": np.round(det.score[sel], 6),
+    })
+    if "true_labels" in manifest.columns:
+        table["true_labels"] = manifest["true_labels"].iloc[rows[sel]].to_numpy()
+    order = {name: i for i, name in enumerate(classes)}
+    table["_order"] = table["class"].map(order)
+    table = table.sort_values(["_order", "score", "clip_id"], kind="stable")
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+def _per_class(manifest: pd.DataFrame, issues: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    """Flagged clips per (suspect) class over the class's noisy clips (by given labels)."""
+    noisy = manifest[manifest["subset"] == "noisy"]
+    n_noisy = labels_to_matrix(noisy["labels"], classes).sum(axis=0).astype(int)
+    flagged = issues["class"].value_counts().reindex(classes, fill_value=0).to_numpy()
+    fraction = np.round(flagged / np.maximum(n_noisy, 1), 6)
+    return pd.DataFrame({"class": classes, "flagged": flagged, "noisy_clips": n_noisy,
+                         "flagged_fraction": fraction}, columns=PLOT_COLUMNS)
+
+
+def _outcome_metrics(raw: pd.DataFrame, cleaned: pd.DataFrame, flagged: np.ndarray,
+                     rows: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Fraction kept; on data with ``true_labels``: detection scores and the noise left."""
+    n_noisy = len(rows)
+    kept = int((cleaned["subset"] == "noisy").sum())
+    out: dict[str, Any] = {
+        "flagged": int(flagged.sum()),
+        "flagged_fraction": round(float(flagged.mean()) if n_noisy else 0.0, 6),
+        "fraction_kept": round(kept / n_noisy if n_noisy else 1.0, 6),
+    }
+    if "true_labels" in raw.columns and n_noisy:
+        out.update(detection_scores(flagged, _corrupted(raw.iloc[rows], classes)))
+        noisy = cleaned[cleaned["subset"] == "noisy"]
+        weight = (noisy["weight"].to_numpy(dtype=np.float64) if "weight" in noisy.columns
+                  else np.ones(len(noisy)))
+        wrong = _corrupted(noisy, classes) if len(noisy) else np.zeros(0, dtype=bool)
+        # share of the noisy clips' training weight that still carries a wrong label
+        out["noise_rate_after"] = round(float((weight * wrong).sum() / weight.sum())
+                                        if weight.sum() > 0 else 0.0, 6)
+    return out
+
+
+def clean_labels(manifest: pd.DataFrame, classes: list[str], raw_dir: str | os.PathLike[str],
+                 out_dir: str | os.PathLike[str], metrics_path: str | os.PathLike[str],
+                 plot_path: str | os.PathLike[str], cfg: CleanConfig,
+                 seed: int) -> dict[str, Any]:
+    """Detect, act, write every output; returns the metrics written to ``metrics_path``."""
+    start = time.perf_counter()
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    manifest = manifest.reset_index(drop=True)
+    rows = np.flatnonzero(manifest["subset"].to_numpy() == "noisy")
+    if cfg.method == "none" or not len(rows):
+        flagged = np.zeros(len(rows), dtype=bool)
+        issues = pd.DataFrame(columns=ISSUE_COLUMNS)
+        cleaned = manifest.copy()
+    else:
+        rows, det = _detect(manifest, classes, raw_dir, cfg, seed)
+        flagged = det.flagged
+        given = labels_to_matrix(manifest["labels"].iloc[rows], classes)
+        suggested = [join_labels([classes[c] for c in np.flatnonzero(r)])
+                     for r in suggest_labels(given, det.proba, cfg.relabel_threshold)]
+        issues = _issues(manifest, rows, det, suggested, classes)
+        cleaned = apply_action(manifest, rows, flagged, suggested, cfg)
+    metrics = {**label_metrics(manifest),
+               **_outcome_metrics(manifest, cleaned, flagged, rows, classes)}
+    per_class = _per_class(manifest, issues, classes)
+    metrics["flagged_per_class"] = dict(zip(classes, per_class["flagged"].tolist(), strict=True))
+    with atomic_dir(out_dir) as tmp:
+        # paths are relative to the manifest's directory: re-point them from out_dir
+        write_manifest(rebase_paths(cleaned, raw_dir, out_dir), classes, tmp)
+        issues.to_csv(tmp / "label_issues.csv", index=False)
+        label_stats(cleaned, classes).to_csv(tmp / "label_stats.csv", index=False)
+    with atomic_path(plot_path) as tmp:
+        per_class.to_csv(tmp, index=False)
+    write_json(metrics_path, metrics)
+    log.info("clean.method=%s action=%s: flagged %d of %d noisy clips in %.1f s",
+             cfg.method, cfg.action, metrics["flagged"], len(rows), time.perf_counter() - start)
+    return metrics
