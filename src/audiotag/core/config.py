@@ -47,7 +47,35 @@ class SplitConfig(_Strict):
 
 
 class CleanConfig(_Strict):
-    method: Literal["none"] = "none"
+    """Label cleaning of the noisy subset (stage ``clean_labels``, ``audiotag.cleaning``).
+
+    The fast-model settings (``model`` .. ``max_seconds``) are used by every method but
+    ``none``; ``filter_by`` only by ``cleanlab``, ``threshold``/``max_per_class`` only by
+    ``agreement``, ``loss_fraction`` only by ``loss``.
+    """
+
+    method: Literal["none", "cleanlab", "agreement", "loss"] = "none"
+    action: Literal["drop", "relabel", "weight", "keep"] = "weight"
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+                       "predicted_neq_given"] = "prune_by_noise_rate"
+    threshold: float = Field(0.5, ge=0, le=1)  # agreement: lowest per-clip lwlrap kept
+    max_per_class: int | None = Field(None, ge=1)  # agreement: None keeps every passing clip
+    loss_fraction: float = Field(0.3, gt=0, lt=1)  # loss: share of noisy clips flagged
+    relabel_threshold: float = Field(0.5, ge=0.5, lt=1)  # relabel: add p >= t, drop p < 1 - t
+    flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
+    n_folds: int = Field(5, ge=2)
+    model: Literal["cnn1d", "linear"] = "cnn1d"
+    channels: int = Field(64, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-3, ge=0)
+    sample_rate: int = Field(16000, ge=1000)
+    n_fft: int = Field(1024, ge=16)
+    hop_length: int = Field(640, ge=1)
+    n_mels: int = Field(64, ge=1)
+    max_seconds: float = Field(10.0, gt=0)
 
 
 class FeaturesConfig(_Strict):
