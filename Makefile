@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install pipeline test lint bench clean-venv
+.PHONY: install pipeline test lint bench clean-venv chromium
 
 install: $(STAMP)
 
@@ -30,7 +30,15 @@ pipeline: install
 	@echo "  models/<model>/model.pt       best checkpoints"
 	@echo "Activate the environment with: source $(BIN)/activate"
 
-test: install
+# tests/test_report_render.py renders `dvc plots show`'s page in headless Chromium. CI
+# machines are fresh Debian and run as root: install Debian's package when it is missing
+# (elsewhere, without root, the test skips and says why).
+chromium:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  echo "warning: could not install chromium; the HTML render test will be skipped"
+
+test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
