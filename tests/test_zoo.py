@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from audiotag.models import (
@@ -253,3 +254,12 @@ def test_parameter_cap_names_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_zoo_params_name_the_key(name: str, params: dict[str, object], where: str) -> None:
     with pytest.raises(ValueError, match=f"^{re.escape(where)}: "):
         validate_model_params(name, params)
+
+
+def test_params_yaml_configures_every_model(repo_root: Path) -> None:
+    """Each model has a ``models.<name>`` block listing every key (so ``-S`` can set it)."""
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert set(params["models"]) == set(list_models())
+    for name, block in params["models"].items():
+        cfg = validate_model_params(name, block)
+        assert set(block) == set(type(cfg).model_fields), name

@@ -16,6 +16,7 @@ from audiotag.models.heads import (
     Activation,
     ClassifierHead,
     HeadConfig,
+    head_width,
     hidden_layers,
     make_activation,
 )
@@ -96,7 +97,8 @@ class AttentionHead(nn.Module):
     gives weights normalised over time with a softmax; the clip logit is the weighted mean
     of the frame logits. (Xu et al. 2017 average sigmoid frame *probabilities* with
     sigmoid-normalised weights; averaging logits keeps the output a logit for
-    ``BCEWithLogitsLoss``.)
+    ``BCEWithLogitsLoss``.) With ``cfg.head_layers > 0`` the shared hidden layers
+    (:func:`~audiotag.models.heads.hidden_layers`) first act on each frame.
     """
 
     def __init__(self, in_features: int, num_classes: int,
@@ -104,7 +106,7 @@ class AttentionHead(nn.Module):
         super().__init__()
         cfg = cfg or HeadConfig(head_layers=0)
         self.hidden = hidden_layers(in_features, cfg)  # per frame; empty for head_layers=0
-        width = cfg.head_hidden if cfg.head_layers else in_features
+        width = head_width(in_features, cfg)
         self.frame = nn.Linear(width, num_classes)
         self.attention = nn.Linear(width, num_classes)
 
