@@ -57,6 +57,14 @@ def test_every_model_forward_backward(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [m for m in list_models() if m not in BACKBONES])
+def test_small_feature_dims(name: str) -> None:
+    """chroma (12 bands) and single-band inputs pool down without errors."""
+    for dim, frames in ((12, 30), (1, 64)):
+        out = create_model(name, K, dim)(torch.randn(2, dim, frames))
+        assert out.shape == (2, K) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", [m for m in list_models() if m not in BACKBONES])
 @pytest.mark.parametrize(("head_layers", "activation", "init"),
                          [(2, "gelu", "kaiming"), (3, "sigmoid", "xavier"),
                           (1, "prelu", "default")])
