@@ -180,6 +180,67 @@ def _predict(model, features_dir, role, cfg, device) -> ClipPredictions | None:
         return None
 
 
+def _labelled(pred: ClipPredictions | None) -> bool:
+    return pred is not None and bool((pred.targets > 0).any())
+
+
+def split_analysis(train: ClipPredictions | None, valid: ClipPredictions | None,
+                   classes: list[str]) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
+    """``(lwlrap_by_subset, overfit lwlrap entries, per-class curated/noisy table)`` of the
+    training and validation predictions (either may be None)."""
+    n_classes = len(classes)
+    by_subset: dict[str, Any] = {}
+    table = pd.DataFrame({"class": classes, "curated": np.nan, "noisy": np.nan,
+                          "split": ""})  # stays empty when no split mixes both
+    for role, pred in (("train", train), ("valid", valid)):
+        if not _labelled(pred):
+            continue
+        overall, per_class = subset_lwlrap(pred, n_classes)
+        if {"curated", "noisy"} <= set(overall):
+            if not by_subset:  # the table shows the first split that mixes both
+                table = per_class.assign(split=role)
+            by_subset[role] = overall
+    overfit: dict[str, Any] = {}
+    if _labelled(train) and _labelled(valid):
+        train_l = per_class_lwlrap(train.targets, train.scores[:, :n_classes]).overall
+        valid_l = per_class_lwlrap(valid.targets, valid.scores[:, :n_classes]).overall
+        overfit = {"train_lwlrap": _r(train_l), "valid_lwlrap": _r(valid_l),
+                   "lwlrap_gap": _r(train_l - valid_l)}
+    return by_subset, overfit, table
+
+
+def noisy_label_suspects(table: pd.DataFrame, n: int = 10) -> list[dict[str, Any]]:
+    """The ``n`` classes whose noisy-clip lwlrap falls furthest below their curated one."""
+    top = table.assign(gap=table["curated"] - table["noisy"])
+    top = top[top["gap"] > 0].nlargest(n, "gap")
+    return [{"class": r["class"], "curated": _r(r["curated"]), "noisy": _r(r["noisy"])}
+            for _, r in top.iterrows()]
+
+
+def regression_part(test: ClipPredictions, meta: dict[str, Any],
+                    n_classes: int) -> tuple[dict[str, Any] | None, pd.DataFrame]:
+    """``(metrics or None, target/actual/predicted rows)`` for regression/multitask tasks."""
+    rows = pd.DataFrame(columns=["target", "actual", "predicted"])
+    names = _target_names(meta)
+    if meta.get("task") not in ("regression", "multitask") or not names:
+        return None, rows
+    true, predicted = regression_outputs(test, n_classes, names)
+    per_target = regression_metrics(true, predicted, names)
+    metrics = {"mse": _r(float(np.nanmean([v["mse"] for v in per_target.values()]))),
+               **{n: {k: (_r(v) if k != "n" else v) for k, v in m.items()}
+                  for n, m in per_target.items()}}
+    rows = pd.concat([pd.DataFrame({"target": n, "actual": true[:, i],
+                                    "predicted": predicted[:, i]})
+                      for i, n in enumerate(names)], ignore_index=True)
+    return metrics, rows
+
+
+def _per_class_list(per_class: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{"class": r["class"], "lwlrap": _r(r["lwlrap"]), "ap": _r(r["ap"]),
+             "f1": _r(r["f1"]), "positives": int(r["positives"])}
+            for _, r in per_class.iterrows()]
+
+
 def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
                    metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                    cfg: EvaluateConfig) -> dict:
@@ -195,10 +256,11 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     n_classes = len(test.classes)
     valid = _predict(model, features_dir, "valid", cfg, device)
     train = _predict(model, features_dir, "train", cfg, device) if cfg.score_train else None
-    plots = Path(plots_dir)
+
+    # classification scores, then what every task gets
     metrics: dict[str, Any] = {"task": task}
     per_class = pd.DataFrame({"class": test.classes})
-    if task in CLASSIFICATION_TASKS and (test.targets > 0).any():
+    if task in CLASSIFICATION_TASKS and _labelled(test):
         ml, per_class = multilabel_metrics(test, valid, n_classes)
         metrics.update(ml)
     metrics.update({
@@ -207,65 +269,33 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
         "n_parameters": int(meta["n_parameters"]),
         "inference_ms_per_clip": _r(1000 * test.seconds / max(len(test), 1), 4),
     })
-    overfit = _best_epoch_gap(Path(checkpoint).parent / "history.json", int(meta["epoch"]))
-    by_subset = {}
-    subset_table = pd.DataFrame({"class": test.classes, "curated": np.nan, "noisy": np.nan,
-                                 "split": ""})  # stays empty when no split mixes both
-    for role, pred in (("train", train), ("valid", valid)):
-        if pred is None or not (pred.targets > 0).any():
-            continue
-        overall, table = subset_lwlrap(pred, n_classes)
-        if {"curated", "noisy"} <= set(overall):
-            if not by_subset:  # the table shows the first split that mixes both
-                subset_table = table.assign(split=role)
-            by_subset[role] = overall
-    if train is not None and valid is not None and (train.targets > 0).any() \
-            and (valid.targets > 0).any():
-        train_l = per_class_lwlrap(train.targets, train.scores[:, :n_classes]).overall
-        valid_l = per_class_lwlrap(valid.targets, valid.scores[:, :n_classes]).overall
-        overfit.update({"train_lwlrap": _r(train_l), "valid_lwlrap": _r(valid_l),
-                        "lwlrap_gap": _r(train_l - valid_l)})
-    metrics["overfit"] = overfit
+    by_subset, overfit_lwlrap, subset_table = split_analysis(train, valid, test.classes)
+    metrics["overfit"] = {**_best_epoch_gap(Path(checkpoint).parent / "history.json",
+                                            int(meta["epoch"])), **overfit_lwlrap}
     if by_subset:
         metrics["lwlrap_by_subset"] = by_subset
     sl, report, confusion = singlelabel_metrics(test, n_classes)
     if task == "singlelabel" or (task in CLASSIFICATION_TASKS and sl["n_clips"] == len(test)
                                  and len(test) > 0):
         metrics["singlelabel"] = sl
-    regression = pd.DataFrame(columns=["target", "actual", "predicted"])
-    names = _target_names(meta)
-    if task in ("regression", "multitask") and names:
-        true, predicted = regression_outputs(test, n_classes, names)
-        per_target = regression_metrics(true, predicted, names)
-        metrics["regression"] = {
-            "mse": _r(float(np.nanmean([v["mse"] for v in per_target.values()]))),
-            **{n: {k: (_r(v) if k != "n" else v) for k, v in m.items()}
-               for n, m in per_target.items()}}
-        regression = pd.concat([pd.DataFrame({"target": n, "actual": true[:, i],
-                                              "predicted": predicted[:, i]})
-                                for i, n in enumerate(names)], ignore_index=True)
-    if "lwlrap" in per_class:  # a list, so `dvc exp show` keeps it out of its columns
-        metrics["per_class"] = [
-            {"class": r["class"], "lwlrap": _r(r["lwlrap"]), "ap": _r(r["ap"]),
-             "f1": _r(r["f1"]), "positives": int(r["positives"])}
-            for _, r in per_class.iterrows()]
+    regression, regression_rows = regression_part(test, {**meta, "task": task}, n_classes)
+    if regression is not None:
+        metrics["regression"] = regression
+    # lists: `dvc exp show` keeps them out of its columns
+    if "lwlrap" in per_class:
+        metrics["per_class"] = _per_class_list(per_class)
     if by_subset:
-        gaps = (subset_table["curated"] - subset_table["noisy"]).rename("gap")
-        top = subset_table.assign(gap=gaps)
-        top = top[top["gap"] > 0].nlargest(10, "gap")  # noisy clearly worse than curated
-        metrics["noisy_label_suspects"] = [
-            {"class": r["class"], "curated": _r(r["curated"]), "noisy": _r(r["noisy"])}
-            for _, r in top.iterrows()]
-    _write_csv(per_class, plots / PER_CLASS_CSV)
-    _write_csv(subset_table, plots / BY_SUBSET_CSV)
-    _write_csv(confusion, plots / CONFUSION_CSV)
-    _write_csv(report, plots / REPORT_CSV)
-    _write_csv(regression, plots / REGRESSION_CSV)
-    if not regression.empty:
-        plot_regression_scatter(regression, plots / "regression.png",
+        metrics["noisy_label_suspects"] = noisy_label_suspects(subset_table)
+
+    plots = Path(plots_dir)
+    for table, name in ((per_class, PER_CLASS_CSV), (subset_table, BY_SUBSET_CSV),
+                        (confusion, CONFUSION_CSV), (report, REPORT_CSV),
+                        (regression_rows, REGRESSION_CSV)):
+        _write_csv(table, plots / name)
+    if not regression_rows.empty:
+        plot_regression_scatter(regression_rows, plots / "regression.png",
                                 f"{meta['model_name']}: predicted vs true")
     write_json(metrics_path, metrics)
     log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
              metrics.get("lwlrap"), len(test), metrics["inference_ms_per_clip"] or 0)
     return metrics
-
