@@ -4,7 +4,7 @@
     python benchmarks/train.py --models cnn2d resnet18 --seconds 10 --threads 2
     python benchmarks/train.py --skip-data              # throughput only
 
-Throughput (clips/s): each model (default params, 12 classes, 64 mel bands x 201 frames,
+Throughput (clips/s): each model (its params.yaml settings, 12 classes, 64 mels x 201 frames,
 the default synthetic set's shape: 4 s at 16 kHz, hop 320) trains on random tensors with
 AdamW + BCE, batch 32, on the CPU; one warm-up step, then steps until ``--seconds`` have
 passed (at least 2). Data-wait share: a small tone dataset (``tests/helpers.py``) goes
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -44,10 +45,16 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
     optimizer.step()
 
 
+def model_params(name: str) -> dict:
+    """``models.<name>`` of the repo's params.yaml (code defaults when absent)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text()).get("models") or {}
+    return params.get(name) or {}
+
+
 def throughput(name: str, seconds: float) -> tuple[float, int]:
     """``(clips per second, parameters)`` of training ``name`` on random batches."""
     torch.manual_seed(0)
-    model = create_model(name, NUM_CLASSES, N_MELS).train()
+    model = create_model(name, NUM_CLASSES, N_MELS, **model_params(name)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(BATCH, N_MELS, FRAMES)
     y = (torch.rand(BATCH, NUM_CLASSES) < 0.2).float()
@@ -76,7 +83,7 @@ def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[
     data = FeatureSet(store, ("train",), train=True)
     loader = DataLoader(data, batch_size=BATCH, shuffle=True, drop_last=len(data) > BATCH,
                         collate_fn=collate_clips, num_workers=workers)
-    model = create_model(name, len(data.classes), data.n_mels).train()
+    model = create_model(name, len(data.classes), data.n_mels, **model_params(name)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     wait = compute = 0.0
     clips = 0
