@@ -243,11 +243,32 @@ def test_beat_sync_gives_variable_lengths_that_collate(tones):
     data = FeatureSet(store, ("train",))
     lengths = data.index["length"].to_numpy()
     assert (lengths >= 1).all() and (lengths < n_frames(TINY)).all()
-    items = [data[i] for i in range(4)]
-    assert [it[0].shape[-1] for it in items] == lengths[:4].tolist()
-    x, y, w = collate_clips(items)
-    assert x.shape == (4, 16, lengths[:4].max()) and y.shape == (4, 3) and w.shape == (4,)
-    assert (x[0, :, lengths[0]:] == 0).all()
+    pick = [int(lengths.argmin()), int(lengths.argmax()), 0, 1]  # lengths differ
+    assert lengths[pick[0]] < lengths[pick[1]]
+    items = [data[i] for i in pick]
+    assert [it[0].shape[-1] for it in items] == lengths[pick].tolist()
+    x, y, w, lens = collate_clips(items)
+    assert x.shape == (4, 16, lengths.max()) and y.shape == (4, 3) and w.shape == (4,)
+    assert lens.tolist() == lengths[pick].tolist()
+    assert (x[0, :, lengths[pick[0]]:] == 0).all()
+    # a model that takes lengths gets them in prediction (and training: same helper)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        accepts_lengths = True
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(16, 3)
+
+        def forward(self, x, lengths=None):
+            seen.append(lengths)
+            return self.fc(x.mean(dim=-1))
+
+    loader = DataLoader(torch.utils.data.Subset(data, pick), batch_size=4,
+                        collate_fn=collate_clips)
+    scores, _, _ = predict(Spy(), loader, torch.device("cpu"))
+    assert scores.shape == (4, 3) and seen[0].tolist() == lengths[pick].tolist()
 
 
 def test_crops_of_a_clip_stay_together(tones):

@@ -286,7 +286,7 @@ class FeatureSet(torch.utils.data.Dataset):
       crops share its label and its loss weight.
 
     With ``beat_sync`` nothing is cropped: x is the whole ``(dim, beats + 1)`` sequence
-    (pad batches with :func:`collate_clips`). Arrays stay memory-mapped.
+    (pad batches with :func:`collate_clips`, which adds their lengths). Arrays stay memory-mapped.
     """
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
@@ -355,12 +355,16 @@ class FeatureSet(torch.utils.data.Dataset):
 
 
 def collate_clips(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
-    """Stack items; sequences of different lengths (``beat_sync``) are zero-padded at the
-    end to the longest. After normalisation 0 is the training mean (``standard``), so the
-    models pool over padded frames as over average ones."""
+    """Stack items ``(x, y, w)``. Sequences of different lengths (``beat_sync``) are
+    zero-padded at the end to the longest, and the batch gains a fourth element,
+    ``lengths`` ``(B,)`` int64, which the training loop passes to models that declare
+    ``accepts_lengths``; other models pool over padded frames too (after ``standard``
+    normalisation 0 is the training mean)."""
     xs = [item[0] for item in batch]
     longest = max(x.shape[-1] for x in xs)
-    if any(x.shape[-1] != longest for x in xs):
-        xs = [torch.nn.functional.pad(x, (0, longest - x.shape[-1])) for x in xs]
     rest = [torch.stack([item[k] for item in batch]) for k in range(1, len(batch[0]))]
-    return (torch.stack(xs), *rest)
+    if all(x.shape[-1] == longest for x in xs):
+        return (torch.stack(xs), *rest)
+    lengths = torch.tensor([x.shape[-1] for x in xs], dtype=torch.int64)
+    xs = [torch.nn.functional.pad(x, (0, longest - x.shape[-1])) for x in xs]
+    return (torch.stack(xs), *rest, lengths)

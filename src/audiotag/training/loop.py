@@ -30,8 +30,16 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def crop_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits ``(B, K, C)`` of a batch ``(B, dim, T)`` (K = 1) or ``(B, K, dim, T)``."""
+def crop_logits(model: torch.nn.Module, x: torch.Tensor,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``(B, K, C)`` of a batch ``(B, dim, T)`` (K = 1) or ``(B, K, dim, T)``.
+
+    ``lengths`` ``(B,)`` (valid frames of zero-padded variable-length items, from
+    :func:`audiotag.features.store.collate_clips`) go to models that declare
+    ``accepts_lengths``; other models pool over the padded frames too.
+    """
+    if lengths is not None and getattr(model, "accepts_lengths", False):
+        return model(x, lengths).unsqueeze(1)  # variable-length items are never cropped
     if x.dim() == 4:
         b, k = x.shape[:2]
         return model(x.flatten(0, 1)).view(b, k, -1)
@@ -39,13 +47,19 @@ def crop_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def clip_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: ClipLoss,
-                logits: torch.Tensor | None = None) -> torch.Tensor:
+                logits: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Per-clip loss ``(B,)``: the mean over a clip's crops of ``loss_fn`` on each crop (every
     crop carries its clip's labels), so a clip counts once whatever its number of crops."""
-    logits = crop_logits(model, x) if logits is None else logits  # (B, K, C)
+    logits = crop_logits(model, x, lengths) if logits is None else logits  # (B, K, C)
     b, k, c = logits.shape
     per_crop = loss_fn(logits.reshape(b * k, c), y.repeat_interleave(k, dim=0))  # (B*K,)
     return per_crop.view(b, k).mean(dim=1)
+
+
+def _lengths(rest: list, device: torch.device) -> torch.Tensor | None:
+    """The optional ``lengths`` after ``(x, y, w)`` in a batch."""
+    return rest[0].to(device) if rest else None
 
 
 @dataclass
@@ -69,12 +83,13 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
     norm_sums: dict[str, float] = defaultdict(float)
     ratio_sums: dict[str, float] = defaultdict(float)
     steps = 0
-    for x, y, w, *_ in loader:
+    for x, y, w, *rest in loader:
         # (B, dim, frames) or (B, K, dim, frames) with K crops per clip; (B, C) targets;
-        # (B,) per-clip loss weights from label cleaning
+        # (B,) per-clip loss weights from label cleaning; [(B,) lengths of padded items]
         x, y, w = x.to(device), y.to(device), w.to(device)
+        lengths = _lengths(rest, device)
         optimizer.zero_grad(set_to_none=True)
-        loss = weighted_mean(clip_losses(model, x, y, loss_fn), w)
+        loss = weighted_mean(clip_losses(model, x, y, loss_fn, lengths=lengths), w)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} (try a lower train.lr)")
         loss.backward()
@@ -100,9 +115,10 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     of its crops' sigmoid scores, its loss the mean of its crops' losses."""
     model.eval()
     scores, targets, total = [], [], 0.0
-    for x, y, *_ in loader:
+    for x, y, *rest in loader:
         x, y = x.to(device), y.to(device)
-        logits = crop_logits(model, x)  # (B, K, C): K crops of each clip
+        lengths = _lengths(rest[1:], device)  # after the loss weights, if the batch has them
+        logits = crop_logits(model, x, lengths)  # (B, K, C): K crops of each clip
         if loss_fn is not None:
             total += clip_losses(model, x, y, loss_fn, logits).sum().item()
         scores.append(torch.sigmoid(logits).mean(dim=1).cpu().numpy())  # average crops
