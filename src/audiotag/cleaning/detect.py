@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audiotag.cleaning.fastmodel import fit, out_of_fold_proba, predict_proba
+from audiotag.cleaning.fastmodel import (
+    fit,
+    model_input,
+    one_thread,
+    out_of_fold_proba,
+    predict_proba,
+)
 from audiotag.core.config import CleanConfig
 
 log = logging.getLogger(__name__)
@@ -90,8 +96,9 @@ def _loss(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
 
 def _agreement(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
                seed: int) -> Detection:
-    model = fit(x[~noisy], y[~noisy], cfg, seed)
-    proba = predict_proba(model, x[noisy])
+    with one_thread():
+        model = fit(x[~noisy], y[~noisy], cfg, seed)
+        proba = predict_proba(model, x[noisy])
     y_noisy = y[noisy]
     score = clip_lwlrap(y_noisy, proba)
     passes = ~(score < cfg.threshold)  # clips without labels (NaN) cannot be judged: kept
@@ -117,4 +124,4 @@ def detect(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
         raise ValueError(f"clean.method {cfg.method!r} detects nothing")
     if cfg.method == "agreement" and not (~noisy).any():
         raise ValueError("clean.method=agreement needs curated clips to train on; there are none")
-    return methods[cfg.method](x, y, noisy, cfg, seed)
+    return methods[cfg.method](model_input(x, cfg), y, noisy, cfg, seed)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from audiotag.cleaning.fastmodel import one_thread
 from audiotag.core.config import CleanConfig
 from audiotag.features.audio import fit_length, load_audio
 
@@ -49,7 +50,7 @@ def fast_logmel(paths: Sequence[str | os.PathLike[str]], cfg: CleanConfig) -> np
     frames = n_fast_frames(cfg)
     max_samples = int(round(cfg.max_seconds * cfg.sample_rate))
     out = np.zeros((len(paths), cfg.n_mels, frames), dtype=np.float32)
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():
         for i, path in enumerate(paths):
             wave = load_audio(path, cfg.sample_rate)
             if wave.shape[-1] > max_samples:  # centre crop; shorter clips are padded below

@@ -8,7 +8,9 @@ over time, one linear layer. ``linear``: logistic regression on pooled per-band 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -42,26 +44,53 @@ class FastCNN(nn.Module):
 
 
 class PooledLinear(nn.Module):
-    """Logistic regression on per-band mean, std and max over time: ``(B, n_mels, frames)``."""
+    """Logistic regression on pooled statistics ``(B, 3 * n_mels)`` (see :func:`pooled_stats`)."""
 
-    def __init__(self, n_mels: int, num_classes: int) -> None:
+    def __init__(self, n_stats: int, num_classes: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(3 * n_mels, affine=False)  # standardise the statistics
-        self.head = nn.Linear(3 * n_mels, num_classes)
+        self.norm = nn.BatchNorm1d(n_stats, affine=False)  # standardise the statistics
+        self.head = nn.Linear(n_stats, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stats = torch.cat([x.mean(-1), x.std(-1), x.amax(-1)], dim=1)
-        return self.head(self.norm(stats))
+        return self.head(self.norm(x))
 
 
-def build_model(cfg: CleanConfig, n_mels: int, num_classes: int) -> nn.Module:
+def pooled_stats(x: np.ndarray) -> np.ndarray:
+    """Per-band mean, std and max over time: ``(N, n_mels, frames)`` -> ``(N, 3 * n_mels)``."""
+    return np.concatenate([x.mean(-1), x.std(-1), x.max(-1)], axis=1).astype(np.float32)
+
+
+def model_input(x: np.ndarray, cfg: CleanConfig) -> np.ndarray:
+    """What the model of ``cfg.model`` reads: the images, or their statistics (computed once)."""
+    return pooled_stats(x) if cfg.model == "linear" else x
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the setting.
+
+    These models are too small to gain from threads, and on a busy machine a second
+    OpenMP thread that waits for a core makes every step wait (measured: several times
+    slower with 2 threads at a load of 10 on 2 cores). It also makes results independent
+    of the core count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_model(cfg: CleanConfig, n_inputs: int, num_classes: int) -> nn.Module:
+    """``n_inputs``: mel bands (``cnn1d``) or pooled statistics (``linear``)."""
     if cfg.model == "cnn1d":
-        return FastCNN(n_mels, num_classes, cfg.channels, cfg.dropout)
-    return PooledLinear(n_mels, num_classes)
+        return FastCNN(n_inputs, num_classes, cfg.channels, cfg.dropout)
+    return PooledLinear(n_inputs, num_classes)
 
 
 def fit(x: np.ndarray, y: np.ndarray, cfg: CleanConfig, seed: int) -> nn.Module:
-    """Train a fresh model on images ``x (N, n_mels, frames)`` and targets ``y (N, C)``."""
+    """Train a fresh model on :func:`model_input` ``x`` and targets ``y (N, C)``."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(cfg, x.shape[1], y.shape[1])
@@ -109,8 +138,9 @@ def out_of_fold_proba(x: np.ndarray, y: np.ndarray, cfg: CleanConfig, seed: int)
     out = np.zeros(y.shape, dtype=np.float64)
     for k in range(cfg.n_folds):
         held = folds == k
-        model = fit(x[~held], y[~held], cfg, seed + k)
-        out[held] = predict_proba(model, x[held])
+        with one_thread():
+            model = fit(x[~held], y[~held], cfg, seed + k)
+            out[held] = predict_proba(model, x[held])
         log.info("fold %d/%d: trained on %d clips, scored %d", k + 1, cfg.n_folds,
                  int((~held).sum()), int(held.sum()))
     return out

@@ -64,10 +64,10 @@ class CleanConfig(_Strict):
     relabel_threshold: float = Field(0.5, ge=0.5, lt=1)  # relabel: add p >= t, drop p < 1 - t
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
     n_folds: int = Field(5, ge=2)
-    model: Literal["cnn1d", "linear"] = "cnn1d"
+    model: Literal["linear", "cnn1d"] = "linear"
     channels: int = Field(64, ge=1)
     dropout: float = Field(0.3, ge=0, lt=1)
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(50, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
