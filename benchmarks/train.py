@@ -92,7 +92,7 @@ def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[
         while True:
             t0 = time.perf_counter()
             try:
-                x, y, _w = next(batches)
+                x, y = next(batches)[:2]  # (x, y, weights[, lengths])
             except StopIteration:
                 break
             t1 = time.perf_counter()
