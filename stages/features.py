@@ -1,4 +1,4 @@
-"""Stage ``features``: log-mel features of every clip into a memory-mapped store."""
+"""Stage ``features``: the ``features.kind`` front end of every clip into a memory-mapped store."""
 
 from __future__ import annotations
 
