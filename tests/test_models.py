@@ -13,6 +13,7 @@ from torch import nn
 from audiotag.core.registry import Registry
 from audiotag.models import (
     BACKBONES,
+    MODELS,
     Cnn2d,
     Cnn2dConfig,
     ModelSpec,
@@ -25,8 +26,10 @@ from audiotag.models import (
 
 NUM_CLASSES = 7
 N_MELS = 64
-# The ImageNet backbones (millions of parameters) get their own quick tests in test_zoo.py.
-SMALL_MODELS = [name for name in list_models() if name not in BACKBONES]
+# The ImageNet backbones (millions of parameters) and the models that take raw waveforms
+# only (mixnet) get their own tests in test_zoo.py.
+SMALL_MODELS = [name for name in list_models() if name not in BACKBONES
+                and not getattr(MODELS.get(name).factory, "requires_waveform", False)]
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from torch import nn
 
 from audiotag.models import (
     BACKBONES,
+    MODELS,
     create_model,
     list_models,
     registry,
@@ -20,6 +21,19 @@ from audiotag.models import (
 )
 
 K = 5  # classes
+WAVE_SAMPLES = 4000  # a quarter second at 16 kHz, for the models that take waveforms only
+
+
+def _needs_waveform(name: str) -> bool:
+    return getattr(MODELS.get(name).factory, "requires_waveform", False)
+
+
+def _inputs(name: str, batch: int, n_mels: int, frames: int) -> tuple[int, torch.Tensor]:
+    """``(n_mels, x)`` for model ``name``: ``(batch, n_mels, frames)`` random features, or
+    ``(batch, 1, WAVE_SAMPLES)`` for a model that takes raw waveforms only."""
+    if _needs_waveform(name):
+        return 1, torch.randn(batch, 1, WAVE_SAMPLES)
+    return n_mels, torch.randn(batch, n_mels, frames)
 
 
 @pytest.fixture(autouse=True)
@@ -46,9 +60,9 @@ def _first_param(model: nn.Module) -> nn.Parameter:
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_forward_backward(name: str) -> None:
     """Logits of the right shape, finite, and gradients reaching the first layer."""
-    n_mels, frames = (16, 24) if name in BACKBONES else (32, 40)
+    n_mels, x = _inputs(name, 3, *((16, 24) if name in BACKBONES else (32, 40)))
     model = create_model(name, K, n_mels)
-    out = model(torch.randn(3, n_mels, frames))
+    out = model(x)
     assert out.shape == (3, K)
     assert torch.isfinite(out).all()
     out.square().mean().backward()
@@ -56,7 +70,8 @@ def test_every_model_forward_backward(name: str) -> None:
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", [m for m in list_models() if m not in BACKBONES])
+@pytest.mark.parametrize("name", [m for m in list_models()
+                                  if m not in BACKBONES and not _needs_waveform(m)])
 def test_small_feature_dims(name: str) -> None:
     """chroma (12 bands) and single-band inputs pool down without errors."""
     for dim, frames in ((12, 30), (1, 64)):
@@ -70,11 +85,12 @@ def test_small_feature_dims(name: str) -> None:
                           (1, "prelu", "default")])
 def test_head_options_on_every_small_model(name: str, head_layers: int, activation: str,
                                            init: str) -> None:
-    model = create_model(name, K, 16, head_layers=head_layers, head_hidden=8,
+    n_mels, x = _inputs(name, 2, 16, 20)
+    model = create_model(name, K, n_mels, head_layers=head_layers, head_hidden=8,
                          activation=activation, init=init, dropout=0.1)
     hidden = [m for m in model.head.hidden if isinstance(m, nn.Linear)]
     assert len(hidden) == head_layers and hidden[-1].out_features == 8
-    out = model(torch.randn(2, 16, 20))
+    out = model(x)
     assert out.shape == (2, K) and torch.isfinite(out).all()
 
 
@@ -182,6 +198,73 @@ def test_autoencoder_reconstructs_and_two_phases(name: str) -> None:
     head = {id(p) for p in model.classifier_parameters()}
     assert head and head.isdisjoint(id(p) for p in model.autoencoder_parameters())
     assert model(x).shape == (6, K)
+
+
+# --- mixnet: waveform + log-mel branches ----------------------------------------------------
+
+
+def test_mixnet_forward_on_waveforms() -> None:
+    model = create_model("mixnet", K, 1)
+    assert model.accepts_waveform and model.requires_waveform
+    for samples in (16000, 7777):
+        out = model(torch.randn(4, 1, samples))
+        assert out.shape == (4, K) and torch.isfinite(out).all()
+    wave, spec = model.branches(torch.randn(2, 1, 16000))
+    assert wave.shape[1] == 128 and spec.shape[1] == 64  # default branch widths
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 1, 512))).all()  # one window: shortest clip
+        batch = torch.randn(3, 1, 6000)  # eval: a clip's logits do not depend on the batch
+        torch.testing.assert_close(model(batch)[1:2], model(batch[1:2]), rtol=1e-4, atol=1e-4)
+
+
+def test_mixnet_backward_reaches_both_branches() -> None:
+    model = create_model("mixnet", K, 1)
+    model(torch.randn(3, 1, 8000)).square().mean().backward()
+    for param in (model.wave_stem[0].weight, model.spec_blocks[0][0].weight,
+                  model.mel_norm.weight):
+        assert param.grad is not None and torch.isfinite(param.grad).all()
+        assert param.grad.abs().sum() > 0
+
+
+def test_mixnet_learns_a_few_steps() -> None:
+    x = torch.randn(8, 1, 4000)
+    y = (torch.rand(8, K) < 0.3).float()
+    model = create_model("mixnet", K, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("n_mels", [64, 12, 2])
+def test_mixnet_refuses_band_features(n_mels: int) -> None:
+    with pytest.raises(ValueError, match=r"models\.mixnet: takes the raw waveform .*"
+                                         r"features\.kind=waveform"):
+        create_model("mixnet", K, n_mels)
+
+
+def test_mixnet_refuses_wrong_inputs() -> None:
+    model = create_model("mixnet", K, 1)
+    with pytest.raises(ValueError, match=r"at least n_fft=512 samples \(32 ms at 16000 Hz\)"):
+        model(torch.randn(2, 1, 511))
+    with pytest.raises(ValueError, match=r"\(batch, 1, frames\)"):
+        model(torch.randn(2, 2, 4000))
+
+
+def test_mixnet_params() -> None:
+    model = create_model("mixnet", K, 1, wave_channels=[8, 16], spec_channels=[8],
+                         mel_bands=32, hop_length=160, sample_rate=8000)
+    assert model.melspec.mel_scale.fb.shape[1] == 32 and len(model.wave_blocks) == 2
+    assert model(torch.randn(2, 1, 4000)).shape == (2, K)
+    assert 50_000 < sum(p.numel() for p in create_model("mixnet", 12, 1).parameters()) < 300_000
+    with pytest.raises(ValueError, match=r"^models\.mixnet\.hop_length: .*at most n_fft \(512\)"):
+        validate_model_params("mixnet", {"hop_length": 600})
 
 
 # --- ImageNet backbones ------------------------------------------------------------------

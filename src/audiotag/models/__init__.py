@@ -3,11 +3,13 @@
 Every model maps a normalised log-mel batch ``(batch, n_mels, frames)`` to logits
 ``(batch, num_classes)``; build one by name with :func:`create_model`. Importing this
 package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``, ``resstn``,
-``autoencoder``, ``resautoencoder`` and the ImageNet backbones ``resnet18``,
-``resnet50``, ``regnet_y_800mf`` and ``efficientnet_v2_s``.
+``autoencoder``, ``resautoencoder``, ``mixnet`` (waveform + log-mel branches, on raw
+waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``, ``regnet_y_800mf``
+and ``efficientnet_v2_s``.
 
 Optional model capabilities are class attributes: ``accepts_waveform`` (takes
-``(B, 1, samples)`` when ``n_mels == 1``), ``accepts_lengths`` (``forward(x, lengths)``
+``(B, 1, samples)`` when ``n_mels == 1``), ``requires_waveform`` (takes nothing else,
+see :mod:`audiotag.models.mixnet`), ``accepts_lengths`` (``forward(x, lengths)``
 for padded variable-length batches, see :mod:`audiotag.models.rnn`) and ``two_phase``
 (reconstruct, then classify; see :mod:`audiotag.models.autoencoder`).
 """
@@ -18,6 +20,7 @@ from audiotag.models.cnn1d import Cnn1d, Cnn1dConfig
 from audiotag.models.cnn2d import Cnn2d, Cnn2dConfig
 from audiotag.models.crnn import Crnn, CrnnConfig
 from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
+from audiotag.models.mixnet import MixNet, MixNetConfig
 from audiotag.models.registry import (
     MAX_PARAMETERS,
     MODELS,
@@ -43,6 +46,8 @@ __all__ = [
     "HeadConfig",
     "ImageNetBackbone",
     "Lstm",
+    "MixNet",
+    "MixNetConfig",
     "ResAutoencoder",
     "ResStn",
     "RnnConfig",
