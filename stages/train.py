@@ -21,6 +21,9 @@ def main() -> None:
     parser.add_argument("--features", required=True, help="feature store directory")
     parser.add_argument("--out", required=True, help="model directory, e.g. models/cnn2d")
     parser.add_argument("--live", required=True, help="dvclive directory for per-epoch logs")
+    parser.add_argument("--resume-dir", default=None,
+                        help="where the resume state of an interrupted run is kept "
+                             "(a persist: true out, e.g. checkpoints/cnn2d)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -30,7 +33,8 @@ def main() -> None:
     if args.model not in cfg.models:
         raise ParamsError(f"{args.params}: train.models: {args.model!r} is not listed")
     model_params = parse_model_params(raw, args.model, args.params)
-    train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed)
+    train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed,
+                resume_dir=args.resume_dir)
 
 
 if __name__ == "__main__":

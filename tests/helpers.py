@@ -23,15 +23,18 @@ def tone_clip(labels: list[str], seconds: float, sr: int, rng: np.random.Generat
 
 
 def write_tone_dataset(root: Path, counts=(("curated", 12), ("noisy", 8), ("test", 6)),
-                       sr: int = 8000, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
-    """A manifest directory of sine-tone clips (0.5-1.5 s) labelled by their tones."""
+                       sr: int = 8000, seed: int = 0, single_label: bool = False,
+                       targets: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """A manifest directory of sine-tone clips (0.5-1.5 s) labelled by their tones (one
+    tone each with ``single_label``); ``targets`` adds regression columns
+    ``targets_n_tones`` and ``targets_seconds`` (the clip's duration)."""
     rng = np.random.default_rng(seed)
     rows = []
     (root / "audio").mkdir(parents=True, exist_ok=True)
     for subset, n in counts:
         for i in range(n):
-            labels = sorted(rng.choice(CLASSES, size=rng.integers(1, 3), replace=False),
-                            key=CLASSES.index)
+            size = 1 if single_label else rng.integers(1, 3)
+            labels = sorted(rng.choice(CLASSES, size=size, replace=False), key=CLASSES.index)
             seconds = float(rng.uniform(0.5, 1.5))
             clip_id = f"{subset}_{i:03d}"
             sf.write(root / "audio" / f"{clip_id}.wav", tone_clip(labels, seconds, sr, rng), sr,
@@ -39,7 +42,9 @@ def write_tone_dataset(root: Path, counts=(("curated", 12), ("noisy", 8), ("test
             rows.append({"clip_id": clip_id, "path": f"audio/{clip_id}.wav",
                          "labels": ";".join(labels), "subset": subset,
                          "fold": -1 if subset == "test" else i % 3,
-                         "duration_s": seconds, "sample_rate": sr})
+                         "duration_s": seconds, "sample_rate": sr,
+                         **({"targets_n_tones": len(labels), "targets_seconds": seconds}
+                            if targets else {})})
     df = pd.DataFrame(rows)
     write_manifest(df, CLASSES, root)
     return df, CLASSES

@@ -122,7 +122,8 @@ def _fake(monkeypatch, tmp_path, preds, meta_extra=None):
     meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75,
             "n_parameters": 123, **(meta_extra or {})}
     monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
-    monkeypatch.setattr(ev, "predict_clips", lambda model, store, roles, bs, dev: preds[roles[0]])
+    monkeypatch.setattr(ev, "predict_clips",
+                        lambda model, store, roles, bs, dev, spec=None: preds[roles[0]])
     history = {"epochs": [{"epoch": 1, "train_loss": 0.9, "valid_loss": 0.8},
                           {"epoch": 2, "train_loss": 0.3, "valid_loss": 0.5}]}
     (tmp_path / "model").mkdir()
@@ -147,7 +148,7 @@ def test_evaluate_model_multilabel(monkeypatch, tmp_path):
                                                     "noisy": pytest.approx(1 / 3, abs=1e-6)}
     assert {s["class"] for s in metrics["noisy_label_suspects"]} == set(CLASSES)
     assert metrics["inference_ms_per_clip"] == pytest.approx(12.5)
-    assert "singlelabel" not in metrics  # some test clips have two labels
+    assert "singlelabel" not in metrics and "accuracy" not in metrics  # multi-label clips
     assert metrics["n_parameters"] == 123 and metrics["best_epoch"] == 2
     assert isinstance(metrics["per_class"], list)  # a list: hidden from `dvc exp show`
     plots = tmp_path / "plots"
@@ -168,6 +169,7 @@ def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):
     single = metrics["singlelabel"]
     assert single["accuracy"] == 0.75 and single["n_clips"] == 4
     assert single["f1_micro"] == 0.75
+    assert metrics["accuracy"] == 0.75  # top level too, beside lwlrap
     confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
     assert confusion.values.tolist() == [["a", "a"], ["b", "b"], ["c", "a"], ["a", "a"]]
     report = pd.read_csv(tmp_path / "plots/per_class_report.csv").set_index("class")
@@ -176,7 +178,7 @@ def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):
 
 def test_evaluate_model_regression_outputs(monkeypatch, tmp_path):
     raw = np.array([[0.5, -1.0], [2.0, 0.3], [-0.5, 1.2], [1.0, 0.0]])  # (clips, targets)
-    scores = np.c_[np.full((4, 3), 0.5), 1 / (1 + np.exp(-raw))]  # 3 class + 2 target outputs
+    scores = np.c_[np.full((4, 3), 0.5), raw]  # 3 class scores + 2 raw regression outputs
     truth = {"targets_valence": [0.4, 2.1, -0.4, 1.1], "targets_arousal": [-1, 0.2, 1.5, 0.1]}
     test = _pred(["a", "b", "c", "a"], ["test"] * 4, scores, truth)
     metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": None, "train": None},

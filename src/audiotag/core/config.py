@@ -133,14 +133,57 @@ class FeaturesConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """The ``train@<model>`` stages (``audiotag.training``): task, optimiser, schedule,
+    augmentation, SWA, noisy-label handling, device, resume and transfer learning."""
+
     models: list[str] = Field(min_length=1)
+    task: Literal["auto", "multilabel", "singlelabel", "regression", "multitask"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # singlelabel / single-label multitask
+    regression_weight: float = Field(1.0, ge=0)  # multitask: weight of the regression MSE
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     weight_decay: float = Field(0.0, ge=0)
-    scheduler: Literal["cosine", "constant"] = "cosine"
+    scheduler: Literal["constant", "cosine", "onecycle", "cyclic"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    cycle_epochs: float = Field(2.0, gt=0)  # cyclic: length of one triangle
+    grad_clip_norm: float = Field(0.0, ge=0)  # 0: no clipping
+    mixup_alpha: float = Field(0.0, ge=0)  # 0: no mixup
+    specaug_freq_masks: int = Field(0, ge=0)
+    specaug_freq_width: int = Field(8, ge=0)
+    specaug_time_masks: int = Field(0, ge=0)
+    specaug_time_width: int = Field(20, ge=0)
+    swa_start_epoch: int = Field(0, ge=0)  # 0: no stochastic weight averaging
+    swa_lr: float | None = Field(None, gt=0)  # None: the learning rate when SWA starts
+    noisy_weight: float = Field(1.0, ge=0)  # loss weight of noisy-subset clips
+    lsoft_beta: float = Field(1.0, ge=0, le=1)  # 1: plain loss on noisy clips
     patience: int = Field(5, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False  # mixed precision (CUDA only)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
+    init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
+    freeze_init: bool = False  # freeze the layers loaded from init_from
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.swa_start_epoch > self.epochs:
+            raise ValueError(f"swa_start_epoch ({self.swa_start_epoch}) must be <= epochs "
+                             f"({self.epochs}); 0 turns SWA off")
+        if self.freeze_init and not self.init_from:
+            raise ValueError("freeze_init needs init_from (a checkpoint to load)")
+        return self
+
+    @property
+    def swa(self) -> bool:
+        return self.swa_start_epoch > 0
+
+    @property
+    def spec_augment(self) -> bool:
+        return (self.specaug_freq_masks > 0 and self.specaug_freq_width > 0) or \
+            (self.specaug_time_masks > 0 and self.specaug_time_width > 0)
 
 
 class EvaluateConfig(_Strict):

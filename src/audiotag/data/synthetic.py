@@ -9,7 +9,9 @@ renders every clip from a seed.
 A clip is a coloured background noise plus 1..``max_events`` distinct sound events, each
 of a different kind (:data:`EVENT_CLASSES`), at a random onset and a random SNR. Every
 event kind has a characteristic time-frequency shape, but the frequency ranges overlap so
-the tagging task is not trivial.
+the tagging task is not trivial. Two regression targets come with every clip:
+``targets_n_events`` (its number of events) and ``targets_snr_db`` (their mean SNR), for
+``train.task: regression | multitask``.
 
 Determinism: clip ``i`` of a subset is rendered from its own generator,
 ``numpy.random.default_rng([seed, subset_stream, i])``, so it does not depend on how many
@@ -444,23 +446,26 @@ def _background(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return x / (np.sqrt(np.mean(x**2)) + 1e-12)
 
 
-def _render_clip(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
-    """One mixed clip and the sorted class indices of its events."""
+def _render_clip(cfg: SyntheticConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[int], float]:
+    """One mixed clip, the sorted class indices of its events and their mean SNR (dB)."""
     sr = cfg.sample_rate
     n = _clip_length(cfg, rng)
     mix = _background(n, sr, rng)  # unit power: an event's SNR is its power in dB
     k = int(rng.integers(1, cfg.max_events + 1))
     kinds = sorted(int(c) for c in rng.choice(cfg.num_classes, size=k, replace=False))
+    snrs = []
     for c in kinds:
         event = render_event(EVENT_CLASSES[c], sr, rng)
         need = min(n, len(event), max(int(_MIN_OVERLAP_SECONDS * sr), len(event) // 2))
         onset = int(rng.integers(0, n - need + 1))
         snr = rng.uniform(cfg.snr_db_min, cfg.snr_db_max)
+        snrs.append(snr)
         gain = np.sqrt(10 ** (snr / 10) / np.mean(event**2))
         part = event[: n - onset]
         mix[onset:onset + len(part)] += gain * part
     mix *= rng.uniform(*_PEAK_RANGE) / np.max(np.abs(mix))
-    return mix, kinds
+    return mix, kinds, float(np.mean(snrs))
 
 
 # ---------------------------------------------------------------------------- labels
@@ -530,16 +535,20 @@ def generate(cfg: SyntheticConfig, out_dir: Path, seed: int,
     rows, truths = [], []
     start = time.perf_counter()
     for subset, i in tqdm(plan, desc="synthetic", unit="clip", disable=not progress):
-        mix, kinds = _render_clip(cfg, np.random.default_rng([seed, _CLIP_STREAMS[subset], i]))
+        mix, kinds, snr_db = _render_clip(cfg, np.random.default_rng(
+            [seed, _CLIP_STREAMS[subset], i]))
         clip_id = f"{_ID_PREFIX[subset]}_{i:05d}"
         rel = f"audio/{clip_id}.wav"
         sf.write(out_dir / rel, mix, cfg.sample_rate, subtype="PCM_16", format="WAV")
         rows.append({"clip_id": clip_id, "path": rel, "labels": "", "subset": subset,
                      "fold": -1, "duration_s": len(mix) / cfg.sample_rate,
-                     "sample_rate": cfg.sample_rate})
+                     "sample_rate": cfg.sample_rate,
+                     # regression targets (train.task: regression | multitask)
+                     "targets_n_events": len(kinds), "targets_snr_db": round(snr_db, 3)})
         truths.append(kinds)
     df = pd.DataFrame(rows, columns=["clip_id", "path", "labels", "subset", "fold",
-                                     "duration_s", "sample_rate"])
+                                     "duration_s", "sample_rate", "targets_n_events",
+                                     "targets_snr_db"])
     _label_columns(df, truths, cfg, seed, classes)
     df["fold"] = df["fold"].astype(int)
     logger.info("synthetic: %d clips (%d classes) in %.1f s -> %s",

@@ -275,8 +275,10 @@ class FeatureSet(torch.utils.data.Dataset):
     """Cropped, normalised features, multi-hot targets and loss weights of the clips with
     given roles; one item per clip.
 
-    Items are ``(x, y, w)``: y ``(n_classes,)`` float32, w a float32 scalar (the manifest's
-    ``weight`` column, written by label cleaning; 1 without it) and x float32:
+    Items are ``(x, y, w)``: y ``(n_classes,)`` float32 (see :meth:`select_outputs` for
+    regression targets), w a float32 scalar (the manifest's ``weight`` column, written by
+    label cleaning; 1 without it) and x float32; ``with_noisy=True`` appends a fourth
+    element, 1.0 for a clip of the noisy subset (else 0.0):
 
     - evaluation (``train=False``, the default, deterministic): the centre window
       ``(dim, frames)``, or with ``features.eval_crops: N > 1`` N evenly spaced windows
@@ -290,7 +292,8 @@ class FeatureSet(torch.utils.data.Dataset):
     """
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
-                 train: bool = False, crops: int | None = None) -> None:
+                 train: bool = False, crops: int | None = None,
+                 with_noisy: bool = False) -> None:
         store = Path(store_dir)
         index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
                             keep_default_na=False)
@@ -302,6 +305,9 @@ class FeatureSet(torch.utils.data.Dataset):
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
         self.targets = labels_to_matrix(self.index["labels"], self.classes)  # (N, C)
+        self._y = self.targets  # y of the items; see select_outputs
+        self._noisy = (self.index["subset"] == "noisy").to_numpy(dtype=np.float32)
+        self.with_noisy = with_noisy
         self.weights = (self.index["weight"].to_numpy(dtype=np.float32) if "weight" in self.index
                         else np.ones(len(self.index), dtype=np.float32))  # (N,)
         self.train = train
@@ -312,6 +318,32 @@ class FeatureSet(torch.utils.data.Dataset):
         self._subset = self.index["subset"].to_numpy()
         self._offset = self.index["offset"].to_numpy()
         self._length = self.index["length"].to_numpy()
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The index's regression target columns (``targets_*``), in column order."""
+        return [c for c in self.index.columns if c.startswith(TARGET_PREFIX)]
+
+    def select_outputs(self, with_classes: bool, columns: list[str]) -> None:
+        """Make items' ``y`` the class targets (if ``with_classes``) followed by the
+        regression ``columns`` (``targets_*``; NaN where unknown): the layout of
+        :mod:`audiotag.training.tasks`. By default ``y`` is the class targets only."""
+        missing = [c for c in columns if c not in self.index]
+        if missing:
+            raise ValueError(f"feature store index has no column {missing[0]!r} "
+                             f"(regression targets come from the manifest's targets_* columns)")
+        parts = [self.targets] if with_classes else []
+        if columns:
+            values = self.index[columns].apply(pd.to_numeric, errors="coerce")
+            parts.append(values.to_numpy(dtype=np.float32))  # NaN = unknown target
+        if not parts:
+            raise ValueError("a FeatureSet needs class targets or regression columns")
+        self._y = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+
+    @property
+    def is_noisy(self) -> np.ndarray:
+        """``(N,)`` 1.0 for clips of the noisy subset, else 0.0."""
+        return self._noisy
 
     @property
     def dim(self) -> int:
@@ -351,7 +383,10 @@ class FeatureSet(torch.utils.data.Dataset):
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
         if self.n_crops == 1 or self.config.beat_sync:
             x = x[0]
-        return x, torch.from_numpy(self.targets[i]), torch.tensor(self.weights[i])
+        y, w = torch.from_numpy(self._y[i]), torch.tensor(self.weights[i])
+        if self.with_noisy:
+            return x, y, w, torch.tensor(self._noisy[i])
+        return x, y, w
 
 
 def collate_clips(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:

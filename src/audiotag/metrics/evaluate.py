@@ -17,9 +17,10 @@ What is computed (``metrics/<model>.json`` and the CSVs in ``plots/<model>/``):
 
 Model output layout assumed for regression/multitask checkpoints: the class logits come
 first, then one output per regression target, in the order of ``meta["targets"]``
-(names of the manifest's ``targets_*`` columns, with or without the prefix). The raw
-regression outputs are recovered from :func:`predict_clips`'s sigmoid scores by the
-inverse sigmoid (exact up to float32 saturation beyond |x| ~ 16).
+(names of the manifest's ``targets_*`` columns, with or without the prefix);
+:func:`predict_clips` returns class scores (softmax for single-label tasks, else sigmoid)
+followed by the raw regression outputs. Single-label results also put ``accuracy`` at the
+top level of the metrics, next to lwlrap, for comparison with published numbers.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.metrics.regression import regression_metrics
 from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.inference import ClipPredictions, predict_clips
+from audiotag.training.inference import ClipPredictions, predict_clips, task_of
 from audiotag.training.utils import pick_device
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,7 @@ def regression_outputs(pred: ClipPredictions, n_classes: int,
     missing = [n for n in names if TARGET_PREFIX + n not in pred.index]
     if missing:
         raise ValueError(f"feature store index has no column {TARGET_PREFIX}{missing[0]}")
-    p = np.clip(pred.scores[:, n_classes:].astype(np.float64), 1e-12, 1 - 1e-12)
-    predicted = np.log(p / (1 - p))  # inverse sigmoid: the raw output
+    predicted = pred.scores[:, n_classes:].astype(np.float64)  # raw regression outputs
     true = pred.index[[TARGET_PREFIX + n for n in names]].to_numpy(dtype=np.float64)
     return true, predicted
 
@@ -172,9 +172,9 @@ def _best_epoch_gap(history_path: Path, best_epoch: int) -> dict[str, Any]:
             "loss_gap": _r(best["valid_loss"] - best["train_loss"])}
 
 
-def _predict(model, features_dir, role, cfg, device) -> ClipPredictions | None:
+def _predict(model, features_dir, role, cfg, device, spec=None) -> ClipPredictions | None:
     try:
-        return predict_clips(model, features_dir, (role,), cfg.batch_size, device)
+        return predict_clips(model, features_dir, (role,), cfg.batch_size, device, spec)
     except ValueError as err:  # a split without clips (e.g. no validation fold)
         log.warning("no %s predictions: %s", role, err)
         return None
@@ -249,13 +249,15 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
     task = meta.get("task", "multilabel")
-    test = predict_clips(model, features_dir, ("test",), cfg.batch_size, device)
+    spec = task_of(meta)
+    test = predict_clips(model, features_dir, ("test",), cfg.batch_size, device, spec)
     if test.classes != meta["classes"]:
         raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
                          f"{features_dir} has {test.classes}; re-run training")
-    n_classes = len(test.classes)
-    valid = _predict(model, features_dir, "valid", cfg, device)
-    train = _predict(model, features_dir, "train", cfg, device) if cfg.score_train else None
+    n_classes = spec.n_classes
+    valid = _predict(model, features_dir, "valid", cfg, device, spec)
+    train = (_predict(model, features_dir, "train", cfg, device, spec) if cfg.score_train
+             and n_classes else None)
 
     # classification scores, then what every task gets
     metrics: dict[str, Any] = {"task": task}
@@ -269,15 +271,21 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
         "n_parameters": int(meta["n_parameters"]),
         "inference_ms_per_clip": _r(1000 * test.seconds / max(len(test), 1), 4),
     })
-    by_subset, overfit_lwlrap, subset_table = split_analysis(train, valid, test.classes)
+    by_subset, overfit_lwlrap, subset_table = split_analysis(train, valid if n_classes else None,
+                                                           test.classes)
     metrics["overfit"] = {**_best_epoch_gap(Path(checkpoint).parent / "history.json",
                                             int(meta["epoch"])), **overfit_lwlrap}
     if by_subset:
         metrics["lwlrap_by_subset"] = by_subset
-    sl, report, confusion = singlelabel_metrics(test, n_classes)
+    sl, report, confusion = singlelabel_metrics(test, n_classes) if n_classes else (
+        {"n_clips": 0},
+        pd.DataFrame(columns=["class", "precision", "recall", "f1", "support"]),
+        pd.DataFrame(columns=["actual", "predicted"]))
     if task == "singlelabel" or (task in CLASSIFICATION_TASKS and sl["n_clips"] == len(test)
                                  and len(test) > 0):
         metrics["singlelabel"] = sl
+        if "accuracy" in sl:  # headline number of single-label datasets, beside lwlrap
+            metrics["accuracy"] = sl["accuracy"]
     regression, regression_rows = regression_part(test, {**meta, "task": task}, n_classes)
     if regression is not None:
         metrics["regression"] = regression

@@ -34,12 +34,17 @@ class AutoencoderConfig(HeadConfig):
         channels: output channels of each encoder block (each pools 2x2); the decoder
             mirrors them.
         latent_channels: channels of the latent map ``(B, latent_channels, F/2^n, T/2^n)``.
+        pretrain_epochs: phase-1 (reconstruction) epochs before the ``train.epochs`` of
+            classification; 0 skips phase 1.
+        freeze_encoder: phase 2 trains the classifier head only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
     latent_channels: int = Field(default=32, ge=1)
+    pretrain_epochs: int = Field(default=5, ge=0)
+    freeze_encoder: bool = False
 
 
 class UpBlock2d(nn.Sequential):

@@ -19,14 +19,26 @@ def mixup(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float,
     targets that are unknown (NaN) in either partner stay unknown. Returns
     ``(x', y', w', lam)``; ``alpha <= 0`` returns the batch unchanged with ``lam = 1``.
     """
-    if alpha <= 0 or x.shape[0] < 2:
-        return x, y, w, 1.0
-    lam = _beta_sample(alpha, generator)
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
-    mixed_x = lam * x + (1 - lam) * x[perm]
-    mixed_y = lam * y + (1 - lam) * y[perm]
-    mixed_w = lam * w + (1 - lam) * w[perm]
+    (mixed_x, mixed_y, mixed_w), lam, _ = mix_batch([x, y, w], alpha, generator)
     return mixed_x, mixed_y, mixed_w, lam
+
+
+def mix_batch(tensors: list[torch.Tensor], alpha: float,
+              generator: torch.Generator | None = None
+              ) -> tuple[list[torch.Tensor], float, torch.Tensor | None]:
+    """:func:`mixup` of any number of per-clip tensors (first axis = batch), all with one
+    ``lam`` and one partner permutation; returns ``(mixed, lam, perm)`` (perm None when
+    nothing was mixed)."""
+    batch = tensors[0].shape[0]
+    if alpha <= 0 or batch < 2:
+        return list(tensors), 1.0, None
+    lam = _beta_sample(alpha, generator)
+    perm = torch.randperm(batch, generator=generator)
+    mixed = []
+    for t in tensors:
+        partner = t[perm.to(t.device)]
+        mixed.append(lam * t + (1 - lam) * partner)
+    return mixed, lam, perm
 
 
 def _beta_sample(alpha: float, generator: torch.Generator | None) -> float:

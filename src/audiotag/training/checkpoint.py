@@ -13,8 +13,15 @@ from audiotag.models import create_model
 
 def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module,
                     meta: dict[str, Any]) -> None:
-    """``meta`` must hold model_name, model_params, num_classes, n_mels (plain types only)."""
+    """``meta`` must hold model_name, model_params, num_classes (outputs), n_mels (plain
+    types only)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_state_dict(path, state, meta)
+
+
+def save_state_dict(path: str | os.PathLike[str], state: dict[str, torch.Tensor],
+                    meta: dict[str, Any]) -> None:
+    """:func:`save_checkpoint` of weights already taken from a model."""
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state, **meta}, tmp)
 
@@ -24,7 +31,39 @@ def load_checkpoint(path: str | os.PathLike[str],
     """Rebuild the model a checkpoint describes; returns ``(model in eval mode, meta)``."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
     state = ckpt.pop("state_dict")
+    params = dict(ckpt["model_params"])
+    if params.get("pretrained_weights"):  # the checkpoint holds the trained weights already
+        params["pretrained_weights"] = None
     model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
-                         n_mels=ckpt["n_mels"], **ckpt["model_params"])
+                         n_mels=ckpt["n_mels"], **params)
     model.load_state_dict(state)
     return model.to(device).eval(), ckpt
+
+
+def load_compatible(model: torch.nn.Module, path: str | os.PathLike[str],
+                    freeze: bool = False) -> tuple[list[str], list[str]]:
+    """Transfer learning: copy into ``model`` every tensor of the checkpoint at ``path``
+    whose name and shape match (a classifier head for another class count does not);
+    ``freeze`` stops training the loaded parameters. Returns ``(loaded, skipped)`` names.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"train.init_from: no checkpoint file {path!r}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    source = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(source, dict):
+        raise ValueError(f"train.init_from: {path!r} holds no state_dict")
+    own = model.state_dict()
+    loaded = [k for k, v in source.items()
+              if k in own and hasattr(v, "shape") and v.shape == own[k].shape]
+    skipped = [k for k in own if k not in loaded]
+    if not loaded:
+        raise ValueError(f"train.init_from: no tensor of {path!r} fits this model (was it "
+                         f"trained as {ckpt.get('model_name', 'another model')!r}?)")
+    model.load_state_dict({**own, **{k: source[k] for k in loaded}})
+    if freeze:
+        names = set(loaded)
+        for name, param in model.named_parameters():
+            if name in names:
+                param.requires_grad_(False)
+    return loaded, skipped

@@ -1,11 +1,26 @@
-"""The epoch loop: train, validate, keep the best, stop early."""
+"""The epoch loop: one :class:`Trainer` per training run.
+
+A trainer owns everything that changes while a model trains: the optimizer, the per-step
+learning-rate schedule, the AMP grad scaler, the SWA average, the augmentation RNG, the
+history and the best weights so far. :meth:`Trainer.state_dict` captures all of it at an
+epoch boundary (with every RNG state), so a killed run resumed from it continues exactly
+as the uninterrupted run would have (see :mod:`audiotag.training.resume`).
+
+Per step: (mixup) -> (SpecAugment) -> forward under autocast (CUDA + ``train.amp``) ->
+per-clip task loss (L_soft targets on noisy clips) weighted per clip -> backward ->
+gradient norms -> clipping -> optimizer and scheduler step -> update-to-weight ratios.
+Autoencoders (``two_phase``) first run ``pretrain_epochs`` reconstruction epochs.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,9 +28,14 @@ from torch.utils.data import DataLoader
 
 from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
+from audiotag.training.augment import mix_batch, spec_augment
+from audiotag.training.optim import make_optimizer, make_scheduler
+from audiotag.training.tasks import TaskSpec, make_loss, output_scores, soft_bootstrap
 from audiotag.training.utils import grad_norms, update_ratios
 
-# (logits (B, C), targets (B, C)) -> per-clip loss (B,)
+log = logging.getLogger(__name__)
+
+# (outputs (B, K), targets (B, K)) -> per-clip loss (B,)
 ClipLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -38,7 +58,8 @@ def crop_logits(model: torch.nn.Module, x: torch.Tensor,
     :func:`audiotag.features.store.collate_clips`) go to models that declare
     ``accepts_lengths``; other models pool over the padded frames too.
     """
-    if lengths is not None and getattr(model, "accepts_lengths", False):
+    inner = getattr(model, "module", model)  # DistributedDataParallel / AveragedModel
+    if lengths is not None and getattr(inner, "accepts_lengths", False):
         return model(x, lengths).unsqueeze(1)  # variable-length items are never cropped
     if x.dim() == 4:
         b, k = x.shape[:2]
@@ -53,76 +74,80 @@ def clip_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_f
     crop carries its clip's labels), so a clip counts once whatever its number of crops."""
     logits = crop_logits(model, x, lengths) if logits is None else logits  # (B, K, C)
     b, k, c = logits.shape
-    per_crop = loss_fn(logits.reshape(b * k, c), y.repeat_interleave(k, dim=0))  # (B*K,)
+    per_crop = loss_fn(logits.reshape(b * k, c).float(), y.repeat_interleave(k, dim=0))
     return per_crop.view(b, k).mean(dim=1)
-
-
-def _lengths(rest: list, device: torch.device) -> torch.Tensor | None:
-    """The optional ``lengths`` after ``(x, y, w)`` in a batch."""
-    return rest[0].to(device) if rest else None
 
 
 @dataclass
 class EpochResult:
-    epoch: int  # 1-based
+    epoch: int  # 1-based, counting every phase
     train_loss: float
     valid_loss: float
-    valid_lwlrap: float
+    valid_lwlrap: float  # NaN when the task has no classes, or in a reconstruction epoch
     lr: float
     grad_norms: dict[str, float] = field(default_factory=dict)  # layer -> mean over steps
     # layer -> mean over steps of |update| / |weights| (1e-3 is the classic healthy value)
     update_ratios: dict[str, float] = field(default_factory=dict)
+    valid_accuracy: float = math.nan  # single-label tasks: argmax accuracy
+    phase: str = "train"  # train | reconstruct (autoencoder phase 1) | swa (the average)
+
+    @property
+    def score(self) -> float:
+        """What picks the best epoch: valid lwlrap, or minus the valid loss (regression)."""
+        if self.phase == "reconstruct":
+            return -math.inf
+        return self.valid_lwlrap if math.isfinite(self.valid_lwlrap) else -self.valid_loss
 
 
-def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-                    loss_fn: ClipLoss, device: torch.device) -> tuple[float, dict, dict]:
-    """One pass over ``loader``; returns the mean weighted loss, and per layer the mean
-    gradient norm and the mean update-to-weight ratio over the steps."""
-    model.train()
-    total, seen = 0.0, 0.0
-    norm_sums: dict[str, float] = defaultdict(float)
-    ratio_sums: dict[str, float] = defaultdict(float)
-    steps = 0
-    for x, y, w, *rest in loader:
-        # (B, dim, frames) or (B, K, dim, frames) with K crops per clip; (B, C) targets;
-        # (B,) per-clip loss weights from label cleaning; [(B,) lengths of padded items]
-        x, y, w = x.to(device), y.to(device), w.to(device)
-        lengths = _lengths(rest, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = weighted_mean(clip_losses(model, x, y, loss_fn, lengths=lengths), w)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} (try a lower train.lr)")
-        loss.backward()
-        for layer, norm in grad_norms(model).items():
-            norm_sums[layer] += norm
-        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        optimizer.step()
-        for layer, ratio in update_ratios(model, before).items():
-            ratio_sums[layer] += ratio
-        steps += 1
-        total += loss.item() * float(w.sum())
-        seen += float(w.sum())
-    return (total / max(seen, 1e-12), {k: v / max(steps, 1) for k, v in norm_sums.items()},
-            {k: v / max(steps, 1) for k, v in ratio_sums.items()})
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    noisy: torch.Tensor
+    lengths: torch.Tensor | None
+
+
+def to_batch(items: Iterable[torch.Tensor], device: torch.device) -> Batch:
+    """``(x, y, w[, noisy][, lengths])`` from a loader -> :class:`Batch` on ``device``.
+    ``noisy`` is a float (B,) and ``lengths`` an int64 (B,) tensor."""
+    x, y, w, *rest = items
+    noisy = lengths = None
+    for t in rest:
+        if t.dtype == torch.int64:
+            lengths = t.to(device)
+        else:
+            noisy = t.to(device)
+    if noisy is None:
+        noisy = torch.zeros_like(w)
+    return Batch(x.to(device), y.to(device), w.to(device), noisy.to(device), lengths)
 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            loss_fn: ClipLoss | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sigmoid scores ``(N, C)``, targets ``(N, C)`` and the mean (unweighted) loss
-    (NaN without loss_fn), one row per clip. Items of ``loader`` are ``(x, y, ...)`` with x
-    ``(B, dim, T)``, or ``(B, K, dim, T)`` for K crops per clip: a clip's score is the mean
-    of its crops' sigmoid scores, its loss the mean of its crops' losses."""
+            loss_fn: ClipLoss | None = None,
+            spec: TaskSpec | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scores ``(N, outputs)``, the loader's targets ``(N, ...)`` and the mean (unweighted)
+    loss (NaN without loss_fn), one row per clip.
+
+    Scores are :func:`audiotag.training.tasks.output_scores` of ``spec`` (class scores by
+    softmax or sigmoid, then raw regression outputs); without a spec every output is a
+    sigmoid score. Items of ``loader`` are ``(x, y, ...)`` with x ``(B, dim, T)``, or
+    ``(B, K, dim, T)`` for K crops per clip: a clip's scores are the mean of its crops'
+    scores, its loss the mean of its crops' losses.
+    """
     model.eval()
     scores, targets, total = [], [], 0.0
-    for x, y, *rest in loader:
-        x, y = x.to(device), y.to(device)
-        lengths = _lengths(rest[1:], device)  # after the loss weights, if the batch has them
-        logits = crop_logits(model, x, lengths)  # (B, K, C): K crops of each clip
+    for items in loader:
+        b = to_batch(items, device)
+        logits = crop_logits(model, b.x, b.lengths).float()  # (B, K, C): K crops of each clip
         if loss_fn is not None:
-            total += clip_losses(model, x, y, loss_fn, logits).sum().item()
-        scores.append(torch.sigmoid(logits).mean(dim=1).cpu().numpy())  # average crops
-        targets.append(y.cpu().numpy())
+            total += clip_losses(model, b.x, b.y, loss_fn, logits).sum().item()
+        k = logits.shape[1]
+        flat = logits.flatten(0, 1)
+        s = torch.sigmoid(flat) if spec is None else output_scores(flat, spec)
+        scores.append(s.view(b.x.shape[0], k, -1).mean(dim=1).cpu().numpy())  # average crops
+        targets.append(b.y.cpu().numpy())
     if not scores:
         raise ValueError("predict: the loader yielded no clips")
     n = sum(len(s) for s in scores)
@@ -130,38 +155,325 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     return np.concatenate(scores), np.concatenate(targets), mean_loss
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    if cfg.scheduler == "cosine":  # decays to ~0 at the last planned epoch
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+def accuracy_of(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Argmax accuracy over the clips with exactly one positive target."""
+    rows = (targets > 0).sum(axis=1) == 1
+    if not rows.any():
+        return math.nan
+    return float((scores[rows].argmax(axis=1) == targets[rows].argmax(axis=1)).mean())
 
 
-def fit(model: torch.nn.Module, train_loader: DataLoader, valid_loader: DataLoader,
-        cfg: TrainConfig, device: torch.device,
-        on_epoch: Callable[[EpochResult, bool], None]) -> list[EpochResult]:
-    """Train up to ``cfg.epochs``; stop after ``cfg.patience`` epochs without a better
-    validation lwlrap. ``on_epoch(result, is_best)`` logs and checkpoints."""
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = make_scheduler(optimizer, cfg)
-    loss_fn = multilabel_bce
-    history: list[EpochResult] = []
-    best, since_best = -math.inf, 0
-    for epoch in range(1, cfg.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, norms, ratios = train_one_epoch(model, train_loader, optimizer, loss_fn,
-                                                    device)
-        scheduler.step()
-        scores, targets, valid_loss = predict(model, valid_loader, device, loss_fn)
-        result = EpochResult(epoch, train_loss, valid_loss, lwlrap(targets, scores), lr, norms,
-                             ratios)
-        history.append(result)
-        is_best = result.valid_lwlrap > best
-        if is_best:
-            best, since_best = result.valid_lwlrap, 0
-        else:
-            since_best += 1
-        on_epoch(result, is_best)
-        if since_best >= cfg.patience:
-            break
-    return history
+def _rng_state() -> dict[str, Any]:
+    """Every global RNG as tensors and plain types (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "python": [py_version, list(py_state), py_gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    """Trains ``model`` for ``cfg.epochs`` (plus an autoencoder's reconstruction epochs).
+
+    ``train_loader`` yields ``(x, y, w[, noisy][, lengths])``, ``valid_loader``
+    ``(x, y, w[, lengths])``; ``generator`` drives mixup and SpecAugment. Call
+    :meth:`run` (repeatedly safe: it continues after the last finished epoch).
+    """
+
+    def __init__(self, model: torch.nn.Module, spec: TaskSpec, cfg: TrainConfig,
+                 device: torch.device, train_loader: DataLoader, valid_loader: DataLoader,
+                 loader_generator: torch.Generator, seed: int, *, spectral: bool = True,
+                 overfit: bool = False, parallel: torch.nn.Module | None = None) -> None:
+        self.model = model.to(device)
+        self.net = parallel if parallel is not None else self.model  # DDP wrapper, if any
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.loader_generator = loader_generator
+        self.generator = torch.Generator().manual_seed(seed + 1)  # augmentation draws
+        self.overfit = overfit
+        self.augment = not overfit
+        self.spectral = spectral
+        self.loss_fn = make_loss(spec)
+        self.amp = cfg.amp and device.type == "cuda"
+        if cfg.amp and not self.amp:
+            log.warning("train.amp: mixed precision needs CUDA; training in float32 on %s",
+                        device.type)
+        steps = max(len(train_loader), 1)
+        self.pretrain_epochs = int(getattr(getattr(model, "cfg", None), "pretrain_epochs", 0)
+                                   if getattr(model, "two_phase", False) else 0)
+        self.freeze_encoder = bool(self.pretrain_epochs
+                                   and getattr(model.cfg, "freeze_encoder", False))
+        params = model.classifier_parameters() if self.freeze_encoder else model.parameters()
+        trainable = [p for p in params if p.requires_grad]
+        if not trainable:
+            raise ValueError("no trainable parameters (everything is frozen)")
+        self.optimizer = make_optimizer(trainable, cfg.optimizer, cfg.lr, cfg.weight_decay,
+                                        cfg.momentum)
+        self.scheduler = make_scheduler(self.optimizer, cfg.scheduler, cfg.epochs, steps,
+                                        cfg.warmup_epochs, cfg.cycle_epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.swa_model = (torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
+                          if cfg.swa else None)
+        self.swa_lr: float | None = None
+        self.ae_optimizer = (torch.optim.AdamW(list(model.autoencoder_parameters()),
+                                               lr=cfg.lr, weight_decay=cfg.weight_decay)
+                             if self.pretrain_epochs else None)
+        self.history: list[EpochResult] = []
+        self.best_score, self.since_best = -math.inf, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = 0
+        self.first_state: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.pretrain_epochs + self.cfg.epochs
+
+    @property
+    def finished(self) -> bool:
+        return self.stopped_early or self.epochs_done >= self.total_epochs
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`load_state_dict` needs to continue after the last epoch."""
+        return {
+            "model": _cpu_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ae_optimizer": self.ae_optimizer.state_dict() if self.ae_optimizer else None,
+            "swa_model": self.swa_model.state_dict() if self.swa_model else None,
+            "swa_lr": self.swa_lr,
+            "history": [asdict(r) for r in self.history],
+            "best_score": self.best_score, "since_best": self.since_best,
+            "best_epoch": self.best_epoch, "best_state": self.best_state,
+            "first_state": self.first_state, "stopped_early": self.stopped_early,
+            "generator": self.generator.get_state(),
+            "loader_generator": self.loader_generator.get_state(),
+            "rng": _rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ae_optimizer is not None and state["ae_optimizer"] is not None:
+            self.ae_optimizer.load_state_dict(state["ae_optimizer"])
+        if self.swa_model is not None and state["swa_model"] is not None:
+            self.swa_model.load_state_dict(state["swa_model"])
+        self.swa_lr = state["swa_lr"]
+        self.history = [EpochResult(**r) for r in state["history"]]
+        self.best_score, self.since_best = state["best_score"], state["since_best"]
+        self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
+        self.first_state, self.stopped_early = state["first_state"], state["stopped_early"]
+        self.generator.set_state(state["generator"])
+        self.loader_generator.set_state(state["loader_generator"])
+        _set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ steps
+
+    def _augment(self, b: Batch) -> Batch:
+        if not self.augment:
+            return b
+        cfg = self.cfg
+        if cfg.mixup_alpha > 0:
+            (x, y, w, noisy), _, perm = mix_batch([b.x, b.y, b.w, b.noisy], cfg.mixup_alpha,
+                                                   self.generator)
+            lengths = b.lengths
+            if perm is not None and lengths is not None:
+                lengths = torch.maximum(lengths, lengths[perm.to(lengths.device)])
+            b = Batch(x, y, w, noisy, lengths)
+        if cfg.spec_augment and self.spectral:
+            shape = b.x.shape
+            flat = b.x.reshape(-1, shape[-2], shape[-1])  # crops are masked independently
+            flat = spec_augment(flat, cfg.specaug_freq_masks, cfg.specaug_freq_width,
+                                cfg.specaug_time_masks, cfg.specaug_time_width,
+                                self.generator)
+            b = Batch(flat.view(shape), b.y, b.w, b.noisy, b.lengths)
+        return b
+
+    def _loss(self, b: Batch) -> torch.Tensor:
+        with torch.autocast("cuda", enabled=self.amp):
+            logits = crop_logits(self.net, b.x, b.lengths)  # (B, K, outputs)
+        y = b.y
+        if self.augment and self.cfg.lsoft_beta < 1:
+            y = soft_bootstrap(y, logits.float().mean(dim=1), b.noisy, self.cfg.lsoft_beta,
+                               self.spec)
+        return weighted_mean(clip_losses(self.net, b.x, y, self.loss_fn, logits), b.w)
+
+    def _reconstruction_loss(self, b: Batch) -> torch.Tensor:
+        x = b.x.flatten(0, 1) if b.x.dim() == 4 else b.x
+        with torch.autocast("cuda", enabled=self.amp):
+            return self.model.reconstruction_loss(x).float()
+
+    def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict]:
+        """One pass over the training batches; returns the mean weighted loss, and per
+        layer the mean gradient norm (before clipping) and update-to-weight ratio."""
+        self.net.train()
+        optimizer = self.ae_optimizer if reconstruct else self.optimizer
+        total, seen, steps = 0.0, 0.0, 0
+        norm_sums: dict[str, float] = defaultdict(float)
+        ratio_sums: dict[str, float] = defaultdict(float)
+        for items in self.train_loader:
+            b = to_batch(items, self.device)
+            if not reconstruct:
+                b = self._augment(b)
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._reconstruction_loss(b) if reconstruct else self._loss(b)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} (try a lower "
+                                         "train.lr or set train.grad_clip_norm)")
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+            for layer, norm in grad_norms(self.model).items():
+                norm_sums[layer] += norm
+            if self.cfg.grad_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+            before = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                      if p.requires_grad}
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            if not reconstruct and self.swa_lr is None:
+                self.scheduler.step()  # per step; SWA holds the learning rate instead
+            for layer, ratio in update_ratios(self.model, before).items():
+                ratio_sums[layer] += ratio
+            steps += 1
+            weight = 1.0 if reconstruct else float(b.w.sum())
+            total += loss.item() * weight
+            seen += weight
+        return (total / max(seen, 1e-12), {k: v / max(steps, 1) for k, v in norm_sums.items()},
+                {k: v / max(steps, 1) for k, v in ratio_sums.items()})
+
+    def _validate(self, model: torch.nn.Module) -> tuple[float, float, float]:
+        """``(valid loss, valid lwlrap, valid accuracy)`` of ``model``."""
+        scores, targets, loss = predict(model, self.valid_loader, self.device, self.loss_fn,
+                                        self.spec)
+        c = self.spec.n_classes
+        if not c:
+            return loss, math.nan, math.nan
+        truth, class_scores = targets[:, :c], scores[:, :c]
+        score = lwlrap(truth, class_scores) if (truth > 0).any() else math.nan
+        acc = accuracy_of(class_scores, truth) if self.spec.softmax else math.nan
+        return loss, score, acc
+
+    @torch.no_grad()
+    def _validate_reconstruction(self) -> float:
+        self.model.eval()
+        total, n = 0.0, 0
+        for items in self.valid_loader:
+            b = to_batch(items, self.device)
+            total += self._reconstruction_loss(b).item() * b.x.shape[0]
+            n += b.x.shape[0]
+        return total / max(n, 1)
+
+    def _start_swa(self) -> None:
+        self.swa_lr = self.cfg.swa_lr or self.optimizer.param_groups[0]["lr"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.swa_lr
+        log.info("SWA from epoch %d at learning rate %.3g", self.epochs_done + 1, self.swa_lr)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, on_epoch: Callable[[EpochResult, bool], None],
+            stop_after: int | None = None) -> list[EpochResult]:
+        """Train the remaining epochs; ``on_epoch(result, is_best)`` after each (log and
+        persist there). ``stop_after``: return after that many epochs in total (tests
+        use it to simulate a killed run)."""
+        while not self.finished:
+            if stop_after is not None and self.epochs_done >= stop_after:
+                return self.history
+            epoch = self.epochs_done + 1
+            reconstruct = epoch <= self.pretrain_epochs
+            train_epoch = epoch - self.pretrain_epochs  # 1-based within the training phase
+            if (self.swa_model is not None and not reconstruct and self.swa_lr is None
+                    and train_epoch >= self.cfg.swa_start_epoch):
+                self._start_swa()
+            if self.freeze_encoder and not reconstruct:  # phase 2 on a fixed encoder
+                for p in self.model.autoencoder_parameters():
+                    p.requires_grad_(False)
+            optimizer = self.ae_optimizer if reconstruct else self.optimizer
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, norms, ratios = self._train_epoch(reconstruct)
+            if reconstruct:
+                result = EpochResult(epoch, train_loss, self._validate_reconstruction(),
+                                     math.nan, lr, norms, ratios, phase="reconstruct")
+            else:
+                if self.swa_model is not None and self.swa_lr is not None:
+                    self.swa_model.update_parameters(self.model)
+                loss, score, acc = self._validate(self.net)
+                result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc)
+            self.history.append(result)
+            is_best = result.score > self.best_score
+            if epoch == 1:
+                self.first_state = _cpu_state(self.model)
+            if is_best:
+                self.best_score, self.since_best = result.score, 0
+                self.best_state, self.best_epoch = _cpu_state(self.model), epoch
+            elif not reconstruct:
+                self.since_best += 1
+            # early stopping; never with SWA (the average needs its epochs) or overfit_batches
+            if (self.swa_model is None and not self.overfit and not reconstruct
+                    and self.since_best >= self.cfg.patience):
+                self.stopped_early = True
+            on_epoch(result, is_best)
+        return self.history
+
+    def finish_swa(self) -> EpochResult | None:
+        """Recompute the batch-norm statistics of the SWA average on the training data and
+        validate it; the averaged weights become the run's final model. None without SWA."""
+        if self.swa_model is None or self.swa_lr is None:
+            return None
+        averaged = self.swa_model.module
+        update_batch_norm(averaged, self.train_loader, self.device)
+        loss, score, acc = self._validate(averaged)
+        result = EpochResult(self.epochs_done, math.nan, loss, score, self.swa_lr,
+                             valid_accuracy=acc, phase="swa")
+        self.model.load_state_dict(averaged.state_dict())
+        return result
+
+
+@torch.no_grad()
+def update_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> None:
+    """Batch-norm running statistics recomputed as plain averages over ``loader`` (what
+    ``torch.optim.swa_utils.update_bn`` does, for our ``(x, y, w, ...)`` batches, crops and
+    lengths)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = {}
+    for m in norms:
+        m.reset_running_stats()
+        momenta[m] = m.momentum
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for items in loader:
+        b = to_batch(items, device)
+        crop_logits(model, b.x, b.lengths)
+    for m in norms:
+        m.momentum = momenta[m]
+    model.train(was_training)
+

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from dvclive import Live
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from audiotag.core.config import ParamsError, TrainConfig
 from audiotag.core.io import atomic_dir, read_json, write_json
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
-from audiotag.training.checkpoint import save_checkpoint
-from audiotag.training.loop import EpochResult, fit
+from audiotag.training import resume
+from audiotag.training.checkpoint import load_compatible, save_state_dict
+from audiotag.training.loop import EpochResult, Trainer
+from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
 from audiotag.training.utils import count_parameters, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -26,11 +31,30 @@ FIRST_EPOCH_NAME = "first_epoch.pt"  # weights after epoch 1, for the weight ana
 HISTORY_NAME = "history.json"
 
 
+def _finite(value: float) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats as None (JSON has no NaN; `dvc exp show` shows '-')."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def _log_epoch(live: Live, result: EpochResult) -> None:
     live.step = result.epoch  # x axis of every curve = epoch number, 1-based
-    live.log_metric("train/loss", result.train_loss)
-    live.log_metric("valid/loss", result.valid_loss)
-    live.log_metric("valid/lwlrap", result.valid_lwlrap)
+    prefix = "reconstruct/" if result.phase == "reconstruct" else ""
+    live.log_metric(f"{prefix}train/loss", result.train_loss)
+    live.log_metric(f"{prefix}valid/loss", result.valid_loss)
+    if _finite(result.valid_lwlrap):
+        live.log_metric("valid/lwlrap", result.valid_lwlrap)
+    if _finite(result.valid_accuracy):
+        live.log_metric("valid/accuracy", result.valid_accuracy)
     live.log_metric("lr", result.lr)
     for layer, norm in result.grad_norms.items():
         live.log_metric(f"grad_norm/{layer}", norm)
@@ -40,80 +64,197 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
     live.sync()  # writes metrics.json and the .tsv histories now
 
 
-def _loaders(features_dir: Path, cfg: TrainConfig, seed: int):
-    """Training loader (random crops, ``crops_per_clip`` per clip, shuffled) and validation
-    loader (the evaluation crops, one score per clip), both seeded from ``seed``."""
-    generator = seed_everything(seed)
-    train_set = FeatureSet(features_dir, ("train",), train=True)
-    valid_set = FeatureSet(features_dir, ("valid",))
-    for name, data in (("training", train_set), ("validation", valid_set)):
-        if len(data) == 0:
-            raise ValueError(f"{features_dir}: no {name} clips (check the split params)")
-    # random crops draw from torch's RNG: in the main process it is seeded above; DataLoader
-    # workers (if any are ever used) are seeded from `generator`, so runs stay reproducible
-    train = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                       drop_last=len(train_set) > cfg.batch_size,  # BatchNorm needs batch > 1
-                       collate_fn=collate_clips)
-    valid = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate_clips)
-    return train_set, train, valid
+def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
+    import torch
+    torch.set_num_threads(1)
+
+
+def _loader(data, cfg: TrainConfig, *, shuffle: bool = False, generator=None,
+            drop_last: bool = False) -> DataLoader:
+    workers = cfg.num_workers
+    return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator,
+                      drop_last=drop_last, collate_fn=collate_clips, num_workers=workers,
+                      worker_init_fn=_worker_init if workers else None,
+                      persistent_workers=False)
 
 
 def check_model_accepts(name: str, kind: str) -> None:
     """Fail early when model ``name`` cannot take ``features.kind`` (e.g. a 2-D CNN on a raw
     waveform, whose "image" would be one band high and tens of thousands of frames long)."""
-    if kind == "waveform" and not getattr(MODELS.get(name).factory, "accepts_waveform", False):
+    factory = MODELS.get(name).factory
+    if kind == "waveform" and not getattr(factory, "accepts_waveform", False):
         takers = [m for m in list_models()
                   if getattr(MODELS.get(m).factory, "accepts_waveform", False)]
         raise ParamsError(f"features.kind=waveform: model {name!r} needs a time-frequency "
                           f"input; train it on another features.kind, or train a model "
                           f"that takes raw waveforms ({', '.join(takers)})")
+    if kind != "waveform" and getattr(factory, "requires_waveform", False):
+        raise ParamsError(f"model {name!r} takes raw waveforms: set features.kind=waveform "
+                          f"(it is {kind!r})")
+
+
+def describe_task(cfg: TrainConfig, data: FeatureSet) -> TaskSpec:
+    """The task of this run: ``train.task`` (``auto`` resolved on the training clips) over
+    the store's classes and ``targets_*`` columns; a clear error when the data lack it."""
+    counts = data.targets.sum(axis=1).astype(int).tolist()
+    task = resolve_task(cfg.task, counts, data.target_columns)
+    single = task == "multitask" and bool(counts) and all(n == 1 for n in counts)
+    try:
+        spec = task_spec(task, len(data.classes), data.target_columns, cfg.label_smoothing,
+                         cfg.regression_weight, single_label=single)
+    except ValueError as err:
+        raise ParamsError(f"train.task={cfg.task}: {err}") from None
+    if spec.n_targets:
+        values = data.index[data.target_columns].apply(pd.to_numeric, errors="coerce")
+        if not values.notna().to_numpy().any():
+            raise ParamsError(f"train.task={task}: no training clip has a value in "
+                              f"{', '.join(data.target_columns)}")
+    return spec
+
+
+def _datasets(features_dir: Path, cfg: TrainConfig):
+    """Training set (noisy flags, noisy clips weighted by ``train.noisy_weight``), validation
+    set and the task, with items' ``y`` laid out for the task."""
+    train_set = FeatureSet(features_dir, ("train",), train=True, with_noisy=True)
+    valid_set = FeatureSet(features_dir, ("valid",))
+    for name, data in (("training", train_set), ("validation", valid_set)):
+        if len(data) == 0:
+            raise ValueError(f"{features_dir}: no {name} clips (check the split params)")
+    spec = describe_task(cfg, train_set)
+    columns = train_set.target_columns if spec.n_targets else []
+    for data in (train_set, valid_set):
+        data.select_outputs(spec.n_classes > 0, columns)
+    if cfg.noisy_weight != 1.0:
+        train_set.weights = train_set.weights * np.where(train_set.is_noisy > 0,
+                                                         np.float32(cfg.noisy_weight),
+                                                         np.float32(1.0))
+    return train_set, valid_set, spec
+
+
+def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, spec: TaskSpec,
+             cfg: TrainConfig, generator):
+    """Shuffled training loader and validation loader; with ``overfit_batches: N`` both
+    are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
+    if cfg.overfit_batches:
+        fixed = FeatureSet(features_dir, ("train",), with_noisy=True)
+        fixed.select_outputs(spec.n_classes > 0,
+                             fixed.target_columns if spec.n_targets else [])
+        subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
+        loader = _loader(subset, cfg)
+        return loader, loader
+    # random crops draw from torch's RNG: in the main process it is seeded; DataLoader
+    # workers are seeded from `generator`, so runs stay reproducible
+    train = _loader(train_set, cfg, shuffle=True, generator=generator,
+                    drop_last=len(train_set) > cfg.batch_size)  # BatchNorm needs batch > 1
+    return train, _loader(valid_set, cfg)
 
 
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
                 model_dir: str | os.PathLike[str], live_dir: str | os.PathLike[str],
-                cfg: TrainConfig, seed: int) -> list[EpochResult]:
+                cfg: TrainConfig, seed: int,
+                resume_dir: str | os.PathLike[str] | None = None,
+                stop_after: int | None = None) -> list[EpochResult]:
     """Train ``name``; writes ``model_dir/{model.pt,first_epoch.pt,history.json}``
     atomically at the end.
 
-    ``model.pt`` holds the weights of the epoch with the best validation lwlrap plus the
-    model name, its params, the class list and the normalisation statistics;
-    ``first_epoch.pt`` the same after epoch 1; ``history.json`` every epoch's losses,
-    lwlrap, learning rate, per-layer gradient norms and update-to-weight ratios.
+    ``model.pt`` holds the weights of the epoch with the best validation score (lwlrap;
+    minus the validation loss for regression), or the SWA average with ``swa_start_epoch``,
+    plus the model name, its params, the task, the class list, the regression targets and
+    the normalisation statistics; ``first_epoch.pt`` the same after epoch 1;
+    ``history.json`` every epoch's losses, lwlrap, learning rate, per-layer gradient norms
+    and update-to-weight ratios. With ``resume_dir`` the trainer's state is saved there
+    after every epoch and an interrupted run continues from it (see
+    :mod:`audiotag.training.resume`); ``stop_after`` ends the run after that many epochs
+    without writing outputs (to simulate a killed run in tests).
     """
     features_dir = Path(features_dir)
-    check_model_accepts(name, read_json(features_dir / "features.json")["kind"])
-    train_set, train_loader, valid_loader = _loaders(features_dir, cfg, seed)
+    kind = read_json(features_dir / "features.json")["kind"]
+    check_model_accepts(name, kind)
+    if cfg.spec_augment and kind == "waveform":
+        raise ParamsError("train.specaug_*: SpecAugment masks spectrogram bands and frames; "
+                          "features.kind=waveform has none (set the mask counts to 0)")
+    generator = seed_everything(seed)
+    train_set, valid_set, spec = _datasets(features_dir, cfg)
+    train_loader, valid_loader = _loaders(features_dir, train_set, valid_set, spec, cfg,
+                                          generator)
     device = pick_device(cfg.device)
-    model = create_model(name, num_classes=len(train_set.classes), n_mels=train_set.n_mels,
+    model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **model_params)
     meta = {"model_name": name, "model_params": model_params,
-            "num_classes": len(train_set.classes), "n_mels": train_set.n_mels,
-            "classes": train_set.classes, "features": train_set.meta["config"],
-            "stats": train_set.stats, "n_parameters": count_parameters(model)}
-    log.info("%s: %d parameters, %d train / %d valid clips, device %s", name,
-             meta["n_parameters"], len(train_set), len(valid_loader.dataset), device)
-    started = time.perf_counter()
-    with atomic_dir(model_dir) as tmp, \
-            Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-
-        def on_epoch(result: EpochResult, is_best: bool) -> None:
-            log.info("%s epoch %d: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
-                     name, result.epoch, result.train_loss, result.valid_loss,
-                     result.valid_lwlrap, " (best)" if is_best else "")
-            state = {**meta, "epoch": result.epoch, "valid_lwlrap": result.valid_lwlrap}
-            if result.epoch == 1:
-                save_checkpoint(tmp / FIRST_EPOCH_NAME, model, state)
-            if is_best:
-                save_checkpoint(tmp / CHECKPOINT_NAME, model, state)
+            "num_classes": spec.n_outputs, "n_mels": train_set.n_mels,
+            "task": spec.task, "single_label": spec.single_label,
+            "classes": train_set.classes,
+            "targets": train_set.target_columns if spec.n_targets else [],
+            "features": train_set.meta["config"], "stats": train_set.stats,
+            "n_parameters": count_parameters(model)}
+    if cfg.init_from:
+        loaded, skipped = load_compatible(model, cfg.init_from, cfg.freeze_init)
+        log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
+                 len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
+                 len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
+        meta["init_from"] = cfg.init_from
+    trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
+                      spectral=kind != "waveform", overfit=cfg.overfit_batches > 0)
+    fp = resume.fingerprint(name, model_params, cfg.model_dump(), seed, features_dir)
+    saved = resume.load_state(resume_dir, fp)
+    if saved is not None:
+        trainer.load_state_dict(saved)
+    log.info("%s: task %s, %d parameters, %d train / %d valid clips, device %s", name,
+             spec.task, meta["n_parameters"], len(train_loader.dataset),
+             len(valid_loader.dataset), device)
+    started = time.perf_counter() - (saved or {}).get("seconds", 0.0)
+    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        for result in trainer.history:  # a resumed run: the epochs before the interruption
             _log_epoch(live, result)
 
-        history = fit(model, train_loader, valid_loader, cfg, device, on_epoch)
-        best = max(history, key=lambda r: r.valid_lwlrap)
-        live.summary["best"] = {"epoch": best.epoch, "valid_lwlrap": best.valid_lwlrap,
-                                "train_loss": best.train_loss, "valid_loss": best.valid_loss}
+        def on_epoch(result: EpochResult, is_best: bool) -> None:
+            log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
+                     name, result.epoch, " (reconstruct)" if result.phase == "reconstruct"
+                     else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
+                     " (best)" if is_best else "")
+            _log_epoch(live, result)
+            if resume_dir is not None:
+                state = trainer.state_dict()
+                state["seconds"] = time.perf_counter() - started
+                resume.save_state(resume_dir, fp, state)
+
+        history = trainer.run(on_epoch, stop_after)
+        if not trainer.finished:
+            return history
+        swa = trainer.finish_swa()
+        best = max((r for r in history if r.phase == "train"), key=lambda r: r.score)
+        final_state = trainer.best_state
+        final = {"epoch": best.epoch, "valid_lwlrap": best.valid_lwlrap,
+                 "valid_loss": best.valid_loss}
+        if swa is not None:
+            final_state = {k: v.detach().cpu().clone()
+                           for k, v in trainer.model.state_dict().items()}
+            final = {"epoch": swa.epoch, "valid_lwlrap": swa.valid_lwlrap,
+                     "valid_loss": swa.valid_loss, "swa": True}
+            live.summary["swa"] = json_safe({"valid_lwlrap": swa.valid_lwlrap,
+                                             "valid_loss": swa.valid_loss})
+        live.summary["best"] = json_safe({"epoch": best.epoch,
+                                          "valid_lwlrap": best.valid_lwlrap,
+                                          "train_loss": best.train_loss,
+                                          "valid_loss": best.valid_loss})
+        if _finite(best.valid_accuracy):
+            live.summary["best"]["valid_accuracy"] = best.valid_accuracy
+        live.summary["task"] = spec.task
         live.summary["epochs_run"] = len(history)
         live.summary["n_parameters"] = meta["n_parameters"]
         live.summary["train_seconds"] = round(time.perf_counter() - started, 1)
-        write_json(tmp / HISTORY_NAME, {"model": name, "best_epoch": best.epoch,
-                                        "epochs": [asdict(r) for r in history]})
+        if cfg.overfit_batches:
+            live.summary["overfit_final_loss"] = history[-1].train_loss
+        live.sync()
+        with atomic_dir(model_dir) as tmp:
+            save_state_dict(tmp / CHECKPOINT_NAME, final_state, {**meta, **json_safe(final)})
+            first = history[0]
+            save_state_dict(tmp / FIRST_EPOCH_NAME, trainer.first_state,
+                            {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
+            write_json(tmp / HISTORY_NAME, json_safe({
+                "model": name, "task": spec.task, "best_epoch": final["epoch"],
+                "epochs": [asdict(r) for r in history],
+                "swa": asdict(swa) if swa is not None else None}))
+    if resume_dir is not None:
+        resume.mark_complete(resume_dir, fp, [asdict(r) for r in history])
     return history

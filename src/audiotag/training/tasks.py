@@ -109,3 +109,54 @@ def class_scores(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
     """Class scores in [0, 1] from model outputs: softmax or sigmoid of the class logits."""
     logits = outputs[:, :spec.n_classes]
     return logits.softmax(dim=1) if spec.softmax else torch.sigmoid(logits)
+
+
+def resolve_task(task: str, label_counts: list[int], target_columns: list[str]) -> str:
+    """The task ``train.task: auto`` means for a training set: ``singlelabel`` when every
+    training clip has exactly one label (FSDD, ESC-50, GTZAN, FMA genre), else
+    ``multilabel``. Explicit tasks are returned as they are.
+
+    ``label_counts``: labels per training clip; ``target_columns``: the ``targets_*``
+    columns (only checked for the regression tasks, by :class:`TaskSpec`).
+    """
+    if task != "auto":
+        return task
+    return "singlelabel" if label_counts and all(n == 1 for n in label_counts) else "multilabel"
+
+
+def task_spec(task: str, n_classes: int, target_columns: list[str],
+              label_smoothing: float = 0.0, regression_weight: float = 1.0,
+              single_label: bool = False) -> TaskSpec:
+    """The :class:`TaskSpec` of a resolved ``task`` on a dataset with ``n_classes`` classes
+    and regression columns ``target_columns``."""
+    uses_classes = task != "regression"
+    uses_targets = task in ("regression", "multitask")
+    return TaskSpec(task=task, n_classes=n_classes if uses_classes else 0,
+                    n_targets=len(target_columns) if uses_targets else 0,
+                    label_smoothing=label_smoothing, regression_weight=regression_weight,
+                    single_label=single_label)
+
+
+def output_scores(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+    """What a model's outputs mean, column by column: class scores in [0, 1] (softmax or
+    sigmoid), then the raw regression outputs."""
+    if not spec.n_classes:
+        return outputs
+    return torch.cat([class_scores(outputs, spec), outputs[:, spec.n_classes:]], dim=1)
+
+
+def soft_bootstrap(targets: torch.Tensor, logits: torch.Tensor, noisy: torch.Tensor,
+                   beta: float, spec: TaskSpec) -> torch.Tensor:
+    """L_soft targets (Reed et al. 2015, used on FSDKaggle2019's noisy set by its winners):
+    on noisy clips the class targets become ``beta * y + (1 - beta) * p`` with ``p`` the
+    model's own (detached) class scores; curated clips (``noisy`` 0) keep ``y``.
+
+    ``noisy`` ``(B,)`` may be fractional after mixup (then the blend is pro rata).
+    """
+    c = spec.n_classes
+    if beta >= 1 or not c:
+        return targets
+    p = class_scores(logits.detach(), spec)
+    share = (1 - beta) * noisy.to(targets.dtype).unsqueeze(1)  # (B, 1)
+    soft = targets[:, :c] + share * (p - targets[:, :c])
+    return torch.cat([soft, targets[:, c:]], dim=1)

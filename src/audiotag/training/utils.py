@@ -26,12 +26,19 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def pick_device(choice: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` -> CUDA, else Apple's MPS, else CPU; asking for a missing one is an error."""
     if choice == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    if choice == "mps" and not _mps_available():
+        raise RuntimeError("train.device is 'mps' but no Apple MPS device is available")
     if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
+        choice = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     return torch.device(choice)
 
 

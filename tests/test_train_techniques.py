@@ -1,0 +1,231 @@
+"""The train stage's techniques through :func:`train_model` on tiny generated stores: every
+task, overfit mode, resume after a simulated kill, SWA, transfer learning, autoencoder
+phases, and what each writes into the checkpoint and the dvclive logs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_tone_dataset
+
+from audiotag.core.config import EvaluateConfig, FeaturesConfig, ParamsError, SplitConfig, TrainConfig
+from audiotag.data.manifest import read_manifest
+from audiotag.features.store import extract_features
+from audiotag.metrics.evaluate import evaluate_model
+from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training.loop import Trainer
+from audiotag.training.resume import STATE_NAME
+from audiotag.training.run import train_model
+from audiotag.training.tasks import TaskSpec, soft_bootstrap
+
+FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
+                          fmax=4000, clip_seconds=1.0)
+TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
+SMALL = {"channels": [16, 16]}
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _store(root, **kwargs):
+    write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
+                       **kwargs)
+    manifest, classes = read_manifest(root / "raw")
+    extract_features(manifest, classes, root / "raw", root / "features", FEATURES,
+                     SplitConfig(valid_fold=0))
+    return root / "features"
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):  # multi-label tones with regression targets
+    return _store(tmp_path_factory.mktemp("multi"), targets=True)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):  # one tone per clip
+    return _store(tmp_path_factory.mktemp("single"), single_label=True, targets=True)
+
+
+def _train(store, out, cfg=TRAIN, name="cnn1d", params=SMALL, seed=0, **kwargs):
+    return train_model(name, params, store, out / "model", out / "live", cfg, seed, **kwargs)
+
+
+def _cfg(**update):
+    return TRAIN.model_copy(update=update)
+
+
+def _evaluate(out, store):
+    return evaluate_model(out / "model/model.pt", store, out / "m.json", out / "plots",
+                          EvaluateConfig(score_train=False))
+
+
+# ---- tasks -------------------------------------------------------------------------------
+
+def test_auto_task_is_singlelabel_on_single_label_data(single, tmp_path):
+    history = _train(single, tmp_path, _cfg(epochs=6))
+    _, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["task"] == "singlelabel" and meta["num_classes"] == 3
+    assert all(math.isfinite(r.valid_accuracy) for r in history)
+    metrics = _evaluate(tmp_path, single)
+    assert metrics["task"] == "singlelabel" and metrics["accuracy"] > 0.6  # chance: 1/3
+    live = json.loads((tmp_path / "live/metrics.json").read_text())
+    assert live["task"] == "singlelabel" and "accuracy" in live["valid"]
+
+
+def test_auto_task_is_multilabel_on_multi_label_data(multi, tmp_path):
+    _train(multi, tmp_path, _cfg(epochs=1))
+    assert load_checkpoint(tmp_path / "model/model.pt")[1]["task"] == "multilabel"
+
+
+def test_regression_task_learns_the_targets(multi, tmp_path):
+    history = _train(multi, tmp_path, _cfg(task="regression", epochs=8))
+    assert all(math.isnan(r.valid_lwlrap) for r in history)  # no classes to rank
+    assert history[-1].train_loss < history[0].train_loss / 2
+    model, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["targets"] == ["targets_n_tones", "targets_seconds"]
+    assert meta["num_classes"] == 2  # outputs: one per target, no class logits
+    metrics = _evaluate(tmp_path, multi)
+    assert "lwlrap" not in metrics and set(metrics["regression"]) >= {"n_tones", "seconds"}
+    assert metrics["regression"]["n_tones"]["spearman"] > 0.5  # louder mixes, more tones
+
+
+def test_multitask_has_both_heads(multi, tmp_path):
+    _train(multi, tmp_path, _cfg(task="multitask", epochs=2, regression_weight=0.5))
+    _, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["num_classes"] == 3 + 2 and meta["task"] == "multitask"
+    metrics = _evaluate(tmp_path, multi)
+    assert 0 < metrics["lwlrap"] <= 1 and "n_tones" in metrics["regression"]
+
+
+def test_regression_without_targets_is_a_params_error(tmp_path):
+    store = _store(tmp_path)  # no targets_* columns
+    with pytest.raises(ParamsError, match="targets_"):
+        _train(store, tmp_path / "run", _cfg(task="regression"))
+
+
+# ---- overfit, SWA, transfer, autoencoder -------------------------------------------------
+
+def test_overfit_batches_drive_the_loss_near_zero(multi, tmp_path):
+    cfg = _cfg(overfit_batches=1, epochs=60, scheduler="constant", lr=0.01, patience=1)
+    history = _train(multi, tmp_path, cfg)
+    assert len(history) == 60  # no early stopping in overfit mode
+    assert history[-1].train_loss < 0.05 < history[0].train_loss
+    live = json.loads((tmp_path / "live/metrics.json").read_text())
+    assert live["overfit_final_loss"] == pytest.approx(history[-1].train_loss)
+
+
+def test_swa_yields_an_averaged_model_with_fresh_batch_norm(multi, tmp_path):
+    history = _train(multi, tmp_path, _cfg(epochs=4, swa_start_epoch=2, swa_lr=0.005,
+                                           patience=1))
+    assert len(history) == 4  # SWA runs every epoch, whatever the patience
+    assert [r.lr for r in history[1:]] == [0.005] * 3  # constant SWA learning rate
+    model, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["swa"] is True and meta["epoch"] == 4
+    saved = json.loads((tmp_path / "model/history.json").read_text())["swa"]
+    assert saved["phase"] == "swa" and 0 < saved["valid_lwlrap"] <= 1
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    assert int(bn.num_batches_tracked) > 0 and not torch.allclose(bn.running_var,
+                                                                  torch.ones_like(bn.running_var))
+
+
+def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path):
+    _train(multi, tmp_path / "a", _cfg(epochs=1))
+    source, _ = load_checkpoint(tmp_path / "a/model/model.pt")
+    cfg = _cfg(epochs=2, task="regression", init_from=str(tmp_path / "a/model/model.pt"),
+               freeze_init=True)
+    _train(multi, tmp_path / "b", cfg)
+    target, meta = load_checkpoint(tmp_path / "b/model/model.pt")
+    assert meta["init_from"].endswith("model.pt")
+    src, dst = source.state_dict(), target.state_dict()
+    convs = [k for k in dst if k.endswith("weight") and dst[k].dim() == 3]
+    assert convs and all(torch.equal(src[k], dst[k]) for k in convs)  # loaded, frozen
+    heads = [k for k in dst if src.get(k) is not None and src[k].shape != dst[k].shape]
+    assert heads  # 3 classes -> 2 regression outputs: the head is new
+
+
+def test_init_from_a_missing_file_names_the_param(multi, tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.init_from"):
+        _train(multi, tmp_path, _cfg(init_from=str(tmp_path / "nope.pt")))
+
+
+def test_autoencoder_reconstructs_then_classifies(multi, tmp_path):
+    params = {"channels": [8, 8], "latent_channels": 8, "pretrain_epochs": 3}
+    history = _train(multi, tmp_path, _cfg(epochs=2), name="autoencoder", params=params)
+    assert [r.phase for r in history] == ["reconstruct"] * 3 + ["train"] * 2
+    assert history[2].train_loss < history[0].train_loss  # reconstruction improves
+    _, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["epoch"] in (4, 5)  # the best is picked among classification epochs
+    tsv = tmp_path / "live/plots/metrics/reconstruct/train/loss.tsv"
+    assert len(tsv.read_text().splitlines()) == 1 + 3
+
+
+# ---- resume ------------------------------------------------------------------------------
+
+def test_a_killed_run_resumes_to_the_same_result(multi, tmp_path):
+    # every random stream in play: shuffling, random crops, mixup, SpecAugment, SWA
+    cfg = _cfg(epochs=5, mixup_alpha=0.4, specaug_freq_masks=1, specaug_time_masks=1,
+               specaug_time_width=4, swa_start_epoch=4, warmup_epochs=1)
+    whole = _train(multi, tmp_path / "whole", cfg, resume_dir=tmp_path / "whole/ckpt")
+    killed = tmp_path / "killed"
+    part = _train(multi, killed, cfg, resume_dir=killed / "ckpt", stop_after=3)
+    assert len(part) == 3 and not (killed / "model").exists()  # no output looks complete
+    assert torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)["complete"] is False
+    resumed = _train(multi, killed, cfg, resume_dir=killed / "ckpt")
+    assert [r.train_loss for r in resumed] == [r.train_loss for r in whole]
+    assert [r.valid_lwlrap for r in resumed] == [r.valid_lwlrap for r in whole]
+    a = load_checkpoint(tmp_path / "whole/model/model.pt")[0].state_dict()
+    b = load_checkpoint(killed / "model/model.pt")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    live = json.loads((killed / "live/metrics.json").read_text())
+    assert live["step"] == 5 and live["epochs_run"] == 5
+    rows = (killed / "live/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 5  # the epochs before the kill are logged again
+    # a finished run leaves a weightless marker; changed params start from scratch
+    marker = torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)
+    assert marker["complete"] is True and "model" not in marker["state"]
+    other = _train(multi, killed, _cfg(epochs=2), resume_dir=killed / "ckpt", stop_after=1)
+    assert len(other) == 1
+
+
+# ---- small pieces ------------------------------------------------------------------------
+
+def test_soft_bootstrap_blends_noisy_targets_only():
+    spec = TaskSpec("multilabel", n_classes=2)
+    y = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0]])  # p = 0.5 everywhere
+    out = soft_bootstrap(y, logits, torch.tensor([0.0, 1.0]), beta=0.6, spec=spec)
+    assert torch.equal(out[0], y[0])
+    assert torch.allclose(out[1], torch.tensor([0.8, 0.2]))  # 0.6*y + 0.4*0.5
+
+
+def test_gradient_clipping_bounds_each_sgd_step(multi):
+    from audiotag.features.store import FeatureSet, collate_clips
+
+    data = FeatureSet(multi, ("train",), train=True)
+    loader = torch.utils.data.DataLoader(data, batch_size=8, collate_fn=collate_clips)
+    from audiotag.models import create_model
+
+    model = create_model("cnn1d", num_classes=3, n_mels=16, **SMALL)
+    cfg = _cfg(optimizer="sgd", momentum=0.0, lr=1.0, grad_clip_norm=1e-3,
+               scheduler="constant", weight_decay=0.0)
+    trainer = Trainer(model, TaskSpec("multilabel", 3), cfg, torch.device("cpu"), loader,
+                      loader, torch.Generator().manual_seed(0), seed=0)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer._train_epoch(reconstruct=False)
+    steps = len(loader)
+    moved = sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(model.parameters(),
+                                                                         before)) ** 0.5
+    assert 0 < moved <= steps * 1.0 * 1e-3 * (1 + 1e-4)  # lr * clip per step at most
+
+
+def test_amp_without_cuda_falls_back_to_float32(multi, tmp_path, caplog):
+    history = _train(multi, tmp_path, _cfg(epochs=1, amp=True))
+    assert np.isfinite(history[0].train_loss) and "needs CUDA" in caplog.text
+
+
+def test_bad_train_params_name_the_key():
+    with pytest.raises(ValueError, match="swa_start_epoch"):
+        TrainConfig(models=["cnn1d"], epochs=3, swa_start_epoch=4)
+    with pytest.raises(ValueError, match="freeze_init needs init_from"):
+        TrainConfig(models=["cnn1d"], freeze_init=True)
