@@ -114,6 +114,16 @@ def test_detection_finds_most_known_flips(dataset, tmp_path, method) -> None:
     _assert_untouched(dataset[1], cleaned)
 
 
+@pytest.mark.parametrize("model", ["linear", "cnn1d"])
+def test_default_detection_reaches_a_high_f1(dataset, tmp_path, model) -> None:
+    """The default detector (cleanlab, confident_learning) on clips with 16 known flips."""
+    metrics, cleaned, _ = _run(dataset, tmp_path, method="cleanlab", action="weight",
+                               filter_by="confident_learning", model=model)
+    assert metrics["detection_f1"] >= 0.85, metrics
+    assert metrics["noise_rate_after"] < metrics["measured_noise_rate"] / 2, metrics
+    _assert_untouched(dataset[1], cleaned)
+
+
 def test_outputs_are_grouped_by_class_and_reported(dataset, tmp_path) -> None:
     metrics, _, issues = _run(dataset, tmp_path, method="cleanlab", action="keep")
     assert list(issues.columns[:5]) == ["class", "clip_id", "labels", "suggested_labels",
