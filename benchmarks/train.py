@@ -11,6 +11,9 @@ passed (at least 2). Data-wait share: a small tone dataset (``tests/helpers.py``
 through the real ``extract_features`` into a FeatureSet store; ``cnn2d`` (and
 ``--data-models``) then train on it through the same DataLoader settings as the train
 stage, and the time spent in ``next(loader)`` is reported as a share of the step time.
+Models that take raw audio only (``mixnet``) get 4 s of 16 kHz waveform instead. On a CUDA
+machine ``--gpu-models`` (cnn2d, resnet18) are also timed on the GPU in float32 and with
+AMP (autocast + GradScaler, as ``train.amp``), with the GPU utilisation.
 Prints figures only; nothing is asserted about time.
 """
 
@@ -33,16 +36,23 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from audiotag.core.config import FeaturesConfig, SplitConfig  # noqa: E402
 from audiotag.features.store import FeatureSet, collate_clips, extract_features  # noqa: E402
-from audiotag.models import create_model, list_models  # noqa: E402
+from audiotag.models import MODELS, create_model, list_models  # noqa: E402
 
 NUM_CLASSES, N_MELS, FRAMES, BATCH = 12, 64, 201, 32
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-          y: torch.Tensor) -> None:
+          y: torch.Tensor, scaler: torch.amp.GradScaler | None = None) -> None:
     optimizer.zero_grad(set_to_none=True)
-    nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
-    optimizer.step()
+    with torch.autocast(x.device.type, enabled=scaler is not None):
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
 
 def model_params(name: str) -> dict:
@@ -51,19 +61,51 @@ def model_params(name: str) -> dict:
     return params.get(name) or {}
 
 
-def throughput(name: str, seconds: float) -> tuple[float, int]:
+def _input(name: str) -> tuple[int, torch.Tensor]:
+    """``(n_mels, batch)``: 4 s of 16 kHz waveform for models that take raw audio only,
+    else a log-mel batch."""
+    if getattr(MODELS.get(name).factory, "requires_waveform", False):
+        return 1, torch.randn(BATCH, 1, 64000)
+    return N_MELS, torch.randn(BATCH, N_MELS, FRAMES)
+
+
+def throughput(name: str, seconds: float, device: str = "cpu",
+               amp: bool = False) -> tuple[float, int]:
     """``(clips per second, parameters)`` of training ``name`` on random batches."""
     torch.manual_seed(0)
-    model = create_model(name, NUM_CLASSES, N_MELS, **model_params(name)).train()
+    n_mels, x = _input(name)
+    model = create_model(name, NUM_CLASSES, n_mels, **model_params(name)).train().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(BATCH, N_MELS, FRAMES)
-    y = (torch.rand(BATCH, NUM_CLASSES) < 0.2).float()
-    _step(model, optimizer, x, y)  # warm-up: allocator, oneDNN kernels
+    x = x.to(device)
+    y = (torch.rand(BATCH, NUM_CLASSES) < 0.2).float().to(device)
+    scaler = torch.amp.GradScaler(device) if amp else None
+    _step(model, optimizer, x, y, scaler)  # warm-up: allocator, oneDNN/cuDNN kernels
+    _sync(device)
     steps, start = 0, time.perf_counter()
     while steps < 2 or time.perf_counter() - start < seconds:
-        _step(model, optimizer, x, y)
+        _step(model, optimizer, x, y, scaler)
         steps += 1
+    _sync(device)
     return steps * BATCH / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def gpu_report(models: list[str], seconds: float) -> None:
+    """On a CUDA machine: clips/s in float32 and with AMP, and the GPU's utilisation."""
+    print(f"\nCUDA: {torch.cuda.get_device_name(0)}")
+    print(f"{'model':<20}{'fp32 clips/s':>14}{'AMP clips/s':>14}{'AMP gain':>10}{'GPU util':>10}")
+    for name in models:
+        fp32, _ = throughput(name, seconds, "cuda")
+        amp, _ = throughput(name, seconds, "cuda", amp=True)
+        try:
+            util = f"{torch.cuda.utilization():>9}%"
+        except Exception:  # needs pynvml / nvidia-ml-py
+            util = f"{'n/a':>10}"
+        print(f"{name:<20}{fp32:>14.1f}{amp:>14.1f}{amp / fp32:>9.2f}x{util}", flush=True)
 
 
 def build_store(root: Path, clips: int) -> Path:
@@ -113,6 +155,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the data-wait run")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (stage: 0)")
     parser.add_argument("--data-models", nargs="*", default=["cnn2d"])
+    parser.add_argument("--gpu-models", nargs="*", default=["cnn2d", "resnet18"],
+                        help="models timed on CUDA with and without AMP (when a GPU exists)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -123,6 +167,8 @@ def main() -> None:
         rate, n_params = throughput(name, args.seconds)
         print(f"{name:<20}{n_params:>14,}{rate:>10.1f}", flush=True)
 
+    if torch.cuda.is_available():
+        gpu_report(args.gpu_models, args.seconds)
     if args.skip_data:
         return
     with tempfile.TemporaryDirectory() as tmp:
