@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 from audiotag.core.cli import run_stage
 from audiotag.core.config import (
@@ -33,6 +36,11 @@ def main() -> None:
     if args.model not in cfg.models:
         raise ParamsError(f"{args.params}: train.models: {args.model!r} is not listed")
     model_params = parse_model_params(raw, args.model, args.params)
+    if cfg.processes > 1 and "LOCAL_RANK" not in os.environ:
+        # DistributedDataParallel: this script again in `processes` processes (torchrun)
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  f"--nproc_per_node={cfg.processes}", __file__, *sys.argv[1:]]
+        sys.exit(subprocess.run(launch, check=False).returncode)
     train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed,
                 resume_dir=args.resume_dir)
 

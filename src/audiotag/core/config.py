@@ -163,6 +163,7 @@ class TrainConfig(_Strict):
     amp: bool = False  # mixed precision (CUDA only)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
+    processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
     init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
     freeze_init: bool = False  # freeze the layers loaded from init_from
@@ -174,6 +175,9 @@ class TrainConfig(_Strict):
                              f"({self.epochs}); 0 turns SWA off")
         if self.freeze_init and not self.init_from:
             raise ValueError("freeze_init needs init_from (a checkpoint to load)")
+        if self.batch_size < self.processes:
+            raise ValueError(f"batch_size ({self.batch_size}) is the global batch, split over "
+                             f"processes ({self.processes}): it must be at least processes")
         return self
 
     @property

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.training.augment import mix_batch, spec_augment
+from audiotag.training.distributed import agree
 from audiotag.training.optim import make_optimizer, make_scheduler
 from audiotag.training.tasks import TaskSpec, make_loss, output_scores, soft_bootstrap
 from audiotag.training.utils import grad_norms, update_ratios
@@ -333,6 +334,9 @@ class Trainer:
         """One pass over the training batches; returns the mean weighted loss, and per
         layer the mean gradient norm (before clipping) and update-to-weight ratio."""
         self.net.train()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
+            sampler.set_epoch(self.epochs_done)
         optimizer = self.ae_optimizer if reconstruct else self.optimizer
         total, seen, steps = 0.0, 0.0, 0
         norm_sums: dict[str, float] = defaultdict(float)
@@ -423,7 +427,7 @@ class Trainer:
             else:
                 if self.swa_model is not None and self.swa_lr is not None:
                     self.swa_model.update_parameters(self.model)
-                loss, score, acc = self._validate(self.net)
+                loss, score, acc = self._validate(self.model)  # same weights in every process
                 result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc)
             self.history.append(result)
             is_best = result.score > self.best_score
@@ -438,6 +442,7 @@ class Trainer:
             if (self.swa_model is None and not self.overfit and not reconstruct
                     and self.since_best >= self.cfg.patience):
                 self.stopped_early = True
+            self.stopped_early = agree(self.stopped_early, self.device)  # DDP: rank 0 decides
             on_epoch(result, is_best)
         return self.history
 

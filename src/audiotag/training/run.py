@@ -13,17 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from dvclive import Live
-from torch.utils.data import DataLoader, Subset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from audiotag.core.config import ParamsError, TrainConfig
 from audiotag.core.io import atomic_dir, read_json, write_json
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
-from audiotag.training import resume
+from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_compatible, save_state_dict
 from audiotag.training.loop import EpochResult, Trainer
 from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
-from audiotag.training.utils import count_parameters, pick_device, seed_everything
+from audiotag.training.utils import count_parameters, seed_everything
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "model.pt"
@@ -70,12 +71,12 @@ def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
 
 
 def _loader(data, cfg: TrainConfig, *, shuffle: bool = False, generator=None,
-            drop_last: bool = False) -> DataLoader:
+            drop_last: bool = False, sampler=None, batch_size: int | None = None) -> DataLoader:
     workers = cfg.num_workers
-    return DataLoader(data, batch_size=cfg.batch_size, shuffle=shuffle, generator=generator,
-                      drop_last=drop_last, collate_fn=collate_clips, num_workers=workers,
-                      worker_init_fn=_worker_init if workers else None,
-                      persistent_workers=False)
+    return DataLoader(data, batch_size=batch_size or cfg.batch_size, shuffle=shuffle,
+                      generator=generator, drop_last=drop_last, collate_fn=collate_clips,
+                      num_workers=workers, worker_init_fn=_worker_init if workers else None,
+                      sampler=sampler, persistent_workers=False)
 
 
 def check_model_accepts(name: str, kind: str) -> None:
@@ -132,7 +133,7 @@ def _datasets(features_dir: Path, cfg: TrainConfig):
 
 
 def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, spec: TaskSpec,
-             cfg: TrainConfig, generator):
+             cfg: TrainConfig, generator, ctx: distributed.Context, seed: int):
     """Shuffled training loader and validation loader; with ``overfit_batches: N`` both
     are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
     if cfg.overfit_batches:
@@ -142,6 +143,12 @@ def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, s
         subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
         loader = _loader(subset, cfg)
         return loader, loader
+    if ctx.enabled:  # each process takes its share of every (global) batch
+        sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank,
+                                     shuffle=True, seed=seed, drop_last=True)
+        train = _loader(train_set, cfg, sampler=sampler, drop_last=True,
+                        batch_size=cfg.batch_size // ctx.world)
+        return train, _loader(valid_set, cfg)
     # random crops draw from torch's RNG: in the main process it is seeded; DataLoader
     # workers are seeded from `generator`, so runs stay reproducible
     train = _loader(train_set, cfg, shuffle=True, generator=generator,
@@ -173,11 +180,23 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     if cfg.spec_augment and kind == "waveform":
         raise ParamsError("train.specaug_*: SpecAugment masks spectrogram bands and frames; "
                           "features.kind=waveform has none (set the mask counts to 0)")
+    ctx, device = distributed.setup(cfg.device)
+    try:
+        history = _train(name, model_params, features_dir, Path(model_dir), live_dir, cfg,
+                         seed, resume_dir, stop_after, ctx, device, kind)
+    except BaseException:
+        distributed.teardown(ctx, wait=False)  # the other processes fail on their own
+        raise
+    distributed.teardown(ctx)
+    return history
+
+
+def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, resume_dir,
+           stop_after, ctx: distributed.Context, device, kind: str) -> list[EpochResult]:
     generator = seed_everything(seed)
     train_set, valid_set, spec = _datasets(features_dir, cfg)
     train_loader, valid_loader = _loaders(features_dir, train_set, valid_set, spec, cfg,
-                                          generator)
-    device = pick_device(cfg.device)
+                                          generator, ctx, seed)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **model_params)
     meta = {"model_name": name, "model_params": model_params,
@@ -193,16 +212,31 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
                  len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
         meta["init_from"] = cfg.init_from
+    parallel = None
+    if ctx.enabled:
+        if getattr(model, "two_phase", False):
+            raise ParamsError(f"train.processes={cfg.processes}: {name} trains in two phases, "
+                              "which DistributedDataParallel does not support; use 1 process")
+        model.to(device)
+        parallel = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        meta["processes"] = ctx.world
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
-                      spectral=kind != "waveform", overfit=cfg.overfit_batches > 0)
+                      spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
+                      parallel=parallel)
     fp = resume.fingerprint(name, model_params, cfg.model_dump(), seed, features_dir)
     saved = resume.load_state(resume_dir, fp)
     if saved is not None:
         trainer.load_state_dict(saved)
-    log.info("%s: task %s, %d parameters, %d train / %d valid clips, device %s", name,
+    log.info("%s: task %s, %d parameters, %d train / %d valid clips, device %s%s", name,
              spec.task, meta["n_parameters"], len(train_loader.dataset),
-             len(valid_loader.dataset), device)
+             len(valid_loader.dataset), device,
+             f", process {ctx.rank + 1} of {ctx.world}" if ctx.enabled else "")
+    if not ctx.main:  # replicas train in step with process 0, which alone writes outputs
+        history = trainer.run(lambda result, is_best: None, stop_after)
+        return history
     started = time.perf_counter() - (saved or {}).get("seconds", 0.0)
+    model_dir = Path(model_dir)
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for result in trainer.history:  # a resumed run: the epochs before the interruption
             _log_epoch(live, result)

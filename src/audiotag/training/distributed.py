@@ -1,0 +1,68 @@
+"""Multi-process training with DistributedDataParallel (``train.processes > 1``).
+
+The train stage re-launches itself through ``torch.distributed.run`` (torchrun) with
+``train.processes`` processes; each process trains one replica on its share of every batch
+(``DistributedSampler``; ``train.batch_size`` stays the global batch) and DDP averages the
+gradients, so the replicas stay identical. Backend: NCCL on CUDA (one GPU per process,
+``cuda:<LOCAL_RANK>``), gloo on the CPU. Every process validates the whole validation set
+with the same weights; process 0 alone logs, checkpoints and writes the outputs.
+The same code runs under a multi-node ``torchrun`` launched by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from audiotag.training.utils import pick_device
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_choice: str) -> tuple[Context, torch.device]:
+    """The process group of a torchrun launch (``WORLD_SIZE > 1``) and this process's
+    device; a plain ``(Context(), device)`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_choice)
+    if world <= 1:
+        return Context(), device
+    rank = int(os.environ["RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Context(rank, world), device
+
+
+def agree(flag: bool, device: torch.device) -> bool:
+    """Process 0's ``flag`` in every process (a no-op without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def teardown(ctx: Context, wait: bool = True) -> None:
+    """Leave the process group; ``wait``: first until every process got here (process 0
+    writes the outputs while the others wait)."""
+    if ctx.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
