@@ -19,11 +19,16 @@ What the test changes so that each run takes seconds, and why (`tiny_command`):
   8 classes instead of 6 (no downloads in tests; a different class count keeps the part
   that matters: every layer but the classifier head is loaded);
 - ``dvc queue start -j 1`` runs with ``-j 2`` (both cores) and the test then waits until
-  the queue is empty, as a reader waits for `dvc queue status` to show it done.
+  the queue is empty, as a reader waits for `dvc queue status` to show it done;
+- ``dvc exp show ... --keep <regex>`` prints ``--csv``, so that the test can check that
+  every alternative of the regex keeps a column (a misspelt column name would silently
+  show nothing).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shlex
@@ -154,6 +159,21 @@ class ExpRun:
         return {f"{self.name}-{i}": g for i, g in enumerate(grid, 1)}
 
 
+def keep_alternatives(line: str) -> list[str]:
+    """The top-level ``|`` alternatives of a ``dvc exp show --keep`` regex."""
+    tokens = shlex.split(line)
+    regex = tokens[tokens.index("--keep") + 1]
+    out, depth, cur = [], 0, ""
+    for ch in regex:
+        depth += 1 if ch == "(" else -1 if ch == ")" else 0
+        if ch == "|" and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur]
+
+
 def _bash(line: str, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", line], cwd=cwd, env=env_for(cwd),
                           capture_output=True, text=True, timeout=timeout)
@@ -216,9 +236,16 @@ def test_every_command_of_the_page_runs(repo_root, tmp_path):
                 line = exp.tiny_command()
             elif line.startswith("dvc queue start"):
                 line = re.sub(r"-j \d+", f"-j {QUEUE_JOBS}", line)
+            elif line.startswith("dvc exp show") and "--keep" in line:
+                line += " --csv"
             result = _bash(line, project)
             assert result.returncode == 0, \
                 f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            if line.startswith("dvc exp show") and "--keep" in line:
+                header = next(csv.reader(io.StringIO(result.stdout)))
+                for alt in keep_alternatives(line):
+                    assert any(re.match(alt, col) for col in header), \
+                        f"--keep {alt!r} keeps no column of {header}"
             if line.startswith("dvc queue start"):
                 status = _wait_for_queue(project)
                 failed = [row.split()[1] for row in status.splitlines() if "Failed" in row]
