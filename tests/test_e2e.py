@@ -146,3 +146,46 @@ def test_bad_params_stop_the_stage_before_any_output(project, tmp_path):
     assert "train.lr" in result.stderr and "greater than 0" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists() and not (tmp_path / "live").exists()
+
+
+def test_a_killed_training_resumes_on_the_next_repro(project):
+    """Kill `dvc repro` (the whole process group, as Ctrl-C or a lost machine would) in the
+    middle of training; checkpoints/<model> is a persist out, so the next repro continues
+    from the last finished epoch instead of starting again."""
+    import signal
+    import time
+
+    import torch
+
+    params_path = project / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["train"].update({"epochs": 40, "patience": 100})
+    state = project / "checkpoints/cnn1d/last.pt"
+    try:
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        env = {**os.environ, "PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        proc = subprocess.Popen(["dvc", "repro", "-s", "train@cnn1d"], cwd=project, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        done_epochs, deadline = 0, time.monotonic() + 600
+        while done_epochs < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                saved = torch.load(state, weights_only=True)
+                done_epochs = 0 if saved["complete"] else len(saved["state"]["history"])
+            except Exception:  # not written yet, or from the earlier complete run
+                continue
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert 2 <= done_epochs < 40, "the run was killed in the middle of training"
+        assert not (project / "models/cnn1d/model.pt").exists()  # nothing looks complete
+        out = run(["dvc", "repro", "-s", "train@cnn1d"], project)
+        assert "resuming after epoch" in out.stderr + out.stdout
+        summary = json.loads((project / "metrics/train/cnn1d/metrics.json").read_text())
+        assert summary["epochs_run"] == 40 and summary["step"] == 40
+        assert torch.load(state, weights_only=True)["complete"] is True
+    finally:
+        params_path.write_text(original)
+        run(["dvc", "repro"], project)

@@ -33,6 +33,7 @@ COLUMNS = [
     Column("test mAP", lambda r: r["eval"]["mAP"], "{:.4f}", "max"),
     Column("test F1 (micro)", lambda r: r["eval"]["f1_micro"], "{:.4f}", "max"),
     Column("accuracy", lambda r: r["eval"]["singlelabel"]["accuracy"], "{:.4f}", "max"),
+    Column("regression MSE", lambda r: r["eval"]["regression"]["mse"], "{:.4g}", "min"),
     Column("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}", "max"),
     Column("train−valid lwlrap", lambda r: r["eval"]["overfit"]["lwlrap_gap"], "{:.3f}", "min"),
     Column("best epoch", lambda r: r["eval"]["best_epoch"], "{}"),
