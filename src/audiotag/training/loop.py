@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
+from audiotag.metrics.classification import accuracy, single_label_rows
 from audiotag.training.augment import mix_batch, spec_augment
 from audiotag.training.distributed import agree
 from audiotag.training.optim import make_optimizer, make_scheduler
@@ -157,11 +158,11 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
 
 
 def accuracy_of(scores: np.ndarray, targets: np.ndarray) -> float:
-    """Argmax accuracy over the clips with exactly one positive target."""
-    rows = (targets > 0).sum(axis=1) == 1
+    """Argmax accuracy over the clips with exactly one positive target (NaN: none)."""
+    rows = single_label_rows(targets)
     if not rows.any():
         return math.nan
-    return float((scores[rows].argmax(axis=1) == targets[rows].argmax(axis=1)).mean())
+    return accuracy(targets[rows].argmax(axis=1), scores[rows].argmax(axis=1))
 
 
 def _rng_state() -> dict[str, Any]:
