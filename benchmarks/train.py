@@ -13,7 +13,8 @@ through the real ``extract_features`` into a FeatureSet store; ``cnn2d`` (and
 stage, and the time spent in ``next(loader)`` is reported as a share of the step time.
 Models that take raw audio only (``mixnet``) get 4 s of 16 kHz waveform instead. On a CUDA
 machine ``--gpu-models`` (cnn2d, resnet18) are also timed on the GPU in float32 and with
-AMP (autocast + GradScaler, as ``train.amp``), with the GPU utilisation.
+AMP (autocast + GradScaler, as ``train.amp``), with the GPU utilisation, at each
+``--gpu-batch`` size (32 and 256: small batches leave a large GPU waiting on kernel launches).
 Prints figures only; nothing is asserted about time.
 """
 
@@ -61,23 +62,23 @@ def model_params(name: str) -> dict:
     return params.get(name) or {}
 
 
-def _input(name: str) -> tuple[int, torch.Tensor]:
+def _input(name: str, batch: int = BATCH) -> tuple[int, torch.Tensor]:
     """``(n_mels, batch)``: 4 s of 16 kHz waveform for models that take raw audio only,
     else a log-mel batch."""
     if getattr(MODELS.get(name).factory, "requires_waveform", False):
-        return 1, torch.randn(BATCH, 1, 64000)
-    return N_MELS, torch.randn(BATCH, N_MELS, FRAMES)
+        return 1, torch.randn(batch, 1, 64000)
+    return N_MELS, torch.randn(batch, N_MELS, FRAMES)
 
 
-def throughput(name: str, seconds: float, device: str = "cpu",
-               amp: bool = False) -> tuple[float, int]:
+def throughput(name: str, seconds: float, device: str = "cpu", amp: bool = False,
+               batch: int = BATCH) -> tuple[float, int]:
     """``(clips per second, parameters)`` of training ``name`` on random batches."""
     torch.manual_seed(0)
-    n_mels, x = _input(name)
+    n_mels, x = _input(name, batch)
     model = create_model(name, NUM_CLASSES, n_mels, **model_params(name)).train().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = x.to(device)
-    y = (torch.rand(BATCH, NUM_CLASSES) < 0.2).float().to(device)
+    y = (torch.rand(batch, NUM_CLASSES) < 0.2).float().to(device)
     scaler = torch.amp.GradScaler(device) if amp else None
     _step(model, optimizer, x, y, scaler)  # warm-up: allocator, oneDNN/cuDNN kernels
     _sync(device)
@@ -86,7 +87,7 @@ def throughput(name: str, seconds: float, device: str = "cpu",
         _step(model, optimizer, x, y, scaler)
         steps += 1
     _sync(device)
-    return steps * BATCH / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
+    return steps * batch / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
 
 
 def _sync(device: str) -> None:
@@ -94,13 +95,13 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def gpu_report(models: list[str], seconds: float) -> None:
+def gpu_report(models: list[str], seconds: float, batch: int = BATCH) -> None:
     """On a CUDA machine: clips/s in float32 and with AMP, and the GPU's utilisation."""
-    print(f"\nCUDA: {torch.cuda.get_device_name(0)}")
+    print(f"\nCUDA: {torch.cuda.get_device_name(0)}, batch {batch}")
     print(f"{'model':<20}{'fp32 clips/s':>14}{'AMP clips/s':>14}{'AMP gain':>10}{'GPU util':>10}")
     for name in models:
-        fp32, _ = throughput(name, seconds, "cuda")
-        amp, _ = throughput(name, seconds, "cuda", amp=True)
+        fp32, _ = throughput(name, seconds, "cuda", batch=batch)
+        amp, _ = throughput(name, seconds, "cuda", amp=True, batch=batch)
         try:
             util = f"{torch.cuda.utilization():>9}%"
         except Exception:  # needs pynvml / nvidia-ml-py
@@ -157,6 +158,8 @@ def main() -> None:
     parser.add_argument("--data-models", nargs="*", default=["cnn2d"])
     parser.add_argument("--gpu-models", nargs="*", default=["cnn2d", "resnet18"],
                         help="models timed on CUDA with and without AMP (when a GPU exists)")
+    parser.add_argument("--gpu-batch", type=int, nargs="*", default=[BATCH, 256],
+                        help="batch sizes of the CUDA fp32-vs-AMP runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -168,7 +171,8 @@ def main() -> None:
         print(f"{name:<20}{n_params:>14,}{rate:>10.1f}", flush=True)
 
     if torch.cuda.is_available():
-        gpu_report(args.gpu_models, args.seconds)
+        for batch in args.gpu_batch:
+            gpu_report(args.gpu_models, args.seconds, batch)
     if args.skip_data:
         return
     with tempfile.TemporaryDirectory() as tmp:
