@@ -30,7 +30,8 @@ FREQS = {"low": 300.0, "mid": 900.0, "high": 2500.0, "buzz": 150.0}
 SR = 8000
 # a small, quick fast model: 8 kHz audio, 32 mel bands, 1.5 s
 FAST = {"sample_rate": SR, "n_fft": 256, "hop_length": 128, "n_mels": 32, "max_seconds": 1.5,
-        "channels": 16, "epochs": 10, "n_folds": 3, "lr": 0.01}
+        "channels": 16, "epochs": 10, "n_folds": 3, "lr": 0.01, "model": "linear",
+        "filter_by": "prune_by_noise_rate"}
 
 
 def _clip(labels: list[str], rng: np.random.Generator) -> np.ndarray:

@@ -54,17 +54,17 @@ class CleanConfig(_Strict):
     ``agreement``, ``loss_fraction`` only by ``loss``.
     """
 
-    method: Literal["none", "cleanlab", "agreement", "loss"] = "none"
+    method: Literal["none", "cleanlab", "agreement", "loss"] = "cleanlab"
     action: Literal["drop", "relabel", "weight", "keep"] = "weight"
     filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-                       "predicted_neq_given"] = "prune_by_noise_rate"
+                       "predicted_neq_given"] = "confident_learning"
     threshold: float = Field(0.5, ge=0, le=1)  # agreement: lowest per-clip lwlrap kept
     max_per_class: int | None = Field(None, ge=1)  # agreement: None keeps every passing clip
     loss_fraction: float = Field(0.3, gt=0, lt=1)  # loss: share of noisy clips flagged
     relabel_threshold: float = Field(0.5, ge=0.5, lt=1)  # relabel: add p >= t, drop p < 1 - t
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
     n_folds: int = Field(5, ge=2)
-    model: Literal["linear", "cnn1d"] = "linear"
+    model: Literal["linear", "cnn1d"] = "cnn1d"
     channels: int = Field(64, ge=1)
     dropout: float = Field(0.3, ge=0, lt=1)
     epochs: int = Field(50, ge=1)
