@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import soundfile as sf
 
 from audiotag.cleaning.detect import bce_per_clip, clip_lwlrap
@@ -115,7 +116,7 @@ def test_detection_finds_most_known_flips(dataset, tmp_path, method) -> None:
     _assert_untouched(dataset[1], cleaned)
 
 
-@pytest.mark.parametrize("model", ["linear", "cnn1d"])
+@pytest.mark.parametrize("model", ["linear", "cnn1d", "cnn2d"])
 def test_default_detection_reaches_a_high_f1(dataset, tmp_path, model) -> None:
     """The default detector (cleanlab, confident_learning) on clips with 16 known flips."""
     metrics, cleaned, _ = _run(dataset, tmp_path, method="cleanlab", action="weight",
@@ -123,6 +124,13 @@ def test_default_detection_reaches_a_high_f1(dataset, tmp_path, model) -> None:
     assert metrics["detection_f1"] >= 0.85, metrics
     assert metrics["noise_rate_after"] < metrics["measured_noise_rate"] / 2, metrics
     _assert_untouched(dataset[1], cleaned)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_gpu_names_clean_device(dataset, tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="clean.device is 'cuda'"):
+        _run(dataset, tmp_path, method="cleanlab", device="cuda")
+    assert not (tmp_path / "clean").exists()  # nothing half-written
 
 
 def test_outputs_are_grouped_by_class_and_reported(dataset, tmp_path) -> None:

@@ -64,8 +64,9 @@ class CleanConfig(_Strict):
     relabel_threshold: float = Field(0.5, ge=0.5, lt=1)  # relabel: add p >= t, drop p < 1 - t
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
     n_folds: int = Field(5, ge=2)
-    model: Literal["linear", "cnn1d"] = "cnn1d"
-    channels: int = Field(64, ge=1)
+    model: Literal["linear", "cnn1d", "cnn2d"] = "cnn1d"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    channels: int = Field(64, ge=2)
     dropout: float = Field(0.3, ge=0, lt=1)
     epochs: int = Field(50, ge=1)
     batch_size: int = Field(32, ge=2)

@@ -31,12 +31,13 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def pick_device(choice: str) -> torch.device:
-    """``auto`` -> CUDA, else Apple's MPS, else CPU; asking for a missing one is an error."""
+def pick_device(choice: str, key: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA, else Apple's MPS, else CPU; asking for a missing one is an error
+    that names the params ``key``."""
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise RuntimeError(f"{key} is 'cuda' but no CUDA device is available")
     if choice == "mps" and not _mps_available():
-        raise RuntimeError("train.device is 'mps' but no Apple MPS device is available")
+        raise RuntimeError(f"{key} is 'mps' but no Apple MPS device is available")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
     return torch.device(choice)
