@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import soundfile as sf
+import torch
 
 from audiotag.cleaning.detect import bce_per_clip, clip_lwlrap
 from audiotag.cleaning.run import (
