@@ -194,6 +194,32 @@ def test_a_killed_run_resumes_to_the_same_result(multi, tmp_path):
     assert len(other) == 1
 
 
+def test_a_state_saved_by_other_code_is_not_resumed(multi, tmp_path, monkeypatch, caplog):
+    from audiotag.training import resume
+
+    cfg = _cfg(epochs=3)
+    _train(multi, tmp_path, cfg, resume_dir=tmp_path / "ckpt", stop_after=1)
+    monkeypatch.setattr(resume, "code_digest", lambda root=None: "edited source")
+    with caplog.at_level("INFO", logger="audiotag.training.resume"):
+        history = _train(multi, tmp_path, cfg, resume_dir=tmp_path / "ckpt")
+    assert "code changed" in caplog.text and "resuming" not in caplog.text
+    assert [r.epoch for r in history] == [1, 2, 3]
+
+
+def test_code_digest_follows_every_source_file(tmp_path):
+    from audiotag.training.resume import code_digest
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    before = code_digest(tmp_path)
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert code_digest(tmp_path) != before
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    assert code_digest(tmp_path) == before
+    (tmp_path / "b.py").write_text("")
+    assert code_digest(tmp_path) != before
+
+
 # ---- small pieces ------------------------------------------------------------------------
 
 def test_soft_bootstrap_blends_noisy_targets_only():

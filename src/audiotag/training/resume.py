@@ -3,7 +3,8 @@
 After every epoch the train stage saves :meth:`audiotag.training.loop.Trainer.state_dict`
 (weights, optimizer, schedule, SWA average, best weights so far, history and every RNG
 state) with a *fingerprint* of what the run depends on: the model and its params, the
-``train`` params, the seed and the feature store's statistics and index. The directory is a
+``train`` params, the seed, the feature store's statistics and index, and the source code
+of the ``audiotag`` package (a state saved by other code is never continued). The directory is a
 ``persist: true`` DVC out, so DVC does not delete it before re-running the stage: a run
 killed at epoch 7 of 15 continues at epoch 8 when it is run again, and ends with the same
 weights and metrics as an uninterrupted run on the CPU. A state whose fingerprint differs
@@ -36,11 +37,23 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_digest(root: Path = PACKAGE_ROOT) -> str:
+    """A digest of every ``.py`` file under ``root`` (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_digest(path).encode())
+    return digest.hexdigest()
+
+
 def fingerprint(model_name: str, model_params: dict[str, Any], train_params: dict[str, Any],
-                seed: int, features_dir: Path) -> str:
-    """A digest of everything a training run's result depends on."""
+                seed: int, features_dir: Path, code_root: Path = PACKAGE_ROOT) -> str:
+    """A digest of everything a training run's result depends on, its code included."""
     parts = {"model": model_name, "model_params": model_params, "train": train_params,
-             "seed": seed,
+             "seed": seed, "code": code_digest(code_root),
              "features": {name: file_digest(features_dir / name)
                           for name in ("features.json", "stats.json", "index.csv")
                           if (features_dir / name).exists()}}
@@ -69,7 +82,7 @@ def load_state(directory: str | os.PathLike[str] | None, fp: str) -> dict[str, A
         log.warning("%s: unreadable resume state (%s); training from the start", path, err)
         return None
     if saved.get("fingerprint") != fp:
-        log.info("%s: params or data changed since it was written; training from the start",
+        log.info("%s: params, data or code changed since it was written; training from the start",
                  path)
         return None
     if saved.get("complete"):
