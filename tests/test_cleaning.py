@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from audiotag.cleaning.detect import bce_per_clip, clip_lwlrap
+from audiotag.cleaning.fastmodel import fold_workers, model_input, out_of_fold_proba
 from audiotag.cleaning.run import (
     apply_action,
     clean_labels,
@@ -163,6 +164,23 @@ def test_none_keeps_every_label(dataset, tmp_path) -> None:
     raw = dataset[1]
     pd.testing.assert_frame_equal(raw.drop(columns="path"), cleaned.drop(columns="path"))
     assert metrics["noise_rate_after"] == metrics["measured_noise_rate"] == 0.25
+
+
+@pytest.mark.parametrize("model", ["linear", "cnn1d"])
+def test_fold_workers_do_not_change_the_probabilities(model) -> None:
+    """Folds trained in 2 spawned processes give bit-identical out-of-fold probabilities."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 8, 12)).astype(np.float32)
+    y = (rng.random((40, 3)) < 0.4).astype(np.float32)
+    x[:, :3] += 2.0 * y[:, :, None]  # learnable: class c lifts band c
+    base = {**FAST, "model": model, "epochs": 3, "device": "cpu", "n_folds": 4}
+    x_in = model_input(x, CleanConfig(**base))
+    serial = out_of_fold_proba(x_in, y, CleanConfig(**base, workers=1), seed=5)
+    parallel = out_of_fold_proba(x_in, y, CleanConfig(**base, workers=2), seed=5)
+    np.testing.assert_array_equal(serial, parallel)
+    assert serial.shape == (40, 3) and (serial > 0).all() and (serial < 1).all()
+    assert fold_workers(CleanConfig(**base, workers=2), 4) == 2
+    assert fold_workers(CleanConfig(**base, workers=8), 4) == 4  # at most one per fold
 
 
 def test_same_seed_same_outputs(dataset, tmp_path) -> None:

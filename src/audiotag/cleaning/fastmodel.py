@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
@@ -157,21 +160,51 @@ def predict_proba(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return torch.cat(parts).double().cpu().numpy()
 
 
+def _fold_proba(x: np.ndarray, y: np.ndarray, held: np.ndarray, cfg: CleanConfig,
+                seed: int) -> np.ndarray:
+    """Train on the clips not ``held`` and score the ``held`` ones (one thread)."""
+    with one_thread():
+        model = fit(x[~held], y[~held], cfg, seed)
+        return predict_proba(model, x[held])
+
+
+def fold_workers(cfg: CleanConfig, n_folds: int) -> int:
+    """Processes that train folds at once: ``cfg.workers`` (0 = one per CPU core), at most
+    one per fold, and 1 when the models train on a GPU (one device is shared anyway)."""
+    if pick_device(cfg.device, "clean.device").type != "cpu":
+        return 1
+    wanted = cfg.workers or os.cpu_count() or 1
+    return max(1, min(wanted, n_folds))
+
+
 def out_of_fold_proba(x: np.ndarray, y: np.ndarray, cfg: CleanConfig, seed: int) -> np.ndarray:
     """Out-of-fold probabilities ``(N, C)``: each clip is scored by a model that never saw it.
 
     Clips are split into ``cfg.n_folds`` folds by a seeded permutation (sizes differ by at
-    most one); ``n_folds`` models are trained.
+    most one); ``n_folds`` models are trained, :func:`fold_workers` of them at a time in
+    separate processes. Fold ``k`` is seeded with ``seed + k`` and trains on one thread, so
+    the result does not depend on the number of workers.
     """
     if len(x) < cfg.n_folds:
         raise ValueError(f"clean.n_folds={cfg.n_folds} exceeds the {len(x)} clips to score")
     folds = np.random.default_rng(seed).permutation(np.arange(len(x)) % cfg.n_folds)
     out = np.zeros(y.shape, dtype=np.float64)
-    for k in range(cfg.n_folds):
-        held = folds == k
-        with one_thread():
-            model = fit(x[~held], y[~held], cfg, seed + k)
-            out[held] = predict_proba(model, x[held])
-        log.info("fold %d/%d: trained on %d clips, scored %d", k + 1, cfg.n_folds,
-                 int((~held).sum()), int(held.sum()))
+    workers = fold_workers(cfg, cfg.n_folds)
+    if workers == 1:
+        for k in range(cfg.n_folds):
+            out[folds == k] = _fold_proba(x, y, folds == k, cfg, seed + k)
+            log.info("fold %d/%d: trained on %d clips, scored %d", k + 1, cfg.n_folds,
+                     int((folds != k).sum()), int((folds == k).sum()))
+        return out
+    # spawn, not fork: a forked child inherits torch's OpenMP state, which can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        jobs = {pool.submit(_fold_proba, x, y, folds == k, cfg, seed + k): k
+                for k in range(cfg.n_folds)}
+        for done, job in enumerate(as_completed(jobs), start=1):
+            k = jobs[job]
+            out[folds == k] = job.result()
+            log.info("fold %d done (%d/%d, %d processes): trained on %d clips, scored %d",
+                     k + 1, done, cfg.n_folds, workers, int((folds != k).sum()),
+                     int((folds == k).sum()))
     return out

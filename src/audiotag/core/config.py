@@ -66,6 +66,7 @@ class CleanConfig(_Strict):
     n_folds: int = Field(5, ge=2)
     model: Literal["linear", "cnn1d", "cnn2d"] = "cnn1d"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    workers: int = Field(0, ge=0)  # CPU: fold models trained at once; 0 = one per core
     channels: int = Field(64, ge=2)
     dropout: float = Field(0.3, ge=0, lt=1)
     epochs: int = Field(50, ge=1)
