@@ -15,7 +15,13 @@ import soundfile as sf
 import torch
 
 from audiotag.cleaning.detect import bce_per_clip, clip_lwlrap
-from audiotag.cleaning.fastmodel import fold_workers, model_input, out_of_fold_proba
+from audiotag.cleaning.fastmodel import (
+    FastCNN,
+    _max_mix,
+    fold_workers,
+    model_input,
+    out_of_fold_proba,
+)
 from audiotag.cleaning.run import (
     apply_action,
     clean_labels,
@@ -117,11 +123,13 @@ def test_detection_finds_most_known_flips(dataset, tmp_path, method) -> None:
     _assert_untouched(dataset[1], cleaned)
 
 
-@pytest.mark.parametrize("model", ["linear", "cnn1d", "cnn2d"])
-def test_default_detection_reaches_a_high_f1(dataset, tmp_path, model) -> None:
+@pytest.mark.parametrize("model, extra", [
+    ("linear", {}), ("cnn1d", {}), ("cnn1d", {"stem_channels": 0, "mix_fraction": 0.5}),
+    ("cnn2d", {})])
+def test_default_detection_reaches_a_high_f1(dataset, tmp_path, model, extra) -> None:
     """The default detector (cleanlab, confident_learning) on clips with 16 known flips."""
     metrics, cleaned, _ = _run(dataset, tmp_path, method="cleanlab", action="weight",
-                               filter_by="confident_learning", model=model)
+                               filter_by="confident_learning", model=model, **extra)
     assert metrics["detection_f1"] >= 0.85, metrics
     assert metrics["noise_rate_after"] < metrics["measured_noise_rate"] / 2, metrics
     _assert_untouched(dataset[1], cleaned)
@@ -181,6 +189,41 @@ def test_fold_workers_do_not_change_the_probabilities(model) -> None:
     assert serial.shape == (40, 3) and (serial > 0).all() and (serial < 1).all()
     assert fold_workers(CleanConfig(**base, workers=2), 4) == 2
     assert fold_workers(CleanConfig(**base, workers=8), 4) == 4  # at most one per fold
+
+
+@pytest.mark.parametrize("n_mels", [30, 32])
+def test_cnn1d_stem_is_shared_across_bands(n_mels) -> None:
+    """The stem finds a pattern at any pitch: shifting a pattern up by 8 mel bands shifts
+    the stem's maps up by two pooled bands (4 bands each) and changes nothing else."""
+    torch.manual_seed(0)
+    model = FastCNN(n_mels, 5, channels=8, dropout=0.0, stem_channels=4).eval()
+    assert model(torch.randn(3, n_mels, 40)).shape == (3, 5)  # 30 bands: ceil-pooled to 8
+    x = torch.zeros(1, 1, n_mels, 40)
+    x[0, 0, 8:10, 10:20] = torch.tensor([1.0, -1.0]).repeat(5)  # a wobble at bands 8-9
+    with torch.no_grad():
+        low = model.stem(x)
+        high = model.stem(torch.roll(x, 8, dims=2))  # the same wobble 8 bands higher
+    torch.testing.assert_close(high[:, :, 3:6], low[:, :, 1:4])
+    assert not torch.equal(high, low)
+    assert FastCNN(n_mels, 5, 8, 0.0, stem_channels=0).stem is None
+
+
+def test_max_mix_unites_clips_and_labels() -> None:
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.stack([torch.full((2, 6), float(i)) for i in range(4)])  # clip i is all i
+    batch[:, :, 0] = 10.0 * torch.arange(4).view(4, 1)  # ... but frame 0 says 10 * i
+    targets = torch.eye(4)
+    mixed, union = _max_mix(batch, targets, 0.5, gen)
+    assert mixed.shape == batch.shape and union.shape == targets.shape
+    torch.testing.assert_close(mixed[2:], batch[2:])  # the rest of the batch is untouched
+    torch.testing.assert_close(union[2:], targets[2:])
+    for i in range(2):
+        partner = [j for j in range(4) if union[i, j] == 1 and j != i]
+        assert union[i, i] == 1 and len(partner) <= 1  # its own labels plus its partner's
+        j = partner[0] if partner else i
+        assert torch.equal(mixed[i].amax(), torch.tensor(10.0 * max(i, j)))
+        assert (mixed[i] >= batch[i]).all()
+    assert _max_mix(batch, targets, 0.0, gen)[0] is batch
 
 
 def test_same_seed_same_outputs(dataset, tmp_path) -> None:

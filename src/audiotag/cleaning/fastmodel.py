@@ -29,24 +29,42 @@ from audiotag.training.utils import pick_device
 log = logging.getLogger(__name__)
 
 _PREDICT_BATCH = 128
+_STEM_FREQ_POOL = 4  # cnn1d stem: mel bands per pooled band
 
 
 class FastCNN(nn.Module):
-    """``(B, n_mels, frames)`` -> logits ``(B, classes)``."""
+    """``(B, n_mels, frames)`` -> logits ``(B, classes)``.
 
-    def __init__(self, n_mels: int, num_classes: int, channels: int, dropout: float) -> None:
+    With ``stem_channels > 0`` a 5x5 2-D convolution of that many filters runs over the
+    log-mel image first and is max-pooled 4x in frequency; its maps, stacked, are the 1-D
+    convolutions' input channels. The stem's filters are shared across mel bands, so a
+    pattern (an amplitude or frequency wobble, a harmonic) learned at one pitch is found
+    at every pitch, which the band-specific 1-D convolutions alone cannot do.
+    """
+
+    def __init__(self, n_mels: int, num_classes: int, channels: int, dropout: float,
+                 stem_channels: int = 0) -> None:
         super().__init__()
 
         def block(c_in: int, kernel: int) -> list[nn.Module]:
             return [nn.Conv1d(c_in, channels, kernel, padding=kernel // 2),
                     nn.BatchNorm1d(channels), nn.ReLU()]
 
-        self.features = nn.Sequential(*block(n_mels, 5), nn.MaxPool1d(2),
+        self.stem: nn.Module | None = None
+        n_in = n_mels
+        if stem_channels:
+            self.stem = nn.Sequential(
+                nn.Conv2d(1, stem_channels, 5, padding=2), nn.BatchNorm2d(stem_channels),
+                nn.ReLU(), nn.MaxPool2d((_STEM_FREQ_POOL, 1), ceil_mode=True))
+            n_in = stem_channels * -(-n_mels // _STEM_FREQ_POOL)
+        self.features = nn.Sequential(*block(n_in, 5), nn.MaxPool1d(2),
                                       *block(channels, 5), nn.MaxPool1d(2), *block(channels, 3))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem is not None:
+            x = self.stem(x.unsqueeze(1)).flatten(1, 2)  # (B, stem * bands / 4, frames)
         z = self.features(x)  # (B, channels, frames / 4)
         return self.head(self.dropout(torch.cat([z.amax(-1), z.mean(-1)], dim=1)))
 
@@ -114,7 +132,7 @@ def one_thread() -> Iterator[None]:
 def build_model(cfg: CleanConfig, n_inputs: int, num_classes: int) -> nn.Module:
     """``n_inputs``: mel bands (``cnn1d``) or pooled statistics (``linear``)."""
     if cfg.model == "cnn1d":
-        return FastCNN(n_inputs, num_classes, cfg.channels, cfg.dropout)
+        return FastCNN(n_inputs, num_classes, cfg.channels, cfg.dropout, cfg.stem_channels)
     if cfg.model == "cnn2d":
         return FastCNN2d(num_classes, cfg.channels, cfg.dropout)
     return PooledLinear(n_inputs, num_classes)
@@ -143,12 +161,34 @@ def fit(x: np.ndarray, y: np.ndarray, cfg: CleanConfig, seed: int) -> nn.Module:
             if cfg.model != "linear":
                 shift = int(torch.randint(0, batch.shape[-1], (1,), generator=gen))
                 batch = torch.roll(batch, shift, dims=-1)
-            loss = nn.functional.binary_cross_entropy_with_logits(model(batch), ys[idx])
+            targets = ys[idx]
+            if cfg.mix_fraction and cfg.model != "linear":
+                batch, targets = _max_mix(batch, targets, cfg.mix_fraction, gen)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(batch), targets)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
     return model.eval()
+
+
+def _max_mix(batch: torch.Tensor, targets: torch.Tensor, fraction: float,
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the first ``fraction`` of the batch by mixtures of two clips.
+
+    The images are in dB over the background (:mod:`audiotag.cleaning.fastfeatures`), so
+    the element-wise maximum of two is close to the log-mel of the two clips played
+    together, and its labels are the union of theirs. The partner is another clip of the
+    batch, rolled in time by its own amount.
+    """
+    n = int(round(fraction * len(batch)))
+    if n == 0:
+        return batch, targets
+    partner = torch.randperm(len(batch), generator=gen)[:n].to(batch.device)
+    shift = int(torch.randint(0, batch.shape[-1], (1,), generator=gen))
+    mixed = torch.maximum(batch[:n], torch.roll(batch[partner], shift, dims=-1))
+    union = torch.maximum(targets[:n], targets[partner])
+    return torch.cat([mixed, batch[n:]]), torch.cat([union, targets[n:]])
 
 
 def predict_proba(model: nn.Module, x: np.ndarray) -> np.ndarray:

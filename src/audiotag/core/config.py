@@ -68,8 +68,10 @@ class CleanConfig(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     workers: int = Field(0, ge=0)  # CPU: fold models trained at once; 0 = one per core
     channels: int = Field(64, ge=2)
+    stem_channels: int = Field(8, ge=0)  # cnn1d: filters of its 2-D stem; 0 = no stem
     dropout: float = Field(0.3, ge=0, lt=1)
-    epochs: int = Field(50, ge=1)
+    mix_fraction: float = Field(0.5, ge=0, le=1)  # cnn1d/cnn2d: share of each batch max-mixed
+    epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-3, ge=0)
