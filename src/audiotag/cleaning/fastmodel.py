@@ -1,13 +1,15 @@
 """Small, fast multi-label models that score labels for cleaning.
 
-``cnn1d``: 1-D convolutions over frames (mel bands as channels), global max + mean pooling
-over time, one linear layer. ``cnn2d``: four blocks of two 3x3 convolutions over the
-log-mel image (``channels/2, channels, 2*channels, 4*channels`` wide, 2x2 average pooling
-after each), mean over frequency, then max + mean over time and one linear layer: far
-slower, meant for a GPU (``clean.device``). ``linear``: logistic regression on pooled
-per-band statistics (mean, std, max over time). All are trained with BCE, AdamW and a
-one-cycle schedule; the convolutional ones see the clips rolled in time by a random amount
-(events may occur anywhere).
+``cnn1d``: a 2-D convolution stem shared across mel bands (``stem_channels`` filters,
+max-pooled 4x in frequency), then 1-D convolutions over frames (the stem's maps as
+channels), global max + mean pooling over time, one linear layer. ``cnn2d``: four blocks
+of two 3x3 convolutions over the log-mel image (``channels/2, channels, 2*channels,
+4*channels`` wide, 2x2 average pooling after each), mean over frequency, then max + mean
+over time and one linear layer: far slower, meant for a GPU (``clean.device``).
+``linear``: logistic regression on pooled per-band statistics (mean, std, max over time).
+All are trained with BCE, AdamW and a one-cycle schedule; the convolutional ones see the
+clips rolled in time by a random amount (events may occur anywhere) and, with
+``mix_fraction``, mixtures of two clips.
 """
 
 from __future__ import annotations
