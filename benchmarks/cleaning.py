@@ -8,6 +8,7 @@ corruption, the noise left after the action, and the wall time of each phase.
     python benchmarks/cleaning.py                          # params.yaml as it is
     python benchmarks/cleaning.py -S method=agreement -S threshold=0.9
     python benchmarks/cleaning.py -S method=loss -S model=linear
+    python benchmarks/cleaning.py --steps     # ms per training step of each fast model only
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
+from audiotag.cleaning.fastfeatures import n_fast_frames
+from audiotag.cleaning.fastmodel import build_model, model_input, one_thread
 from audiotag.cleaning.run import clean_labels
 from audiotag.core.config import CleanConfig, parse_group, parse_seed, read_params
 from audiotag.data.manifest import read_manifest, write_manifest
@@ -28,12 +32,51 @@ from audiotag.data.synthetic import SyntheticConfig, generate
 ROOT = Path(__file__).resolve().parents[1]
 
 
+STEP_MODELS = [  # (label, overrides); the first is the baseline of the ratios
+    ("cnn1d without stem", {"model": "cnn1d", "stem_channels": 0}),
+    ("cnn1d, stem 8 (default)", {"model": "cnn1d", "stem_channels": 8}),
+    ("cnn1d, stem 16", {"model": "cnn1d", "stem_channels": 16}),
+    ("cnn2d, channels 16", {"model": "cnn2d", "channels": 16}),
+    ("cnn2d, channels 32", {"model": "cnn2d", "channels": 32}),
+    ("linear", {"model": "linear"}),
+]
+
+
+def step_times(cfg: CleanConfig, repeats: int = 5) -> None:
+    """Milliseconds per training step (forward, backward, AdamW) of ``batch_size`` random
+    fast log-mel images on one CPU thread, as in the stage, each against the first model."""
+    frames = n_fast_frames(cfg)
+    images = torch.randn(cfg.batch_size, cfg.n_mels, frames).numpy()
+    targets = (torch.rand(cfg.batch_size, 12) < 0.2).float()
+    baseline = None
+    print(f"one training step of {cfg.batch_size} clips ({cfg.n_mels} mel bands x {frames} "
+          f"frames), one thread:")
+    for label, overrides in STEP_MODELS:
+        model_cfg = cfg.model_copy(update=overrides)
+        x = torch.from_numpy(model_input(images, model_cfg))
+        model = build_model(model_cfg, x.shape[1], targets.shape[1]).train()
+        opt = torch.optim.AdamW(model.parameters())
+        with one_thread():
+            for i in range(2 + repeats):
+                if i == 2:  # two warm-up steps
+                    start = time.perf_counter()
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), targets)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        ms = (time.perf_counter() - start) / repeats * 1000
+        baseline = baseline or ms
+        print(f"  {label:26s} {ms:8.1f} ms   x{ms / baseline:5.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-S", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a clean.* param (YAML value)")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--steps", action="store_true",
+                        help="only time one training step of each fast model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -44,6 +87,9 @@ def main() -> None:
         key, _, value = item.partition("=")
         clean[key.removeprefix("clean.")] = yaml.safe_load(value)
     cfg = parse_group({"clean": clean}, "clean", CleanConfig, args.params)
+    if args.steps:
+        step_times(cfg)
+        return
     data_cfg = parse_group(raw, "data.synthetic", SyntheticConfig, args.params)
 
     with tempfile.TemporaryDirectory() as tmp:
