@@ -312,6 +312,9 @@ def test_detection_scores_and_loss() -> None:
     ({"max_per_class": 0}, "clean.max_per_class"),
     ({"flagged_weight": -1}, "clean.flagged_weight"),
     ({"treshold": 0.5}, "clean.treshold"),
+    ({"workers": -1}, "clean.workers"),
+    ({"stem_channels": -8}, "clean.stem_channels"),
+    ({"mix_fraction": 1.5}, "clean.mix_fraction"),
 ])
 def test_bad_params_name_the_key(group, key) -> None:
     with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {key}: ")):

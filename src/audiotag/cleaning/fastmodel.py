@@ -160,11 +160,10 @@ def fit(x: np.ndarray, y: np.ndarray, cfg: CleanConfig, seed: int) -> nn.Module:
             if len(idx) < 2:  # BatchNorm needs two clips
                 continue
             batch = xs[idx]
+            targets = ys[idx]
             if cfg.model != "linear":
                 shift = int(torch.randint(0, batch.shape[-1], (1,), generator=gen))
                 batch = torch.roll(batch, shift, dims=-1)
-            targets = ys[idx]
-            if cfg.mix_fraction and cfg.model != "linear":
                 batch, targets = _max_mix(batch, targets, cfg.mix_fraction, gen)
             loss = nn.functional.binary_cross_entropy_with_logits(model(batch), targets)
             opt.zero_grad()
@@ -180,8 +179,8 @@ def _max_mix(batch: torch.Tensor, targets: torch.Tensor, fraction: float,
 
     The images are in dB over the background (:mod:`audiotag.cleaning.fastfeatures`), so
     the element-wise maximum of two is close to the log-mel of the two clips played
-    together, and its labels are the union of theirs. The partner is another clip of the
-    batch, rolled in time by its own amount.
+    together, and its labels are the union of theirs. The partner is a clip of the batch
+    drawn at random (now and then the clip itself), rolled in time by its own amount.
     """
     n = int(round(fraction * len(batch)))
     if n == 0:
@@ -232,20 +231,19 @@ def out_of_fold_proba(x: np.ndarray, y: np.ndarray, cfg: CleanConfig, seed: int)
     folds = np.random.default_rng(seed).permutation(np.arange(len(x)) % cfg.n_folds)
     out = np.zeros(y.shape, dtype=np.float64)
     workers = fold_workers(cfg, cfg.n_folds)
-    if workers == 1:
-        for k in range(cfg.n_folds):
-            out[folds == k] = _fold_proba(x, y, folds == k, cfg, seed + k)
-            log.info("fold %d/%d: trained on %d clips, scored %d", k + 1, cfg.n_folds,
-                     int((folds != k).sum()), int((folds == k).sum()))
-        return out
-    # spawn, not fork: a forked child inherits torch's OpenMP state, which can deadlock
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        jobs = {pool.submit(_fold_proba, x, y, folds == k, cfg, seed + k): k
-                for k in range(cfg.n_folds)}
-        for done, job in enumerate(as_completed(jobs), start=1):
-            k = jobs[job]
-            out[folds == k] = job.result()
+    with contextlib.ExitStack() as stack:
+        if workers == 1:
+            results = ((k, _fold_proba(x, y, folds == k, cfg, seed + k))
+                       for k in range(cfg.n_folds))
+        else:
+            # spawn, not fork: a forked child inherits torch's OpenMP state, which can deadlock
+            pool = stack.enter_context(ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn")))
+            jobs = {pool.submit(_fold_proba, x, y, folds == k, cfg, seed + k): k
+                    for k in range(cfg.n_folds)}
+            results = ((jobs[job], job.result()) for job in as_completed(jobs))
+        for done, (k, proba) in enumerate(results, start=1):
+            out[folds == k] = proba
             log.info("fold %d done (%d/%d, %d processes): trained on %d clips, scored %d",
                      k + 1, done, cfg.n_folds, workers, int((folds != k).sum()),
                      int((folds == k).sum()))
