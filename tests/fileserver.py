@@ -17,6 +17,11 @@ class Files:
     files: dict[str, Path] = field(default_factory=dict)
     cut_once: set[str] = field(default_factory=set)  # first GET: half the body, then close
     fail_times: dict[str, int] = field(default_factory=dict)  # answer 503 this many times
+    fail_code: dict[str, int] = field(default_factory=dict)  # ... with this status instead
+    status: dict[str, int] = field(default_factory=dict)  # always answer this error status
+    short_once: dict[str, int] = field(default_factory=dict)  # first GET: this many bytes,
+    # with a Content-Length that matches them (a truncated file, or a lying proxy)
+    corrupt_once: set[str] = field(default_factory=set)  # first GET: one byte flipped mid-body
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
     base: str = ""
 
@@ -45,12 +50,21 @@ def _handler(state: Files):
             state.requests.append((path, self.headers.get("Range")))
             if state.fail_times.get(path, 0) > 0:
                 state.fail_times[path] -= 1
-                self.send_error(503)
+                self.send_error(state.fail_code.get(path, 503))
+                return
+            if path in state.status:
+                self.send_error(state.status[path])
                 return
             if path not in state.files:
                 self.send_error(404)
                 return
             data = state.files[path].read_bytes()
+            if body and path in state.short_once:
+                data = data[:state.short_once.pop(path)]
+            if body and path in state.corrupt_once:
+                state.corrupt_once.discard(path)
+                mid = len(data) // 2
+                data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
             start = 0
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes="):

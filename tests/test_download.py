@@ -17,7 +17,7 @@ import soundfile as sf
 from fileserver import serve
 
 from audiotag.core.errors import DataSourceError
-from audiotag.data import fetch
+from audiotag.data import archives, fetch
 from audiotag.data.archives import join_split_zip, safe_extract, split_parts
 from audiotag.data.screen import BAD_CLIPS_NAME, probe, screen_clips
 from audiotag.features.audio import load_audio
@@ -113,6 +113,106 @@ def test_checksum_mismatch_fails_clearly_and_keeps_nothing(tmp_path, cache):
 def test_unreachable_url_names_the_file(cache):
     with serve() as srv, pytest.raises(DataSourceError, match=r"nothere\.zip.*failed after 1"):
         fetch.fetch(srv.url("nothere.zip"), "nothere.zip", None, "t", retries=0, progress=False)
+
+
+@pytest.mark.parametrize("code", [404, 403, 410])
+def test_client_error_fails_at_once_naming_the_url(cache, code):
+    with serve() as srv:
+        srv.status["/gone.zip"] = code
+        with pytest.raises(DataSourceError, match=rf"{srv.url('gone.zip')}: HTTP {code}"):
+            fetch.fetch(srv.url("gone.zip"), "gone.zip", None, "t", retries=3, progress=False)
+    assert len(srv.requests) == 1  # a 4xx does not go away on retry
+
+
+def test_server_error_is_retried(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.0)
+    blob = _blob(tmp_path, 1000)
+    with serve() as srv:
+        url = srv.add(blob)
+        srv.fail_times["/blob.bin"], srv.fail_code["/blob.bin"] = 2, 500
+        path = fetch.fetch(url, "blob.bin", _sha256(blob), "t", retries=3, progress=False)
+    assert path.read_bytes() == blob.read_bytes() and len(srv.requests) == 3
+
+
+def test_checksum_mismatch_is_not_retried_and_names_both_sums(tmp_path, cache):
+    blob = _blob(tmp_path, 1000)
+    wrong = "sha256:" + "0" * 64
+    with serve() as srv:
+        url = srv.add(blob)
+        with pytest.raises(DataSourceError) as err:
+            fetch.fetch(url, "blob.bin", wrong, "t", retries=3, progress=False)
+    assert len(srv.requests) == 1
+    text = str(err.value)
+    assert url in text and "0" * 64 in text and _sha256(blob)[7:] in text
+
+
+def test_stale_partial_that_spoils_the_checksum_is_downloaded_again(tmp_path, cache):
+    blob = _blob(tmp_path)
+    part = cache / "t" / "blob.bin.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 1000)  # a killed run's bytes of an older version of the file
+    with serve() as srv:
+        path = fetch.fetch(srv.add(blob), "blob.bin", _sha256(blob), "t", retries=0,
+                           progress=False)
+    assert srv.requests == [("/blob.bin", "bytes=1000-"), ("/blob.bin", None)]
+    assert path.read_bytes() == blob.read_bytes()
+
+
+def _archive(tmp_path: Path, kind: str) -> Path:
+    src = tmp_path / "srv"
+    src.mkdir(exist_ok=True)
+    data = np.random.default_rng(2).bytes(200_000)
+    if kind == "zip":
+        out = src / "a.zip"
+        with zipfile.ZipFile(out, "w") as zf:
+            zf.writestr("top/a.bin", data)
+            zf.writestr("top/b.txt", b"end")
+    else:
+        out = src / "a.tar.gz"
+        with tarfile.open(out, "w:gz") as tf:
+            info = tarfile.TarInfo("top/a.bin")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_truncated_archive_without_checksum_is_never_cached(tmp_path, cache, kind, caplog):
+    archive = _archive(tmp_path, kind)
+    with serve() as srv:
+        url = srv.add(archive)
+        # the body stops early and Content-Length agrees with it: only the content can tell
+        srv.short_once["/" + archive.name] = archive.stat().st_size * 2 // 3
+        path = fetch.fetch(url, archive.name, None, "t", retries=0, progress=False,
+                           check=archives.check_archive)
+    assert path.read_bytes() == archive.read_bytes()
+    assert len(srv.requests) == 2 and "downloading it once more" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_corrupt_cached_archive_is_dropped_and_fetched_again(tmp_path, cache, kind, caplog):
+    archive = _archive(tmp_path, kind)
+    with serve() as srv:
+        url = srv.add(archive)
+        first = fetch.fetch(url, archive.name, None, "t", retries=0, progress=False,
+                            check=archives.check_archive)
+        first.write_bytes(archive.read_bytes()[:50_000])  # what older code kept as complete
+        again = fetch.fetch(url, archive.name, None, "t", retries=0, progress=False,
+                            check=archives.check_archive)
+    assert again.read_bytes() == archive.read_bytes() and len(srv.requests) == 2
+    assert f"cached {again} is bad" in caplog.text and "downloading it again" in caplog.text
+
+
+def test_archive_check_fails_twice_then_names_the_url(tmp_path, cache):
+    bad = tmp_path / "srv" / "x.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(b"<html>rate limited</html>")
+    with serve() as srv:
+        url = srv.add(bad)
+        with pytest.raises(DataSourceError, match=rf"{url}: .*not a valid zip"):
+            fetch.fetch(url, "x.zip", None, "t", retries=0, progress=False, check=archives.check_archive)
+    assert len(srv.requests) == 2
+    assert not list((cache / "t").rglob("x.zip*"))
 
 
 def test_local_copy_is_verified(tmp_path, cache):
@@ -267,3 +367,49 @@ def test_screening_reports_and_excludes_bad_clips(tmp_path):
     assert report["silent"] == "all-silent" and report["empty"].startswith("empty")
     assert report["broken"].startswith("unreadable") and report["missing"].startswith("unread")
 
+
+
+# ------------------------------------------------------------- stale temp directories
+
+_ENTER_AND_STOP = """
+import os, signal, sys
+from audiotag.core.io import atomic_dir
+with atomic_dir(sys.argv[1]) as tmp:
+    (tmp / "half.wav").write_bytes(b"x")
+    if sys.argv[2] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("in", flush=True)
+    sys.stdin.read()  # stays in use until the test closes stdin
+"""
+
+
+def _enter(tmp_path: Path, out: str, how: str) -> subprocess.Popen:
+    import os
+    import sys
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", _ENTER_AND_STOP, out, how], cwd=tmp_path,
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if how == "kill":
+        proc.wait(timeout=60)
+    else:
+        assert proc.stdout.readline() == "in\n"
+    return proc
+
+
+def test_partials_of_a_killed_run_are_cleaned_but_not_ones_in_use(tmp_path, caplog):
+    from audiotag.core.io import atomic_dir
+    _enter(tmp_path, "data/raw", "kill")
+    _enter(tmp_path, "data/features", "kill")  # another stage's: not ours to remove
+    live = _enter(tmp_path, "data/raw", "wait")  # a run still in progress
+    try:
+        before = sorted(p.name for p in (tmp_path / "data").iterdir())
+        assert len([n for n in before if n.startswith(".raw.")]) == 2
+        with caplog.at_level("INFO"), atomic_dir(tmp_path / "data" / "raw") as tmp:
+            (tmp / "ok").write_text("done")
+        after = sorted(p.name for p in (tmp_path / "data").iterdir())
+    finally:
+        live.stdin.close()
+        live.wait(timeout=60)
+    assert len([n for n in after if n.startswith(".raw.")]) == 1  # the live one stays
+    assert len([n for n in after if n.startswith(".features.")]) == 1
+    assert "raw" in after and "removed stale" in caplog.text

@@ -441,3 +441,172 @@ def test_fsdkaggle2019_checksum_from_the_record_is_enforced(tmp_path):
         with pytest.raises(DataSourceError, match=r"FSDKaggle2019\.meta\.zip.*checksum"):
             _build("fsdkaggle2019", {"base_url": srv.url("files"),
                                      "checksums_url": srv.url("api/record")}, tmp_path / "out")
+
+
+# ------------------------------------------------------ caches, mirrors, temp paths
+
+
+def test_esc50_truncated_download_is_fetched_again_not_cached(tmp_path, caplog):
+    archive = _esc50_archive(tmp_path)
+    with serve() as srv:
+        url = srv.add(archive, "master.zip")
+        srv.short_once["/master.zip"] = archive.stat().st_size // 2
+        df, _ = _build("esc50", {"url": url}, tmp_path / "out")
+        again, _ = _build("esc50", {"url": url}, tmp_path / "out2")
+    assert len(df) == len(again) == 30
+    assert len(srv.requests) == 2  # the cut copy was refused once, the good one cached
+
+
+def _run_download(tmp_path: Path, monkeypatch, params: dict) -> int:
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["download.py", "--out", "data/raw"])
+    try:
+        runpy.run_path(str(repo / "stages" / "download.py"), run_name="__main__")
+    except SystemExit as exit_info:
+        return int(exit_info.code)
+    return 0
+
+
+def test_bad_clips_and_errors_name_the_final_path_not_the_temp_build(tmp_path, monkeypatch,
+                                                                     caplog):
+    archive = _esc50_archive(tmp_path)
+    with zipfile.ZipFile(archive, "a") as zf:  # one clip no decoder reads
+        zf.writestr("ESC-50-master/audio/1-1000-A-0.wav", b"RIFF....not audio")
+    with serve() as srv:
+        data = {"dataset": "esc50", "esc50": {"url": srv.add(archive)}}
+        assert _run_download(tmp_path, monkeypatch,
+                             {"data": {**data, "max_bad_fraction": 0.1}}) == 0
+        bad = pd.read_csv(tmp_path / "data" / "raw" / BAD_CLIPS_NAME)
+        assert bad["clip_id"].tolist() == ["1-1000-A-0"]
+        assert ".partial" not in bad["problem"][0]
+        assert "data/raw/esc50/ESC-50-master/audio/1-1000-A-0.wav" in bad["problem"][0]
+        assert ".partial" not in caplog.text
+        caplog.clear()
+        assert _run_download(tmp_path, monkeypatch,
+                             {"data": {**data, "max_bad_fraction": 0.0}}) == 2
+    assert "1 of 30 clips" in caplog.text and ".partial" not in caplog.text
+    assert "data/raw/esc50/ESC-50-master/audio/1-1000-A-0.wav" in caplog.text
+
+
+def _fsdk_serve(srv, files: dict[str, Path], base: str = "files") -> None:
+    for name, path in files.items():
+        srv.add(path, f"{base}/{name}")
+
+
+def _record(tmp_path: Path, files: dict[str, Path]) -> Path:
+    record = {"files": [{"key": n, "checksum": _digest(f, "md5")} for n, f in files.items()]}
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def _md5sums(tmp_path: Path, files: dict[str, Path], wrong: str = "") -> Path:
+    lines = [f"{'0' * 32 if n == wrong else _digest(f, 'md5')[4:]}  {n}"
+             for n, f in files.items()]
+    path = tmp_path / "md5sums.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+needs_zip = pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP")
+
+
+@needs_zip
+def test_fsdkaggle2019_mirror_checksums_from_the_mirror_not_zenodo(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        srv.add(_record(tmp_path, files), "files/record.json")
+        # checksums_url left at Zenodo's, which this machine cannot reach
+        df, _ = _build("fsdkaggle2019", {"base_url": srv.url("files"), "include_noisy": False},
+                       tmp_path / "out", max_bad=0.2)
+    assert len(df) == 5
+    assert ("/files/record.json", None) in srv.requests
+
+
+@needs_zip
+def test_fsdkaggle2019_mirror_md5_list_is_enforced(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        srv.add(_md5sums(tmp_path, files, wrong=fsdkaggle2019.META), "files/MD5SUMS")
+        with pytest.raises(DataSourceError, match=r"FSDKaggle2019\.meta\.zip.*md5 checksum "
+                                                  r"mismatch: expected 0{32}"):
+            _build("fsdkaggle2019", {"base_url": srv.url("files"), "include_noisy": False},
+                   tmp_path / "out")
+
+
+@needs_zip
+def test_fsdkaggle2019_local_checksums_file(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    sums = _md5sums(tmp_path, files)
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        df, _ = _build("fsdkaggle2019", {"base_url": srv.url("files"), "include_noisy": False,
+                                         "checksums_file": str(sums)},
+                       tmp_path / "out", max_bad=0.2)
+    assert len(df) == 5
+    assert not [p for p, _ in srv.requests if not p.startswith("/files/FSDKaggle2019")]
+
+
+@needs_zip
+def test_fsdkaggle2019_mirror_without_checksums_names_the_params(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        with pytest.raises(DataSourceError) as err:
+            _build("fsdkaggle2019", {"base_url": srv.url("files")}, tmp_path / "out")
+    text = str(err.value)
+    assert "data.fsdkaggle2019.checksums_file" in text
+    assert "data.fsdkaggle2019.checksums_url: null" in text
+    assert "md5sums.txt" in text
+    assert not [p for p, _ in srv.requests if "audio" in p]  # nothing downloaded unverified
+
+
+@needs_zip
+def test_fsdkaggle2019_joined_zip_from_a_corrupt_part_is_rebuilt(tmp_path, caplog):
+    files = _fsdk_archives(tmp_path)
+    part = f"/files/{fsdkaggle2019.PREFIX}.audio_train_noisy.z02"
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        srv.corrupt_once.add(part)  # no checksum to catch it: only the zip CRCs can
+        settings = {"base_url": srv.url("files"), "checksums_url": None}
+        with caplog.at_level(logging.INFO):
+            df, _ = _build("fsdkaggle2019", settings, tmp_path / "out", max_bad=0.1)
+            again, _ = _build("fsdkaggle2019", settings, tmp_path / "out2", max_bad=0.1)
+    assert (df["subset"] == "noisy").sum() == 5 and df.equals(again)
+    assert [p for p, _ in srv.requests].count(part) == 2  # the bad part, fetched again once
+    assert "z02" in caplog.text and "CRC" in caplog.text
+    assert caplog.text.count("joined 7 parts") == 2  # once bad, once good; then reused
+
+
+@needs_zip
+def test_fsdkaggle2019_joined_zip_is_keyed_by_its_parts(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        srv.add(_record(tmp_path, files), "api/record")
+        settings = {"base_url": srv.url("files"), "checksums_url": srv.url("api/record")}
+        _build("fsdkaggle2019", settings, tmp_path / "out", max_bad=0.1)
+        joined = list((fetch.cache_dir() / "fsdkaggle2019").glob("*joined*.zip"))
+        assert len(joined) == 1
+        joined[0].write_bytes(joined[0].read_bytes()[:-100])  # damaged in the cache
+        df, _ = _build("fsdkaggle2019", settings, tmp_path / "out2", max_bad=0.1)
+    assert (df["subset"] == "noisy").sum() == 5
+
+
+@needs_zip
+def test_fsdkaggle2019_duplicate_clip_names_the_upstream_csv_line(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    meta = tmp_path / "build" / f"{fsdkaggle2019.PREFIX}.meta"
+    csv = meta / "train_curated_post_competition.csv"
+    csv.write_text(csv.read_text() + "aaaa0001.wav,Bark,7,CC-BY\n")  # line 6 repeats line 4
+    files[fsdkaggle2019.META] = _zip_dir(meta, files[fsdkaggle2019.META])
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        with pytest.raises(DataSourceError, match=r"train_curated_post_competition\.csv: "
+                                                  r"line 6: .*aaaa0001.* line 4"):
+            _build("fsdkaggle2019", {"base_url": srv.url("files"), "checksums_url": None,
+                                     "include_noisy": False}, tmp_path / "out", max_bad=0.2)
