@@ -18,6 +18,7 @@ import struct
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,6 +151,56 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str],
     return dest
 
 
+# ------------------------------------------------------------------ integrity checks
+
+# what a damaged archive raises while being read (zlib: a broken deflate stream)
+_READ_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError,
+                zlib.error, OSError, ValueError, NotImplementedError)
+
+
+def check_zip(path: Path) -> tuple[str, tuple[int, int] | None] | None:
+    """None for a zip whose every member reads back with a matching CRC, else ``(problem,
+    (start, end))``: the byte span of the first bad member where one is to blame."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = sorted(zf.infolist(), key=lambda i: i.header_offset)
+            ends = [i.header_offset for i in infos[1:]] + [zf.start_dir]
+            for info, end in zip(infos, ends, strict=True):
+                try:
+                    with zf.open(info) as fh:
+                        while fh.read(1 << 20):
+                            pass
+                except _READ_ERRORS as err:
+                    return (f"member {info.filename!r} is damaged ({err})",
+                            (info.header_offset, end))
+    except _READ_ERRORS as err:
+        return f"not a valid zip archive ({err})", None
+    return None
+
+
+def check_archive(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a whole zip or tar archive, or None when it is.
+
+    Judged by content, not by name (a download is checked as ``<name>.part``): a zip must
+    have its central directory and every member's CRC right, a tar (any compression) must
+    read to its end.
+    """
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        bad = check_zip(path)
+        return None if bad is None else bad[0]
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for member in tf:
+                if member.isfile():
+                    fh = tf.extractfile(member)
+                    while fh is not None and fh.read(1 << 20):
+                        pass
+    except _READ_ERRORS as err:
+        return f"not a valid zip or tar archive, or cut short ({err})"
+    return None
+
+
 # ----------------------------------------------------------------------- split zips
 #
 # `zip -s` writes NAME.z01, NAME.z02, ..., NAME.zip. Offsets in its central directory are
@@ -171,6 +222,23 @@ def split_parts(last: Path) -> list[Path]:
         parts.append(p)
         i += 1
     return [*parts, last]
+
+
+def _span_marker(first: Path) -> int:
+    """Bytes of the spanning marker at the start of the first part (not zip data)."""
+    with open(first, "rb") as fh:
+        return 4 if fh.read(4) == _SPAN_SIG else 0
+
+
+def parts_holding(parts: list[Path], start: int, end: int) -> list[Path]:
+    """The parts whose bytes make up ``[start, end)`` of the zip joined from ``parts``."""
+    pos, hits = -_span_marker(parts[0]), []
+    for part in parts:
+        size = part.stat().st_size
+        if pos < end and pos + size > start:
+            hits.append(part)
+        pos += size
+    return hits
 
 
 def _zip64_fields(extra: bytes) -> tuple[bytes, bytes | None]:
@@ -237,8 +305,7 @@ def _read_eocd(last: bytes) -> tuple[int, int, int, int]:
 def join_split_zip(parts: list[Path], out: Path) -> Path:
     """Concatenate split-zip ``parts`` (``.z01``... then ``.zip``) into one ordinary zip."""
     sizes = [p.stat().st_size for p in parts]
-    with open(parts[0], "rb") as fh:
-        skip = 4 if fh.read(4) == _SPAN_SIG else 0  # spanning marker: not part of the data
+    skip = _span_marker(parts[0])
     # output offset of each part's byte 0 (offsets on disk 0 count the dropped marker)
     disk_starts = [sum(sizes[:i]) - skip for i in range(len(parts))]
     tail_len = min(sizes[-1], 1 << 16)

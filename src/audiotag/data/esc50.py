@@ -21,6 +21,7 @@ from pydantic import Field
 from audiotag.core.config import _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
+from audiotag.data.archives import check_archive
 from audiotag.data.fetch import obtain
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _root(cfg: Esc50Config, out_dir: Path) -> Path:
         fname = "ESC-50-" + cfg.url.rstrip("/").rsplit("/", 1)[-1]
         if where is not None and (where / "ESC-50-master.zip").is_file():
             fname = "ESC-50-master.zip"
-        source = obtain(cfg.url, fname, None, "esc50", local_dir=where)
+        source = obtain(cfg.url, fname, None, "esc50", local_dir=where, check=check_archive)
     root = common.unpack(source, out_dir, "esc50",
                          keep=lambda n: n.endswith((".wav", "esc50.csv")))
     found = sorted(root.rglob("esc50.csv"))

@@ -20,6 +20,7 @@ from pydantic import Field
 from audiotag.core.config import _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
+from audiotag.data.archives import check_archive
 from audiotag.data.fetch import obtain
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _archive(cfg: FsddConfig) -> Path:
     fname = cfg.url.rstrip("/").rsplit("/", 1)[-1] or ARCHIVE_NAME
     if where is not None and not (where / fname).is_file() and (where / ARCHIVE_NAME).is_file():
         fname = ARCHIVE_NAME
-    return obtain(cfg.url, fname, known, "fsdd", local_dir=where)
+    return obtain(cfg.url, fname, known, "fsdd", local_dir=where, check=check_archive)
 
 
 def write(cfg: FsddConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
