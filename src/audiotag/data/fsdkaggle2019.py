@@ -10,8 +10,11 @@ skips it.
 Checksums: Zenodo publishes an md5 for every file in the record's metadata
 (``checksums_url``, its JSON API); they are read from there at download time rather than
 copied into this file, because they could not be checked from here (no network). A
-mirror (``base_url``) is verified against the same record, or not at all with
-``checksums_url: null`` (logged).
+mirror (``base_url``) is asked first for its own copy of the record (``record.json``) or
+an md5 list (``md5sums.txt``, ``MD5SUMS``: ``<md5>  <file name>`` lines), then Zenodo;
+``checksums_file`` (a local record JSON or md5 list) needs no network at all, and
+``checksums_url: null`` skips verification (logged). Without a checksum every archive's
+content is checked instead (zip CRCs), the split zip's once joined.
 
 Upstream lists a few curated clips as mislabeled and one as silent; they are written to
 ``known_issues.csv`` (``clip_id,issue``) beside the manifest so the report can flag them.
@@ -19,8 +22,10 @@ Upstream lists a few curated clips as mislabeled and one as silent; they are wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import zipfile
 from pathlib import Path
 
@@ -29,9 +34,9 @@ from pydantic import Field
 
 from audiotag.core.config import _Strict
 from audiotag.core.errors import DataSourceError
-from audiotag.core.io import atomic_path
+from audiotag.core.io import atomic_path, write_text
 from audiotag.data import common
-from audiotag.data.archives import join_split_zip
+from audiotag.data.archives import check_archive, check_zip, join_split_zip, parts_holding
 from audiotag.data.fetch import cache_dir, fetch, obtain
 from audiotag.data.folder import parse_labels
 from audiotag.data.manifest import join_labels
@@ -55,36 +60,92 @@ KNOWN_ISSUES = {  # from the dataset's description on Zenodo ("Known issues")
 }
 KNOWN_ISSUES_NAME = "known_issues.csv"
 _FOLD_STREAMS = {"curated": 31, "noisy": 32}
+MIRROR_CHECKSUMS = ("record.json", "md5sums.txt", "MD5SUMS")
+"""Checksum files looked for beside the archives on a mirror (``base_url``)."""
+_MD5_LINE = re.compile(r"([0-9a-fA-F]{32})\s+\*?(\S.*)")
 
 
 class FsdKaggle2019Config(_Strict):
     base_url: str = DEFAULT_BASE_URL
     checksums_url: str | None = DEFAULT_CHECKSUMS_URL
+    checksums_file: str | None = None
     include_noisy: bool = True
     local_dir: str | None = None
     n_folds: int = Field(5, ge=2)
 
 
-def published_checksums(url: str | None) -> dict[str, str]:
-    """``{file name: "md5:..."}`` from a Zenodo record's JSON (``files[].key/checksum``)."""
-    if url is None:
-        logger.warning("FSDKaggle2019: data.fsdkaggle2019.checksums_url is null; archives "
-                       "are NOT checksum-verified")
-        return {}
-    path = fetch(url, "record.json", None, "fsdkaggle2019")
-    try:
-        files = json.loads(path.read_text())["files"]
+def parse_checksums(text: str) -> dict[str, str]:
+    """``{file name: "md5:..."}`` from a Zenodo record's JSON (``files[].key/checksum``)
+    or an md5 list (``md5sum`` output); raises ValueError for anything else."""
+    if text.lstrip().startswith("{"):
+        files = json.loads(text)["files"]
         return {f["key"]: f["checksum"] for f in files}
+    sums = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            match = _MD5_LINE.fullmatch(line.strip())
+            if match is None:
+                raise ValueError(f"not an md5 line: {line.strip()[:60]!r}")
+            sums[match.group(2).strip().rsplit("/", 1)[-1]] = f"md5:{match.group(1).lower()}"
+    if not sums:
+        raise ValueError("no checksums in it")
+    return sums
+
+
+def _checksums_problem(path: Path) -> str | None:
+    try:
+        parse_checksums(path.read_text())
     except (ValueError, KeyError, TypeError) as err:
-        path.unlink(missing_ok=True)  # do not keep a bad answer in the cache
-        raise DataSourceError(f"{url}: not a Zenodo record with file checksums ({err})") from None
+        return f"not a Zenodo record with file checksums nor an md5 list ({err})"
+    return None
 
 
-def _get(cfg: FsdKaggle2019Config, name: str, sums: dict[str, str]) -> Path:
+def _remote_checksums(url: str, name: str) -> dict[str, str]:
+    path = fetch(url, name, None, "fsdkaggle2019", check=_checksums_problem)
+    return parse_checksums(path.read_text())
+
+
+def published_checksums(cfg: FsdKaggle2019Config) -> dict[str, str]:
+    """The md5 of every archive (see the module doc for where it comes from); ``{}`` with
+    ``checksums_url: null``."""
+    key = "data.fsdkaggle2019"
+    if cfg.checksums_file is not None:
+        path = Path(cfg.checksums_file).expanduser()
+        if not path.is_file():
+            raise DataSourceError(f"{key}.checksums_file: {path}: no such file")
+        problem = _checksums_problem(path)
+        if problem is not None:
+            raise DataSourceError(f"{key}.checksums_file: {path}: {problem}")
+        return parse_checksums(path.read_text())
+    if cfg.checksums_url is None:
+        logger.warning("FSDKaggle2019: %s.checksums_url is null; archives are NOT "
+                       "checksum-verified (only their content is checked)", key)
+        return {}
+    urls = []
+    if cfg.base_url.rstrip("/") != DEFAULT_BASE_URL and cfg.checksums_url == DEFAULT_CHECKSUMS_URL:
+        urls = [(f"{cfg.base_url.rstrip('/')}/{name}", name) for name in MIRROR_CHECKSUMS]
+    failures = []
+    for url, name in [*urls, (cfg.checksums_url, "record.json")]:
+        try:
+            return _remote_checksums(url, name)
+        except DataSourceError as err:
+            failures.append(str(err))
+            logger.info("FSDKaggle2019: no checksums from %s", url)
+    raise DataSourceError(
+        "FSDKaggle2019: no checksums for the archives (" + "; ".join(failures) + "). Set "
+        f"{key}.checksums_file to a local copy of the Zenodo record JSON or an md5 list "
+        f"('<md5>  <file name>' lines), {key}.checksums_url to a record this machine can "
+        f"reach, or {key}.checksums_url: null to skip verification")
+
+
+def _get(cfg: FsdKaggle2019Config, name: str, sums: dict[str, str],
+         split_part: bool = False) -> Path:
     if sums and name not in sums:
-        raise DataSourceError(f"{cfg.checksums_url}: the record lists no file {name}")
+        raise DataSourceError(f"FSDKaggle2019: the checksum list lists no file {name}")
+    # a part of the split zip is no archive by itself: checked once joined
     return obtain(f"{cfg.base_url}/{name}", name, sums.get(name), "fsdkaggle2019",
-                  local_dir=common.local(cfg.local_dir))
+                  local_dir=common.local(cfg.local_dir),
+                  check=None if split_part else check_archive)
 
 
 def _read_tables(cfg: FsdKaggle2019Config, sums: dict[str, str]) -> dict[str, pd.DataFrame]:
@@ -118,18 +179,61 @@ def _audio_source(cfg: FsdKaggle2019Config, subset: str, sums: dict[str, str]) -
         return folder
     if subset != "noisy":
         return _get(cfg, archive, sums)
-    parts = [_get(cfg, name, sums) for name in [*NOISY_PARTS, archive]]
-    joined = cache_dir() / "fsdkaggle2019" / f"{PREFIX}.audio_train_noisy.joined.zip"
-    if not joined.is_file():
+    return _noisy_zip(cfg, sums)
+
+
+def _joined_path(parts: list[Path], sums: dict[str, str]) -> Path:
+    """The joined zip's cache path, keyed by its parts (name, size, md5 or mtime)."""
+    key = hashlib.sha1()
+    for p in parts:
+        st = p.stat()
+        key.update(f"{p.name}:{st.st_size}:{sums.get(p.name) or st.st_mtime_ns}\n".encode())
+    return (cache_dir() / "fsdkaggle2019"
+            / f"{PREFIX}.audio_train_noisy.joined-{key.hexdigest()[:12]}.zip")
+
+
+def _noisy_zip(cfg: FsdKaggle2019Config, sums: dict[str, str]) -> Path:
+    """The noisy split zip joined into one zip, CRC-checked once and reused while its parts
+    stay the same. A damaged member of a part no checksum vouches for (in the cache) drops
+    that part, which is downloaded again once."""
+    names = [*NOISY_PARTS, SUBSET_FILES["noisy"][0]]
+    for attempt in (1, 2):
+        parts = [_get(cfg, name, sums, split_part=True) for name in names]
+        joined = _joined_path(parts, sums)
+        verified = joined.with_suffix(".verified")  # holds the size it was verified at
+        if (joined.is_file() and verified.is_file()
+                and verified.read_text().strip() == str(joined.stat().st_size)):
+            return joined
         joined.parent.mkdir(parents=True, exist_ok=True)
+        for old in joined.parent.glob(f"{PREFIX}.audio_train_noisy.joined*"):
+            old.unlink()  # another build's (or a damaged) copy: ~20 GB each
         join_split_zip(parts, joined)
-    return joined
+        bad = check_zip(joined)
+        if bad is None:
+            write_text(verified, f"{joined.stat().st_size}\n")
+            return joined
+        joined.unlink()
+        problem, span = bad
+        culprits = parts_holding(parts, *span) if span else parts
+        droppable = [p for p in culprits
+                     if p.name not in sums and cache_dir() in p.parents]
+        where = ", ".join(p.name for p in culprits)
+        if attempt == 2 or not droppable:
+            raise DataSourceError(f"{joined.name}, joined from the noisy split zip: {problem}; "
+                                  f"the damage lies in {where} ({culprits[0].parent}): "
+                                  "replace or delete it to download it again")
+        logger.warning("%s: %s; it lies in %s, unverified: dropping it from the cache and "
+                       "downloading it again", joined.name, problem, where)
+        for p in droppable:
+            p.unlink()
+    raise AssertionError("unreachable")
 
 
 def write(cfg: FsdKaggle2019Config, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
-    sums = published_checksums(cfg.checksums_url)
+    sums = published_checksums(cfg)
     tables = _read_tables(cfg, sums)
     subsets = [s for s in SUBSET_FILES if cfg.include_noisy or s != "noisy"]
+    _check_unique(tables, subsets)
     frames = []
     for subset in subsets:
         csv = SUBSET_FILES[subset][1]
@@ -153,6 +257,22 @@ def write(cfg: FsdKaggle2019Config, out_dir: Path, seed: int) -> tuple[pd.DataFr
     df = pd.concat(frames, ignore_index=True)
     _write_known_issues(df, out_dir)
     return df, _classes(df, tables.get("vocabulary.csv"))
+
+
+def _check_unique(tables: dict[str, pd.DataFrame], subsets: list[str]) -> None:
+    """A clip listed twice (in one ground-truth CSV or two) is an error naming both lines."""
+    seen: dict[str, tuple[str, int]] = {}
+    for subset in subsets:
+        csv = SUBSET_FILES[subset][1]
+        if csv not in tables or "fname" not in tables[csv].columns:
+            continue  # reported by write()
+        for i, fname in enumerate(tables[csv]["fname"]):
+            clip = Path(fname).stem
+            if clip in seen:
+                first, line = seen[clip]
+                raise DataSourceError(f"{META}: {csv}: line {i + 2}: clip {clip} ({fname}) is "
+                                      f"already listed at {first} line {line}")
+            seen[clip] = (csv, i + 2)
 
 
 def _classes(df: pd.DataFrame, vocabulary: pd.DataFrame | None) -> list[str]:
