@@ -399,10 +399,10 @@ def _enter(tmp_path: Path, out: str, how: str) -> subprocess.Popen:
 
 def test_partials_of_a_killed_run_are_cleaned_but_not_ones_in_use(tmp_path, caplog):
     from audiotag.core.io import atomic_dir
-    _enter(tmp_path, "data/raw", "kill")
-    _enter(tmp_path, "data/features", "kill")  # another stage's: not ours to remove
     live = _enter(tmp_path, "data/raw", "wait")  # a run still in progress
     try:
+        _enter(tmp_path, "data/raw", "kill")
+        _enter(tmp_path, "data/features", "kill")  # another stage's: not ours to remove
         before = sorted(p.name for p in (tmp_path / "data").iterdir())
         assert len([n for n in before if n.startswith(".raw.")]) == 2
         with caplog.at_level("INFO"), atomic_dir(tmp_path / "data" / "raw") as tmp:

@@ -1,19 +1,66 @@
 """Atomic file and directory writes.
 
 A stage killed halfway must never leave an output that looks complete, so every output
-is written under a temporary name in the same directory and renamed into place.
+is written under a temporary name in the same directory and renamed into place. The
+temporary name carries the writer's process id (``.<name>.<pid>-<random>.partial``); one
+left behind by a killed process (SIGKILL runs no cleanup) is removed by the next write of
+the same output, and never one whose process still runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_partials(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``path`` left by processes that no longer run.
+
+    Only ``path``'s own pattern is touched (not other outputs beside it), and only names
+    that carry a process id (older, pid-less leftovers are left alone: nothing tells
+    whether they are in use).
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[a-z0-9_]+\.partial")
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match is None or _running(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        logger.info("removed stale %s (left by process %s, which no longer runs)", entry,
+                    match.group(1))
+        removed.append(entry)
+    return removed
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
 
 
 @contextlib.contextmanager
@@ -24,7 +71,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    clean_stale_partials(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -39,7 +87,8 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary directory; it replaces ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    clean_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent))
     try:
         yield tmp
         if path.exists():
