@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from audiotag.core.errors import DataSourceError
+from audiotag.core.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -318,16 +319,12 @@ def join_split_zip(parts: list[Path], out: Path) -> Path:
     for _ in range(entries):
         entry, pos = _rewrite_entry(cd, pos, disk_starts)
         new_cd += entry
-    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", delete=False) as dst:
-        try:
-            data_end = disk_starts[cd_disk] + cd_offset  # member data ends where the CD began
-            _copy_span(parts, skip, data_end, dst)
-            dst.write(new_cd)
-            dst.write(_end_records(data_end, len(new_cd), entries))
-            dst.close()
-            os.replace(dst.name, out)
-        finally:
-            Path(dst.name).unlink(missing_ok=True)
+    # atomic_path: a killed join leaves no ~20 GB temporary behind for good
+    with atomic_path(out) as tmp, open(tmp, "wb") as dst:
+        data_end = disk_starts[cd_disk] + cd_offset  # member data ends where the CD began
+        _copy_span(parts, skip, data_end, dst)
+        dst.write(new_cd)
+        dst.write(_end_records(data_end, len(new_cd), entries))
     logger.info("joined %d parts into %s", len(parts), out.name)
     return out
 
