@@ -11,7 +11,7 @@ import logging
 
 from audiotag.core.cli import run_stage
 from audiotag.core.config import parse_seed, read_params
-from audiotag.core.io import atomic_dir
+from audiotag.core.io import atomic_dir, shown_as
 from audiotag.data.manifest import write_manifest
 from audiotag.data.sources import build_dataset, parse_data, parse_max_bad_fraction
 
@@ -29,8 +29,9 @@ def main() -> None:
     name, cfg = parse_data(raw, args.params)  # all validation before any output
     max_bad = parse_max_bad_fraction(raw, args.params)
 
-    with atomic_dir(args.out) as tmp:
-        manifest, classes = build_dataset(name, cfg, tmp, seed, max_bad)
+    # messages and bad_clips.csv name data/raw/..., not the temporary build that is gone
+    with atomic_dir(args.out) as tmp, shown_as(tmp, args.out) as rename:
+        manifest, classes = build_dataset(name, cfg, tmp, seed, max_bad, rename=rename)
         write_manifest(manifest, classes, tmp)
     log.info("%s: %d clips, %d classes -> %s", name, len(manifest), len(classes), args.out)
 

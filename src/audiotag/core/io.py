@@ -16,9 +16,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from audiotag.core.errors import AudioError, DataSourceError, ManifestError
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,57 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def path_renamer(tmp: str | os.PathLike[str],
+                 final: str | os.PathLike[str]) -> Callable[[str], str]:
+    """A function that rewrites ``tmp`` (as given, absolute or resolved) to ``final`` in text."""
+    forms = sorted({os.fspath(tmp), os.path.abspath(tmp), str(Path(tmp).resolve())},
+                   key=len, reverse=True)  # longest first: a relative form is inside the rest
+    shown = os.fspath(final)
+
+    def rename(text: str) -> str:
+        for form in forms:
+            text = text.replace(form, shown)
+        return text
+
+    return rename
+
+
+class _Rename(logging.Filter):
+    def __init__(self, rename: Callable[[str], str]) -> None:
+        super().__init__()
+        self.rename = rename
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.rename(record.getMessage()), None
+        return True
+
+
+@contextlib.contextmanager
+def shown_as(tmp: str | os.PathLike[str],
+             final: str | os.PathLike[str]) -> Iterator[Callable[[str], str]]:
+    """Inside the block, log lines and user errors name ``final`` instead of ``tmp``.
+
+    For an output built in a temporary directory (:func:`atomic_dir`): a message naming
+    the temporary path names something that is gone once the stage ends. Yields the
+    renaming function, for text written into files (e.g. ``bad_clips.csv``).
+    """
+    rename = path_renamer(tmp, final)
+    filt = _Rename(rename)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(filt)
+    try:
+        yield rename
+    except (AudioError, DataSourceError, ManifestError) as err:
+        text = str(err)
+        if rename(text) == text:
+            raise
+        raise type(err)(rename(text)) from err
+    finally:
+        for handler in handlers:
+            handler.removeFilter(filt)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

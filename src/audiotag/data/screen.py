@@ -10,6 +10,7 @@ or a wrong decoder rather than a few damaged files.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,13 @@ def probe(path: Path) -> tuple[float, int, str]:
 
 
 def screen_clips(manifest: pd.DataFrame, out_dir: Path, max_bad_fraction: float,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True,
+                 rename: Callable[[str], str] | None = None) -> pd.DataFrame:
     """Fill ``duration_s``/``sample_rate`` from the files and drop bad clips.
 
     Writes ``out_dir/bad_clips.csv`` (``clip_id,path,problem``; header only when all are
-    good). Raises :class:`DataSourceError` when the bad fraction exceeds the limit.
+    good); ``rename`` rewrites the paths in problem texts (``out_dir`` may be temporary).
+    Raises :class:`DataSourceError` when the bad fraction exceeds the limit.
     """
     paths = audio_paths(manifest, out_dir)
     results = [probe(p) for p in tqdm(paths, desc="checking audio", unit="clip",
@@ -67,6 +70,8 @@ def screen_clips(manifest: pd.DataFrame, out_dir: Path, max_bad_fraction: float,
     out["duration_s"] = [r[0] for r in results]
     out["sample_rate"] = [r[1] for r in results]
     problems = pd.Series([r[2] for r in results], index=manifest.index)
+    if rename is not None:  # a temporary build directory -> the final one, in the report
+        problems = problems.map(rename)
     bad = problems.ne("")
     report = pd.DataFrame({"clip_id": manifest["clip_id"][bad], "path": manifest["path"][bad],
                            "problem": problems[bad]})

@@ -80,14 +80,16 @@ def parse_max_bad_fraction(raw: dict[str, Any], where: str = "params.yaml") -> f
 
 
 def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,
-                  max_bad_fraction: float) -> tuple[pd.DataFrame, list[str]]:
+                  max_bad_fraction: float, rename: Callable[[str], str] | None = None,
+                  ) -> tuple[pd.DataFrame, list[str]]:
     """Run source ``name`` into ``out_dir`` and screen its clips (see :mod:`.screen`).
 
     Returns the manifest (bad clips excluded, ``duration_s``/``sample_rate`` measured from
-    the files) and the classes; the caller validates and writes them.
+    the files) and the classes; the caller validates and writes them. ``rename`` maps a
+    temporary ``out_dir`` to its final path in what is written about the clips.
     """
     manifest, classes = SOURCES.get(name).write(cfg, out_dir, seed)
-    return screen_clips(manifest, out_dir, max_bad_fraction), classes
+    return screen_clips(manifest, out_dir, max_bad_fraction, rename=rename), classes
 
 
 def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, BaseModel]:
