@@ -611,3 +611,18 @@ def test_fsdkaggle2019_duplicate_clip_names_the_upstream_csv_line(tmp_path):
                                                   r"line 6: .*aaaa0001.* line 4"):
             _build("fsdkaggle2019", {"base_url": srv.url("files"), "checksums_url": None,
                                      "include_noisy": False}, tmp_path / "out", max_bad=0.2)
+
+
+@needs_zip
+def test_fsdkaggle2019_cut_record_json_is_not_cached(tmp_path):
+    files = _fsdk_archives(tmp_path)
+    record = _record(tmp_path, files)
+    with serve() as srv:
+        _fsdk_serve(srv, files)
+        srv.add(record, "api/record")
+        srv.short_once["/api/record"] = record.stat().st_size // 2  # Content-Length agrees
+        df, _ = _build("fsdkaggle2019", {"base_url": srv.url("files"),
+                                         "checksums_url": srv.url("api/record"),
+                                         "include_noisy": False}, tmp_path / "out", max_bad=0.2)
+    assert len(df) == 5
+    assert [p for p, _ in srv.requests].count("/api/record") == 2
