@@ -127,9 +127,9 @@ def _transfer(download: ResumableDownloader, url: str, fname: str, retries: int)
         except requests.exceptions.HTTPError as err:
             code = err.response.status_code if err.response is not None else 0
             if code < 500 and code not in _RETRY_STATUS:
-                reason = err.response.reason if err.response is not None else ""
-                raise DataSourceError(f"{url}: HTTP {code} {reason} (not retried: the "
-                                      "server refuses this URL)".replace("  ", " ")) from None
+                reason = f" {err.response.reason}" if err.response is not None else ""
+                raise DataSourceError(f"{url}: HTTP {code}{reason} (not retried: the server "
+                                      "refuses this URL)") from None
             error = err
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError) as err:
