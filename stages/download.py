@@ -13,7 +13,7 @@ from audiotag.core.cli import run_stage
 from audiotag.core.config import parse_seed, read_params
 from audiotag.core.io import atomic_dir
 from audiotag.data.manifest import write_manifest
-from audiotag.data.sources import build_dataset, parse_data, parse_max_bad_fraction
+from audiotag.data.sources import build_dataset, parse_data, parse_data_checks
 
 log = logging.getLogger("download")
 
@@ -27,10 +27,10 @@ def main() -> None:
     raw = read_params(args.params)
     seed = parse_seed(raw, args.params)
     name, cfg = parse_data(raw, args.params)  # all validation before any output
-    max_bad = parse_max_bad_fraction(raw, args.params)
+    checks = parse_data_checks(raw, args.params)
 
     with atomic_dir(args.out) as tmp:
-        manifest, classes = build_dataset(name, cfg, tmp, seed, max_bad)
+        manifest, classes = build_dataset(name, cfg, tmp, seed, checks)
         write_manifest(manifest, classes, tmp)
     log.info("%s: %d clips, %d classes -> %s", name, len(manifest), len(classes), args.out)
 

@@ -243,7 +243,8 @@ def test_audio_formats_load(tmp_path, fmt, subtype, sr, channels):
     path = tmp_path / f"clip.{fmt.lower()}"
     sf.write(path, data, sr, format=fmt, subtype=subtype)
     duration, rate, problem, warning = probe(path)
-    assert problem == "" and warning == "" and rate == sr and duration == pytest.approx(1.0, abs=0.06)
+    assert problem == "" and warning == "" and rate == sr
+    assert duration == pytest.approx(1.0, abs=0.06)
     out = load_audio(path, 16000)
     assert out.ndim == 1 and abs(len(out) - 16000) < 0.06 * 16000
     assert 0.3 < float(out.abs().max()) < 0.7
@@ -305,7 +306,8 @@ def test_truncated_wav_is_kept_with_a_warning_and_listed(tmp_path, caplog):
     assert kept["clip_id"].tolist() == ["clip"]
     assert kept["duration_s"].tolist() == [6000 / 8000]
     assert report[["clip_id", "action"]].values.tolist() == [["clip", "kept"]]
-    assert report["problem"].iloc[0].startswith("truncated: header says 8000 frames, file holds 6000")
+    assert report["problem"].iloc[0].startswith(
+        "truncated: header says 8000 frames, file holds 6000")
     assert "clip.wav" in caplog.text and "truncated" in caplog.text
     # an intact file is not reported
     kept, report = _screen_one(tmp_path, "full")
