@@ -510,3 +510,19 @@ def test_fsdkaggle2019_checksum_from_the_record_is_enforced(tmp_path):
         with pytest.raises(DataSourceError, match=r"FSDKaggle2019\.meta\.zip.*checksum"):
             _build("fsdkaggle2019", {"base_url": srv.url("files"),
                                      "checksums_url": srv.url("api/record")}, tmp_path / "out")
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP to build a split zip")
+def test_fsdkaggle2019_label_outside_the_vocabulary_names_the_csv_row(tmp_path):
+    _fsdk_archives(tmp_path)
+    meta = tmp_path / "build" / f"{fsdkaggle2019.PREFIX}.meta"
+    (meta / "vocabulary.csv").write_text("0,Purr\n1,Growling\n2,Bark\n")  # not sorted
+    settings = {"local_dir": str(tmp_path / "build"), "checksums_url": None}
+    df, classes = _build("fsdkaggle2019", settings, tmp_path / "out", max_bad=0.2)
+    assert classes == ["Purr", "Growling", "Bark"]  # the vocabulary's order
+    noisy = meta / "train_noisy_post_competition.csv"
+    noisy.write_text(noisy.read_text().replace('"Bark,Purr"', '"Bark,Meow"'))
+    with pytest.raises(DataSourceError, match=r"train_noisy_post_competition\.csv: line 3 "
+                                              r"\(fname='n0000001\.wav'\): label 'Meow' is not "
+                                              r"in vocabulary\.csv"):
+        _build("fsdkaggle2019", settings, tmp_path / "out2", max_bad=0.2)
