@@ -1,7 +1,8 @@
 """Stage ``download``: fetch or generate the dataset chosen by ``data.dataset``.
 
 Writes ``<out>/`` with the audio, ``manifest.csv`` + ``classes.txt`` and ``bad_clips.csv``
-(unreadable, empty or silent files, excluded). Archives are cached in ``$AUDIO_DATA_CACHE``.
+(unreadable, empty, too short, non-finite or silent files, excluded; truncated WAVs, kept).
+Archives are cached in ``$AUDIO_DATA_CACHE``.
 """
 
 from __future__ import annotations
