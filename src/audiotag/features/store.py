@@ -133,8 +133,10 @@ class _BandStats:
     def result(self, normalize: str, parts: list[dict]) -> dict:
         if self.count == 0:
             raise ValueError("no training clips: cannot fit normalisation statistics")
-        mean = self.sum / self.count
-        std = np.maximum(np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0)), STD_FLOOR)
+        with np.errstate(invalid="ignore", over="ignore"):  # checked for finiteness below
+            mean = self.sum / self.count
+            std = np.maximum(np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0)),
+                             STD_FLOOR)
         if normalize == "standard":
             shift, scale = mean, std
         elif normalize == "minmax":  # -> [0, 1] on the training clips
