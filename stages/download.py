@@ -1,7 +1,8 @@
 """Stage ``download``: fetch or generate the dataset chosen by ``data.dataset``.
 
 Writes ``<out>/`` with the audio, ``manifest.csv`` + ``classes.txt`` and ``bad_clips.csv``
-(unreadable, empty or silent files, excluded). Archives are cached in ``$AUDIO_DATA_CACHE``.
+(unreadable, empty, too short, non-finite or silent files, excluded; truncated WAVs, kept).
+Archives are cached in ``$AUDIO_DATA_CACHE``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from audiotag.core.cli import run_stage
 from audiotag.core.config import parse_seed, read_params
 from audiotag.core.io import atomic_dir, shown_as
 from audiotag.data.manifest import write_manifest
-from audiotag.data.sources import build_dataset, parse_data, parse_max_bad_fraction
+from audiotag.data.sources import build_dataset, parse_data, parse_data_checks
 
 log = logging.getLogger("download")
 
@@ -27,11 +28,11 @@ def main() -> None:
     raw = read_params(args.params)
     seed = parse_seed(raw, args.params)
     name, cfg = parse_data(raw, args.params)  # all validation before any output
-    max_bad = parse_max_bad_fraction(raw, args.params)
+    checks = parse_data_checks(raw, args.params)
 
     # messages and bad_clips.csv name data/raw/..., not the temporary build that is gone
     with atomic_dir(args.out) as tmp, shown_as(tmp, args.out) as rename:
-        manifest, classes = build_dataset(name, cfg, tmp, seed, max_bad, rename=rename)
+        manifest, classes = build_dataset(name, cfg, tmp, seed, checks, rename=rename)
         write_manifest(manifest, classes, tmp)
     log.info("%s: %d clips, %d classes -> %s", name, len(manifest), len(classes), args.out)
 

@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from audiotag.core.config import (
+    DataChecksConfig,
     FeaturesConfig,
     ParamsError,
     parse_group,
@@ -10,7 +11,7 @@ from audiotag.core.config import (
     parse_train,
     read_params,
 )
-from audiotag.data.sources import parse_data
+from audiotag.data.sources import parse_data, parse_data_checks
 
 
 def _write(tmp_path, text):
@@ -28,6 +29,7 @@ def test_repository_params_are_valid(repo_root):
         parse_model_params(raw, name)
     name, data_cfg = parse_data(raw)
     assert name == "synthetic" and data_cfg.noise_rate == pytest.approx(0.3)
+    assert parse_data_checks(raw) == DataChecksConfig()  # params.yaml shows the defaults
     parse_group(raw, "features", FeaturesConfig)
 
 

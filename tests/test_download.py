@@ -343,8 +343,9 @@ def test_audio_formats_load(tmp_path, fmt, subtype, sr, channels):
     data = np.stack([wave] * channels, axis=1) if channels > 1 else wave
     path = tmp_path / f"clip.{fmt.lower()}"
     sf.write(path, data, sr, format=fmt, subtype=subtype)
-    duration, rate, problem = probe(path)
-    assert problem == "" and rate == sr and duration == pytest.approx(1.0, abs=0.06)
+    duration, rate, problem, warning = probe(path)
+    assert problem == "" and warning == "" and rate == sr
+    assert duration == pytest.approx(1.0, abs=0.06)
     out = load_audio(path, 16000)
     assert out.ndim == 1 and abs(len(out) - 16000) < 0.06 * 16000
     assert 0.3 < float(out.abs().max()) < 0.7
@@ -414,3 +415,60 @@ def test_partials_of_a_killed_run_are_cleaned_but_not_ones_in_use(tmp_path, capl
     assert len([n for n in after if n.startswith(".raw.")]) == 1  # the live one stays
     assert len([n for n in after if n.startswith(".features.")]) == 1
     assert "raw" in after and "removed stale" in caplog.text
+
+
+def _screen_one(tmp_path: Path, name: str, **kwargs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = pd.DataFrame({"clip_id": [name], "path": [f"{name}.wav"], "labels": "a",
+                       "subset": "curated", "fold": 0})
+    kept = screen_clips(df, tmp_path, 1.0, progress=False, **kwargs)
+    return kept, pd.read_csv(tmp_path / BAD_CLIPS_NAME, keep_default_na=False)
+
+
+@pytest.mark.parametrize(("bad", "at"), [(np.nan, -3), (np.inf, 5), (np.nan, 0)])
+@pytest.mark.parametrize("seconds", [0.5, 70.0])  # 70 s at 8 kHz: several screening blocks
+def test_non_finite_samples_anywhere_exclude_the_clip(tmp_path, bad, at, seconds):
+    wave = 0.1 * np.ones((int(8000 * seconds), 2), dtype=np.float32)
+    wave[at, 1] = bad
+    sf.write(tmp_path / "clip.wav", wave, 8000, subtype="FLOAT")
+    kept, report = _screen_one(tmp_path, "clip")
+    assert kept.empty
+    assert report["problem"].iloc[0].startswith("non-finite")
+    assert report["action"].iloc[0] == "excluded"
+
+
+def test_stereo_clip_whose_channels_cancel_is_screened_as_features_hear_it(tmp_path):
+    left = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
+    sf.write(tmp_path / "clip.wav", np.stack([left, -left], axis=1), 8000, subtype="FLOAT")
+    assert float(load_audio(tmp_path / "clip.wav", 8000).abs().max()) == 0.0  # what features get
+    kept, report = _screen_one(tmp_path, "clip")
+    assert kept.empty and report["problem"].tolist() == ["all-silent"]
+
+
+def test_truncated_wav_is_kept_with_a_warning_and_listed(tmp_path, caplog):
+    sf.write(tmp_path / "full.wav", 0.1 * np.ones(8000), 8000, subtype="PCM_16")
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "clip.wav").write_bytes(data[:len(data) - 4000])  # header still says 8000
+    with caplog.at_level("WARNING"):
+        kept, report = _screen_one(tmp_path, "clip")
+    assert kept["clip_id"].tolist() == ["clip"]
+    assert kept["duration_s"].tolist() == [6000 / 8000]
+    assert report[["clip_id", "action"]].values.tolist() == [["clip", "kept"]]
+    assert report["problem"].iloc[0].startswith(
+        "truncated: header says 8000 frames, file holds 6000")
+    assert "clip.wav" in caplog.text and "truncated" in caplog.text
+    # an intact file is not reported
+    kept, report = _screen_one(tmp_path, "full")
+    assert len(kept) == 1 and report.empty
+
+
+def test_clips_shorter_than_min_seconds_are_excluded(tmp_path):
+    sr = 8000
+    sf.write(tmp_path / "short.wav", 0.1 * np.ones(3), sr)
+    sf.write(tmp_path / "ok.wav", 0.1 * np.ones(sr // 10), sr)  # exactly 0.1 s
+    df = pd.DataFrame({"clip_id": ["short", "ok"], "path": ["short.wav", "ok.wav"],
+                       "labels": "a", "subset": "curated", "fold": 0})
+    kept = screen_clips(df, tmp_path, 1.0, progress=False, min_seconds=0.1)
+    assert kept["clip_id"].tolist() == ["ok"]
+    report = pd.read_csv(tmp_path / BAD_CLIPS_NAME)
+    assert report["clip_id"].tolist() == ["short"]
+    assert report["problem"].iloc[0] == "too short: 0.000375 s < data.min_seconds=0.1"

@@ -7,6 +7,7 @@ import torch
 from helpers import tone_clip, write_tone_dataset
 
 from audiotag.core.config import FeaturesConfig, SplitConfig
+from audiotag.core.errors import AudioError
 from audiotag.data.manifest import read_manifest
 from audiotag.data.split import assign_roles
 from audiotag.features.logmel import LogMel, n_frames
@@ -105,3 +106,23 @@ def test_tones_land_in_the_right_mel_bands():
     low = frontend(torch.from_numpy(tone_clip(["low"], 1.0, 8000, rng))[None])[0].mean(dim=1)
     high = frontend(torch.from_numpy(tone_clip(["high"], 1.0, 8000, rng))[None])[0].mean(dim=1)
     assert low.argmax() < high.argmax()
+
+
+def test_a_non_finite_clip_stops_extraction_naming_the_file(dataset):
+    manifest, _ = read_manifest(dataset / "raw")
+    path = manifest["path"].iloc[0]  # a curated training clip, which the statistics fit on
+    wave, sr = sf.read(dataset / "raw" / path, dtype="float32")
+    wave[len(wave) // 2] = np.nan  # screening would exclude it; the store must not trust that
+    sf.write(dataset / "raw" / path, wave, sr, subtype="FLOAT")
+    with pytest.raises(AudioError, match=rf"{path}: .*non-finite"):
+        _extract(dataset)
+    assert not (dataset / "features").exists()
+
+
+def test_non_finite_statistics_are_never_written():
+    from audiotag.features.store import _BandStats
+
+    stats = _BandStats(3)
+    stats.update(np.array([[0.0, 1.0, 2.0], [1.0, np.inf, 2.0]], dtype=np.float32))
+    with pytest.raises(ValueError, match=r"statistics .*not finite.*band 1"):
+        stats.result("standard", [])

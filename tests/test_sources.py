@@ -20,11 +20,12 @@ import soundfile as sf
 import yaml
 from fileserver import serve
 
+from audiotag.core.config import ParamsError
 from audiotag.core.errors import DataSourceError
 from audiotag.data import fetch, fma, fsdkaggle2019, gtzan, gtzan_split
 from audiotag.data.manifest import read_manifest, validate_manifest
 from audiotag.data.screen import BAD_CLIPS_NAME
-from audiotag.data.sources import SOURCES, build_dataset, parse_data
+from audiotag.data.sources import SOURCES, build_dataset, parse_data, parse_data_checks
 
 FSDD_REAL = (Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
              / "free-spoken-digit-dataset-1.0.10.tar.gz")
@@ -60,11 +61,12 @@ def _digest(path: Path, alg: str) -> str:
     return f"{alg}:" + hashlib.new(alg, path.read_bytes()).hexdigest()
 
 
-def _build(name: str, settings: dict, out: Path, max_bad: float = 0.0, seed: int = 0):
-    raw = {"data": {"dataset": name, name: settings}}
+def _build(name: str, settings: dict, out: Path, max_bad: float = 0.0, seed: int = 0,
+           **checks):
+    raw = {"data": {"dataset": name, name: settings, "max_bad_fraction": max_bad, **checks}}
     source, cfg = parse_data(raw)
     out.mkdir(parents=True, exist_ok=True)
-    df, classes = build_dataset(source, cfg, out, seed, max_bad)
+    df, classes = build_dataset(source, cfg, out, seed, parse_data_checks(raw))
     validate_manifest(df, classes)
     return df, classes
 
@@ -352,6 +354,73 @@ def test_folder_source_errors_name_the_csv_row(tmp_path, row, message):
         _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
 
 
+@pytest.mark.parametrize(("rows", "message"), [
+    (["a.wav,Bark,curated", "b.wav,,noisy"],
+     r"line 3 \(fname='b\.wav'\): no labels, but its subset 'noisy' is a labelled one"),
+    (["a.wav,Bark,curated", "b.wav,Bark,test", 'd.wav," , ",test'],
+     r"line 4 \(fname='d\.wav'\): no labels, but other test clips have labels"),
+])
+def test_unlabelled_clip_in_a_labelled_subset_names_the_row(tmp_path, rows, message, caplog):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", *rows])
+    settings = {"audio_dir": str(audio), "csv": str(csv)}
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: {message} \(1 such clip"):
+        _build("folder", settings, tmp_path / "out")
+    with caplog.at_level(logging.WARNING):  # unless the user says so
+        df, _ = _build("folder", settings, tmp_path / "out2", allow_unlabelled=True)
+    assert len(df) == len(rows) and "origin" not in df.columns
+    assert "allow_unlabelled" in caplog.text
+
+
+def test_an_unlabelled_test_set_is_allowed(tmp_path):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                                    "b.wav,Purr,curated", "d.wav,,test", "sub/c.flac,,test"])
+    df, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+    assert df.loc[df["subset"] == "test", "labels"].tolist() == ["", ""]
+
+
+def test_data_checks_params():
+    checks = parse_data_checks({"data": {"dataset": "synthetic"}})
+    assert (checks.max_bad_fraction, checks.min_seconds, checks.allow_unlabelled) == (
+        0.01, 0.1, False)
+    raw = {"data": {"min_seconds": 0.5, "allow_unlabelled": True}}
+    parse_data(raw)  # settings, not source names
+    assert parse_data_checks(raw).min_seconds == 0.5
+    for key, value in (("min_seconds", -1), ("max_bad_fraction", 2), ("min_seconds", True)):
+        with pytest.raises(ParamsError, match=rf"params\.yaml: data\.{key}: "):
+            parse_data_checks({"data": {key: value}})
+
+
+def test_folder_class_list_makes_unknown_labels_errors(tmp_path):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,low,curated",
+                                    "b.wav,high,curated", 'd.wav,"high,Low",test'])
+    settings = {"audio_dir": str(audio), "csv": str(csv), "classes": ["low", "high", "mid"]}
+    with pytest.raises(DataSourceError,
+                       match=r"labels\.csv: line 4 \(fname='d\.wav'\): label 'Low' is not in "
+                             r"data\.folder\.classes"):
+        _build("folder", settings, tmp_path / "out")
+    csv.write_text(csv.read_text().replace("high,Low", "high,low"))
+    df, classes = _build("folder", settings, tmp_path / "out2")
+    assert classes == ["low", "high", "mid"]  # the user's order, unused classes kept
+    for bad in ([], ["a", "a"], ["a;b"], [" a"]):
+        with pytest.raises(ParamsError, match=r"data\.folder\.classes"):
+            parse_data({"data": {"dataset": "folder", "folder": {**settings, "classes": bad}}})
+
+
+def test_folder_without_class_list_flags_rare_and_look_alike_classes(tmp_path, caplog):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,low,curated",
+                                    "b.wav,low,curated", "d.wav,Low,curated",
+                                    'sub/c.flac,"low,high pitch,High  Pitch",test'])
+    with caplog.at_level(logging.INFO):
+        _, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)},
+                            tmp_path / "out")
+    assert classes == ["High  Pitch", "Low", "high pitch", "low"]
+    assert "clips per class: High  Pitch 1, Low 1, high pitch 1, low 3" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("fewer than 2 clips: High  Pitch, Low, high pitch" in w for w in warnings)
+    assert any("differ only in case or spaces: 'High  Pitch' / 'high pitch'; 'Low' / 'low'"
+               in w for w in warnings)
+
+
 def test_folder_source_needs_its_paths():
     with pytest.raises(Exception, match=r"data\.folder: .*audio_dir"):
         parse_data({"data": {"dataset": "folder"}})
@@ -626,3 +695,19 @@ def test_fsdkaggle2019_cut_record_json_is_not_cached(tmp_path):
                                          "include_noisy": False}, tmp_path / "out", max_bad=0.2)
     assert len(df) == 5
     assert [p for p, _ in srv.requests].count("/api/record") == 2
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="needs Info-ZIP to build a split zip")
+def test_fsdkaggle2019_label_outside_the_vocabulary_names_the_csv_row(tmp_path):
+    _fsdk_archives(tmp_path)
+    meta = tmp_path / "build" / f"{fsdkaggle2019.PREFIX}.meta"
+    (meta / "vocabulary.csv").write_text("0,Purr\n1,Growling\n2,Bark\n")  # not sorted
+    settings = {"local_dir": str(tmp_path / "build"), "checksums_url": None}
+    df, classes = _build("fsdkaggle2019", settings, tmp_path / "out", max_bad=0.2)
+    assert classes == ["Purr", "Growling", "Bark"]  # the vocabulary's order
+    noisy = meta / "train_noisy_post_competition.csv"
+    noisy.write_text(noisy.read_text().replace('"Bark,Purr"', '"Bark,Meow"'))
+    with pytest.raises(DataSourceError, match=r"train_noisy_post_competition\.csv: line 3 "
+                                              r"\(fname='n0000001\.wav'\): label 'Meow' is not "
+                                              r"in vocabulary\.csv"):
+        _build("fsdkaggle2019", settings, tmp_path / "out2", max_bad=0.2)

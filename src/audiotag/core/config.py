@@ -30,6 +30,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DataChecksConfig(_Strict):
+    """The ``data`` group's own settings (not a source's): what the download stage accepts.
+
+    Parsed from ``data`` without ``dataset`` and the per-source mappings
+    (:func:`audiotag.data.sources.parse_data_checks`).
+    """
+
+    max_bad_fraction: float = Field(0.01, ge=0, le=1)
+    min_seconds: float = Field(0.1, ge=0)
+    allow_unlabelled: bool = False
+
+
 class SplitConfig(_Strict):
     """Which clips train, which validate (early stopping, checkpoint choice)."""
 

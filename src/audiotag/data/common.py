@@ -83,3 +83,9 @@ def read_csv(path: Path, what: str, columns: tuple[str, ...], **kwargs) -> pd.Da
     if missing:
         raise DataSourceError(f"{path}: {what} lacks column(s) {', '.join(missing)}")
     return df
+
+
+ORIGIN = "origin"
+"""Optional manifest column a source may add: where each row came from
+(``labels.csv: line 5 (fname='x.wav')``), for messages about the row; build_dataset drops
+it before the manifest is written."""

@@ -4,25 +4,32 @@ The CSV has a header and the columns ``fname,labels`` and optionally ``subset``:
 ``fname`` is a file path relative to ``audio_dir``; ``labels`` are comma-separated class
 names (quote the field when there are several: ``"Bark,Growling"``); ``subset`` is
 ``curated``, ``noisy`` or ``test`` (``train`` means ``curated``). Without a ``subset``
-column a seeded ``test_fraction`` of the clips becomes the test set. Classes are the
-sorted set of all labels. A bad row stops the stage with the CSV's line number.
+column a seeded ``test_fraction`` of the clips becomes the test set. Classes are
+``classes`` when given (its order; a label outside it is an error), else the sorted set of
+all labels, logged with their clip counts; classes with fewer than 2 clips and classes
+that differ only in case or spaces (``Low`` beside ``low``, a likely typo) are warned
+about. A bad row stops the stage with the CSV's line number.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
+import re
+from collections import Counter
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from audiotag.core.config import _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
 from audiotag.data.manifest import LABEL_SEP, SUBSETS, join_labels
 
+logger = logging.getLogger(__name__)
 _TEST_STREAM, _FOLD_STREAM = 21, 22
 _SUBSET_ALIASES = {"train": "curated"}
 
@@ -32,6 +39,7 @@ class FolderConfig(_Strict):
     csv: str | None = None
     test_fraction: float = Field(0.2, gt=0, lt=1)
     n_folds: int = Field(5, ge=2)
+    classes: list[str] | None = None
 
     @model_validator(mode="after")
     def _paths_given(self) -> Self:
@@ -39,6 +47,22 @@ class FolderConfig(_Strict):
             raise ValueError("set both audio_dir (your audio files) and csv (fname,labels"
                              "[,subset]) to use the folder source")
         return self
+
+    @field_validator("classes")
+    @classmethod
+    def _valid_classes(cls, classes: list[str] | None) -> list[str] | None:
+        if classes is None:
+            return None
+        if not classes:
+            raise ValueError("empty list (null derives the classes from the CSV)")
+        for name in classes:
+            if not name or name != name.strip() or LABEL_SEP in name or "," in name:
+                raise ValueError(f"invalid class name {name!r} (empty, padded, or contains "
+                                 f"{LABEL_SEP!r} or ',')")
+        dup = [n for n, k in Counter(classes).items() if k > 1]
+        if dup:
+            raise ValueError(f"{dup[0]!r} is listed twice")
+        return classes
 
 
 def parse_labels(text: object) -> list[str]:
@@ -72,6 +96,7 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
                             keep_default_na=False)
     has_subset = "subset" in table.columns
     rows, seen = [], {}
+    known = set(cfg.classes or ())
     for i, r in enumerate(table.to_dict("records")):
         line = i + 2  # a header line, and people count from 1
         src = _check_row(csv, line, r["fname"], audio_dir)
@@ -83,6 +108,10 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         bad = [name for name in labels if LABEL_SEP in name]
         if bad:
             raise _row_error(csv, line, r["fname"], f"label {bad[0]!r} contains {LABEL_SEP!r}")
+        unknown = [name for name in labels if cfg.classes is not None and name not in known]
+        if unknown:
+            raise _row_error(csv, line, r["fname"], f"label {unknown[0]!r} is not in "
+                             "data.folder.classes")
         subset = str(r.get("subset", "curated")).strip()
         subset = _SUBSET_ALIASES.get(subset, subset)
         if subset not in SUBSETS:
@@ -91,7 +120,8 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         dst = out_dir / "folder" / posixpath.normpath(r["fname"])
         common.place(src, dst)
         rows.append({"clip_id": clip_id, "path": common.relpath(dst, out_dir),
-                     "labels": join_labels(labels), "subset": subset})
+                     "labels": join_labels(labels), "subset": subset,
+                     common.ORIGIN: f"{csv}: line {line} (fname={r['fname']!r})"})
     if not rows:
         raise DataSourceError(f"{csv}: no clips listed")
     df = pd.DataFrame(rows)
@@ -102,7 +132,32 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
     train = df["subset"].ne("test").to_numpy()
     df["fold"] = -1
     df.loc[train, "fold"] = common.folds(int(train.sum()), cfg.n_folds, seed, _FOLD_STREAM)
-    classes = sorted({name for text in df["labels"] for name in text.split(LABEL_SEP) if name})
-    if not classes:
+    counts = Counter(name for text in df["labels"] for name in text.split(LABEL_SEP) if name)
+    if not counts:
         raise DataSourceError(f"{csv}: no labels at all")
+    if cfg.classes is not None:
+        unused = [name for name in cfg.classes if name not in counts]
+        if unused:
+            logger.warning("%s: no clip has class(es) %s of data.folder.classes", csv,
+                           ", ".join(unused))
+        return df, list(cfg.classes)
+    classes = sorted(counts)
+    _flag_classes(csv, classes, counts)
     return df, classes
+
+
+def _flag_classes(csv: Path, classes: list[str], counts: Counter) -> None:
+    """Log the clips per class; warn about rare ones and look-alikes (likely typos)."""
+    logger.info("%s: %d classes derived from the labels (no data.folder.classes); clips per "
+                "class: %s", csv, len(classes), ", ".join(f"{c} {counts[c]}" for c in classes))
+    rare = [c for c in classes if counts[c] < 2]
+    if rare:
+        logger.warning("%s: class(es) with fewer than 2 clips: %s", csv, ", ".join(rare))
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        groups.setdefault(re.sub(r"[\s_]+", " ", name).strip().casefold(), []).append(name)
+    alike = [" / ".join(repr(n) for n in names) for names in groups.values() if len(names) > 1]
+    if alike:
+        logger.warning("%s: classes that differ only in case or spaces: %s (a typo? list the "
+                       "real ones in data.folder.classes to make other labels errors)", csv,
+                       "; ".join(alike))

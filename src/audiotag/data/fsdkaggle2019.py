@@ -159,6 +159,7 @@ def _read_tables(cfg: FsdKaggle2019Config, sums: dict[str, str]) -> dict[str, pd
             if (folder / name).is_file():
                 tables[name] = pd.read_csv(folder / name, dtype=str, keep_default_na=False,
                                            header=None if name == "vocabulary.csv" else 0)
+                tables[name].attrs["where"] = str(folder / name)
         return tables
     archive = _get(cfg, META, sums)
     with zipfile.ZipFile(archive) as zf:
@@ -168,6 +169,7 @@ def _read_tables(cfg: FsdKaggle2019Config, sums: dict[str, str]) -> dict[str, pd
                 with zf.open(member) as fh:
                     tables[name] = pd.read_csv(fh, dtype=str, keep_default_na=False,
                                                header=None if name == "vocabulary.csv" else 0)
+                tables[name].attrs["where"] = f"{archive}: {member}"
     return tables
 
 
@@ -234,14 +236,19 @@ def write(cfg: FsdKaggle2019Config, out_dir: Path, seed: int) -> tuple[pd.DataFr
     tables = _read_tables(cfg, sums)
     subsets = [s for s in SUBSET_FILES if cfg.include_noisy or s != "noisy"]
     _check_unique(tables, subsets)
-    frames = []
-    for subset in subsets:
+    vocabulary = _vocabulary(tables.get("vocabulary.csv"))
+    for subset in subsets:  # every table checked before any audio is unpacked
         csv = SUBSET_FILES[subset][1]
         if csv not in tables:
             raise DataSourceError(f"{META}: no {csv}")
         table = tables[csv]
         if "fname" not in table.columns or "labels" not in table.columns:
             raise DataSourceError(f"{META}: {csv} lacks the fname/labels columns")
+        if vocabulary is not None:
+            _check_vocabulary(table, vocabulary)
+    frames = []
+    for subset in subsets:
+        table = tables[SUBSET_FILES[subset][1]]
         root = common.unpack(_audio_source(cfg, subset, sums), out_dir,
                              f"fsdkaggle2019/{subset}", keep=lambda n: n.endswith(".wav"))
         found = common.index_audio(root)
@@ -250,13 +257,18 @@ def write(cfg: FsdKaggle2019Config, out_dir: Path, seed: int) -> tuple[pd.DataFr
             "clip_id": [Path(f).stem for f in table["fname"]],
             "path": [common.relpath(p, out_dir) for p in paths],
             "labels": [join_labels(parse_labels(t)) for t in table["labels"]],
-            "subset": subset, "fold": -1})
+            "subset": subset, "fold": -1,
+            common.ORIGIN: [f"{table.attrs['where']}: line {i + 2} (fname={f!r})"
+                            for i, f in enumerate(table["fname"])]})
         if subset in _FOLD_STREAMS:
             frame["fold"] = common.folds(len(frame), cfg.n_folds, seed, _FOLD_STREAMS[subset])
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     _write_known_issues(df, out_dir)
-    return df, _classes(df, tables.get("vocabulary.csv"))
+    if vocabulary is not None:
+        return df, vocabulary
+    logger.warning("FSDKaggle2019: no vocabulary.csv; classes are the sorted labels found")
+    return df, sorted({name for text in df["labels"] for name in text.split(";") if name})
 
 
 def _check_unique(tables: dict[str, pd.DataFrame], subsets: list[str]) -> None:
@@ -275,13 +287,25 @@ def _check_unique(tables: dict[str, pd.DataFrame], subsets: list[str]) -> None:
             seen[clip] = (csv, i + 2)
 
 
-def _classes(df: pd.DataFrame, vocabulary: pd.DataFrame | None) -> list[str]:
-    used = {name for text in df["labels"] for name in text.split(";") if name}
-    if vocabulary is not None and vocabulary.shape[1] >= 2:
-        order = [n for n in vocabulary.iloc[:, 1].astype(str) if n != "label"]
-        if used <= set(order):
-            return order
-    return sorted(used)
+def _vocabulary(table: pd.DataFrame | None) -> list[str] | None:
+    """The class names of ``vocabulary.csv`` (``index,label`` rows), in its order."""
+    if table is None:
+        return None
+    if table.shape[1] < 2:
+        raise DataSourceError(f"{table.attrs.get('where', 'vocabulary.csv')}: expected "
+                              "index,label rows")
+    return [n for n in table.iloc[:, 1].astype(str) if n != "label"]
+
+
+def _check_vocabulary(table: pd.DataFrame, vocabulary: list[str]) -> None:
+    """A label missing from ``vocabulary.csv`` is an error naming the CSV and its line."""
+    known = set(vocabulary)
+    for i, (fname, text) in enumerate(zip(table["fname"], table["labels"], strict=True)):
+        unknown = [name for name in parse_labels(text) if name not in known]
+        if unknown:
+            raise DataSourceError(f"{table.attrs.get('where', 'ground-truth CSV')}: line {i + 2} "
+                                  f"(fname={fname!r}): label {unknown[0]!r} is not in "
+                                  "vocabulary.csv")
 
 
 def _write_known_issues(df: pd.DataFrame, out_dir: Path) -> None:

@@ -9,18 +9,24 @@ module imported below; no later stage changes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from audiotag.core.config import ParamsError, parse_group
+from audiotag.core.config import DataChecksConfig, ParamsError, parse_group
+from audiotag.core.errors import DataSourceError
 from audiotag.core.registry import Registry
-from audiotag.data import esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
+from audiotag.data import common, esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
+from audiotag.data.manifest import split_labels
 from audiotag.data.screen import screen_clips
+
+logger = logging.getLogger(__name__)
 
 # (config, out_dir, seed) -> (manifest with paths relative to out_dir, classes)
 Writer = Callable[[Any, Path, int], tuple[pd.DataFrame, list[str]]]
@@ -66,30 +72,82 @@ register_source("fma", fma.FmaConfig,
 register_source("folder", folder.FolderConfig,
                 "your own audio directory + CSV (fname,labels[,subset])")(folder.write)
 
-DATA_KEYS = ("dataset", "max_bad_fraction")
+DATA_KEYS = ("dataset", *DataChecksConfig.model_fields)
 """Keys of the ``data`` group that are settings, not source names."""
+
+
+def parse_data_checks(raw: dict[str, Any], where: str = "params.yaml") -> DataChecksConfig:
+    """``data.max_bad_fraction``, ``data.min_seconds``, ``data.allow_unlabelled``."""
+    data = raw.get("data") or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: data: expected a mapping")
+    for key in ("max_bad_fraction", "min_seconds"):  # a bool is not a number here
+        if isinstance(data.get(key), bool):
+            raise ParamsError(f"{where}: data.{key}: expected a number (got {data[key]!r})")
+    settings = {k: v for k, v in data.items() if k in DataChecksConfig.model_fields}
+    return parse_group({"data": settings}, "data", DataChecksConfig, where)
 
 
 def parse_max_bad_fraction(raw: dict[str, Any], where: str = "params.yaml") -> float:
     """``data.max_bad_fraction``: the share of unreadable/empty/silent clips tolerated."""
-    value = (raw.get("data") or {}).get("max_bad_fraction", 0.01)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ParamsError(f"{where}: data.max_bad_fraction: expected a number in [0, 1] "
-                          f"(got {value!r})")
-    return float(value)
+    return parse_data_checks(raw, where).max_bad_fraction
+
+
+ORIGIN = common.ORIGIN
+LABELLED_SUBSETS = ("curated", "noisy")
+
+
+def _where(manifest: pd.DataFrame, row: int) -> str:
+    if ORIGIN in manifest.columns:
+        return str(manifest[ORIGIN].iloc[row])
+    return f"clip_id={manifest['clip_id'].iloc[row]!r} ({manifest['path'].iloc[row]})"
+
+
+def check_labels(manifest: pd.DataFrame, allow_unlabelled: bool) -> pd.DataFrame:
+    """Stop on a clip without labels where labels are expected; returns the manifest
+    without the :data:`ORIGIN` column.
+
+    A clip with an empty label list trains as an all-negative clip and makes
+    ``train.task: auto`` multi-label, so one forgotten label silently changes the task.
+    Expected: every ``curated`` and ``noisy`` clip is labelled; the ``test`` clips all are
+    or none is. ``data.allow_unlabelled: true`` keeps such clips (logged).
+    """
+    empty = manifest["labels"].map(lambda text: not split_labels(text)).to_numpy(bool)
+    subset = manifest["subset"].to_numpy()
+    bad = empty & np.isin(subset, LABELLED_SUBSETS)
+    test = subset == "test"
+    if (empty & test).any() and (~empty & test).any():  # a partly labelled test set
+        bad |= empty & test
+    out = manifest.drop(columns=[ORIGIN], errors="ignore")
+    if not bad.any():
+        return out
+    first = int(np.flatnonzero(bad)[0])
+    why = ("no labels, but other test clips have labels" if subset[first] == "test" else
+           f"no labels, but its subset {subset[first]!r} is a labelled one")
+    count = f"{int(bad.sum())} such clip(s)"
+    if not allow_unlabelled:
+        raise DataSourceError(
+            f"{_where(manifest, first)}: {why} ({count}); give it a label, or set "
+            "data.allow_unlabelled: true to train such clips as all-negative")
+    logger.warning("%s unlabelled in a labelled subset, kept as all-negative "
+                   "(data.allow_unlabelled: true); first: %s", count, _where(manifest, first))
+    return out
 
 
 def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,
-                  max_bad_fraction: float, rename: Callable[[str], str] | None = None,
+                  checks: DataChecksConfig, rename: Callable[[str], str] | None = None,
                   ) -> tuple[pd.DataFrame, list[str]]:
-    """Run source ``name`` into ``out_dir`` and screen its clips (see :mod:`.screen`).
+    """Run source ``name`` into ``out_dir``, check its labels (:func:`check_labels`) and
+    screen its clips (see :mod:`.screen`).
 
     Returns the manifest (bad clips excluded, ``duration_s``/``sample_rate`` measured from
     the files) and the classes; the caller validates and writes them. ``rename`` maps a
     temporary ``out_dir`` to its final path in what is written about the clips.
     """
     manifest, classes = SOURCES.get(name).write(cfg, out_dir, seed)
-    return screen_clips(manifest, out_dir, max_bad_fraction, rename=rename), classes
+    manifest = check_labels(manifest, checks.allow_unlabelled)
+    return screen_clips(manifest, out_dir, checks.max_bad_fraction,
+                        min_seconds=checks.min_seconds, rename=rename), classes
 
 
 def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, BaseModel]:

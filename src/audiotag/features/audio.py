@@ -10,6 +10,7 @@ import torch
 import torchaudio.functional as AF
 
 from audiotag.core.errors import AudioError
+from audiotag.data.screen import downmix
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int) -> torch.Tensor:
@@ -20,7 +21,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int) -> torch.Tensor:
         raise AudioError(f"{path}: cannot read audio: {err}") from err
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio file has no samples")
-    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    wave = torch.from_numpy(np.ascontiguousarray(downmix(data)))  # as screening sees it
     if sr != sample_rate:
         wave = AF.resample(wave, sr, sample_rate)
     return wave

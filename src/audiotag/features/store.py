@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from audiotag.core.config import FeaturesConfig, SplitConfig
+from audiotag.core.errors import AudioError
 from audiotag.core.io import atomic_dir, read_json, write_json, write_text
 from audiotag.data.manifest import (
     CLASSES_NAME,
@@ -132,14 +133,25 @@ class _BandStats:
     def result(self, normalize: str, parts: list[dict]) -> dict:
         if self.count == 0:
             raise ValueError("no training clips: cannot fit normalisation statistics")
-        mean = self.sum / self.count
-        std = np.maximum(np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0)), STD_FLOOR)
+        with np.errstate(invalid="ignore", over="ignore"):  # checked for finiteness below
+            mean = self.sum / self.count
+            std = np.maximum(np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0)),
+                             STD_FLOOR)
         if normalize == "standard":
             shift, scale = mean, std
         elif normalize == "minmax":  # -> [0, 1] on the training clips
             shift, scale = self.min, np.maximum(self.max - self.min, STD_FLOOR)
         else:
             shift, scale = np.zeros_like(mean), np.ones_like(mean)
+        named = {"mean": mean, "std": std, "min": self.min, "max": self.max, "shift": shift,
+                 "scale": scale}
+        for name, values in named.items():  # NaN here would poison every clip downstream
+            bad = np.flatnonzero(~np.isfinite(values))
+            if len(bad):
+                raise ValueError(
+                    f"normalisation statistics are not finite: {name} of band "
+                    f"{', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''} "
+                    f"({len(bad)} of {len(values)} bands); nothing written")
         return {"normalize": normalize, "shift": shift.tolist(), "scale": scale.tolist(),
                 "mean": mean.tolist(), "std": std.tolist(), "min": self.min.tolist(),
                 "max": self.max.tolist(), "parts": parts, "n_clips": self.clips,
@@ -203,6 +215,9 @@ def _extract_subset(paths: list[Path], train_mask: np.ndarray, writer: _FrameWri
     results = _results(paths, cfg, pool)
     for i, frames in enumerate(tqdm(results, total=len(paths), desc=desc, unit="clip",
                                     disable=None)):
+        if not np.isfinite(frames).all():  # screening excludes such clips; never trust it
+            raise AudioError(f"{paths[i]}: features hold {int((~np.isfinite(frames)).sum())} "
+                             "non-finite value(s) (NaN or inf samples in the audio?)")
         offsets[i] = writer.append(frames)
         lengths[i] = frames.shape[0]
         if train_mask[i]:
