@@ -135,17 +135,22 @@ def test_swa_yields_an_averaged_model_with_fresh_batch_norm(multi, tmp_path):
                                                                   torch.ones_like(bn.running_var))
 
 
-def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path):
+@pytest.mark.parametrize("swa", [False, True])
+def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path, swa):
     _train(multi, tmp_path / "a", _cfg(epochs=1))
     source, _ = load_checkpoint(tmp_path / "a/model/model.pt")
     cfg = _cfg(epochs=2, task="regression", init_from=str(tmp_path / "a/model/model.pt"),
-               freeze_init=True)
+               freeze_init=True, swa_start_epoch=1 if swa else 0)
     _train(multi, tmp_path / "b", cfg)
     target, meta = load_checkpoint(tmp_path / "b/model/model.pt")
     assert meta["init_from"].endswith("model.pt")
     src, dst = source.state_dict(), target.state_dict()
     convs = [k for k in dst if k.endswith("weight") and dst[k].dim() == 3]
     assert convs and all(torch.equal(src[k], dst[k]) for k in convs)  # loaded, frozen
+    # frozen batch norms stay in eval mode: their running statistics do not drift either,
+    # and SWA's batch-norm update recomputes the statistics of the trained layers only
+    stats = [k for k in dst if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(src[k], dst[k]) for k in stats)
     heads = [k for k in dst if src.get(k) is not None and src[k].shape != dst[k].shape]
     assert heads  # 3 classes -> 2 regression outputs: the head is new
 

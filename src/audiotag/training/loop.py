@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.metrics.classification import accuracy, single_label_rows
+from audiotag.models.layers import eval_frozen
 from audiotag.training.augment import mix_batch, spec_augment
 from audiotag.training.distributed import agree
 from audiotag.training.optim import make_optimizer, make_scheduler
@@ -334,7 +335,7 @@ class Trainer:
     def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict]:
         """One pass over the training batches; returns the mean weighted loss, and per
         layer the mean gradient norm (before clipping) and update-to-weight ratio."""
-        self.net.train()
+        eval_frozen(self.net.train())  # frozen layers (and their batch norms) stay fixed
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
             sampler.set_epoch(self.epochs_done)
@@ -465,21 +466,24 @@ class Trainer:
 def update_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> None:
     """Batch-norm running statistics recomputed as plain averages over ``loader`` (what
     ``torch.optim.swa_utils.update_bn`` does, for our ``(x, y, w, ...)`` batches, crops and
-    lengths)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
+    lengths). Batch norms of frozen layers (see :func:`eval_frozen`) keep their statistics."""
+    was_training = model.training
+    eval_frozen(model.train())
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
     momenta = {}
     for m in norms:
         m.reset_running_stats()
         momenta[m] = m.momentum
         m.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    for items in loader:
-        b = to_batch(items, device)
-        crop_logits(model, b.x, b.lengths)
+    if norms:
+        for items in loader:
+            b = to_batch(items, device)
+            crop_logits(model, b.x, b.lengths)
     for m in norms:
         m.momentum = momenta[m]
-    model.train(was_training)
+    if was_training:
+        eval_frozen(model.train())
+    else:
+        model.eval()
 
