@@ -171,6 +171,25 @@ def test_autoencoder_reconstructs_then_classifies(multi, tmp_path):
     assert len(tsv.read_text().splitlines()) == 1 + 3
 
 
+def test_a_cyclic_schedule_is_logged_per_step(multi, tmp_path):
+    # 28 training clips in batches of 7: 4 steps per epoch, one triangle per epoch. The lr
+    # at each epoch's start is the floor (1 % of train.lr): only per-step values show it
+    cfg = _cfg(epochs=2, batch_size=7, scheduler="cyclic", cycle_epochs=1.0, lr=0.01)
+    history = _train(multi, tmp_path, cfg)
+    assert [len(r.lr_steps) for r in history] == [4, 4]
+    rows = (tmp_path / "live/plots/metrics/lr_per_step.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "lr"]
+    steps, lrs = zip(*((int(a), float(b)) for a, b in (r.split("\t") for r in rows[1:])),
+                     strict=True)
+    assert list(steps) == list(range(1, 9))
+    assert lrs == pytest.approx(history[0].lr_steps + history[1].lr_steps)
+    first, second = lrs[:4], lrs[4:]
+    assert min(first) == pytest.approx(1e-4) and max(first) == pytest.approx(0.01)  # floor, peak
+    assert max(second) == pytest.approx(1e-4 + (0.01 - 1e-4) / 2)  # triangular2: peak halves
+    saved = json.loads((tmp_path / "model/history.json").read_text())["epochs"]
+    assert saved[0]["lr_steps"] == pytest.approx(list(first))
+
+
 # ---- resume ------------------------------------------------------------------------------
 
 def test_a_killed_run_resumes_to_the_same_result(multi, tmp_path):

@@ -93,6 +93,9 @@ class EpochResult:
     update_ratios: dict[str, float] = field(default_factory=dict)
     valid_accuracy: float = math.nan  # single-label tasks: argmax accuracy
     phase: str = "train"  # train | reconstruct (autoencoder phase 1) | swa (the average)
+    # the learning rate of each optimizer step (``lr`` is the first: a per-step schedule,
+    # e.g. one cyclic triangle per epoch, shows only here)
+    lr_steps: list[float] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -332,9 +335,10 @@ class Trainer:
         with torch.autocast("cuda", enabled=self.amp):
             return self.model.reconstruction_loss(x).float()
 
-    def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict]:
-        """One pass over the training batches; returns the mean weighted loss, and per
-        layer the mean gradient norm (before clipping) and update-to-weight ratio."""
+    def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict, list[float]]:
+        """One pass over the training batches; returns the mean weighted loss, per layer the
+        mean gradient norm (before clipping) and update-to-weight ratio, and the learning
+        rate of each step."""
         eval_frozen(self.net.train())  # frozen layers (and their batch norms) stay fixed
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
@@ -343,6 +347,7 @@ class Trainer:
         total, seen, steps = 0.0, 0.0, 0
         norm_sums: dict[str, float] = defaultdict(float)
         ratio_sums: dict[str, float] = defaultdict(float)
+        lrs: list[float] = []
         for items in self.train_loader:
             b = to_batch(items, self.device)
             if not reconstruct:
@@ -360,6 +365,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
             before = {n: p.detach().clone() for n, p in self.model.named_parameters()
                       if p.requires_grad}
+            lrs.append(optimizer.param_groups[0]["lr"])
             self.scaler.step(optimizer)
             self.scaler.update()
             if not reconstruct and self.swa_lr is None:
@@ -371,7 +377,7 @@ class Trainer:
             total += loss.item() * weight
             seen += weight
         return (total / max(seen, 1e-12), {k: v / max(steps, 1) for k, v in norm_sums.items()},
-                {k: v / max(steps, 1) for k, v in ratio_sums.items()})
+                {k: v / max(steps, 1) for k, v in ratio_sums.items()}, lrs)
 
     def _validate(self, model: torch.nn.Module) -> tuple[float, float, float]:
         """``(valid loss, valid lwlrap, valid accuracy)`` of ``model``."""
@@ -422,15 +428,17 @@ class Trainer:
                     p.requires_grad_(False)
             optimizer = self.ae_optimizer if reconstruct else self.optimizer
             lr = optimizer.param_groups[0]["lr"]
-            train_loss, norms, ratios = self._train_epoch(reconstruct)
+            train_loss, norms, ratios, lrs = self._train_epoch(reconstruct)
             if reconstruct:
                 result = EpochResult(epoch, train_loss, self._validate_reconstruction(),
-                                     math.nan, lr, norms, ratios, phase="reconstruct")
+                                     math.nan, lr, norms, ratios, phase="reconstruct",
+                                     lr_steps=lrs)
             else:
                 if self.swa_model is not None and self.swa_lr is not None:
                     self.swa_model.update_parameters(self.model)
                 loss, score, acc = self._validate(self.model)  # same weights in every process
-                result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc)
+                result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc,
+                                     lr_steps=lrs)
             self.history.append(result)
             is_best = result.score > self.best_score
             if epoch == 1:

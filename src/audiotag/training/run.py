@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from audiotag.core.config import ParamsError, TrainConfig
-from audiotag.core.io import atomic_dir, read_json, write_json
+from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
 from audiotag.training import distributed, resume
@@ -63,6 +63,19 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
     # keeps `dvc exp show` to a readable number of columns
     live.summary.pop("grad_norm", None)
     live.sync()  # writes metrics.json and the .tsv histories now
+
+
+LR_STEPS_NAME = "lr_per_step.tsv"  # beside dvclive's per-epoch curves; x = optimizer step
+
+
+def _log_lr_steps(live: Live, history: list[EpochResult]) -> None:
+    """The learning rate of every optimizer step so far (all phases), rewritten whole: a
+    per-epoch value cannot show a schedule that cycles within an epoch."""
+    lrs = [lr for result in history for lr in result.lr_steps]
+    rows = "".join(f"{step}\t{lr:.9g}\n" for step, lr in enumerate(lrs, start=1))
+    path = Path(live.plots_dir) / "metrics" / LR_STEPS_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text("step\tlr\n" + rows)
 
 
 def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
@@ -240,6 +253,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for result in trainer.history:  # a resumed run: the epochs before the interruption
             _log_epoch(live, result)
+        _log_lr_steps(live, trainer.history)
 
         def on_epoch(result: EpochResult, is_best: bool) -> None:
             log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
@@ -247,6 +261,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
                      else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
                      " (best)" if is_best else "")
             _log_epoch(live, result)
+            _log_lr_steps(live, trainer.history)
             if resume_dir is not None:
                 state = trainer.state_dict()
                 state["seconds"] = time.perf_counter() - started
