@@ -352,7 +352,10 @@ class Trainer:
             b = to_batch(items, self.device)
             if not reconstruct:
                 b = self._augment(b)
-            optimizer.zero_grad(set_to_none=True)
+            # every gradient, not only the optimizer's: a layer that does not train in this
+            # phase (the decoder, an encoder frozen for phase 2) keeps no stale gradient,
+            # so the per-layer records below hold only the layers that train
+            self.model.zero_grad(set_to_none=True)
             loss = self._reconstruction_loss(b) if reconstruct else self._loss(b)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} (try a lower "
@@ -364,7 +367,7 @@ class Trainer:
             if self.cfg.grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
             before = {n: p.detach().clone() for n, p in self.model.named_parameters()
-                      if p.requires_grad}
+                      if p.grad is not None}  # the parameters this step updates
             lrs.append(optimizer.param_groups[0]["lr"])
             self.scaler.step(optimizer)
             self.scaler.update()

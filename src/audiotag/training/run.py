@@ -24,7 +24,7 @@ from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_compatible, save_state_dict
 from audiotag.training.loop import EpochResult, Trainer
 from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
-from audiotag.training.utils import count_parameters, seed_everything
+from audiotag.training.utils import count_parameters, layer_names, seed_everything
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "model.pt"
@@ -181,9 +181,10 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     minus the validation loss for regression), or the SWA average with ``swa_start_epoch``,
     plus the model name, its params, the task, the class list, the regression targets and
     the normalisation statistics; ``first_epoch.pt`` the same after epoch 1;
-    ``history.json`` every epoch's losses, lwlrap, learning rate, per-layer gradient norms
-    and update-to-weight ratios. With ``resume_dir`` the trainer's state is saved there
-    after every epoch and an interrupted run continues from it (see
+    ``history.json`` every epoch's losses, lwlrap, learning rate (first step and every
+    step), per-layer gradient norms and update-to-weight ratios (of the layers that train
+    in that epoch), and the model's layers in order. With ``resume_dir`` the trainer's
+    state is saved there after every epoch and an interrupted run continues from it (see
     :mod:`audiotag.training.resume`); ``stop_after`` ends the run after that many epochs
     without writing outputs (to simulate a killed run in tests).
     """
@@ -302,6 +303,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
                             {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
             write_json(tmp / HISTORY_NAME, json_safe({
                 "model": name, "task": spec.task, "best_epoch": final["epoch"],
+                "layers": layer_names(model),  # model order of the per-layer records
                 "epochs": [asdict(r) for r in history],
                 "swa": asdict(swa) if swa is not None else None}))
     if resume_dir is not None:
