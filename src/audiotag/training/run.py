@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from audiotag.core.config import ParamsError, TrainConfig
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
+from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
 from audiotag.training import distributed, resume
@@ -159,12 +160,13 @@ def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, s
     if ctx.enabled:  # each process takes its share of every (global) batch
         sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank,
                                      shuffle=True, seed=seed, drop_last=True)
-        train = _loader(train_set, cfg, sampler=sampler, drop_last=True,
-                        batch_size=cfg.batch_size // ctx.world)
+        train = _loader(train_set, cfg, sampler=CropSeedSampler(sampler, generator),
+                        drop_last=True, batch_size=cfg.batch_size // ctx.world)
         return train, _loader(valid_set, cfg)
-    # random crops draw from torch's RNG: in the main process it is seeded; DataLoader
-    # workers are seeded from `generator`, so runs stay reproducible
-    train = _loader(train_set, cfg, shuffle=True, generator=generator,
+    # each clip's random crops come from a seed drawn here, in the main process, from the
+    # seeded `generator` (as the shuffle is): the same run whatever train.num_workers
+    sampler = CropSeedSampler(RandomSampler(train_set, generator=generator), generator)
+    train = _loader(train_set, cfg, sampler=sampler, generator=generator,
                     drop_last=len(train_set) > cfg.batch_size)  # BatchNorm needs batch > 1
     return train, _loader(valid_set, cfg)
 
