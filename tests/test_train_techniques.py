@@ -23,7 +23,7 @@ from audiotag.metrics.evaluate import evaluate_model
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.loop import Trainer
 from audiotag.training.resume import STATE_NAME
-from audiotag.training.run import train_model
+from audiotag.training.run import _datasets, train_model
 from audiotag.training.tasks import TaskSpec, soft_bootstrap
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
@@ -34,11 +34,11 @@ SMALL = {"channels": [16, 16]}
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _store(root, **kwargs):
+def _store(root, features=FEATURES, **kwargs):
     write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
                        **kwargs)
     manifest, classes = read_manifest(root / "raw")
-    extract_features(manifest, classes, root / "raw", root / "features", FEATURES,
+    extract_features(manifest, classes, root / "raw", root / "features", features,
                      SplitConfig(valid_fold=0))
     return root / "features"
 
@@ -135,17 +135,22 @@ def test_swa_yields_an_averaged_model_with_fresh_batch_norm(multi, tmp_path):
                                                                   torch.ones_like(bn.running_var))
 
 
-def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path):
+@pytest.mark.parametrize("swa", [False, True])
+def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path, swa):
     _train(multi, tmp_path / "a", _cfg(epochs=1))
     source, _ = load_checkpoint(tmp_path / "a/model/model.pt")
     cfg = _cfg(epochs=2, task="regression", init_from=str(tmp_path / "a/model/model.pt"),
-               freeze_init=True)
+               freeze_init=True, swa_start_epoch=1 if swa else 0)
     _train(multi, tmp_path / "b", cfg)
     target, meta = load_checkpoint(tmp_path / "b/model/model.pt")
     assert meta["init_from"].endswith("model.pt")
     src, dst = source.state_dict(), target.state_dict()
     convs = [k for k in dst if k.endswith("weight") and dst[k].dim() == 3]
     assert convs and all(torch.equal(src[k], dst[k]) for k in convs)  # loaded, frozen
+    # frozen batch norms stay in eval mode: their running statistics do not drift either,
+    # and SWA's batch-norm update recomputes the statistics of the trained layers only
+    stats = [k for k in dst if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(src[k], dst[k]) for k in stats)
     heads = [k for k in dst if src.get(k) is not None and src[k].shape != dst[k].shape]
     assert heads  # 3 classes -> 2 regression outputs: the head is new
 
@@ -164,6 +169,94 @@ def test_autoencoder_reconstructs_then_classifies(multi, tmp_path):
     assert meta["epoch"] in (4, 5)  # the best is picked among classification epochs
     tsv = tmp_path / "live/plots/metrics/reconstruct/train/loss.tsv"
     assert len(tsv.read_text().splitlines()) == 1 + 3
+
+
+def test_a_cyclic_schedule_is_logged_per_step(multi, tmp_path):
+    # 28 training clips in batches of 7: 4 steps per epoch, one triangle per epoch. The lr
+    # at each epoch's start is the floor (1 % of train.lr): only per-step values show it
+    cfg = _cfg(epochs=2, batch_size=7, scheduler="cyclic", cycle_epochs=1.0, lr=0.01)
+    history = _train(multi, tmp_path, cfg)
+    assert [len(r.lr_steps) for r in history] == [4, 4]
+    rows = (tmp_path / "live/plots/metrics/lr_per_step.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "lr"]
+    steps, lrs = zip(*((int(a), float(b)) for a, b in (r.split("\t") for r in rows[1:])),
+                     strict=True)
+    assert list(steps) == list(range(1, 9))
+    assert lrs == pytest.approx(history[0].lr_steps + history[1].lr_steps)
+    first, second = lrs[:4], lrs[4:]
+    assert min(first) == pytest.approx(1e-4) and max(first) == pytest.approx(0.01)  # floor, peak
+    assert max(second) == pytest.approx(1e-4 + (0.01 - 1e-4) / 2)  # triangular2: peak halves
+    saved = json.loads((tmp_path / "model/history.json").read_text())["epochs"]
+    assert saved[0]["lr_steps"] == pytest.approx(list(first))
+
+
+# ---- params that must reach training -----------------------------------------------------
+
+def test_lsoft_beta_and_noisy_weight_reach_the_loss(multi, tmp_path):
+    runs = iter(range(100))
+
+    def first_loss(**update):
+        out = tmp_path / str(next(runs))
+        return _train(multi, out, _cfg(epochs=1, **update))[0].train_loss
+
+    plain = first_loss()
+    assert first_loss(lsoft_beta=0.3) != plain  # L_soft targets on the noisy clips
+    assert first_loss(noisy_weight=0.2) != plain
+    # noisy clips weighted 0 count for nothing, so L_soft (which changes only their
+    # targets) changes nothing either: bit for bit
+    assert first_loss(noisy_weight=0.0, lsoft_beta=0.3) == first_loss(noisy_weight=0.0)
+
+
+def test_noisy_weight_scales_the_noisy_clips_loss_weights(multi):
+    base = _datasets(multi, _cfg())[0]
+    data = _datasets(multi, _cfg(noisy_weight=0.25))[0]
+    noisy = data.is_noisy > 0
+    assert noisy.any() and (~noisy).any()
+    assert np.array_equal(data.weights[noisy], 0.25 * base.weights[noisy])
+    assert np.array_equal(data.weights[~noisy], base.weights[~noisy])
+    i = int(np.flatnonzero(noisy)[0])
+    x, y, w, is_noisy = data[i]  # what the training loader yields
+    assert float(w) == 0.25 * float(base.weights[i]) and float(is_noisy) == 1.0
+
+
+def test_center_train_crop_takes_the_centre_window(tmp_path):
+    store = _store(tmp_path, features=FEATURES.model_copy(update={"train_crop": "center"}))
+    data = _datasets(store, _cfg())[0]  # the training set, as train_model builds it
+    arrays = {s: np.load(store / f"{s}.npy") for s in ("curated", "noisy")}
+    long = [i for i in range(len(data)) if data.index["length"][i] > data.window]
+    assert long  # clips longer than the window, where a random crop would move
+    for i in long:
+        row = data.index.iloc[i]
+        start = row["offset"] + (row["length"] - data.window) // 2
+        frames = arrays[row["subset"]][start:start + data.window].astype(np.float32)
+        expected = torch.from_numpy(((frames - data.shift) / data.scale).T.copy())
+        for seed in range(4):  # whatever the crop seed (and without one)
+            assert torch.equal(data[(i, seed)][0], expected)
+        assert torch.equal(data[i][0], expected)
+
+
+def test_num_workers_load_in_worker_processes_with_the_same_result(multi, tmp_path,
+                                                                   monkeypatch):
+    from audiotag.training import run
+
+    iterators = []
+
+    class Recording(run.DataLoader):
+        def __iter__(self):
+            iterator = super().__iter__()
+            iterators.append((self.num_workers, type(iterator).__name__))
+            return iterator
+
+    monkeypatch.setattr(run, "DataLoader", Recording)
+    cfg = _cfg(epochs=2)  # random crops (clips up to 1.5 s, windows of 1 s), shuffling
+    main = _train(multi, tmp_path / "w0", cfg)
+    workers = _train(multi, tmp_path / "w2", _cfg(epochs=2, num_workers=2))
+    assert {name for n, name in iterators if n == 2} == {"_MultiProcessingDataLoaderIter"}
+    assert {name for n, name in iterators if n == 0} == {"_SingleProcessDataLoaderIter"}
+    assert [r.train_loss for r in workers] == [r.train_loss for r in main]
+    assert [r.valid_lwlrap for r in workers] == [r.valid_lwlrap for r in main]
+    model_pt = [tmp_path / name / "model/model.pt" for name in ("w0", "w2")]
+    assert model_pt[0].read_bytes() == model_pt[1].read_bytes()
 
 
 # ---- resume ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 from audiotag.core.config import FeaturesConfig, SplitConfig, TrainConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.features.store import FeatureSet, extract_features
-from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training import resume
+from audiotag.training.checkpoint import load_checkpoint, save_state_dict
 from audiotag.training.loop import multilabel_bce, weighted_mean
 from audiotag.training.run import train_model
 from audiotag.training.utils import grad_norms, layer_names, update_ratios
@@ -38,6 +39,9 @@ def test_same_seed_same_run_and_a_self_describing_checkpoint(store, tmp_path):
     second = _train(store, tmp_path / "b")
     assert [r.valid_lwlrap for r in first] == [r.valid_lwlrap for r in second]
     assert [r.train_loss for r in first] == [r.train_loss for r in second]
+    for name in ("model.pt", "first_epoch.pt"):  # byte-identical: dvc.lock stays the same
+        a, b = (tmp_path / run / "model" / name for run in ("a", "b"))
+        assert a.read_bytes() == b.read_bytes(), name
     other = _train(store, tmp_path / "c", seed=1)
     assert [r.train_loss for r in other] != [r.train_loss for r in first]
 
@@ -70,6 +74,22 @@ def test_early_stopping(store, tmp_path):
     assert len(history) < 10
     best = max(history, key=lambda r: r.valid_lwlrap)  # first of equals wins
     assert history[-1].epoch - best.epoch == cfg.patience
+
+
+def test_saved_checkpoints_and_resume_states_are_byte_reproducible(tmp_path):
+    # the real save paths write through a temporary file; nothing of its (random) name,
+    # nor anything else but the content, may end up in the file
+    state = {"w": torch.arange(6.0).view(2, 3), "b": torch.zeros(3)}
+    meta = {"model_name": "cnn1d", "model_params": {"channels": [4]}, "epoch": 2}
+    saved = []
+    for _ in range(2):
+        save_state_dict(tmp_path / "model.pt", state, meta)
+        saved.append((tmp_path / "model.pt").read_bytes())
+        resume.save_state(tmp_path, "fp", {"history": [{"epoch": 1}]}, complete=True)
+        saved.append((tmp_path / resume.STATE_NAME).read_bytes())
+    assert saved[0] == saved[2] and saved[1] == saved[3]
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]["w"],
+                       state["w"])
 
 
 def test_grad_norms_cover_every_layer():

@@ -155,3 +155,66 @@ def test_weights_stage_outputs(tmp_path, monkeypatch):
     for name in ("histograms.png", "grad_norms.png", "update_ratios.png",
                  "first_conv_filters.png", "layers.csv", "activations.csv"):
         assert (tmp_path / "plots" / name).stat().st_size > 50, name
+
+
+@pytest.mark.parametrize("freeze_encoder", [False, True])
+def test_autoencoder_analysis_covers_both_phases(tmp_path, freeze_encoder):
+    # a real two-phase training: reconstruction epochs train encoder + decoder, the
+    # classification epochs the encoder (unless frozen) + head; the decoder has no gradient
+    # then, and the head none before
+    from helpers import write_tone_dataset
+
+    from audiotag.analysis.weights import gradient_matrix
+    from audiotag.core.config import FeaturesConfig, SplitConfig, TrainConfig
+    from audiotag.data.manifest import read_manifest
+    from audiotag.features.store import extract_features
+    from audiotag.training.checkpoint import load_checkpoint
+    from audiotag.training.run import train_model
+    from audiotag.training.utils import layer_names
+
+    write_tone_dataset(tmp_path / "raw", counts=(("curated", 12), ("noisy", 4), ("test", 3)))
+    manifest, classes = read_manifest(tmp_path / "raw")
+    extract_features(manifest, classes, tmp_path / "raw", tmp_path / "features",
+                     FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16,
+                                    fmin=50, fmax=4000, clip_seconds=1.0),
+                     SplitConfig(valid_fold=0))
+    params = {"channels": [4, 4], "latent_channels": 4, "pretrain_epochs": 2,
+              "freeze_encoder": freeze_encoder, "head_layers": 1, "head_hidden": 8}
+    cfg = TrainConfig(models=["autoencoder"], epochs=2, batch_size=4, lr=0.01, device="cpu")
+    train_model("autoencoder", params, tmp_path / "features", tmp_path / "model",
+                tmp_path / "live", cfg, 0)
+    history = json.loads((tmp_path / "model/history.json").read_text())
+    model, _ = load_checkpoint(tmp_path / "model/model.pt")
+    order = layer_names(model)
+    enc, dec, head = ([n for n in order if n.startswith(p)] for p in ("encoder", "decoder", "head"))
+    assert enc and dec and head
+
+    # each epoch records the layers that train in it, and nothing else
+    phases = [e["phase"] for e in history["epochs"]]
+    assert phases == ["reconstruct"] * 2 + ["train"] * 2
+    for e in history["epochs"]:
+        if e["phase"] == "reconstruct":
+            trained = enc + dec
+        else:
+            trained = ([] if freeze_encoder else enc) + head
+        assert list(e["grad_norms"]) == trained and list(e["update_ratios"]) == trained
+
+    # the analysis sees every layer, in model order; a missing record is no NaN poisoning
+    layers, grads = gradient_matrix(history)
+    assert layers == order
+    assert np.isnan(grads[layers.index(head[-1]), :2]).all()
+    assert np.isfinite(grads[layers.index(head[-1]), 2:]).all()
+    # the first/last ratio: classification epochs, first and last layer that train in them
+    first = head[0] if freeze_encoder else enc[0]
+    expected = np.median([e["grad_norms"][first] / e["grad_norms"][head[-1]]
+                          for e in history["epochs"][2:]])
+    assert grad_ratio_first_last(history) == pytest.approx(expected)
+    verdict, reasons = gradient_verdict(history, WeightsConfig(vanishing_ratio=1e6 * expected,
+                                                               exploding_ratio=1e7 * expected))
+    assert verdict == "vanishing" and f"({first} vs {head[-1]})" in reasons[0]
+
+    summary = weight_report.analyse_weights(tmp_path / "model", tmp_path / "features",
+                                            tmp_path / "w.json", tmp_path / "plots", CFG)
+    assert summary["grad_ratio_first_last"] == pytest.approx(expected, rel=1e-5)
+    rows = {r["layer"]: r for r in json.loads((tmp_path / "w.json").read_text())["layers"]}
+    assert rows[head[-1]]["grad_norm_mean"] is not None

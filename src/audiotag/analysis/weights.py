@@ -12,7 +12,11 @@ over steps of the gradient L2 norm and of the update-to-weight ratio ``|dW| / |W
 - ``healthy`` otherwise.
 
 The ratio is the median over epochs of ``norm(first layer) / norm(last layer)``, where the
-layers are the modules owning parameters in registration order (input side first).
+layers are the modules owning parameters in registration order (input side first), and
+first and last are taken among the layers that train. The verdict and the ratio judge the
+classification epochs: an autoencoder's reconstruction epochs (``phase: reconstruct``)
+train its encoder and decoder, not its head, and its decoder does not train afterwards.
+A layer with no gradient in an epoch has no record for it (NaN in the matrices below).
 """
 
 from __future__ import annotations
@@ -53,42 +57,61 @@ def parameter_stats(model: torch.nn.Module, near_zero: float) -> list[dict[str, 
 
 def gradient_matrix(history: dict[str, Any],
                     key: str = "grad_norms") -> tuple[list[str], np.ndarray]:
-    """Per-layer values of ``key`` over epochs: ``(layers, (n_layers, n_epochs))``."""
+    """Per-layer values of ``key`` over epochs: ``(layers, (n_layers, n_epochs))``, NaN
+    where a layer has no record in an epoch. The layers are those recorded in any epoch, in
+    the model order of ``history["layers"]`` (written by training; else first seen first)."""
     epochs = history["epochs"]
-    layers = list(epochs[0].get(key) or {}) if epochs else []
-    matrix = np.array([[e.get(key, {}).get(layer, np.nan) for e in epochs] for layer in layers],
-                      dtype=np.float64)
+    seen = list(dict.fromkeys(layer for e in epochs for layer in e.get(key) or {}))
+    rank = {layer: i for i, layer in enumerate(history.get("layers") or [])}
+    layers = sorted(seen, key=lambda layer: rank.get(layer, len(rank)))  # stable: unknown last
+    matrix = np.array([[(e.get(key) or {}).get(layer, np.nan) for e in epochs]
+                       for layer in layers], dtype=np.float64)
     return layers, matrix.reshape(len(layers), len(epochs))
 
 
-def grad_ratio_first_last(history: dict[str, Any]) -> float | None:
-    """Median over epochs of first-layer / last-layer gradient norm (None: < 2 layers)."""
-    layers, grads = gradient_matrix(history)
+def classification_history(history: dict[str, Any]) -> dict[str, Any]:
+    """``history`` restricted to its classification epochs (all epochs if it has none)."""
+    epochs = [e for e in history["epochs"] if e.get("phase") != "reconstruct"]
+    return {**history, "epochs": epochs or history["epochs"]}
+
+
+def _first_last(history: dict[str, Any]) -> tuple[str, str, float | None]:
+    """The first and last layer with a gradient in the classification epochs and the median
+    over those epochs of their gradient-norm ratio (None: fewer than 2 layers)."""
+    layers, grads = gradient_matrix(classification_history(history))
     if len(layers) < 2 or grads.shape[1] == 0:
-        return None
+        return "", "", None
+    first, last = grads[0], grads[-1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = grads[0] / grads[-1]  # (epochs,); x/0 -> inf
-    ratios = np.where((grads[0] == 0) & (grads[-1] == 0), 0.0, ratios)  # no gradient at all
+        ratios = first / last  # (epochs,); x/0 -> inf
+    ratios = np.where((first == 0) & (last == 0), 0.0, ratios)  # no gradient at all
     ratios = ratios[~np.isnan(ratios)]  # an epoch without a record of either layer
-    return float(np.median(ratios)) if len(ratios) else None
+    return layers[0], layers[-1], float(np.median(ratios)) if len(ratios) else None
+
+
+def grad_ratio_first_last(history: dict[str, Any]) -> float | None:
+    """Median over the classification epochs of first-layer / last-layer gradient norm
+    (None: < 2 layers)."""
+    return _first_last(history)[2]
 
 
 def gradient_verdict(history: dict[str, Any], cfg: WeightsConfig) -> tuple[str, list[str]]:
-    """``(verdict, reasons)``: ``vanishing`` | ``exploding`` | ``healthy`` (see module doc)."""
-    layers, grads = gradient_matrix(history)
+    """``(verdict, reasons)``: ``vanishing`` | ``exploding`` | ``healthy`` (see module doc),
+    from the classification epochs."""
+    _, grads = gradient_matrix(classification_history(history))
     reasons: list[str] = []
     if grads.size and not np.isfinite(grads[~np.isnan(grads)]).all():
         reasons.append("a gradient norm is not finite")
     elif grads.size and np.nanmax(grads) > cfg.exploding_norm:
         reasons.append(f"max gradient norm {np.nanmax(grads):.3g} > {cfg.exploding_norm:g}")
-    ratio = grad_ratio_first_last(history)
+    first, last, ratio = _first_last(history)
     if ratio is not None and ratio > cfg.exploding_ratio:
         reasons.append(f"first/last gradient ratio {ratio:.3g} > {cfg.exploding_ratio:g}")
     if reasons:
         return "exploding", reasons
     if ratio is not None and ratio < cfg.vanishing_ratio:
         return "vanishing", [f"first/last gradient ratio {ratio:.3g} < {cfg.vanishing_ratio:g}"
-                             f" ({layers[0]} vs {layers[-1]})"]
+                             f" ({first} vs {last})"]
     return "healthy", []
 
 

@@ -7,8 +7,11 @@ randomly in training, at the centre or at N evenly spaced places at evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sized
+
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
 
 def center_start(length: int, window: int) -> int:
@@ -26,8 +29,8 @@ def eval_starts(length: int, window: int, n: int) -> list[int]:
 
 
 def random_start(length: int, window: int, generator: torch.Generator | None = None) -> int:
-    """Uniform start in ``[0, length - window]``, drawn from torch's RNG (the DataLoader
-    seeds it per worker from its generator, so epochs are reproducible)."""
+    """Uniform start in ``[0, length - window]``, drawn from ``generator`` (else torch's
+    global RNG)."""
     last = max(0, length - window)
     return int(torch.randint(0, last + 1, (1,), generator=generator).item())
 
@@ -39,3 +42,31 @@ def cut(frames: np.ndarray, start: int, window: int) -> np.ndarray:
         pad = [(0, window - out.shape[0])] + [(0, 0)] * (out.ndim - 1)
         out = np.pad(out, pad)
     return out
+
+
+class CropSeedSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, seed)``: the indices of ``sampler`` (its order), each with a crop
+    seed drawn from ``generator`` in the main process.
+
+    A :class:`~audiotag.features.store.FeatureSet` item asked for by ``(index, seed)`` draws
+    its random crops from that seed, so the crops depend on the seeds only, not on which
+    process loads the item: training gives the same result whatever ``train.num_workers``
+    (DataLoader workers have RNGs of their own).
+    """
+
+    def __init__(self, sampler: Sampler[int], generator: torch.Generator) -> None:
+        self.sampler, self.generator = sampler, generator
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.sampler:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            yield index, seed
+
+    def __len__(self) -> int:
+        assert isinstance(self.sampler, Sized)
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to a DistributedSampler (a new shuffle per epoch)."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)

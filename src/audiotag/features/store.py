@@ -380,20 +380,25 @@ class FeatureSet(torch.utils.data.Dataset):
     def clip_ids(self) -> list[str]:
         return self.index["clip_id"].tolist()
 
-    def _starts(self, length: int) -> list[int]:
+    def _starts(self, length: int, generator: torch.Generator | None = None) -> list[int]:
         if self.train and self.config.train_crop == "random":
-            return [random_start(length, self.window) for _ in range(self.n_crops)]
+            return [random_start(length, self.window, generator) for _ in range(self.n_crops)]
         if self.train:
             return [center_start(length, self.window)] * self.n_crops
         return eval_starts(length, self.window, self.n_crops)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Item ``key``: an index, or ``(index, seed)`` (from
+        :class:`~audiotag.features.crops.CropSeedSampler`) to draw random crops from
+        ``seed`` rather than from torch's global RNG."""
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
         start, length = int(self._offset[i]), int(self._length[i])
         frames = self._arrays[self._subset[i]][start:start + length]  # (T, dim) float16
         if self.config.beat_sync:
             crops = [np.asarray(frames)]
         else:
-            crops = [cut(frames, s, self.window) for s in self._starts(length)]
+            crops = [cut(frames, s, self.window) for s in self._starts(length, generator)]
         x = (np.stack(crops).astype(np.float32) - self.shift) / self.scale  # (K, T, dim)
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
         if self.n_crops == 1 or self.config.beat_sync:

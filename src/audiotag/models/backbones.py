@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchvision import models as tvm
 
 from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
-from audiotag.models.layers import check_input
+from audiotag.models.layers import check_input, eval_frozen
 from audiotag.models.registry import register_model
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,7 @@ class ImageNetBackbone(nn.Module):
 
     def train(self, mode: bool = True) -> ImageNetBackbone:
         super().train(mode)
-        if self.cfg.freeze_backbone:
-            self.backbone.eval()  # frozen: batch-norm statistics stay as loaded
-        return self
+        return eval_frozen(self)  # frozen: batch-norm statistics stay as loaded
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.n_mels)

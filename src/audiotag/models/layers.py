@@ -22,6 +22,22 @@ from audiotag.models.heads import (
 )
 
 
+def eval_frozen(model: nn.Module) -> nn.Module:
+    """Put every submodule whose parameters are all frozen (none ``requires_grad``) in eval
+    mode; returns ``model``. Call it after ``model.train()``.
+
+    A frozen layer must not change in any way: in training mode its batch norms would
+    still update their running statistics (and its dropout would drop units). One rule for
+    every way of freezing (``freeze_backbone``, ``train.freeze_init``, ``freeze_encoder``).
+    A module without parameters (an activation, a dropout) follows the module around it.
+    """
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+    return model
+
+
 def check_input(x: Tensor, n_mels: int) -> None:
     """Raise :class:`ValueError` unless ``x`` is ``(batch, n_mels, frames)``."""
     if x.dim() != 3 or x.shape[1] != n_mels:

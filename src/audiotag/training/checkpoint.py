@@ -11,6 +11,17 @@ from audiotag.core.io import atomic_path
 from audiotag.models import create_model
 
 
+def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` atomically and byte-reproducibly: the same ``obj`` gives the same bytes.
+
+    Given a file name, torch names the zip archive's records after it (``<stem>/data.pkl``),
+    and the file written here has a random temporary name; given an open file it names them
+    ``archive/``, so the bytes depend on the content only (no timestamps: torch writes none).
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module,
                     meta: dict[str, Any]) -> None:
     """``meta`` must hold model_name, model_params, num_classes (outputs), n_mels (plain
@@ -22,8 +33,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module,
 def save_state_dict(path: str | os.PathLike[str], state: dict[str, torch.Tensor],
                     meta: dict[str, Any]) -> None:
     """:func:`save_checkpoint` of weights already taken from a model."""
-    with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, **meta}, tmp)
+    save_torch({"state_dict": state, **meta}, path)
 
 
 def load_checkpoint(path: str | os.PathLike[str],

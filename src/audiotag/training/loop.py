@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.metrics.classification import accuracy, single_label_rows
+from audiotag.models.layers import eval_frozen
 from audiotag.training.augment import mix_batch, spec_augment
 from audiotag.training.distributed import agree
 from audiotag.training.optim import make_optimizer, make_scheduler
@@ -92,6 +93,9 @@ class EpochResult:
     update_ratios: dict[str, float] = field(default_factory=dict)
     valid_accuracy: float = math.nan  # single-label tasks: argmax accuracy
     phase: str = "train"  # train | reconstruct (autoencoder phase 1) | swa (the average)
+    # the learning rate of each optimizer step (``lr`` is the first: a per-step schedule,
+    # e.g. one cyclic triangle per epoch, shows only here)
+    lr_steps: list[float] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -331,10 +335,11 @@ class Trainer:
         with torch.autocast("cuda", enabled=self.amp):
             return self.model.reconstruction_loss(x).float()
 
-    def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict]:
-        """One pass over the training batches; returns the mean weighted loss, and per
-        layer the mean gradient norm (before clipping) and update-to-weight ratio."""
-        self.net.train()
+    def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict, list[float]]:
+        """One pass over the training batches; returns the mean weighted loss, per layer the
+        mean gradient norm (before clipping) and update-to-weight ratio, and the learning
+        rate of each step."""
+        eval_frozen(self.net.train())  # frozen layers (and their batch norms) stay fixed
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
             sampler.set_epoch(self.epochs_done)
@@ -342,11 +347,15 @@ class Trainer:
         total, seen, steps = 0.0, 0.0, 0
         norm_sums: dict[str, float] = defaultdict(float)
         ratio_sums: dict[str, float] = defaultdict(float)
+        lrs: list[float] = []
         for items in self.train_loader:
             b = to_batch(items, self.device)
             if not reconstruct:
                 b = self._augment(b)
-            optimizer.zero_grad(set_to_none=True)
+            # every gradient, not only the optimizer's: a layer that does not train in this
+            # phase (the decoder, an encoder frozen for phase 2) keeps no stale gradient,
+            # so the per-layer records below hold only the layers that train
+            self.model.zero_grad(set_to_none=True)
             loss = self._reconstruction_loss(b) if reconstruct else self._loss(b)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} (try a lower "
@@ -358,7 +367,8 @@ class Trainer:
             if self.cfg.grad_clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
             before = {n: p.detach().clone() for n, p in self.model.named_parameters()
-                      if p.requires_grad}
+                      if p.grad is not None}  # the parameters this step updates
+            lrs.append(optimizer.param_groups[0]["lr"])
             self.scaler.step(optimizer)
             self.scaler.update()
             if not reconstruct and self.swa_lr is None:
@@ -370,7 +380,7 @@ class Trainer:
             total += loss.item() * weight
             seen += weight
         return (total / max(seen, 1e-12), {k: v / max(steps, 1) for k, v in norm_sums.items()},
-                {k: v / max(steps, 1) for k, v in ratio_sums.items()})
+                {k: v / max(steps, 1) for k, v in ratio_sums.items()}, lrs)
 
     def _validate(self, model: torch.nn.Module) -> tuple[float, float, float]:
         """``(valid loss, valid lwlrap, valid accuracy)`` of ``model``."""
@@ -421,15 +431,17 @@ class Trainer:
                     p.requires_grad_(False)
             optimizer = self.ae_optimizer if reconstruct else self.optimizer
             lr = optimizer.param_groups[0]["lr"]
-            train_loss, norms, ratios = self._train_epoch(reconstruct)
+            train_loss, norms, ratios, lrs = self._train_epoch(reconstruct)
             if reconstruct:
                 result = EpochResult(epoch, train_loss, self._validate_reconstruction(),
-                                     math.nan, lr, norms, ratios, phase="reconstruct")
+                                     math.nan, lr, norms, ratios, phase="reconstruct",
+                                     lr_steps=lrs)
             else:
                 if self.swa_model is not None and self.swa_lr is not None:
                     self.swa_model.update_parameters(self.model)
                 loss, score, acc = self._validate(self.model)  # same weights in every process
-                result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc)
+                result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc,
+                                     lr_steps=lrs)
             self.history.append(result)
             is_best = result.score > self.best_score
             if epoch == 1:
@@ -465,21 +477,24 @@ class Trainer:
 def update_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> None:
     """Batch-norm running statistics recomputed as plain averages over ``loader`` (what
     ``torch.optim.swa_utils.update_bn`` does, for our ``(x, y, w, ...)`` batches, crops and
-    lengths)."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
+    lengths). Batch norms of frozen layers (see :func:`eval_frozen`) keep their statistics."""
+    was_training = model.training
+    eval_frozen(model.train())
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
     momenta = {}
     for m in norms:
         m.reset_running_stats()
         momenta[m] = m.momentum
         m.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    for items in loader:
-        b = to_batch(items, device)
-        crop_logits(model, b.x, b.lengths)
+    if norms:
+        for items in loader:
+            b = to_batch(items, device)
+            crop_logits(model, b.x, b.lengths)
     for m in norms:
         m.momentum = momenta[m]
-    model.train(was_training)
+    if was_training:
+        eval_frozen(model.train())
+    else:
+        model.eval()
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from audiotag.core.io import atomic_path
+from audiotag.training.checkpoint import save_torch
 
 log = logging.getLogger(__name__)
 STATE_NAME = "last.pt"
@@ -65,8 +65,7 @@ def save_state(directory: str | os.PathLike[str], fp: str, state: dict[str, Any]
                complete: bool = False) -> None:
     """Write ``directory/last.pt`` atomically (a kill never leaves a torn file)."""
     path = Path(directory) / STATE_NAME
-    with atomic_path(path) as tmp:
-        torch.save({"fingerprint": fp, "complete": complete, "state": state}, tmp)
+    save_torch({"fingerprint": fp, "complete": complete, "state": state}, path)
 
 
 def load_state(directory: str | os.PathLike[str] | None, fp: str) -> dict[str, Any] | None:

@@ -14,17 +14,18 @@ import numpy as np
 import pandas as pd
 from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from audiotag.core.config import ParamsError, TrainConfig
-from audiotag.core.io import atomic_dir, read_json, write_json
+from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
+from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
 from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_compatible, save_state_dict
 from audiotag.training.loop import EpochResult, Trainer
 from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
-from audiotag.training.utils import count_parameters, seed_everything
+from audiotag.training.utils import count_parameters, layer_names, seed_everything
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "model.pt"
@@ -63,6 +64,19 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
     # keeps `dvc exp show` to a readable number of columns
     live.summary.pop("grad_norm", None)
     live.sync()  # writes metrics.json and the .tsv histories now
+
+
+LR_STEPS_NAME = "lr_per_step.tsv"  # beside dvclive's per-epoch curves; x = optimizer step
+
+
+def _log_lr_steps(live: Live, history: list[EpochResult]) -> None:
+    """The learning rate of every optimizer step so far (all phases), rewritten whole: a
+    per-epoch value cannot show a schedule that cycles within an epoch."""
+    lrs = [lr for result in history for lr in result.lr_steps]
+    rows = "".join(f"{step}\t{lr:.9g}\n" for step, lr in enumerate(lrs, start=1))
+    path = Path(live.plots_dir) / "metrics" / LR_STEPS_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text("step\tlr\n" + rows)
 
 
 def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
@@ -146,12 +160,13 @@ def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, s
     if ctx.enabled:  # each process takes its share of every (global) batch
         sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank,
                                      shuffle=True, seed=seed, drop_last=True)
-        train = _loader(train_set, cfg, sampler=sampler, drop_last=True,
-                        batch_size=cfg.batch_size // ctx.world)
+        train = _loader(train_set, cfg, sampler=CropSeedSampler(sampler, generator),
+                        drop_last=True, batch_size=cfg.batch_size // ctx.world)
         return train, _loader(valid_set, cfg)
-    # random crops draw from torch's RNG: in the main process it is seeded; DataLoader
-    # workers are seeded from `generator`, so runs stay reproducible
-    train = _loader(train_set, cfg, shuffle=True, generator=generator,
+    # each clip's random crops come from a seed drawn here, in the main process, from the
+    # seeded `generator` (as the shuffle is): the same run whatever train.num_workers
+    sampler = CropSeedSampler(RandomSampler(train_set, generator=generator), generator)
+    train = _loader(train_set, cfg, sampler=sampler, generator=generator,
                     drop_last=len(train_set) > cfg.batch_size)  # BatchNorm needs batch > 1
     return train, _loader(valid_set, cfg)
 
@@ -168,9 +183,10 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     minus the validation loss for regression), or the SWA average with ``swa_start_epoch``,
     plus the model name, its params, the task, the class list, the regression targets and
     the normalisation statistics; ``first_epoch.pt`` the same after epoch 1;
-    ``history.json`` every epoch's losses, lwlrap, learning rate, per-layer gradient norms
-    and update-to-weight ratios. With ``resume_dir`` the trainer's state is saved there
-    after every epoch and an interrupted run continues from it (see
+    ``history.json`` every epoch's losses, lwlrap, learning rate (first step and every
+    step), per-layer gradient norms and update-to-weight ratios (of the layers that train
+    in that epoch), and the model's layers in order. With ``resume_dir`` the trainer's
+    state is saved there after every epoch and an interrupted run continues from it (see
     :mod:`audiotag.training.resume`); ``stop_after`` ends the run after that many epochs
     without writing outputs (to simulate a killed run in tests).
     """
@@ -240,6 +256,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
     with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         for result in trainer.history:  # a resumed run: the epochs before the interruption
             _log_epoch(live, result)
+        _log_lr_steps(live, trainer.history)
 
         def on_epoch(result: EpochResult, is_best: bool) -> None:
             log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
@@ -247,6 +264,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
                      else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
                      " (best)" if is_best else "")
             _log_epoch(live, result)
+            _log_lr_steps(live, trainer.history)
             if resume_dir is not None:
                 state = trainer.state_dict()
                 state["seconds"] = time.perf_counter() - started
@@ -287,6 +305,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
                             {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
             write_json(tmp / HISTORY_NAME, json_safe({
                 "model": name, "task": spec.task, "best_epoch": final["epoch"],
+                "layers": layer_names(model),  # model order of the per-layer records
                 "epochs": [asdict(r) for r in history],
                 "swa": asdict(swa) if swa is not None else None}))
     if resume_dir is not None:
