@@ -88,3 +88,63 @@ def test_bad_yaml_and_seed(tmp_path):
         parse_seed(yaml.safe_load("seed: -3"))
     with pytest.raises(ParamsError, match="no such file"):
         read_params(tmp_path / "missing.yaml")
+
+
+# --- issue 16 item 6: booleans are not numbers anywhere in the configs ----------------------
+
+BOOL_AS_NUMBER = [
+    ("train", {"models": ["cnn2d"], "epochs": True}, "train.epochs"),
+    ("train", {"models": ["cnn2d"], "lr": True}, "train.lr"),
+    ("features", {"n_mels": False}, "features.n_mels"),
+    ("features", {"eval_crops": True}, "features.eval_crops"),
+    ("split", {"valid_fold": False}, "split.valid_fold"),
+    ("clean", {"threshold": True}, "clean.threshold"),
+    ("weights", {"hist_bins": True}, "weights.hist_bins"),
+    ("data.synthetic", {"n_curated": True}, "data.synthetic.n_curated"),
+    ("data.folder", {"audio_dir": "a", "csv": "b", "test_fraction": True},
+     "data.folder.test_fraction"),
+]
+
+
+@pytest.mark.parametrize(("group", "value", "key"), BOOL_AS_NUMBER)
+def test_a_boolean_is_not_accepted_as_a_number(tmp_path, group, value, key):
+    import audiotag.core.config as config
+    from audiotag.data.sources import SOURCES
+
+    configs = {"train": "TrainConfig", "features": "FeaturesConfig", "split": "SplitConfig",
+               "clean": "CleanConfig", "weights": "WeightsConfig"}
+    model = (SOURCES.get(group.split(".")[1]).config if group.startswith("data.")
+             else getattr(config, configs[group]))
+    raw: dict = {}
+    node = raw
+    *parents, last = group.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ParamsError, match=rf"{key}: .*bool"):
+        parse_group(raw, group, model)
+
+
+@pytest.mark.parametrize("value", [True, [True, 32]])
+def test_a_boolean_is_not_a_model_setting_number(value):
+    raw = {"models": {"cnn2d": {"channels": value}}}
+    with pytest.raises(ParamsError, match=r"models\.cnn2d\.channels.*bool"):
+        parse_model_params(raw, "cnn2d")
+
+
+def test_booleans_still_work_where_a_bool_is_meant():
+    assert FeaturesConfig(to_db=False).to_db is False
+    raw = {"models": {"lstm": {"bidirectional": False}}}
+    assert parse_model_params(raw, "lstm")["bidirectional"] is False
+
+
+def test_every_params_config_has_the_strict_base():
+    # the bool check (and extra="forbid") live in one base class: every config must use it
+    from audiotag.core.config import _Strict
+    from audiotag.data.sources import SOURCES
+    from audiotag.models import list_models, model_config_class
+
+    for name in SOURCES.names():
+        assert issubclass(SOURCES.get(name).config, _Strict), name
+    for name in list_models():
+        assert issubclass(model_config_class(name), _Strict), name

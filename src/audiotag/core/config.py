@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 KNOWN_GROUPS = (
     "seed", "data", "split", "clean", "features", "train", "models", "evaluate", "weights",
@@ -26,8 +34,31 @@ class ParamsError(ValueError):
     """A params.yaml problem; the message names the key."""
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field type accepts a boolean (``bool``, ``Any``, or one inside it)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if not isinstance(arg, str))
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
 class _Strict(BaseModel):
+    """Base of every params config: unknown keys are errors, and a boolean is never taken
+    for a number (pydantic's lax mode reads ``epochs: true`` as 1)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if _holds_bool(value) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number or text, not a boolean")
+        return value
 
 
 class SplitConfig(_Strict):
