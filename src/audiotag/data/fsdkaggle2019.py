@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.core.io import atomic_path
 from audiotag.data import common
@@ -61,7 +61,7 @@ class FsdKaggle2019Config(_Strict):
     base_url: str = DEFAULT_BASE_URL
     checksums_url: str | None = DEFAULT_CHECKSUMS_URL
     include_noisy: bool = True
-    local_dir: str | None = None
+    local_dir: InputPath = None
     n_folds: int = Field(5, ge=2)
 
 
