@@ -28,7 +28,12 @@ from audiotag.core.config import (
     read_params,
     unknown_key,
 )
-from audiotag.data.sources import SOURCES, parse_data, parse_max_bad_fraction
+from audiotag.data.sources import (
+    SOURCES,
+    check_inputs_tracked,
+    parse_data,
+    parse_max_bad_fraction,
+)
 
 GROUPS: dict[str, type[BaseModel]] = {
     "split": SplitConfig, "clean": CleanConfig, "features": FeaturesConfig,
@@ -55,6 +60,12 @@ def _other_sources(raw: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
+def _data(raw: dict[str, Any], where: str) -> None:
+    """The chosen source's settings, and every path it reads listed in ``data.inputs``."""
+    name, cfg = parse_data(raw, where)
+    check_inputs_tracked(raw, name, cfg, where)
+
+
 def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     """Validate every group of ``path``; raise :class:`ParamsError` listing every problem."""
     where = str(path)
@@ -68,7 +79,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
             problems.extend(line for line in str(err).splitlines() if line not in problems)
 
     attempt(parse_seed, raw, where)
-    attempt(parse_data, raw, where)
+    attempt(_data, raw, where)
     attempt(parse_max_bad_fraction, raw, where)
     problems.extend(_other_sources(raw, where))
     for group, config in GROUPS.items():

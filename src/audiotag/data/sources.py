@@ -107,9 +107,7 @@ def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, Ba
     for key in data:
         if key not in DATA_KEYS and key not in SOURCES:
             raise ParamsError(unknown_key(where, f"data.{key}", [*DATA_KEYS, *SOURCES.names()]))
-    cfg = parse_group(raw, f"data.{name}", SOURCES.get(name).config, where)
-    check_inputs_tracked(raw, name, cfg, where)
-    return name, cfg
+    return name, parse_group(raw, f"data.{name}", SOURCES.get(name).config, where)
 
 
 _INPUT_NAME = re.compile(r"[A-Za-z0-9_-]+")
