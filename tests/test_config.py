@@ -41,13 +41,14 @@ def test_negative_learning_rate_names_the_key(tmp_path):
 
 def test_misspelt_key_names_the_key(tmp_path):
     raw = read_params(_write(tmp_path, "train: {models: [cnn2d], learning_rate: 0.1}"))
-    with pytest.raises(ParamsError, match=r"train\.learning_rate: Extra inputs"):
+    with pytest.raises(ParamsError, match=r"train\.learning_rate: unknown key; "):
         parse_train(raw)
 
 
 def test_unknown_model_names_the_key(tmp_path):
     raw = read_params(_write(tmp_path, "train: {models: [cnn2d, resnet9000]}"))
-    with pytest.raises(ParamsError, match=r"train\.models\[1\]: unknown model 'resnet9000'"):
+    with pytest.raises(ParamsError,
+                       match=r"train\.models\[1\]: unknown model 'resnet9000'; did you mean"):
         parse_train(raw)
 
 
@@ -56,18 +57,19 @@ def test_misspelt_model_setting_names_the_key(tmp_path):
     with pytest.raises(ParamsError, match=r"models\.cnn2d\.chanels"):
         parse_model_params(raw, "cnn2d")
     raw = read_params(_write(tmp_path, "models: {cnn2dd: {channels: [8]}}"))
-    with pytest.raises(ParamsError, match=r"models\.cnn2dd: unknown model"):
+    with pytest.raises(ParamsError, match=r"models\.cnn2dd: unknown key; did you mean models"):
         parse_model_params(raw, "cnn2d")
 
 
 def test_unknown_group_and_source(tmp_path):
-    with pytest.raises(ParamsError, match="unknown group 'trian'"):
+    with pytest.raises(ParamsError, match=r"trian: unknown key; did you mean train\?"):
         read_params(_write(tmp_path, "trian: {lr: 1}"))
     raw = read_params(_write(tmp_path, "data: {dataset: nope}"))
     with pytest.raises(ParamsError, match=r"data\.dataset: unknown source 'nope'"):
         parse_data(raw)
     raw = read_params(_write(tmp_path, "data: {dataset: synthetic, synthetc: {}}"))
-    with pytest.raises(ParamsError, match=r"data\.synthetc: not a known source"):
+    with pytest.raises(ParamsError,
+                       match=r"data\.synthetc: unknown key; did you mean data\.synthetic\?"):
         parse_data(raw)
     raw = read_params(_write(tmp_path, "data: {synthetic: {noise_rate: 2}}"))
     with pytest.raises(ParamsError, match=r"data\.synthetic\.noise_rate"):
@@ -90,3 +92,63 @@ def test_bad_yaml_and_seed(tmp_path):
         parse_seed(yaml.safe_load("seed: -3"))
     with pytest.raises(ParamsError, match="no such file"):
         read_params(tmp_path / "missing.yaml")
+
+
+# --- issue 16 item 6: booleans are not numbers anywhere in the configs ----------------------
+
+BOOL_AS_NUMBER = [
+    ("train", {"models": ["cnn2d"], "epochs": True}, "train.epochs"),
+    ("train", {"models": ["cnn2d"], "lr": True}, "train.lr"),
+    ("features", {"n_mels": False}, "features.n_mels"),
+    ("features", {"eval_crops": True}, "features.eval_crops"),
+    ("split", {"valid_fold": False}, "split.valid_fold"),
+    ("clean", {"threshold": True}, "clean.threshold"),
+    ("weights", {"hist_bins": True}, "weights.hist_bins"),
+    ("data.synthetic", {"n_curated": True}, "data.synthetic.n_curated"),
+    ("data.folder", {"audio_dir": "a", "csv": "b", "test_fraction": True},
+     "data.folder.test_fraction"),
+]
+
+
+@pytest.mark.parametrize(("group", "value", "key"), BOOL_AS_NUMBER)
+def test_a_boolean_is_not_accepted_as_a_number(tmp_path, group, value, key):
+    import audiotag.core.config as config
+    from audiotag.data.sources import SOURCES
+
+    configs = {"train": "TrainConfig", "features": "FeaturesConfig", "split": "SplitConfig",
+               "clean": "CleanConfig", "weights": "WeightsConfig"}
+    model = (SOURCES.get(group.split(".")[1]).config if group.startswith("data.")
+             else getattr(config, configs[group]))
+    raw: dict = {}
+    node = raw
+    *parents, last = group.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ParamsError, match=rf"{key}: .*bool"):
+        parse_group(raw, group, model)
+
+
+@pytest.mark.parametrize("value", [True, [True, 32]])
+def test_a_boolean_is_not_a_model_setting_number(value):
+    raw = {"models": {"cnn2d": {"channels": value}}}
+    with pytest.raises(ParamsError, match=r"models\.cnn2d\.channels.*bool"):
+        parse_model_params(raw, "cnn2d")
+
+
+def test_booleans_still_work_where_a_bool_is_meant():
+    assert FeaturesConfig(to_db=False).to_db is False
+    raw = {"models": {"lstm": {"bidirectional": False}}}
+    assert parse_model_params(raw, "lstm")["bidirectional"] is False
+
+
+def test_every_params_config_has_the_strict_base():
+    # the bool check (and extra="forbid") live in one base class: every config must use it
+    from audiotag.core.config import _Strict
+    from audiotag.data.sources import SOURCES
+    from audiotag.models import list_models, model_config_class
+
+    for name in SOURCES.names():
+        assert issubclass(SOURCES.get(name).config, _Strict), name
+    for name in list_models():
+        assert issubclass(model_config_class(name), _Strict), name

@@ -102,6 +102,23 @@ def test_second_repro_does_nothing(project):
     assert "up to date" in run(["dvc", "status"], project).stdout
 
 
+def test_every_file_the_stages_write_is_a_declared_output(project):
+    # a file DVC does not know is neither cached nor pushed: each one under the output dirs
+    # is an out/metric/plot of a stage (as resolved in dvc.lock), or a file git tracks
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    declared = [out["path"] for stage in lock["stages"].values()
+                for out in stage.get("outs", [])]
+    tracked = set(run(["git", "ls-files"], project).stdout.split())
+    undeclared = []
+    for top in ("data", "models", "metrics", "plots", "reports", "checkpoints"):
+        for path in (project / top).rglob("*"):
+            rel = path.relative_to(project).as_posix()
+            if path.is_file() and rel not in tracked and path.name != ".gitignore" and not any(
+                    rel == out or rel.startswith(out.rstrip("/") + "/") for out in declared):
+                undeclared.append(rel)
+    assert not undeclared, f"written by a stage but not declared in dvc.yaml: {undeclared}"
+
+
 def test_experiment_reruns_training_but_not_features(project):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline"], project)

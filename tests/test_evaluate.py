@@ -198,3 +198,38 @@ def test_regression_output_count_is_checked():
     test = _pred(["a"], ["test"], [[0.1, 0.2, 0.3, 0.4]], {"targets_x": [1.0]})
     with pytest.raises(ValueError, match="expected 3 class logits"):
         ev.regression_outputs(test, 3, ["x", "y"])
+
+
+def _declared_evaluate_files(repo_root) -> set[str]:
+    """The files dvc.yaml declares for evaluate@m under its --plots dir (relative to it)."""
+    import yaml
+
+    stage = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    declared = set()
+    for section in ("outs", "metrics", "plots"):
+        for entry in stage.get(section) or []:
+            path = next(iter(entry)) if isinstance(entry, dict) else entry
+            if path.startswith("plots/${item}/"):
+                declared.add(path.removeprefix("plots/${item}/"))
+    return declared
+
+
+@pytest.mark.parametrize("task", ["multilabel", "multitask"])
+def test_evaluate_writes_exactly_the_plots_dvc_yaml_declares(monkeypatch, tmp_path, repo_root,
+                                                             task):
+    # an undeclared file is neither cached nor pushed; a declared one not written fails repro
+    rng = np.random.default_rng(0)
+    if task == "multitask":
+        preds = {"test": _pred(["a", "b", "c", "a"], ["test"] * 4,
+                               np.c_[np.full((4, 3), 0.5), rng.random((4, 1))],
+                               {"targets_valence": [0.4, 2.1, -0.4, 1.1]}),
+                 "valid": None, "train": None}
+        meta = {"task": "multitask", "targets": ["targets_valence"]}
+    else:
+        preds = {"test": _pred(["a", "b;c", "c", "a;b"], ["test"] * 4, rng.random((4, 3))),
+                 "valid": None, "train": None}
+        meta = None
+    _fake(monkeypatch, tmp_path, preds, meta)
+    written = {p.relative_to(tmp_path / "plots").as_posix()
+               for p in (tmp_path / "plots").rglob("*") if p.is_file()}
+    assert written == _declared_evaluate_files(repo_root)

@@ -7,12 +7,21 @@ message naming the offending key (``params.yaml: train.lr: ...``).
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 KNOWN_GROUPS = (
     "seed", "data", "split", "clean", "features", "train", "models", "evaluate", "weights",
@@ -26,8 +35,49 @@ class ParamsError(ValueError):
     """A params.yaml problem; the message names the key."""
 
 
+def unknown_key(where: str, key: str, valid: Any) -> str:
+    """``params.yaml: train.epochz: unknown key; did you mean train.epochs?`` (difflib)."""
+    parent, _, name = key.rpartition(".")
+    valid = sorted(str(v) for v in valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+    else:
+        hint = f"known: {', '.join(valid)}"
+    return f"{where}: {key}: unknown key; {hint}"
+
+
+InputPath = Annotated[str | None, Field(json_schema_extra={"input_path": True})]
+"""A file or folder outside the pipeline that a dataset source reads (``local_dir``, the
+``folder`` source's ``audio_dir``/``csv``): it must be listed in ``data.inputs`` so that
+DVC sees it change (see :func:`audiotag.data.sources.check_inputs_tracked`)."""
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field type accepts a boolean (``bool``, ``Any``, or one inside it)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if not isinstance(arg, str))
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
 class _Strict(BaseModel):
+    """Base of every params config: unknown keys are errors, and a boolean is never taken
+    for a number (pydantic's lax mode reads ``epochs: true`` as 1)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if _holds_bool(value) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number or text, not a boolean")
+        return value
 
 
 class DataChecksConfig(_Strict):
@@ -248,15 +298,20 @@ def read_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
         raise ParamsError(f"{path}: expected a mapping of groups at the top level")
     unknown = sorted(set(raw) - set(KNOWN_GROUPS))
     if unknown:
-        raise ParamsError(f"{path}: unknown group {unknown[0]!r}; known: {', '.join(KNOWN_GROUPS)}")
+        raise ParamsError("\n".join(unknown_key(str(path), key, KNOWN_GROUPS) for key in unknown))
     return raw
 
 
-def format_validation_error(err: ValidationError, prefix: str, where: str = "params.yaml") -> str:
-    """One line per problem: ``params.yaml: train.lr: Input should be greater than 0 (got -1)``."""
+def format_validation_error(err: ValidationError, prefix: str, where: str = "params.yaml",
+                            model: type[BaseModel] | None = None) -> str:
+    """One line per problem: ``params.yaml: train.lr: Input should be greater than 0 (got -1)``;
+    an unknown key of ``model`` suggests the closest field."""
     lines = []
     for problem in err.errors():
         key = ".".join([prefix, *(str(p) for p in problem["loc"])]) if problem["loc"] else prefix
+        if model is not None and problem["type"] == "extra_forbidden" and len(problem["loc"]) == 1:
+            lines.append(unknown_key(where, key, model.model_fields))
+            continue
         got = "" if problem["type"] == "missing" else f" (got {problem.get('input')!r})"
         lines.append(f"{where}: {key}: {problem['msg']}{got}")
     return "\n".join(lines)
@@ -274,7 +329,7 @@ def parse_group(raw: dict[str, Any], key: str, model: type[M], where: str = "par
     try:
         return model.model_validate(value)
     except ValidationError as err:
-        raise ParamsError(format_validation_error(err, key, where)) from None
+        raise ParamsError(format_validation_error(err, key, where, model)) from None
 
 
 def parse_seed(raw: dict[str, Any], where: str = "params.yaml") -> int:
@@ -292,8 +347,9 @@ def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
     known = list_models()
     for i, name in enumerate(cfg.models):
         if name not in known:
-            raise ParamsError(f"{where}: train.models[{i}]: unknown model {name!r}; "
-                              f"known: {', '.join(known)}")
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+            raise ParamsError(f"{where}: train.models[{i}]: unknown model {name!r}; {hint}")
     if len(set(cfg.models)) != len(cfg.models):
         raise ParamsError(f"{where}: train.models: a model is listed twice")
     return cfg
@@ -311,8 +367,7 @@ def parse_model_params(raw: dict[str, Any], name: str,
 
     for other in models:
         if other not in _known():
-            raise ParamsError(f"{where}: models.{other}: unknown model; "
-                              f"known: {', '.join(_known())}")
+            raise ParamsError(unknown_key(where, f"models.{other}", _known()))
     params = models.get(name) or {}
     try:
         return validate_model_params(name, params).model_dump()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
 from audiotag.data.archives import check_archive
@@ -34,7 +34,7 @@ EXPECTED_CLIPS, EXPECTED_CLASSES = 2000, 50
 class Esc50Config(_Strict):
     url: str = DEFAULT_URL
     test_fold: int = Field(1, ge=1, le=5)
-    local_dir: str | None = None
+    local_dir: InputPath = None
 
 
 def _root(cfg: Esc50Config, out_dir: Path) -> Path:

@@ -23,7 +23,7 @@ from typing import Literal
 
 import pandas as pd
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
 from audiotag.data.fetch import obtain
@@ -46,7 +46,7 @@ _SPLIT = {"training": ("curated", 1), "validation": ("curated", 0), "test": ("te
 class FmaConfig(_Strict):
     base_url: str = DEFAULT_BASE_URL
     size: Literal["small", "medium", "large"] = "small"
-    local_dir: str | None = None
+    local_dir: InputPath = None
 
 
 def _member(zf: zipfile.ZipFile, archive: Path, name: str) -> str:

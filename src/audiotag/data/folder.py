@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
 from audiotag.data.manifest import LABEL_SEP, SUBSETS, join_labels
@@ -35,8 +35,8 @@ _SUBSET_ALIASES = {"train": "curated"}
 
 
 class FolderConfig(_Strict):
-    audio_dir: str | None = None
-    csv: str | None = None
+    audio_dir: InputPath = None
+    csv: InputPath = None
     test_fraction: float = Field(0.2, gt=0, lt=1)
     n_folds: int = Field(5, ge=2)
     classes: list[str] | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.data import common
 from audiotag.data.archives import check_archive
@@ -36,7 +36,7 @@ _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 class FsddConfig(_Strict):
     url: str = DEFAULT_URL
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    local_dir: str | None = None
+    local_dir: InputPath = None
     n_folds: int = Field(5, ge=2)
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.core.io import atomic_path, write_text
 from audiotag.data import common
@@ -68,9 +68,9 @@ _MD5_LINE = re.compile(r"([0-9a-fA-F]{32})\s+\*?(\S.*)")
 class FsdKaggle2019Config(_Strict):
     base_url: str = DEFAULT_BASE_URL
     checksums_url: str | None = DEFAULT_CHECKSUMS_URL
-    checksums_file: str | None = None
+    checksums_file: InputPath = None
     include_noisy: bool = True
-    local_dir: str | None = None
+    local_dir: InputPath = None
     n_folds: int = Field(5, ge=2)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audiotag.core.config import _Strict
+from audiotag.core.config import InputPath, _Strict
 from audiotag.data import common, gtzan_split
 from audiotag.data.fetch import obtain
 
@@ -33,7 +33,7 @@ _PARTS = (("curated", 1, gtzan_split.TRAIN), ("curated", 0, gtzan_split.VALID),
 
 class GtzanConfig(_Strict):
     url: str = DEFAULT_URL
-    local_dir: str | None = None
+    local_dir: InputPath = None
 
 
 def write(cfg: GtzanConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:

@@ -10,6 +10,7 @@ module imported below; no later stage changes.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from audiotag.core.config import DataChecksConfig, ParamsError, parse_group
+from audiotag.core.config import DataChecksConfig, ParamsError, parse_group, unknown_key
 from audiotag.core.errors import DataSourceError
 from audiotag.core.registry import Registry
 from audiotag.data import common, esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
@@ -72,7 +73,7 @@ register_source("fma", fma.FmaConfig,
 register_source("folder", folder.FolderConfig,
                 "your own audio directory + CSV (fname,labels[,subset])")(folder.write)
 
-DATA_KEYS = ("dataset", *DataChecksConfig.model_fields)
+DATA_KEYS = ("dataset", "inputs", *DataChecksConfig.model_fields)
 """Keys of the ``data`` group that are settings, not source names."""
 
 
@@ -165,6 +166,50 @@ def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, Ba
                           f"known: {', '.join(SOURCES.names())}")
     for key in data:
         if key not in DATA_KEYS and key not in SOURCES:
-            raise ParamsError(f"{where}: data.{key}: not a known source; "
-                              f"known: {', '.join(SOURCES.names())}")
+            raise ParamsError(unknown_key(where, f"data.{key}", [*DATA_KEYS, *SOURCES.names()]))
     return name, parse_group(raw, f"data.{name}", SOURCES.get(name).config, where)
+
+
+_INPUT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parse_inputs(raw: dict[str, Any], where: str = "params.yaml") -> dict[str, str]:
+    """``data.inputs``: name -> a file or folder outside the pipeline that a source reads.
+
+    dvc.yaml makes each one a dependency (stage ``input@<name>``, which records a content
+    fingerprint that ``download`` depends on), so editing a label or overwriting a clip in
+    it makes ``download`` run again.
+    """
+    inputs = (raw.get("data") or {}).get("inputs") or {}
+    if not isinstance(inputs, dict):
+        raise ParamsError(f"{where}: data.inputs: expected a mapping of name -> path "
+                          f"(got {inputs!r})")
+    for name, path in inputs.items():
+        if not isinstance(name, str) or not _INPUT_NAME.fullmatch(name):
+            raise ParamsError(f"{where}: data.inputs.{name}: a name of letters, digits, _ or -")
+        if not isinstance(path, str) or not path.strip():
+            raise ParamsError(f"{where}: data.inputs.{name}: expected a path (got {path!r})")
+    return inputs
+
+
+def input_paths(cfg: BaseModel) -> dict[str, str]:
+    """The set :data:`~audiotag.core.config.InputPath` fields of a source config, by name."""
+    return {name: getattr(cfg, name) for name, field in type(cfg).model_fields.items()
+            if (field.json_schema_extra or {}).get("input_path") and getattr(cfg, name)}
+
+
+def _resolved(path: str) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def check_inputs_tracked(raw: dict[str, Any], name: str, cfg: BaseModel,
+                         where: str = "params.yaml") -> None:
+    """Every path the chosen source reads lies in (or is) a ``data.inputs`` entry: DVC sees
+    only what dvc.yaml names, and a path in params.yaml alone is just a string to it."""
+    inputs = {key: _resolved(path) for key, path in parse_inputs(raw, where).items()}
+    for key, path in input_paths(cfg).items():
+        target = _resolved(path)
+        if not any(target == root or root in target.parents for root in inputs.values()):
+            raise ParamsError(
+                f"{where}: data.{name}.{key}: {path} is not in data.inputs, so DVC would not "
+                f"see it change; add it (e.g. data.inputs.{key}: {path})")

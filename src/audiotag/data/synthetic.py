@@ -30,10 +30,11 @@ from typing import Self
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from scipy import fft as sfft
 from tqdm.auto import tqdm
 
+from audiotag.core.config import _Strict
 from audiotag.data.manifest import join_labels
 
 logger = logging.getLogger(__name__)
@@ -393,7 +394,7 @@ def render_event(kind: str, sr: int, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------------------- config
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(_Strict):
     """Parameters of the synthetic dataset (``params.yaml`` section ``synthetic``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -300,9 +300,9 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                         (confusion, CONFUSION_CSV), (report, REPORT_CSV),
                         (regression_rows, REGRESSION_CSV)):
         _write_csv(table, plots / name)
-    if not regression_rows.empty:
-        plot_regression_scatter(regression_rows, plots / "regression.png",
-                                f"{meta['model_name']}: predicted vs true")
+    # always written, like the CSVs: dvc.yaml declares it (an empty panel for classifiers)
+    plot_regression_scatter(regression_rows, plots / "regression.png",
+                            f"{meta['model_name']}: predicted vs true")
     write_json(metrics_path, metrics)
     log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
              metrics.get("lwlrap"), len(test), metrics["inference_ms_per_clip"] or 0)

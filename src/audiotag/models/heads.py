@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from torch import Tensor, nn
+
+from audiotag.core.config import _Strict
 
 Activation = Literal["relu", "gelu", "sigmoid", "prelu"]
 InitScheme = Literal["default", "kaiming", "xavier"]
@@ -24,7 +26,7 @@ InitScheme = Literal["default", "kaiming", "xavier"]
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 
 
-class HeadConfig(BaseModel):
+class HeadConfig(_Strict):
     """Params every model has (a mixin for the model configs).
 
     Attributes:

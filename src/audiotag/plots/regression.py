@@ -14,7 +14,8 @@ from audiotag.plots import save_figure
 
 def plot_regression_scatter(rows: pd.DataFrame, path: str | os.PathLike[str],
                             title: str) -> None:
-    """One panel per target of ``rows`` (columns ``target, actual, predicted``), with y = x."""
+    """One panel per target of ``rows`` (columns ``target, actual, predicted``), with y = x;
+    no rows: one empty panel saying so."""
     targets = list(dict.fromkeys(rows["target"]))
     cols = min(3, max(len(targets), 1))
     n_rows = max(math.ceil(len(targets) / cols), 1)
@@ -32,5 +33,7 @@ def plot_regression_scatter(rows: pd.DataFrame, path: str | os.PathLike[str],
         ax.set_ylabel("predicted")
     for ax in list(axes.flat)[len(targets):]:
         ax.axis("off")
+    if not targets:
+        axes.flat[0].text(0.5, 0.5, "no regression targets", ha="center", va="center")
     fig.suptitle(title)
     save_figure(fig, path)

@@ -1,0 +1,93 @@
+"""The whole params.yaml validated at once, before any stage does work (stage ``check_params``).
+
+Every group goes through the same typed configs the stages use, so a field added to a config
+is checked here with no change: unknown keys at any level (with the closest valid key
+suggested), wrong types, value ranges, unknown or missing model names. The settings of
+dataset sources that are not chosen may stay in params.yaml; only their keys are checked
+(a source's own checks, such as ``folder`` needing both paths, apply when it is chosen).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel
+
+from audiotag.core.config import (
+    CleanConfig,
+    EvaluateConfig,
+    FeaturesConfig,
+    ParamsError,
+    SplitConfig,
+    WeightsConfig,
+    parse_group,
+    parse_model_params,
+    parse_seed,
+    parse_train,
+    read_params,
+    unknown_key,
+)
+from audiotag.data.sources import (
+    SOURCES,
+    check_inputs_tracked,
+    parse_data,
+    parse_max_bad_fraction,
+)
+
+GROUPS: dict[str, type[BaseModel]] = {
+    "split": SplitConfig, "clean": CleanConfig, "features": FeaturesConfig,
+    "evaluate": EvaluateConfig, "weights": WeightsConfig,
+}
+"""Groups that are one config each (``seed``, ``data``, ``train``, ``models`` have parsers)."""
+
+
+def _other_sources(raw: dict[str, Any], where: str) -> list[str]:
+    """Unknown keys in the settings of the sources not chosen by ``data.dataset``."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    chosen = data.get("dataset", "synthetic")
+    problems = []
+    for name in SOURCES.names():
+        settings = data.get(name)
+        if name == chosen or settings is None:
+            continue
+        if not isinstance(settings, dict):
+            problems.append(f"{where}: data.{name}: expected a mapping, got {settings!r}")
+            continue
+        fields = SOURCES.get(name).config.model_fields
+        problems += [unknown_key(where, f"data.{name}.{key}", fields)
+                     for key in settings if key not in fields]
+    return problems
+
+
+def _data(raw: dict[str, Any], where: str) -> None:
+    """The chosen source's settings, and every path it reads listed in ``data.inputs``."""
+    name, cfg = parse_data(raw, where)
+    check_inputs_tracked(raw, name, cfg, where)
+
+
+def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
+    """Validate every group of ``path``; raise :class:`ParamsError` listing every problem."""
+    where = str(path)
+    raw = read_params(path)  # unknown top-level groups
+    problems: list[str] = []
+
+    def attempt(parse, *args) -> None:
+        try:
+            parse(*args)
+        except ParamsError as err:
+            problems.extend(line for line in str(err).splitlines() if line not in problems)
+
+    attempt(parse_seed, raw, where)
+    attempt(_data, raw, where)
+    attempt(parse_max_bad_fraction, raw, where)
+    problems.extend(_other_sources(raw, where))
+    for group, config in GROUPS.items():
+        attempt(parse_group, raw, group, config, where)
+    attempt(parse_train, raw, where)
+    models = raw.get("models")
+    if models is not None:  # every model's settings, listed in train.models or not
+        for name in models if isinstance(models, dict) else [""]:
+            attempt(parse_model_params, raw, name, where)
+    if problems:
+        raise ParamsError("\n".join(problems))

@@ -1,0 +1,111 @@
+"""The whole-file validation of stage check_params (issue 16 item 5)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from audiotag.core.config import ParamsError
+from audiotag.params_check import check_params
+
+
+@pytest.fixture
+def params(repo_root, tmp_path):
+    """Write the repository's params.yaml with ``edit`` applied; return its path."""
+    def write(edit) -> str:
+        raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+        edit(raw)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return str(path)
+    return write
+
+
+def test_the_repository_params_pass(repo_root):
+    check_params(repo_root / "params.yaml")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["train"].update(epochz=3), r"train\.epochz: unknown key; did you mean "
+                                            r"train\.epochs\?"),
+    (lambda p: p.update(trian={"lr": 1}), r"trian: unknown key; did you mean train\?"),
+    (lambda p: p["features"].update(n_mel=32), r"features\.n_mel: unknown key; did you mean "
+                                               r"features\.n_mels\?"),
+    (lambda p: p["models"]["cnn2d"].update(chanels=[8]), r"models\.cnn2d\.chanels: unknown "
+                                                         r"parameter \(did you mean 'channels'"),
+    (lambda p: p["data"]["fsdd"].update(locl_dir="x"), r"data\.fsdd\.locl_dir: unknown key; "
+                                                       r"did you mean data\.fsdd\.local_dir\?"),
+    (lambda p: p["weights"].update(hist_bin=3), r"weights\.hist_bin: unknown key"),
+])
+def test_a_misspelt_key_anywhere_names_it_and_suggests_the_close_match(params, edit, message):
+    with pytest.raises(ParamsError, match=message):
+        check_params(params(edit))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["train"].update(models=["cnn2d", "cnn3d"]),
+     r"train\.models\[1\]: unknown model 'cnn3d'; did you mean cnn"),
+    (lambda p: p["train"].update(models=[]), r"train\.models: List should have at least 1"),
+    (lambda p: p["train"].update(epochs=-1), r"train\.epochs: .*greater than or equal to 1"),
+    (lambda p: p["train"].update(epochs=True), r"train\.epochs: .*not a boolean"),
+    (lambda p: p["models"]["crnn"].update(gru_layers=0), r"models\.crnn\.gru_layers"),
+    (lambda p: p["features"].update(fmax=99999.0), r"features: .*fmax"),
+    (lambda p: p["clean"].update(method="magic"), r"clean\.method"),
+    (lambda p: p["split"].update(valid_fold=-1), r"split\.valid_fold"),
+    (lambda p: p.update(seed=-3), r"seed: expected a non-negative integer"),
+])
+def test_errors_of_every_group_are_caught_by_the_whole_file_check(params, edit, message):
+    # these used to surface only in train/report, after download, cleaning and features
+    with pytest.raises(ParamsError, match=message):
+        check_params(params(edit))
+
+
+def test_every_problem_is_listed_at_once(params):
+    def edit(p):
+        p["train"]["epochz"] = 3
+        p["evaluate"]["batch_size"] = 0
+    with pytest.raises(ParamsError) as err:
+        check_params(params(edit))
+    assert "train.epochz" in str(err.value) and "evaluate.batch_size" in str(err.value)
+
+
+def test_an_unused_source_keeps_its_settings_but_not_a_misspelt_key(params):
+    # the folder source needs both paths only when chosen
+    check_params(params(lambda p: p["data"]["folder"].update(audio_dir=None)))
+    with pytest.raises(ParamsError, match=r"data\.gtzan\.ulr: unknown key; did you mean "
+                                          r"data\.gtzan\.url\?"):
+        check_params(params(lambda p: p["data"]["gtzan"].update(ulr="x")))
+
+
+def test_a_source_path_must_be_a_tracked_input(params, tmp_path):
+    audio, csv = tmp_path / "audio", tmp_path / "labels.csv"
+
+    def folder(inputs):
+        def edit(p):
+            p["data"].update(dataset="folder", inputs=inputs)
+            p["data"]["folder"].update(audio_dir=str(audio), csv=str(csv))
+        return params(edit)
+
+    with pytest.raises(ParamsError, match=r"data\.folder\.audio_dir: .*audio is not in "
+                                          r"data\.inputs, so DVC would not see it change"):
+        check_params(folder({}))
+    with pytest.raises(ParamsError, match=r"data\.folder\.csv: .*labels\.csv is not in"):
+        check_params(folder({"audio": str(audio)}))
+    check_params(folder({"audio": str(audio), "labels": str(csv)}))
+    check_params(folder({"all": str(tmp_path)}))  # a folder holding both covers both
+    with pytest.raises(ParamsError, match=r"data\.inputs\.a b: a name of letters"):
+        check_params(folder({"a b": str(tmp_path)}))
+
+
+def test_fingerprint_changes_with_content_not_location(tmp_path):
+    from audiotag.data.inputs import fingerprint
+
+    for root in (tmp_path / "a", tmp_path / "b"):
+        (root / "sub").mkdir(parents=True)
+        (root / "labels.csv").write_text("fname,labels\nsub/x.wav,dog\n")
+        (root / "sub" / "x.wav").write_bytes(b"RIFF0")
+    first = fingerprint(tmp_path / "a")
+    assert first == fingerprint(tmp_path / "b") and first["files"] == 2
+    (tmp_path / "b" / "labels.csv").write_text("fname,labels\nsub/x.wav,cat\n")
+    assert fingerprint(tmp_path / "b") != first
+    assert fingerprint(tmp_path / "a" / "labels.csv") != fingerprint(tmp_path / "b/labels.csv")
