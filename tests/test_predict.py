@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import write_tone_dataset
 
 from audiotag.cli import main as cli_main
 from audiotag.core.config import FeaturesConfig, SplitConfig
@@ -15,7 +16,6 @@ from audiotag.models import create_model
 from audiotag.predict import find_audio, run_predict, skipped_path
 from audiotag.training.checkpoint import save_checkpoint
 from audiotag.training.inference import predict_clips, predict_files, task_of
-from helpers import write_tone_dataset
 
 CFG = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50.0, fmax=4000.0,
            clip_seconds=0.6, workers=0)
@@ -41,7 +41,8 @@ def _store_and_checkpoint(tmp_path, **features):
     return model.eval(), meta, manifest, audio_paths(manifest, raw)
 
 
-@pytest.mark.parametrize("features", [{}, {"eval_crops": "3"}, {"kind": "logmel+mfcc", "n_mfcc": 8}])
+@pytest.mark.parametrize("features", [{}, {"eval_crops": "3"},
+                                      {"kind": "logmel+mfcc", "n_mfcc": 8}])
 def test_predict_files_reproduces_the_feature_store_scores(tmp_path, features):
     # long clips (up to 1.5 s against a 0.6 s window) are cropped, short ones padded: the
     # file path must make the very windows the store path makes
