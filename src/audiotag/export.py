@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ def input_shape(meta: dict[str, Any]) -> tuple[int, int]:
 
 
 def _torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
-    traced = torch.jit.trace(model, example, check_trace=False)
+    with warnings.catch_warnings():  # shape checks traced as constants: check_parity decides
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
     with atomic_path(out) as tmp:
         torch.jit.save(traced, str(tmp))
 
