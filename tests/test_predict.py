@@ -89,7 +89,7 @@ def test_predict_cli_writes_scores_tags_and_lists_unreadable_files(tmp_path, cap
     assert not skipped_path(out).exists() and len(pd.read_csv(out)) == 1
 
 
-def test_predict_errors_name_the_problem(tmp_path, capsys):
+def test_predict_errors_name_the_problem(tmp_path, caplog):
     with pytest.raises(FileNotFoundError, match="nope.wav: no such file"):
         find_audio([tmp_path / "nope.wav"])
     (tmp_path / "d").mkdir()
@@ -98,3 +98,10 @@ def test_predict_errors_name_the_problem(tmp_path, capsys):
     assert stop.value.code == 2
     with pytest.raises(ValueError, match="--top-k must be >= 0"):
         run_predict("m.pt", [tmp_path], tmp_path / "x.csv", top_k=-1)
+    (tmp_path / "d" / "a.wav").write_bytes(b"")
+    if not torch.cuda.is_available():  # a missing device: one line and status 2
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["predict", "--checkpoint", "m.pt", "--out", "x.csv", "--device", "cuda",
+                      str(tmp_path / "d")])
+        assert stop.value.code == 2
+        assert "--device is 'cuda' but no CUDA device" in caplog.text

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotag.core.config import ParamsError
 from audiotag.core.io import atomic_path
 from audiotag.data.common import AUDIO_SUFFIXES
 from audiotag.training.checkpoint import load_checkpoint
@@ -72,14 +73,19 @@ def run_predict(checkpoint: str | os.PathLike[str], paths: list[str | os.PathLik
     :func:`predictions_table`) and, when files could not be read, ``<out>.skipped.csv``
     (``path, reason``)."""
     if top_k < 0:
-        raise ValueError(f"--top-k must be >= 0, got {top_k}")
+        raise ParamsError(f"--top-k must be >= 0, got {top_k}")
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise ParamsError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ParamsError(f"--workers must be >= 0, got {workers}")
     files = find_audio(paths)
     if not files:
         raise FileNotFoundError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) under "
                                 f"{', '.join(map(str, paths))}")
-    torch_device = pick_device(device, key="--device")
+    try:
+        torch_device = pick_device(device, key="--device")
+    except RuntimeError as err:  # a device this machine does not have
+        raise ParamsError(str(err)) from err
     model, meta = load_checkpoint(checkpoint, torch_device)
     log.info("%s (%s): %d file(s) on %s", checkpoint, meta["model_name"], len(files),
              torch_device)
