@@ -10,6 +10,7 @@ from helpers import write_tone_dataset
 
 from audiotag.cli import main as cli_main
 from audiotag.core.config import FeaturesConfig, SplitConfig
+from audiotag.core.errors import AudioError
 from audiotag.data.manifest import audio_paths, read_manifest
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.models import create_model
@@ -84,9 +85,12 @@ def test_predict_cli_writes_scores_tags_and_lists_unreadable_files(tmp_path, cap
     assert skipped["reason"].str.contains("cannot read audio|no samples").all()
     assert "broken.wav" in caplog.text and "2 of 5 file(s) unreadable" in caplog.text
     # a second run without unreadable files removes the stale list
-    run_predict(tmp_path / "model.pt", [clips / paths[0].name], out, device="cpu",
-                progress=False)
-    assert not skipped_path(out).exists() and len(pd.read_csv(out)) == 1
+    again = run_predict(tmp_path / "model.pt", [clips / paths[0].name, clips / paths[1].name],
+                        out, device="cpu", workers=1, progress=False)  # decoding in a worker
+    assert not skipped_path(out).exists() and len(pd.read_csv(out)) == 2
+    np.testing.assert_allclose(again.scores, scores[:2], atol=1e-5)
+    with pytest.raises(AudioError, match="none of the 2 file"):  # nothing readable: an error
+        run_predict(tmp_path / "model.pt", [clips / "broken.wav", empty], out, device="cpu")
 
 
 def test_predict_errors_name_the_problem(tmp_path, caplog):
@@ -105,3 +109,9 @@ def test_predict_errors_name_the_problem(tmp_path, caplog):
                       str(tmp_path / "d")])
         assert stop.value.code == 2
         assert "--device is 'cuda' but no CUDA device" in caplog.text
+
+
+def test_cli_passes_every_tune_option_to_tune(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["tune", "--help"])
+    assert stop.value.code == 0 and "--trials" in capsys.readouterr().out

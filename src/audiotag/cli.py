@@ -34,15 +34,16 @@ def _export(args: argparse.Namespace) -> None:
     export_model(args.checkpoint, args.format, out)
 
 
-def _tune(args: argparse.Namespace) -> None:
+def _tune(rest: list[str]) -> None:
     from audiotag import tune
 
-    sys.argv = ["audiotag tune", *args.rest]
+    sys.argv = ["audiotag tune", *rest]  # tune parses its own options
     tune.main()
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="audiotag", description=__doc__.split("\n\n")[0])
+    top = argparse.ArgumentParser(prog="audiotag", description="audio tagging: use a "
+                                  "trained model (see docs/using-a-model.md)")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="score audio files with a trained checkpoint (CSV)")
@@ -66,16 +67,18 @@ def parser() -> argparse.ArgumentParser:
                         "a <out>.json sidecar holds classes and feature settings")
     e.set_defaults(run=_export)
 
-    t = sub.add_parser("tune", help="hyperparameter search (see python -m audiotag.tune -h)",
-                       add_help=False)
-    t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(run=_tune)
+    # handled before parsing (main): every argument after `tune` is tune's own
+    sub.add_parser("tune", help="hyperparameter search (audiotag tune -h for its options)")
     return top
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tune"]:
+        _tune(argv[1:])
+        return
     args = parser().parse_args(argv)
     from audiotag.export import ExportError
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from audiotag.core.config import ParamsError
+from audiotag.core.errors import AudioError
 from audiotag.core.io import atomic_path
 from audiotag.data.common import AUDIO_SUFFIXES
 from audiotag.training.checkpoint import load_checkpoint
@@ -101,6 +102,9 @@ def run_predict(checkpoint: str | os.PathLike[str], paths: list[str | os.PathLik
             pd.DataFrame(pred.skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
         log.warning("%d of %d file(s) unreadable and not scored: listed in %s",
                     len(pred.skipped), len(files), listed)
+        if not pred.paths:
+            raise AudioError(f"none of the {len(files)} file(s) could be read (reasons in "
+                             f"{listed})")
     elif listed.exists():  # a list from an earlier run would now be wrong
         listed.unlink()
     log.info("wrote %s: %d file(s), %.1f clips/s", out, len(pred.paths),
