@@ -1,5 +1,6 @@
 """Stage ``evaluate@<model>``: test-set metrics (lwlrap, mAP, F1, single-label accuracy and
-confusion, regression correlations), per-class tables, inference time and overfitting gap."""
+confusion, regression correlations), per-class tables, per-clip test predictions, inference
+time and overfitting gap."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--plots", required=True,
                         help="directory for the per-class, confusion and regression CSVs")
+    parser.add_argument("--predictions", default=None,
+                        help="CSV of the test clips' scores: clip_id, labels, one column per "
+                             "class (and regression target)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     cfg = parse_group(read_params(args.params), "evaluate", EvaluateConfig, args.params)
-    evaluate_model(args.checkpoint, args.features, args.metrics, args.plots, cfg)
+    evaluate_model(args.checkpoint, args.features, args.metrics, args.plots, cfg,
+                   args.predictions)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,13 @@ def test_python_bytecode_in_a_dependency_does_not_make_stages_stale(repo_root, t
     assert stale() == {}
     (tmp_path / "pkg" / "m.py").write_text("X = 2\n")
     assert "s" in stale()
+
+
+def test_default_models_are_registered_as_artifacts(repo_root):
+    # `dvc artifacts get <repo> <model>` fetches each default model's checkpoint
+    artifacts = _load(repo_root, "dvc.yaml").get("artifacts") or {}
+    for name in _load(repo_root, "params.yaml")["train"]["models"]:
+        assert name in artifacts, f"add models/{name}/model.pt to dvc.yaml artifacts"
+        entry = artifacts[name]
+        assert entry["path"] == f"models/{name}/model.pt" and entry["type"] == "model"
+        assert entry["desc"] and name in entry["labels"]

@@ -118,7 +118,7 @@ def _pred(labels, subsets, scores, extra=None):
     return ClipPredictions(CLASSES, index, np.asarray(scores, dtype=float), targets, 0.05)
 
 
-def _fake(monkeypatch, tmp_path, preds, meta_extra=None):
+def _fake(monkeypatch, tmp_path, preds, meta_extra=None, predictions=None):
     meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75,
             "n_parameters": 123, **(meta_extra or {})}
     monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
@@ -129,7 +129,8 @@ def _fake(monkeypatch, tmp_path, preds, meta_extra=None):
     (tmp_path / "model").mkdir()
     (tmp_path / "model/history.json").write_text(json.dumps(history))
     return ev.evaluate_model(tmp_path / "model/model.pt", tmp_path / "features",
-                             tmp_path / "m.json", tmp_path / "plots", EvaluateConfig())
+                             tmp_path / "m.json", tmp_path / "plots", EvaluateConfig(),
+                             predictions)
 
 
 def test_evaluate_model_multilabel(monkeypatch, tmp_path):
@@ -158,6 +159,21 @@ def test_evaluate_model_multilabel(monkeypatch, tmp_path):
     assert pd.read_csv(plots / "regression.csv").empty
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["lwlrap"] == metrics["lwlrap"]
+
+
+def test_evaluate_writes_per_clip_test_predictions(monkeypatch, tmp_path):
+    scores = np.c_[np.random.default_rng(1).random((4, 3)), [0.5, -1.0, 2.0, 0.3]]
+    test = _pred(["a", "b;c", "", "a;b"], ["test"] * 4, scores, {"targets_valence": [0.0] * 4})
+    out = tmp_path / "predictions" / "m.csv"
+    _fake(monkeypatch, tmp_path, {"test": test, "valid": None, "train": None},
+          {"task": "multitask", "targets": ["targets_valence"]}, out)
+    table = pd.read_csv(out, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+    assert table.columns.tolist() == ["clip_id", "labels", *CLASSES, "targets_valence"]
+    assert table["clip_id"].tolist() == test.clip_ids
+    assert table["labels"].tolist() == ["a", "b;c", "", "a;b"]
+    np.testing.assert_allclose(table.iloc[:, 2:].to_numpy(), scores, rtol=1e-5)
+    with pytest.raises(ValueError, match="named 'labels'"):
+        ev.per_clip_table(test, ["labels", "b", "c", "v"])
 
 
 def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):

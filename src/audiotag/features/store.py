@@ -80,6 +80,51 @@ class ClipExtractor:
         return np.ascontiguousarray(feats.T.astype(np.float16))  # (frames, dim)
 
 
+def check_finite(frames: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Raise :class:`AudioError` naming ``path`` if its features hold NaN or inf."""
+    if not np.isfinite(frames).all():
+        raise AudioError(f"{path}: features hold {int((~np.isfinite(frames)).sum())} "
+                         "non-finite value(s) (NaN or inf samples in the audio?)")
+
+
+def clip_windows(frames: np.ndarray, starts: list[int] | None, window: int,
+                 shift: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """Normalised model input ``(K, dim, window)`` float32 of a clip's stored frames
+    ``(T, dim)``: the windows at ``starts`` (zero-padded if short), or with ``starts=None``
+    the whole sequence ``(1, dim, T)`` (``beat_sync``). Evaluation (:class:`FeatureSet`)
+    and prediction on audio files (:class:`ClipPipeline`) both build inputs here."""
+    crops = [np.asarray(frames)] if starts is None else [cut(frames, s, window) for s in starts]
+    x = (np.stack(crops).astype(np.float32) - shift) / scale  # (K, T, dim)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
+
+
+class ClipPipeline:
+    """Audio file -> the evaluation input of a checkpoint: decode, downmix, resample, pad,
+    features (:class:`ClipExtractor`, as the ``features`` stage stored them, float16),
+    the evaluation windows (``features.eval_crops``) and the training normalisation.
+
+    ``features`` is the FeaturesConfig dump and ``stats`` the ``stats.json`` of the store
+    the model was trained on (a checkpoint holds both). Items match :class:`FeatureSet`'s:
+    ``(dim, T)``, or ``(N, dim, T)`` with ``N > 1`` evaluation crops.
+    """
+
+    def __init__(self, features: dict, stats: dict) -> None:
+        self.config = FeaturesConfig.model_validate(features)
+        self.extract = ClipExtractor(self.config)
+        self.window = n_frames(self.config)
+        self.n_crops = self.config.n_eval_crops
+        self.shift = np.asarray(stats["shift"], dtype=np.float32)  # (dim,)
+        self.scale = np.asarray(stats["scale"], dtype=np.float32)
+
+    def __call__(self, path: str | os.PathLike[str]) -> torch.Tensor:
+        frames = self.extract(path)  # (T, dim) float16; AudioError if unreadable
+        check_finite(frames, path)
+        starts = (None if self.config.beat_sync
+                  else eval_starts(frames.shape[0], self.window, self.n_crops))
+        x = clip_windows(frames, starts, self.window, self.shift, self.scale)
+        return x[0] if self.n_crops == 1 or self.config.beat_sync else x
+
+
 def beat_synchronise(feats: np.ndarray, wave: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
     """Mean of the frames between consecutive detected beats: ``(dim, beats + 1)``.
 
@@ -215,9 +260,7 @@ def _extract_subset(paths: list[Path], train_mask: np.ndarray, writer: _FrameWri
     results = _results(paths, cfg, pool)
     for i, frames in enumerate(tqdm(results, total=len(paths), desc=desc, unit="clip",
                                     disable=None)):
-        if not np.isfinite(frames).all():  # screening excludes such clips; never trust it
-            raise AudioError(f"{paths[i]}: features hold {int((~np.isfinite(frames)).sum())} "
-                             "non-finite value(s) (NaN or inf samples in the audio?)")
+        check_finite(frames, paths[i])  # screening excludes such clips; never trust it
         offsets[i] = writer.append(frames)
         lengths[i] = frames.shape[0]
         if train_mask[i]:
@@ -395,12 +438,8 @@ class FeatureSet(torch.utils.data.Dataset):
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         start, length = int(self._offset[i]), int(self._length[i])
         frames = self._arrays[self._subset[i]][start:start + length]  # (T, dim) float16
-        if self.config.beat_sync:
-            crops = [np.asarray(frames)]
-        else:
-            crops = [cut(frames, s, self.window) for s in self._starts(length, generator)]
-        x = (np.stack(crops).astype(np.float32) - self.shift) / self.scale  # (K, T, dim)
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
+        starts = None if self.config.beat_sync else self._starts(length, generator)
+        x = clip_windows(frames, starts, self.window, self.shift, self.scale)  # (K, dim, T)
         if self.n_crops == 1 or self.config.beat_sync:
             x = x[0]
         y, w = torch.from_numpy(self._y[i]), torch.tensor(self.weights[i])

@@ -47,7 +47,7 @@ from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.metrics.regression import regression_metrics
 from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.inference import ClipPredictions, predict_clips, task_of
+from audiotag.training.inference import ClipPredictions, output_names, predict_clips, task_of
 from audiotag.training.utils import pick_device
 
 log = logging.getLogger(__name__)
@@ -241,11 +241,29 @@ def _per_class_list(per_class: pd.DataFrame) -> list[dict[str, Any]]:
             for _, r in per_class.iterrows()]
 
 
+def per_clip_table(pred: ClipPredictions, outputs: list[str]) -> pd.DataFrame:
+    """``clip_id, labels, <one column per output>``: a split's scores clip by clip (class
+    scores, then raw regression outputs), to inspect errors and compare runs clip by clip."""
+    clash = {"clip_id", "labels"} & set(outputs)
+    if clash:
+        raise ValueError(f"a class or target is named {sorted(clash)[0]!r}, which is a "
+                         "column of the per-clip predictions; rename it")
+    if pred.scores.shape[1] != len(outputs):
+        raise ValueError(f"model gives {pred.scores.shape[1]} outputs; the checkpoint names "
+                         f"{len(outputs)}")
+    table = pd.DataFrame(pred.scores, columns=outputs)
+    table.insert(0, "labels", pred.index["labels"].to_numpy())
+    table.insert(0, "clip_id", pred.index["clip_id"].to_numpy())
+    return table
+
+
 def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
                    metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
-                   cfg: EvaluateConfig) -> dict:
-    """Score ``checkpoint`` on the test clips; write ``metrics_path`` and the CSVs of
-    ``plots_dir`` (see the module doc). Returns the metrics."""
+                   cfg: EvaluateConfig,
+                   predictions_path: str | os.PathLike[str] | None = None) -> dict:
+    """Score ``checkpoint`` on the test clips; write ``metrics_path``, the CSVs of
+    ``plots_dir`` (see the module doc) and, given ``predictions_path``, the test clips'
+    scores (:func:`per_clip_table`). Returns the metrics."""
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
     task = meta.get("task", "multilabel")
@@ -303,6 +321,8 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     # always written, like the CSVs: dvc.yaml declares it (an empty panel for classifiers)
     plot_regression_scatter(regression_rows, plots / "regression.png",
                             f"{meta['model_name']}: predicted vs true")
+    if predictions_path is not None:
+        _write_csv(per_clip_table(test, output_names(meta)), Path(predictions_path))
     write_json(metrics_path, metrics)
     log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
              metrics.get("lwlrap"), len(test), metrics["inference_ms_per_clip"] or 0)

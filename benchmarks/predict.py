@@ -1,0 +1,149 @@
+"""End-to-end inference speed: what ``audiotag predict`` costs per clip, against the
+forward pass alone (what ``inference_ms_per_clip`` of the evaluate stage times).
+
+    python benchmarks/predict.py                        # the default models, 2 threads
+    python benchmarks/predict.py --models cnn2d --clips 200 --threads 2 --device cuda
+
+Clips: ``--clips`` WAV files of 1-10 s (uniform; mean 5.5 s), 44.1 kHz stereo, so every
+step the pipeline does is paid: decode, downmix, resample to ``features.sample_rate``, pad,
+features, windows, normalisation. Models: each of ``train.models`` built from params.yaml
+(``models.<name>``, random weights: speed does not depend on them) on the default
+``features`` settings. For each model:
+
+- end to end: :func:`audiotag.training.inference.predict_files` over the files (decoding in
+  this process, ``--workers`` 0, as ``audiotag predict`` by default);
+- forward alone: the same inputs, already in memory, through the same batched forward.
+
+Reported: clips/s, x real time (seconds of audio per second of wall time), the CPU time of
+this process (user + system, all threads) per clip, and the hours of audio tagged in a
+120-minute budget at that speed (x real time x 2 h). The machine is shared: wall figures are
+lower bounds (each figure is the fastest of ``--repeat`` runs); CPU time per clip is the
+steadier figure. Prints figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from audiotag.core.config import FeaturesConfig  # noqa: E402
+from audiotag.features.frontend import feature_dim  # noqa: E402
+from audiotag.features.store import ClipPipeline, collate_clips  # noqa: E402
+from audiotag.models import create_model  # noqa: E402
+from audiotag.training.inference import predict_files, task_of  # noqa: E402
+from audiotag.training.loop import predict  # noqa: E402
+
+BUDGET_HOURS = 2.0  # the English lab log's 120-minute inference budget
+NUM_CLASSES = 12
+
+
+def write_clips(folder: Path, n: int, seed: int = 0) -> tuple[list[Path], float]:
+    """``n`` noisy-tone WAVs of 1-10 s at 44.1 kHz stereo; returns (paths, total seconds)."""
+    rng = np.random.default_rng(seed)
+    paths, total = [], 0.0
+    for i in range(n):
+        seconds = float(rng.uniform(1.0, 10.0))
+        t = np.arange(int(seconds * 44100)) / 44100
+        wave = 0.1 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * 440 * (1 + i % 7) * t)
+        path = folder / f"clip_{i:04d}.wav"
+        sf.write(path, np.stack([wave, wave[::-1]], axis=1).astype(np.float32), 44100,
+                 subtype="PCM_16")
+        paths.append(path)
+        total += seconds
+    return paths, total
+
+
+def checkpoint_meta(name: str, params: dict, features: FeaturesConfig) -> dict:
+    dim = feature_dim(features)
+    return {"model_name": name, "model_params": params, "num_classes": NUM_CLASSES,
+            "n_mels": dim, "task": "multilabel", "single_label": False,
+            "classes": [f"class_{i}" for i in range(NUM_CLASSES)], "targets": [],
+            "features": features.model_dump(),
+            "stats": {"shift": [0.0] * dim, "scale": [1.0] * dim}}
+
+
+def _timed(fn, repeat: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of the fastest of ``repeat`` runs of
+    ``fn()`` (the least disturbed by other jobs on a shared machine)."""
+    runs = []
+    for _ in range(repeat):
+        cpu, wall = time.process_time(), time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return min(runs)
+
+
+def bench_model(name: str, params: dict, features: FeaturesConfig, paths: list[Path],
+                batch: int, device: torch.device, workers: int,
+                repeat: int) -> dict[str, tuple[float, float]]:
+    meta = checkpoint_meta(name, params, features)
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=NUM_CLASSES, n_mels=meta["n_mels"], **params)
+    model = model.to(device).eval()
+    predict_files(model, meta, paths[:batch], batch, device, progress=False)  # warm-up
+    end_to_end = _timed(lambda: predict_files(model, meta, paths, batch, device, workers,
+                                              progress=False), repeat)
+    pipeline = ClipPipeline(meta["features"], meta["stats"])
+    inputs = [pipeline(p) for p in paths]
+    batches = [collate_clips([(x, torch.zeros(0), torch.tensor(1.0))
+                              for x in inputs[i:i + batch]]) for i in range(0, len(inputs), batch)]
+    spec = task_of(meta)
+
+    def forward() -> None:
+        predict(model, batches, device, spec=spec)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    forward()  # warm-up
+    return {"end to end": end_to_end, "forward only": _timed(forward, repeat)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--models", nargs="*", default=None, help="default: train.models")
+    parser.add_argument("--clips", type=int, default=96)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (cores)")
+    parser.add_argument("--workers", type=int, default=0, help="decoding processes")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts")
+    args = parser.parse_args()
+    params = yaml.safe_load(Path(args.params).read_text())
+    features = FeaturesConfig.model_validate(params["features"])
+    models = args.models or params["train"]["models"]
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, audio_s = write_clips(Path(tmp), args.clips)
+        print(f"{args.clips} clips, {audio_s / 60:.1f} min of 44.1 kHz stereo audio; "
+              f"features {features.kind} {features.sample_rate} Hz, "
+              f"{features.clip_seconds} s window, eval_crops {features.eval_crops}; "
+              f"{args.threads} thread(s), device {device}, batch {args.batch_size}, "
+              f"best of {args.repeat}, "
+              f"{os.cpu_count()} CPU(s) on the machine")
+        print(f"{'model':<10} {'what':<13} {'clips/s':>8} {'x real time':>12} "
+              f"{'CPU ms/clip':>12} {'h of audio / 120 min':>21}")
+        for name in models:
+            timings = bench_model(name, params["models"].get(name) or {}, features, paths,
+                                  args.batch_size, device, args.workers, args.repeat)
+            for what, (wall, cpu) in timings.items():
+                rt = audio_s / wall
+                print(f"{name:<10} {what:<13} {len(paths) / wall:8.1f} {rt:12.1f} "
+                      f"{1000 * cpu / len(paths):12.1f} {rt * BUDGET_HOURS:21.0f}")
+
+
+if __name__ == "__main__":
+    main()

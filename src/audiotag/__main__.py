@@ -1,0 +1,5 @@
+"""``python -m audiotag``: the ``audiotag`` command (see :mod:`audiotag.cli`)."""
+
+from audiotag.cli import main
+
+main()
