@@ -374,3 +374,39 @@ def test_labels_matrix_of_a_cleaned_manifest_round_trips(dataset, tmp_path) -> N
     # the small detector fixes about half (measured 9 of 16 still wrong, false flags included)
     assert after.any(axis=1).sum() <= 0.6 * before.any(axis=1).sum()
     _assert_untouched(dataset[1], cleaned)
+
+
+# ------------------------------------------------------------------- threads (speed)
+
+
+class _Threads(Exception):
+    pass
+
+
+def _record(threads: int) -> None:
+    raise _Threads(threads)
+
+
+def test_threads_params_reach_torch(monkeypatch, dataset, tmp_path) -> None:
+    """train.threads, clean.detector_train.threads and evaluate.threads set torch's
+    threads before any work (0 leaves torch's default)."""
+    from audiotag.core.config import EvaluateConfig
+    from audiotag.metrics import evaluate
+    from audiotag.training import oof, run, utils
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    utils.set_threads(0)
+    utils.set_threads(3)
+    assert calls == [3]
+    for module in (run, oof, evaluate):
+        monkeypatch.setattr(module, "set_threads", _record)
+    store, _ = dataset
+    with pytest.raises(_Threads, match="2"):
+        run.train_model("cnn1d", DETECTOR, store, tmp_path / "m", tmp_path / "live",
+                        DETECTOR_TRAIN.model_copy(update={"threads": 2}), 0)
+    with pytest.raises(_Threads, match="1"):
+        _run(dataset, tmp_path, method="cleanlab")
+    with pytest.raises(_Threads, match="1"):
+        evaluate.evaluate_model(tmp_path / "missing.pt", store, tmp_path / "e.json",
+                                tmp_path / "plots", EvaluateConfig())

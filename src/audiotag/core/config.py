@@ -251,6 +251,7 @@ class EvaluateConfig(_Strict):
 
     batch_size: int = Field(64, ge=1)
     score_train: bool = True  # also score training clips: train lwlrap, curated vs noisy
+    threads: int = Field(1, ge=0)  # torch CPU threads; 0: torch's default
 
 
 class WeightsConfig(_Strict):
