@@ -63,6 +63,34 @@ def _stage_order(dot: str) -> list[str]:
     return list(TopologicalSorter(graph).static_order())
 
 
+def make_project(work: Path, params: str | None = None) -> None:
+    """Copy the pipeline into ``work`` as a fresh git + DVC repo (``params``: the text of
+    another params.yaml)."""
+    for name in COPY:
+        src = ROOT / name
+        copy = shutil.copytree if src.is_dir() else shutil.copy2
+        copy(src, work / name)
+    if params is not None:
+        (work / "params.yaml").write_text(params)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "bench"]):
+        _run(cmd, work)
+
+
+def stage_times(work: Path, echo: bool = True) -> dict[str, tuple[float, float, float]]:
+    """Each stage of ``work`` run alone in DAG order: wall s, CPU s, peak RSS (MiB, the
+    largest of the stage's processes so far: a lower bound per stage)."""
+    out = {}
+    for stage in _stage_order(_run(["dvc", "dag", "--dot"], work)[2]):
+        wall, cpu, _ = _run(["dvc", "repro", "--single-item", stage], work)
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out[stage] = (wall, cpu, rss)
+        if echo:
+            print(f"{stage:28s} {wall:8.1f} {cpu:8.1f}", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary repository")
@@ -70,22 +98,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="audiotag-bench-"))
     cores = os.cpu_count() or 1
     try:
-        for name in COPY:
-            src = ROOT / name
-            copy = shutil.copytree if src.is_dir() else shutil.copy2
-            copy(src, work / name)
-        for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                    ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "bench"]):
-            _run(cmd, work)
-        stages = _stage_order(_run(["dvc", "dag", "--dot"], work)[2])
+        make_project(work)
         load = os.getloadavg()[0]
         print(f"{'stage':28s} {'wall s':>8s} {'cpu s':>8s}")
-        total_wall = total_cpu = 0.0
-        for stage in stages:
-            wall, cpu, _ = _run(["dvc", "repro", "--single-item", stage], work)
-            total_wall, total_cpu = total_wall + wall, total_cpu + cpu
-            print(f"{stage:28s} {wall:8.1f} {cpu:8.1f}", flush=True)
+        times = stage_times(work)
+        total_wall = sum(t[0] for t in times.values())
+        total_cpu = sum(t[1] for t in times.values())
         print(f"{'total (cold)':28s} {total_wall:8.1f} {total_cpu:8.1f}")
         print(f"cpu / {cores} cores: {total_cpu / cores:.1f} s; load average at the start "
               f"{load:.1f}, at the end {os.getloadavg()[0]:.1f}")
