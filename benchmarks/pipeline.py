@@ -1,41 +1,94 @@
-"""Wall time of a cold default `dvc repro` and of a no-op `dvc repro` right after it.
+"""Wall and CPU time of a cold default `dvc repro`, stage by stage, and of a no-op repro.
 
 Copies the tracked pipeline (dvc.yaml, params.yaml, src/, stages/) into a fresh temporary
 git + DVC repo with an empty cache, so "cold" means: generate the data, extract features,
-train every model, evaluate, analyse and report, as on a fresh clone after installation.
+clean the labels, train every model, evaluate, analyse and report, as on a fresh clone
+after installation. The stages run one at a time (`dvc repro --single-item`, in the order
+of `dvc dag`) so that each one's wall time and CPU time (user + sys of its
+processes) can be told apart; CPU time / cores is the figure to judge on a busy machine.
 
     python benchmarks/pipeline.py            # default params (the README's `make pipeline`)
     python benchmarks/pipeline.py --keep     # keep the temporary repo to look at
 
-Prints one line per phase and, last, the cold/no-op ratio.
+Prints one row per stage, the total, and the no-op repro.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", "src", "stages"]
 
 
-def _run(cmd: list[str], cwd: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+def _env(cwd: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(cwd / "src"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+
+
+def _run(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + sys of the finished child processes), stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return elapsed
+    return elapsed, cpu, result.stdout
+
+
+def _stage_order(dot: str) -> list[str]:
+    """Stages of ``dvc dag --dot`` output, each after every stage it depends on."""
+    graph: dict[str, set[str]] = {}
+    for line in dot.splitlines():
+        names = re.findall(r'"([^"]+)"', line)
+        if "->" in line and len(names) == 2:
+            graph.setdefault(names[1], set()).add(names[0])
+        for name in names:
+            graph.setdefault(name, set())
+    return list(TopologicalSorter(graph).static_order())
+
+
+def make_project(work: Path, params: str | None = None) -> None:
+    """Copy the pipeline into ``work`` as a fresh git + DVC repo (``params``: the text of
+    another params.yaml)."""
+    for name in COPY:
+        src = ROOT / name
+        copy = shutil.copytree if src.is_dir() else shutil.copy2
+        copy(src, work / name)
+    if params is not None:
+        (work / "params.yaml").write_text(params)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "bench"]):
+        _run(cmd, work)
+
+
+def stage_times(work: Path, echo: bool = True) -> dict[str, tuple[float, float, float]]:
+    """Each stage of ``work`` run alone in DAG order: wall s, CPU s, peak RSS (MiB, the
+    largest of the stage's processes so far: a lower bound per stage)."""
+    out = {}
+    for stage in _stage_order(_run(["dvc", "dag", "--dot"], work)[2]):
+        wall, cpu, _ = _run(["dvc", "repro", "--single-item", stage], work)
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        out[stage] = (wall, cpu, rss)
+        if echo:
+            print(f"{stage:28s} {wall:8.1f} {cpu:8.1f}", flush=True)
+    return out
 
 
 def main() -> None:
@@ -43,20 +96,24 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary repository")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="audiotag-bench-"))
+    cores = os.cpu_count() or 1
     try:
-        for name in COPY:
-            src = ROOT / name
-            copy = shutil.copytree if src.is_dir() else shutil.copy2
-            copy(src, work / name)
-        for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                    ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "bench"]):
-            _run(cmd, work)
-        cold = _run(["dvc", "repro"], work)
-        print(f"cold dvc repro (default params, {os.cpu_count()} cores): {cold:8.1f} s")
-        noop = _run(["dvc", "repro"], work)
-        print(f"no-op dvc repro:                                  {noop:8.1f} s")
-        print(f"cold / no-op ratio: {cold / noop:.0f}x")
+        make_project(work)
+        load = os.getloadavg()[0]
+        print(f"{'stage':28s} {'wall s':>8s} {'cpu s':>8s}")
+        times = stage_times(work)
+        total_wall = sum(t[0] for t in times.values())
+        total_cpu = sum(t[1] for t in times.values())
+        print(f"{'total (cold)':28s} {total_wall:8.1f} {total_cpu:8.1f}")
+        print(f"cpu / {cores} cores: {total_cpu / cores:.1f} s; load average at the start "
+              f"{load:.1f}, at the end {os.getloadavg()[0]:.1f}")
+        noop = _run(["dvc", "repro"], work)[0]
+        print(f"no-op dvc repro: {noop:.1f} s (cold / no-op {total_wall / noop:.0f}x)")
+        for name in sorted((work / "metrics").glob("*.json")):
+            if name.stem != "labels":
+                text = name.read_text()
+                found = re.search(r'"lwlrap": ([0-9.]+)', text)
+                print(f"test lwlrap {name.stem}: {found.group(1) if found else '?'}")
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -1,4 +1,5 @@
-"""Stage ``clean_labels``: find and fix wrong labels (``clean.method``), report label stats."""
+"""Stage ``clean_labels``: find and fix wrong labels (``clean.method``) on the feature store,
+report label stats, and write the labels file training reads."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import logging
 
 from audiotag.cleaning.run import clean_labels
 from audiotag.core.cli import run_stage
-from audiotag.core.config import CleanConfig, parse_group, parse_seed, read_params
-from audiotag.data.manifest import read_manifest
+from audiotag.core.config import parse_clean, parse_seed, read_params
 
 log = logging.getLogger("clean_labels")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--raw", required=True, help="manifest directory from `download`")
+    parser.add_argument("--features", required=True, help="feature store from `features`")
     parser.add_argument("--out", required=True, help="output directory, e.g. data/clean")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--plot", required=True, help="CSV of the flagged fraction per class")
@@ -23,11 +23,10 @@ def main() -> None:
     args = parser.parse_args()
 
     raw = read_params(args.params)  # validate everything before touching an output
-    cfg = parse_group(raw, "clean", CleanConfig, args.params)
+    cfg, train_cfg, model_params = parse_clean(raw, args.params)
     seed = parse_seed(raw, args.params)
-    manifest, classes = read_manifest(args.raw)
-    metrics = clean_labels(manifest, classes, args.raw, args.out, args.metrics, args.plot,
-                           cfg, seed)
+    metrics = clean_labels(args.features, args.out, args.metrics, args.plot, cfg, seed,
+                           train_cfg, model_params)
     log.info("label metrics: %s", {k: v for k, v in metrics.items() if k != "flagged_per_class"})
 
 

@@ -13,7 +13,7 @@ from audiotag.features.store import extract_features
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", required=True, help="manifest directory, e.g. data/clean")
+    parser.add_argument("--manifest", required=True, help="manifest directory, e.g. data/raw")
     parser.add_argument("--out", required=True, help="feature store directory")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()

@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--resume-dir", default=None,
                         help="where the resume state of an interrupted run is kept "
                              "(a persist: true out, e.g. checkpoints/cnn2d)")
+    parser.add_argument("--labels", default=None,
+                        help="labels file of the training clips (label cleaning's "
+                             "data/clean/labels.csv); default: the store's labels")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -42,7 +45,7 @@ def main() -> None:
                   f"--nproc_per_node={cfg.processes}", __file__, *sys.argv[1:]]
         sys.exit(subprocess.run(launch, check=False).returncode)
     train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed,
-                resume_dir=args.resume_dir)
+                resume_dir=args.resume_dir, labels=args.labels)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_repository_params_are_valid(repo_root):
     raw = read_params(repo_root / "params.yaml")
     assert parse_seed(raw) == raw["seed"]
     cfg = parse_train(raw)
-    assert len(cfg.models) >= 3
+    assert len(cfg.models) >= 2  # a comparison (issue 17: two, to fit the 5-minute run)
     for name in cfg.models:
         parse_model_params(raw, name)
     name, data_cfg = parse_data(raw)

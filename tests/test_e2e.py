@@ -145,9 +145,24 @@ def test_editing_a_model_reruns_training_only(project):
         status = run(["dvc", "status", "--json"], project).stdout
         changed = set(json.loads(status))
         assert {"train@cnn2d", "evaluate@cnn2d"} <= changed
-        assert not changed & {"download", "clean_labels", "features"}
+        # clean_labels re-runs too: its detector is a registered model (clean.detector)
+        assert not changed & {"download", "features"}
     finally:
         model_file.write_text(original)
+
+
+def test_editing_clean_params_reruns_cleaning_and_training_not_features(project):
+    """Cleaning reads the feature store; its labels file is what training depends on."""
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline", "--allow-empty"], project)
+    out = run(["dvc", "exp", "run", "-S", "clean.method=oracle", "-S", "clean.action=drop"],
+              project).stdout
+    assert "Running stage 'clean_labels'" in out
+    for stage in ("download", "features"):
+        assert f"Running stage '{stage}'" not in out
+    assert "Running stage 'train@" in out  # the labels file changed: the noisy flips dropped
+    labels = json.loads((project / "metrics/labels.json").read_text())
+    assert labels["detection_precision"] == 1.0 and labels["noise_rate_after"] == 0.0
 
 
 def test_bad_params_stop_the_stage_before_any_output(project, tmp_path):

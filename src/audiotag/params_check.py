@@ -21,6 +21,7 @@ from audiotag.core.config import (
     ParamsError,
     SplitConfig,
     WeightsConfig,
+    parse_clean,
     parse_group,
     parse_model_params,
     parse_seed,
@@ -85,6 +86,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     for group, config in GROUPS.items():
         attempt(parse_group, raw, group, config, where)
     attempt(parse_train, raw, where)
+    attempt(parse_clean, raw, where)  # the detector: a registered model, its overrides
     models = raw.get("models")
     if models is not None:  # every model's settings, listed in train.models or not
         for name in models if isinstance(models, dict) else [""]:

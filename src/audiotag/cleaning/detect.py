@@ -1,35 +1,38 @@
 """Find noisy clips whose labels look wrong (``clean.method``).
 
-Every method returns a :class:`Detection` for the *noisy* clips only: curated clips only
-inform the models, test clips are never looked at.
+Every method returns a :class:`Detection` for the *noisy* training clips only: curated
+clips only inform the detector, validation clips choose its best epoch, test clips are
+never looked at. The detector is the registered model ``clean.detector``, trained by the
+training stack on the feature store (:mod:`audiotag.training.oof`).
 
-``cleanlab``  out-of-fold probabilities from ``clean.n_folds`` fast models trained on curated +
-              noisy, then cleanlab's multi-label ``find_label_issues`` (confident learning);
-              ``score`` is cleanlab's label quality score (0 bad .. 1 good).
-``agreement`` one fast model trained on curated clips only scores the noisy clips; a clip is
-              kept when its per-clip lwlrap (its given labels ranked by the model) is at least
-              ``clean.threshold`` and it is among the ``clean.max_per_class`` best-scoring
-              clips of one of its classes; ``score`` is that per-clip lwlrap.
+``cleanlab``  out-of-fold probabilities of ``clean.n_folds`` detectors trained on the curated
+              + noisy training clips, then cleanlab's multi-label ``find_label_issues``
+              (confident learning); ``score`` is cleanlab's label quality (0 bad .. 1 good).
+``agreement`` one detector trained on the curated training clips only scores the noisy
+              clips; a clip is kept when its per-clip lwlrap (its given labels ranked by the
+              model) is at least ``clean.threshold`` and it is among the
+              ``clean.max_per_class`` best-scoring clips of one of its classes; ``score`` is
+              that per-clip lwlrap.
 ``loss``      the same out-of-fold probabilities as ``cleanlab``; the ``clean.loss_fraction``
               of noisy clips with the highest BCE loss against their given labels are
               flagged; ``score`` is ``exp(-loss)`` (mean BCE over classes).
+``oracle``    the ceiling: the true labels (the manifest's ``true_labels``, where the source
+              knows them, e.g. ``synthetic``); every clip whose given labels differ is
+              flagged and the true labels are the suggestion; no model is trained.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from audiotag.cleaning.fastmodel import (
-    fit,
-    model_input,
-    one_thread,
-    out_of_fold_proba,
-    predict_proba,
-)
-from audiotag.core.config import CleanConfig
+from audiotag.core.config import CleanConfig, ParamsError, TrainConfig
+from audiotag.data.manifest import labels_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +73,12 @@ def _as_lists(y: np.ndarray) -> list[list[int]]:
     return [np.flatnonzero(row).tolist() for row in y]
 
 
-def _cleanlab(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
-              seed: int) -> Detection:
+def cleanlab_issues(y: np.ndarray, proba: np.ndarray, noisy: np.ndarray,
+                    cfg: CleanConfig) -> Detection:
+    """cleanlab's multi-label filter on out-of-fold ``proba`` of every training clip."""
     from cleanlab.multilabel_classification.filter import find_label_issues
     from cleanlab.multilabel_classification.rank import get_label_quality_scores
 
-    proba = out_of_fold_proba(x, y, cfg, seed)
     labels = _as_lists(y)
     issues = find_label_issues(labels, proba, filter_by=cfg.filter_by)
     quality = get_label_quality_scores(labels, proba)
@@ -84,44 +87,64 @@ def _cleanlab(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
     return Detection(issues[noisy].astype(bool), quality[noisy], proba[noisy])
 
 
-def _loss(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
-          seed: int) -> Detection:
-    proba = out_of_fold_proba(x, y, cfg, seed)[noisy]
-    loss = bce_per_clip(y[noisy], proba)
+def loss_issues(y_noisy: np.ndarray, proba: np.ndarray, cfg: CleanConfig) -> Detection:
+    """The ``clean.loss_fraction`` of noisy clips with the highest BCE are flagged."""
+    loss = bce_per_clip(y_noisy, proba)
     n_flag = int(round(cfg.loss_fraction * len(loss)))
     flagged = np.zeros(len(loss), dtype=bool)
     flagged[np.argsort(-loss, kind="stable")[:n_flag]] = True
     return Detection(flagged, np.exp(-loss), proba)
 
 
-def _agreement(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
-               seed: int) -> Detection:
-    with one_thread():
-        model = fit(x[~noisy], y[~noisy], cfg, seed)
-        proba = predict_proba(model, x[noisy])
-    y_noisy = y[noisy]
+def agreement_issues(y_noisy: np.ndarray, proba: np.ndarray, cfg: CleanConfig) -> Detection:
+    """Noisy clips whose given labels a curated-only model ranks poorly are flagged."""
     score = clip_lwlrap(y_noisy, proba)
     passes = ~(score < cfg.threshold)  # clips without labels (NaN) cannot be judged: kept
     keep = passes & np.isnan(score)
-    for c in range(y.shape[1]):
+    for c in range(y_noisy.shape[1]):
         rows = np.flatnonzero(passes & (y_noisy[:, c] > 0))
         best = rows[np.argsort(-score[rows], kind="stable")]
         keep[best[:cfg.max_per_class]] = True  # max_per_class None: slice keeps all
     return Detection(~keep, np.nan_to_num(score, nan=1.0), proba)
 
 
-def detect(x: np.ndarray, y: np.ndarray, noisy: np.ndarray, cfg: CleanConfig,
-           seed: int) -> Detection:
-    """Run ``cfg.method`` on images ``x (N, n_mels, frames)`` of curated + noisy clips.
+def oracle_issues(y_noisy: np.ndarray, true_noisy: np.ndarray) -> Detection:
+    """Every clip whose given labels differ from the true ones; the truth as ``proba``."""
+    differs = np.abs(y_noisy - true_noisy)
+    return Detection(differs.any(axis=1), 1.0 - differs.mean(axis=1),
+                     true_noisy.astype(np.float64))
 
-    Args:
-        x: fast log-mel images of the curated and noisy clips (never test).
-        y: their given labels, multi-hot ``(N, C)``.
-        noisy: ``(N,)`` bool, which rows are noisy clips (the candidates).
+
+def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str],
+           cfg: CleanConfig, seed: int, train_cfg: TrainConfig,
+           model_params: dict[str, Any]) -> Detection:
+    """Run ``cfg.method`` on the store's training clips ``part`` (its index rows of role
+    ``train``, in store order); the candidates are its noisy rows.
+
+    ``train_cfg``/``model_params``: how the detector ``cfg.detector`` trains (see
+    :func:`audiotag.core.config.parse_clean`).
     """
-    methods = {"cleanlab": _cleanlab, "loss": _loss, "agreement": _agreement}
-    if cfg.method not in methods:
+    y = labels_to_matrix(part["labels"], classes)
+    noisy = part["subset"].to_numpy() == "noisy"
+    if cfg.method == "oracle":
+        if "true_labels" not in part.columns:
+            raise ParamsError(f"clean.method=oracle needs the true labels of the noisy clips "
+                              f"(the manifest's true_labels column); {store}/index.csv has "
+                              "none: this dataset source does not know them (synthetic does)")
+        return oracle_issues(y[noisy], labels_to_matrix(part["true_labels"][noisy], classes))
+    from audiotag.training.oof import fit_predict, out_of_fold_proba  # torch: only here
+
+    if cfg.method == "agreement":
+        if noisy.all():
+            raise ValueError("clean.method=agreement needs curated clips to train on; "
+                             "there are none")
+        proba = fit_predict(store, cfg.detector, model_params, train_cfg, seed,
+                            np.flatnonzero(~noisy), np.flatnonzero(noisy))
+        return agreement_issues(y[noisy], proba, cfg)
+    if cfg.method not in ("cleanlab", "loss"):
         raise ValueError(f"clean.method {cfg.method!r} detects nothing")
-    if cfg.method == "agreement" and not (~noisy).any():
-        raise ValueError("clean.method=agreement needs curated clips to train on; there are none")
-    return methods[cfg.method](model_input(x, cfg), y, noisy, cfg, seed)
+    proba = out_of_fold_proba(store, cfg.detector, model_params, train_cfg, seed,
+                              cfg.n_folds)
+    if cfg.method == "cleanlab":
+        return cleanlab_issues(y, proba, noisy, cfg)
+    return loss_issues(y[noisy], proba[noisy], cfg)

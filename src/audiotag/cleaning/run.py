@@ -1,16 +1,16 @@
 """The ``clean_labels`` stage's work: detect (``clean.method``), act (``clean.action``), report.
 
-Only noisy clips are candidates; curated and test rows leave exactly as they came in
-(curated clips inform the detection models, test clips are never read).
+It reads the feature store that training reads. Only noisy training clips are candidates;
+curated clips inform the detector, validation and test clips are never changed.
 
 Actions on the flagged noisy clips:
-    drop     remove them from the manifest
+    drop     leave them out of the labels file (they do not train)
     relabel  replace their labels with the suggested ones (see :func:`suggest_labels`)
-    weight   write a ``weight`` column: ``clean.flagged_weight`` for them, 1.0 for every
-             other row (training multiplies each clip's loss by it)
+    weight   their loss weight times ``clean.flagged_weight`` (every other clip keeps its own)
     keep     change nothing (report only)
 
-Outputs: ``<out>/manifest.csv`` + ``classes.txt`` (paths re-pointed at the raw audio),
+Outputs: ``<out>/labels.csv`` (``clip_id, labels, weight`` of every clip that trains; the
+``train`` stage reads it, see :func:`audiotag.features.store.relabel_index`),
 ``<out>/label_issues.csv`` (one row per flagged clip, grouped by suspect class, worst first),
 ``<out>/label_stats.csv``, the metrics JSON and the per-class plot CSV.
 """
@@ -27,18 +27,13 @@ import numpy as np
 import pandas as pd
 
 from audiotag.cleaning.passthrough import label_metrics, label_stats
-from audiotag.core.config import CleanConfig
+from audiotag.core.config import CleanConfig, TrainConfig
 from audiotag.core.io import atomic_dir, atomic_path, write_json
-from audiotag.data.manifest import (
-    audio_paths,
-    join_labels,
-    labels_to_matrix,
-    rebase_paths,
-    write_manifest,
-)
+from audiotag.data.manifest import CLASSES_NAME, join_labels, labels_to_matrix, read_classes
 
 log = logging.getLogger(__name__)
 
+LABELS_NAME = "labels.csv"
 ISSUE_COLUMNS = ["class", "clip_id", "labels", "suggested_labels", "score"]
 PLOT_COLUMNS = ["class", "flagged", "noisy_clips", "flagged_fraction"]
 
@@ -77,12 +72,15 @@ def detection_scores(flagged: np.ndarray, corrupted: np.ndarray) -> dict[str, fl
 
 def apply_action(manifest: pd.DataFrame, rows: np.ndarray, flagged: np.ndarray,
                  suggested: list[str], cfg: CleanConfig) -> pd.DataFrame:
-    """Manifest after ``cfg.action`` on the flagged noisy ``rows`` (positions in ``manifest``)."""
+    """Rows after ``cfg.action`` on the flagged noisy ``rows`` (positions in ``manifest``);
+    the result always has a ``weight`` column (1.0 where ``manifest`` has none)."""
     out = manifest.copy()
+    weight = (out["weight"].to_numpy(dtype=np.float64).copy() if "weight" in out.columns
+              else np.ones(len(out), dtype=np.float64))
+    out["weight"] = weight
     hit = rows[flagged]
     if cfg.action == "weight":
-        weight = np.ones(len(out), dtype=np.float64)
-        weight[hit] = cfg.flagged_weight
+        weight[hit] *= cfg.flagged_weight
         out["weight"] = weight
     elif cfg.action == "relabel":
         col = out.columns.get_loc("labels")
@@ -96,20 +94,6 @@ def apply_action(manifest: pd.DataFrame, rows: np.ndarray, flagged: np.ndarray,
 def _corrupted(df: pd.DataFrame, classes: list[str]) -> np.ndarray:
     return (labels_to_matrix(df["labels"], classes)
             != labels_to_matrix(df["true_labels"], classes)).any(axis=1)
-
-
-def _detect(manifest: pd.DataFrame, classes: list[str], manifest_dir: Path,
-            cfg: CleanConfig, seed: int) -> tuple[np.ndarray, Any]:
-    """Positions of the noisy rows and the :class:`Detection` for them."""
-    from audiotag.cleaning.detect import detect  # torch + cleanlab: only when needed
-    from audiotag.cleaning.fastfeatures import fast_logmel
-
-    train = np.flatnonzero(manifest["subset"].to_numpy() != "test")
-    part = manifest.iloc[train]
-    x = fast_logmel(audio_paths(part, manifest_dir), cfg)
-    y = labels_to_matrix(part["labels"], classes)
-    noisy = part["subset"].to_numpy() == "noisy"
-    return train[noisy], detect(x, y, noisy, cfg, seed)
 
 
 def _issues(manifest: pd.DataFrame, rows: np.ndarray, det: Any, suggested: list[str],
@@ -165,36 +149,54 @@ def _outcome_metrics(raw: pd.DataFrame, cleaned: pd.DataFrame, flagged: np.ndarr
     return out
 
 
-def clean_labels(manifest: pd.DataFrame, classes: list[str], raw_dir: str | os.PathLike[str],
-                 out_dir: str | os.PathLike[str], metrics_path: str | os.PathLike[str],
-                 plot_path: str | os.PathLike[str], cfg: CleanConfig,
-                 seed: int) -> dict[str, Any]:
-    """Detect, act, write every output; returns the metrics written to ``metrics_path``."""
+def read_store_index(store: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The feature store's index (every clip, with its role) and class list."""
+    index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str,
+                                                    "true_labels": str},
+                        keep_default_na=False)
+    return index, read_classes(store / CLASSES_NAME)
+
+
+def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                 metrics_path: str | os.PathLike[str], plot_path: str | os.PathLike[str],
+                 cfg: CleanConfig, seed: int, train_cfg: TrainConfig | None = None,
+                 model_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Detect, act, write every output; returns the metrics written to ``metrics_path``.
+
+    ``train_cfg``/``model_params``: how the detector trains (needed by every method that
+    trains one: ``cleanlab``, ``loss``, ``agreement``).
+    """
     start = time.perf_counter()
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    manifest = manifest.reset_index(drop=True)
-    rows = np.flatnonzero(manifest["subset"].to_numpy() == "noisy")
+    store, out_dir = Path(features_dir), Path(out_dir)
+    index, classes = read_store_index(store)
+    part = index[index["role"] == "train"].reset_index(drop=True)  # FeatureSet order
+    rows = np.flatnonzero(part["subset"].to_numpy() == "noisy")
     if cfg.method == "none" or not len(rows):
         flagged = np.zeros(len(rows), dtype=bool)
         issues = pd.DataFrame(columns=ISSUE_COLUMNS)
-        cleaned = manifest.copy()
+        cleaned = apply_action(part, rows, flagged, [], cfg)
     else:
-        rows, det = _detect(manifest, classes, raw_dir, cfg, seed)
+        from audiotag.cleaning.detect import detect  # torch + cleanlab: only when needed
+
+        if cfg.method != "oracle" and (train_cfg is None or model_params is None):
+            raise ValueError(f"clean.method={cfg.method} trains a detector: pass its "
+                             "training settings and model params")
+        det = detect(store, part, classes, cfg, seed, train_cfg, model_params or {})
         flagged = det.flagged
-        given = labels_to_matrix(manifest["labels"].iloc[rows], classes)
+        given = labels_to_matrix(part["labels"].iloc[rows], classes)
         suggested = [join_labels([classes[c] for c in np.flatnonzero(r)])
                      for r in suggest_labels(given, det.proba, cfg.relabel_threshold)]
-        issues = _issues(manifest, rows, det, suggested, classes)
-        cleaned = apply_action(manifest, rows, flagged, suggested, cfg)
-    metrics = {**label_metrics(manifest),
-               **_outcome_metrics(manifest, cleaned, flagged, rows, classes)}
-    per_class = _per_class(manifest, issues, classes)
+        issues = _issues(part, rows, det, suggested, classes)
+        cleaned = apply_action(part, rows, flagged, suggested, cfg)
+    metrics = {**label_metrics(index),
+               **_outcome_metrics(part, cleaned, flagged, rows, classes)}
+    per_class = _per_class(part, issues, classes)
     metrics["flagged_per_class"] = dict(zip(classes, per_class["flagged"].tolist(), strict=True))
+    after = pd.concat([cleaned, index[index["role"] != "train"]], ignore_index=True)
     with atomic_dir(out_dir) as tmp:
-        # paths are relative to the manifest's directory: re-point them from out_dir
-        write_manifest(rebase_paths(cleaned, raw_dir, out_dir), classes, tmp)
+        cleaned[["clip_id", "labels", "weight"]].to_csv(tmp / LABELS_NAME, index=False)
         issues.to_csv(tmp / "label_issues.csv", index=False)
-        label_stats(cleaned, classes).to_csv(tmp / "label_stats.csv", index=False)
+        label_stats(after, classes).to_csv(tmp / "label_stats.csv", index=False)
     with atomic_path(plot_path) as tmp:
         per_class.to_csv(tmp, index=False)
     write_json(metrics_path, metrics)

@@ -111,12 +111,14 @@ class SplitConfig(_Strict):
 class CleanConfig(_Strict):
     """Label cleaning of the noisy subset (stage ``clean_labels``, ``audiotag.cleaning``).
 
-    The fast-model settings (``model`` .. ``max_seconds``) are used by every method but
-    ``none``; ``filter_by`` only by ``cleanlab``, ``threshold``/``max_per_class`` only by
+    The detector (``detector``, a registered model, with ``detector_params`` over its
+    ``models.<name>`` settings and ``detector_train`` over the ``train`` settings) is used by
+    ``cleanlab``, ``loss`` and ``agreement``; ``oracle`` reads the true labels instead.
+    ``filter_by`` is read only by ``cleanlab``, ``threshold``/``max_per_class`` only by
     ``agreement``, ``loss_fraction`` only by ``loss``.
     """
 
-    method: Literal["none", "cleanlab", "agreement", "loss"] = "cleanlab"
+    method: Literal["none", "cleanlab", "agreement", "loss", "oracle"] = "cleanlab"
     action: Literal["drop", "relabel", "weight", "keep"] = "weight"
     filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
                        "predicted_neq_given"] = "confident_learning"
@@ -126,22 +128,9 @@ class CleanConfig(_Strict):
     relabel_threshold: float = Field(0.5, ge=0.5, lt=1)  # relabel: add p >= t, drop p < 1 - t
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
     n_folds: int = Field(5, ge=2)
-    model: Literal["linear", "cnn1d", "cnn2d"] = "cnn1d"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    workers: int = Field(0, ge=0)  # CPU: fold models trained at once; 0 = one per core
-    channels: int = Field(64, ge=2)
-    stem_channels: int = Field(8, ge=0)  # cnn1d: filters of its 2-D stem; 0 = no stem
-    dropout: float = Field(0.3, ge=0, lt=1)
-    mix_fraction: float = Field(0.5, ge=0, le=1)  # cnn1d/cnn2d: share of each batch max-mixed
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=2)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-3, ge=0)
-    sample_rate: int = Field(16000, ge=1000)
-    n_fft: int = Field(1024, ge=16)
-    hop_length: int = Field(640, ge=1)
-    n_mels: int = Field(64, ge=1)
-    max_seconds: float = Field(10.0, gt=0)
+    detector: str = "cnn1d"  # a registered model name
+    detector_params: dict[str, Any] = {}  # over models.<detector>
+    detector_train: dict[str, Any] = {}  # over TrainConfig defaults (not train.*), e.g. epochs
 
 
 class FeaturesConfig(_Strict):
@@ -229,6 +218,7 @@ class TrainConfig(_Strict):
     amp: bool = False  # mixed precision (CUDA only)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0)  # torch threads of the training process; 0: torch's default
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
     init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
@@ -261,6 +251,7 @@ class EvaluateConfig(_Strict):
 
     batch_size: int = Field(64, ge=1)
     score_train: bool = True  # also score training clips: train lwlrap, curated vs noisy
+    threads: int = Field(1, ge=0)  # torch CPU threads; 0: torch's default
 
 
 class WeightsConfig(_Strict):
@@ -355,8 +346,8 @@ def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
     return cfg
 
 
-def parse_model_params(raw: dict[str, Any], name: str,
-                       where: str = "params.yaml") -> dict[str, Any]:
+def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml",
+                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``models.<name>`` validated against the model's config; returns the validated dict."""
     from audiotag.models import validate_model_params
 
@@ -368,8 +359,38 @@ def parse_model_params(raw: dict[str, Any], name: str,
     for other in models:
         if other not in _known():
             raise ParamsError(unknown_key(where, f"models.{other}", _known()))
-    params = models.get(name) or {}
+    params = {**(models.get(name) or {}), **(overrides or {})}
     try:
         return validate_model_params(name, params).model_dump()
     except (ValueError, KeyError) as err:
         raise ParamsError(f"{where}: {err.args[0] if err.args else err}") from None
+
+
+def parse_clean(raw: dict[str, Any],
+                where: str = "params.yaml") -> tuple[CleanConfig, TrainConfig, dict[str, Any]]:
+    """``clean`` group, the detector's training settings (``clean.detector_train`` over the
+    defaults of :class:`TrainConfig`, not over params.yaml's ``train``: a training
+    experiment does not re-run cleaning; one process) and its model settings
+    (``models.<detector>`` with ``clean.detector_params`` over them)."""
+    from audiotag.models import list_models
+
+    cfg = parse_group(raw, "clean", CleanConfig, where)
+    known = list_models()
+    if cfg.detector not in known:
+        close = difflib.get_close_matches(cfg.detector, known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+        raise ParamsError(f"{where}: clean.detector: unknown model {cfg.detector!r}; {hint}")
+    if "models" in cfg.detector_train:
+        raise ParamsError(f"{where}: clean.detector_train.models: not a training setting "
+                          "(the detector is clean.detector)")
+    try:
+        detector_train = TrainConfig.model_validate(
+            {"models": [cfg.detector], **cfg.detector_train, "processes": 1})
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, "clean.detector_train", where,
+                                                  TrainConfig)) from None
+    try:
+        params = parse_model_params(raw, cfg.detector, where, cfg.detector_params)
+    except ParamsError as err:
+        raise ParamsError(f"{err} (clean.detector_params over models.{cfg.detector})") from None
+    return cfg, detector_train, params

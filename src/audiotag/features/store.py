@@ -328,6 +328,45 @@ def _write_tables(tmp: Path, index: pd.DataFrame, classes: list[str], stats: dic
 
 # ---------------------------------------------------------------- reading
 
+LABELS_COLUMNS = ["clip_id", "labels", "weight"]
+"""Columns of a labels file (label cleaning's ``data/clean/labels.csv``)."""
+
+
+def relabel_index(index: pd.DataFrame, path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The rows of ``index`` that the labels file at ``path`` lists, in ``index`` order, with
+    its ``labels`` and ``weight``: the file lists the clips to train on (a clip it leaves
+    out, e.g. one label cleaning dropped, does not train). A listed clip missing from
+    ``index``, a clip listed twice or a weight that is not a finite number >= 0 is an error
+    naming the file and row."""
+    table = pd.read_csv(path, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+    missing = [c for c in LABELS_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {missing[0]!r} (a labels file has "
+                         f"{', '.join(LABELS_COLUMNS)})")
+    weight = pd.to_numeric(table["weight"], errors="coerce").to_numpy(dtype=np.float64)
+    known = set(index["clip_id"])
+    seen: set[str] = set()
+    for row, (clip, w) in enumerate(zip(table["clip_id"], weight, strict=True), start=2):
+        if clip not in known:
+            raise ValueError(f"{path}: row {row}: clip {clip!r} is not one of the feature "
+                             "store's clips of this role (a labels file of another store?)")
+        if clip in seen:
+            raise ValueError(f"{path}: row {row}: clip {clip!r} is listed twice")
+        if not (np.isfinite(w) and w >= 0):
+            raise ValueError(f"{path}: row {row}: weight {table['weight'].iloc[row - 2]!r} "
+                             "is not a number >= 0")
+        seen.add(clip)
+    by_id = table.assign(weight=weight).set_index("clip_id")
+    out = index[index["clip_id"].isin(seen)].reset_index(drop=True)
+    out["labels"] = by_id.loc[out["clip_id"], "labels"].to_numpy()
+    out["weight"] = by_id.loc[out["clip_id"], "weight"].to_numpy()
+    dropped = len(index) - len(out)
+    if dropped:
+        log.info("%s: %d of %d clips not listed (dropped by label cleaning)", path, dropped,
+                 len(index))
+    return out
+
+
 
 class FeatureSet(torch.utils.data.Dataset):
     """Cropped, normalised features, multi-hot targets and loss weights of the clips with
@@ -351,11 +390,14 @@ class FeatureSet(torch.utils.data.Dataset):
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
                  train: bool = False, crops: int | None = None,
-                 with_noisy: bool = False) -> None:
+                 with_noisy: bool = False,
+                 labels: str | os.PathLike[str] | None = None) -> None:
         store = Path(store_dir)
         index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
                             keep_default_na=False)
         self.index = index[index["role"].isin(roles)].reset_index(drop=True)
+        if labels is not None:  # label cleaning's labels and weights (see relabel_index)
+            self.index = relabel_index(self.index, labels)
         self.classes = read_classes(store / CLASSES_NAME)
         self.stats = read_json(store / "stats.json")
         self.meta = read_json(store / "features.json")

@@ -48,7 +48,7 @@ from audiotag.metrics.regression import regression_metrics
 from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.inference import ClipPredictions, output_names, predict_clips, task_of
-from audiotag.training.utils import pick_device
+from audiotag.training.utils import pick_device, set_threads
 
 log = logging.getLogger(__name__)
 TARGET_PREFIX = "targets_"
@@ -264,6 +264,7 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     """Score ``checkpoint`` on the test clips; write ``metrics_path``, the CSVs of
     ``plots_dir`` (see the module doc) and, given ``predictions_path``, the test clips'
     scores (:func:`per_clip_table`). Returns the metrics."""
+    set_threads(cfg.threads)
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
     task = meta.get("task", "multilabel")

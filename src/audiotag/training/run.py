@@ -25,7 +25,7 @@ from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_compatible, save_state_dict
 from audiotag.training.loop import EpochResult, Trainer
 from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
-from audiotag.training.utils import count_parameters, layer_names, seed_everything
+from audiotag.training.utils import count_parameters, layer_names, seed_everything, set_threads
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "model.pt"
@@ -127,10 +127,12 @@ def describe_task(cfg: TrainConfig, data: FeatureSet) -> TaskSpec:
     return spec
 
 
-def _datasets(features_dir: Path, cfg: TrainConfig):
-    """Training set (noisy flags, noisy clips weighted by ``train.noisy_weight``), validation
-    set and the task, with items' ``y`` laid out for the task."""
-    train_set = FeatureSet(features_dir, ("train",), train=True, with_noisy=True)
+def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
+    """Training set (noisy flags, noisy clips weighted by ``train.noisy_weight``; with
+    ``labels``, the clips, labels and weights of that labels file), validation set and the
+    task, with items' ``y`` laid out for the task."""
+    train_set = FeatureSet(features_dir, ("train",), train=True, with_noisy=True,
+                           labels=labels)
     valid_set = FeatureSet(features_dir, ("valid",))
     for name, data in (("training", train_set), ("validation", valid_set)):
         if len(data) == 0:
@@ -147,11 +149,12 @@ def _datasets(features_dir: Path, cfg: TrainConfig):
 
 
 def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, spec: TaskSpec,
-             cfg: TrainConfig, generator, ctx: distributed.Context, seed: int):
+             cfg: TrainConfig, generator, ctx: distributed.Context, seed: int,
+             labels: Path | None = None):
     """Shuffled training loader and validation loader; with ``overfit_batches: N`` both
     are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
     if cfg.overfit_batches:
-        fixed = FeatureSet(features_dir, ("train",), with_noisy=True)
+        fixed = FeatureSet(features_dir, ("train",), with_noisy=True, labels=labels)
         fixed.select_outputs(spec.n_classes > 0,
                              fixed.target_columns if spec.n_targets else [])
         subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
@@ -175,7 +178,8 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
                 model_dir: str | os.PathLike[str], live_dir: str | os.PathLike[str],
                 cfg: TrainConfig, seed: int,
                 resume_dir: str | os.PathLike[str] | None = None,
-                stop_after: int | None = None) -> list[EpochResult]:
+                stop_after: int | None = None,
+                labels: str | os.PathLike[str] | None = None) -> list[EpochResult]:
     """Train ``name``; writes ``model_dir/{model.pt,first_epoch.pt,history.json}``
     atomically at the end.
 
@@ -188,7 +192,9 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     in that epoch), and the model's layers in order. With ``resume_dir`` the trainer's
     state is saved there after every epoch and an interrupted run continues from it (see
     :mod:`audiotag.training.resume`); ``stop_after`` ends the run after that many epochs
-    without writing outputs (to simulate a killed run in tests).
+    without writing outputs (to simulate a killed run in tests). ``labels``: a labels file
+    (label cleaning's ``data/clean/labels.csv``) that gives the training clips, their
+    labels and loss weights instead of the store's.
     """
     features_dir = Path(features_dir)
     kind = read_json(features_dir / "features.json")["kind"]
@@ -196,10 +202,12 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     if cfg.spec_augment and kind == "waveform":
         raise ParamsError("train.specaug_*: SpecAugment masks spectrogram bands and frames; "
                           "features.kind=waveform has none (set the mask counts to 0)")
+    set_threads(cfg.threads)
     ctx, device = distributed.setup(cfg.device)
     try:
         history = _train(name, model_params, features_dir, Path(model_dir), live_dir, cfg,
-                         seed, resume_dir, stop_after, ctx, device, kind)
+                         seed, resume_dir, stop_after, ctx, device, kind,
+                         Path(labels) if labels is not None else None)
     except BaseException:
         distributed.teardown(ctx, wait=False)  # the other processes fail on their own
         raise
@@ -208,11 +216,12 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
 
 
 def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, resume_dir,
-           stop_after, ctx: distributed.Context, device, kind: str) -> list[EpochResult]:
+           stop_after, ctx: distributed.Context, device, kind: str,
+           labels: Path | None) -> list[EpochResult]:
     generator = seed_everything(seed)
-    train_set, valid_set, spec = _datasets(features_dir, cfg)
+    train_set, valid_set, spec = _datasets(features_dir, cfg, labels)
     train_loader, valid_loader = _loaders(features_dir, train_set, valid_set, spec, cfg,
-                                          generator, ctx, seed)
+                                          generator, ctx, seed, labels)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **model_params)
     meta = {"model_name": name, "model_params": model_params,
@@ -240,7 +249,10 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
                       spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
                       parallel=parallel)
-    fp = resume.fingerprint(name, model_params, cfg.model_dump(), seed, features_dir)
+    train_params = cfg.model_dump()
+    if labels is not None:  # other labels, another run
+        train_params["labels_file"] = resume.file_digest(labels)
+    fp = resume.fingerprint(name, model_params, train_params, seed, features_dir)
     saved = resume.load_state(resume_dir, fp)
     if saved is not None:
         trainer.load_state_dict(saved)
