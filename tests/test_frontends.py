@@ -1,7 +1,7 @@
 """Feature kinds: librosa parity, stacks, crops, pad modes through the store, every kind trains.
 
 Parity tolerances (float32 torch vs librosa 0.11 on the same audio, settings matched as in
-the README table): log-mel and log-STFT within 0.002 dB, MFCC within 0.002 (absolute, on
+docs/features.md): log-mel and log-STFT within 0.002 dB, MFCC within 0.002 (absolute, on
 values up to ~400), chroma within 1e-5. With librosa's *default* padding (zeros instead of
 reflect) the same comparison is off by several dB, which the control test checks.
 """
