@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from audiotag.cli import parser as audiotag_parser
-from audiotag.core.config import ParamsError
-from audiotag.params_check import check_params
+from audiotag.params_check import ParamsError, check_params  # wherever ParamsError lives
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
