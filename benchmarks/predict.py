@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from audiotag.core.config import FeaturesConfig  # noqa: E402
+from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.frontend import feature_dim  # noqa: E402
 from audiotag.features.store import ClipPipeline, collate_clips  # noqa: E402
 from audiotag.models import create_model  # noqa: E402

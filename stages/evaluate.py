@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 
 from audiotag.core.cli import run_stage
-from audiotag.core.config import EvaluateConfig, parse_group, read_params
+from audiotag.core.params import parse_group, read_params
+from audiotag.evaluation.config import EvaluateConfig
 from audiotag.metrics.evaluate import evaluate_model
 
 

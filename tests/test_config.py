@@ -1,17 +1,13 @@
 import pytest
 import yaml
 
-from audiotag.core.config import (
-    DataChecksConfig,
-    FeaturesConfig,
-    ParamsError,
-    parse_group,
-    parse_model_params,
-    parse_seed,
-    parse_train,
-    read_params,
-)
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import parse_group, parse_seed, read_params
+from audiotag.data.config import DataChecksConfig
 from audiotag.data.sources import parse_data, parse_data_checks
+from audiotag.features.config import FeaturesConfig
+from audiotag.models import parse_model_params
+from audiotag.training.config import TrainConfig, parse_train
 
 
 def _write(tmp_path, text):
@@ -112,13 +108,15 @@ BOOL_AS_NUMBER = [
 
 @pytest.mark.parametrize(("group", "value", "key"), BOOL_AS_NUMBER)
 def test_a_boolean_is_not_accepted_as_a_number(tmp_path, group, value, key):
-    import audiotag.core.config as config
+    from audiotag.analysis.config import WeightsConfig
+    from audiotag.cleaning.config import CleanConfig
+    from audiotag.data.config import SplitConfig
     from audiotag.data.sources import SOURCES
 
-    configs = {"train": "TrainConfig", "features": "FeaturesConfig", "split": "SplitConfig",
-               "clean": "CleanConfig", "weights": "WeightsConfig"}
+    configs = {"train": TrainConfig, "features": FeaturesConfig, "split": SplitConfig,
+               "clean": CleanConfig, "weights": WeightsConfig}
     model = (SOURCES.get(group.split(".")[1]).config if group.startswith("data.")
-             else getattr(config, configs[group]))
+             else configs[group])
     raw: dict = {}
     node = raw
     *parents, last = group.split(".")
@@ -144,11 +142,11 @@ def test_booleans_still_work_where_a_bool_is_meant():
 
 def test_every_params_config_has_the_strict_base():
     # the bool check (and extra="forbid") live in one base class: every config must use it
-    from audiotag.core.config import _Strict
+    from audiotag.core.params import Strict
     from audiotag.data.sources import SOURCES
     from audiotag.models import list_models, model_config_class
 
     for name in SOURCES.names():
-        assert issubclass(SOURCES.get(name).config, _Strict), name
+        assert issubclass(SOURCES.get(name).config, Strict), name
     for name in list_models():
-        assert issubclass(model_config_class(name), _Strict), name
+        assert issubclass(model_config_class(name), Strict), name

@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from audiotag.core.config import ParamsError
+from audiotag.core.errors import ParamsError
 from audiotag.tune import Dimension, Metric, find_experiment, load_space, set_args
 
 PARAMS = {"train": {"lr": 0.002, "batch_size": 32, "models": ["cnn2d", "crnn"]},

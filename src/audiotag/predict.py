@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audiotag.core.config import ParamsError
-from audiotag.core.errors import AudioError
+from audiotag.core.errors import AudioError, ParamsError
 from audiotag.core.io import atomic_path
 from audiotag.data.common import AUDIO_SUFFIXES
 from audiotag.training.checkpoint import load_checkpoint

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotag.core.config import EvaluateConfig
 from audiotag.core.io import atomic_path, read_json, write_json
+from audiotag.evaluation.config import EvaluateConfig
 from audiotag.metrics.classification import (
     accuracy,
     average_precision,

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.metrics.classification import accuracy, single_label_rows
 from audiotag.models.layers import eval_frozen
 from audiotag.training.augment import mix_batch, spec_augment
+from audiotag.training.config import TrainConfig
 from audiotag.training.distributed import agree
 from audiotag.training.optim import make_optimizer, make_scheduler
 from audiotag.training.tasks import TaskSpec, make_loss, output_scores, soft_bootstrap

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Sampler, SubsetRandomSampler
 
-from audiotag.core.config import ParamsError, TrainConfig
+from audiotag.core.errors import ParamsError
 from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import create_model
+from audiotag.training.config import TrainConfig
 from audiotag.training.loop import Trainer, predict
 from audiotag.training.run import describe_task
 from audiotag.training.utils import pick_device, seed_everything, set_threads
