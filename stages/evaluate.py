@@ -9,7 +9,7 @@ import argparse
 from audiotag.core.cli import run_stage
 from audiotag.core.params import parse_group, read_params
 from audiotag.evaluation.config import EvaluateConfig
-from audiotag.metrics.evaluate import evaluate_model
+from audiotag.evaluation.evaluate import evaluate_model
 
 
 def main() -> None:

@@ -387,14 +387,15 @@ def _record(threads: int) -> None:
 def test_threads_params_reach_torch(monkeypatch, dataset, tmp_path) -> None:
     """train.threads, clean.detector_train.threads and evaluate.threads set torch's
     threads before any work (0 leaves torch's default)."""
+    from audiotag.core import device
+    from audiotag.evaluation import evaluate
     from audiotag.evaluation.config import EvaluateConfig
-    from audiotag.metrics import evaluate
-    from audiotag.training import oof, run, utils
+    from audiotag.training import oof, run
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    utils.set_threads(0)
-    utils.set_threads(3)
+    device.set_threads(0)
+    device.set_threads(3)
     assert calls == [3]
     for module in (run, oof, evaluate):
         monkeypatch.setattr(module, "set_threads", _record)

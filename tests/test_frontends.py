@@ -29,8 +29,8 @@ from audiotag.features.frontend import FrontEnd, feature_dim, n_frames
 from audiotag.features.store import FeatureSet, collate_clips, extract_features
 from audiotag.models import create_model
 from audiotag.training.config import TrainConfig
-from audiotag.training.inference import predict_clips
-from audiotag.training.loop import clip_losses, multilabel_bce, predict
+from audiotag.training.inference import clip_losses, predict, predict_clips
+from audiotag.training.loop import multilabel_bce
 from audiotag.training.run import check_model_accepts, train_model
 
 SR = 16000

@@ -8,7 +8,7 @@ from audiotag.core.params import Strict
 
 
 class EvaluateConfig(Strict):
-    """The ``evaluate@<model>`` stages (see ``audiotag.metrics.evaluate``)."""
+    """The ``evaluate@<model>`` stages (see ``audiotag.evaluation.evaluate``)."""
 
     batch_size: int = Field(64, ge=1)
     score_train: bool = True  # also score training clips: train lwlrap, curated vs noisy
