@@ -150,3 +150,43 @@ def test_every_params_config_has_the_strict_base():
         assert issubclass(SOURCES.get(name).config, Strict), name
     for name in list_models():
         assert issubclass(model_config_class(name), Strict), name
+
+
+def _params_groups(raw):
+    """(dotted key, config class, params.yaml's mapping) of every group a config validates."""
+    from audiotag.analysis.config import WeightsConfig
+    from audiotag.cleaning.config import CleanConfig
+    from audiotag.data.config import SplitConfig
+    from audiotag.data.sources import SOURCES
+    from audiotag.evaluation.config import EvaluateConfig
+    from audiotag.models import list_models, model_config_class
+
+    data_checks = {k: v for k, v in raw["data"].items() if k in DataChecksConfig.model_fields}
+    yield "data", DataChecksConfig, data_checks
+    for name in SOURCES.names():
+        yield f"data.{name}", SOURCES.get(name).config, raw["data"].get(name) or {}
+    yield "split", SplitConfig, raw["split"]
+    yield "clean", CleanConfig, raw["clean"]
+    yield "features", FeaturesConfig, raw["features"]
+    yield "train", TrainConfig, raw["train"]
+    yield "evaluate", EvaluateConfig, raw["evaluate"]
+    yield "weights", WeightsConfig, raw["weights"]
+    for name in list_models():
+        yield f"models.{name}", model_config_class(name), raw["models"].get(name) or {}
+
+
+def test_code_defaults_agree_with_params_yaml(repo_root):
+    """params.yaml is the one source of values: a config's default for a key params.yaml
+    holds must be the same value (library callers and tests that rely on defaults then
+    compute what the pipeline computes; clean.detector_train sits over these defaults)."""
+    raw = read_params(repo_root / "params.yaml")
+    disagree = []
+    for key, model, values in _params_groups(raw):
+        for name, field in model.model_fields.items():
+            if name not in values or field.is_required():
+                continue
+            default = field.get_default(call_default_factory=True)
+            if default != values[name]:  # YAML's 8000 equals 8000.0; lists compare items
+                disagree.append(f"{key}.{name}: code default {default!r}, "
+                                f"params.yaml {values[name]!r}")
+    assert not disagree, "\n".join(disagree)

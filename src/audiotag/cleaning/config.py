@@ -35,7 +35,8 @@ class CleanConfig(Strict):
     n_folds: int = Field(5, ge=2)
     detector: str = "cnn1d"  # a registered model name
     detector_params: dict[str, Any] = {}  # over models.<detector>
-    detector_train: dict[str, Any] = {}  # over TrainConfig defaults (not train.*), e.g. epochs
+    # over TrainConfig's defaults (not train.*)
+    detector_train: dict[str, Any] = {"epochs": 6, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1}
 
 
 def parse_clean(raw: dict[str, Any],

@@ -5,6 +5,10 @@ Each stage's config lives beside its code (``audiotag.features.config``,
 ``audiotag.training.config``, ...); stage scripts load params.yaml once (:func:`read_params`)
 and parse the groups they use. Any bad value stops the stage before it touches an output,
 with a message naming the offending key (``params.yaml: train.lr: ...``).
+
+params.yaml is the one source of values: a config's defaults are the values params.yaml
+holds (``tests/test_config.py::test_code_defaults_agree_with_params_yaml``), so library code
+and tests built on defaults compute what the pipeline computes.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ class FeaturesConfig(Strict):
     kind: FeatureKind = "logmel"
     sample_rate: int = Field(16000, ge=1000)
     n_fft: int = Field(1024, ge=16)
-    hop_length: int = Field(320, ge=1)
+    hop_length: int = Field(640, ge=1)
     win_length: int | None = Field(None, ge=2)  # None: n_fft
     n_mels: int = Field(64, ge=1)
     fmin: float = Field(20.0, ge=0)
-    fmax: float | None = None  # None: sample_rate / 2
+    fmax: float | None = 8000.0  # None: sample_rate / 2
     n_mfcc: int = Field(20, ge=1)
     to_db: bool = True  # 10*log10(max(power, log_offset)); False: ln(power + log_offset)
     log_offset: float = Field(1e-10, gt=0)

@@ -21,12 +21,12 @@ class TrainConfig(Strict):
     task: Literal["auto", "multilabel", "singlelabel", "regression", "multitask"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # singlelabel / single-label multitask
     regression_weight: float = Field(1.0, ge=0)  # multitask: weight of the regression MSE
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
     scheduler: Literal["constant", "cosine", "onecycle", "cyclic"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     cycle_epochs: float = Field(2.0, gt=0)  # cyclic: length of one triangle
@@ -44,7 +44,7 @@ class TrainConfig(Strict):
     amp: bool = False  # mixed precision (CUDA only)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)  # torch threads of the training process; 0: torch's default
+    threads: int = Field(1, ge=0)  # torch threads of the training process; 0: torch's default
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
     init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
