@@ -23,17 +23,13 @@ from pathlib import Path
 
 import yaml
 
+from audiotag.cleaning.config import parse_clean
 from audiotag.cleaning.run import clean_labels
-from audiotag.core.config import (
-    FeaturesConfig,
-    SplitConfig,
-    parse_clean,
-    parse_group,
-    parse_seed,
-    read_params,
-)
+from audiotag.core.params import parse_group, parse_seed, read_params
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest, write_manifest
 from audiotag.data.synthetic import SyntheticConfig, generate
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from audiotag.core.config import FeaturesConfig, SplitConfig  # noqa: E402
+from audiotag.data.config import SplitConfig  # noqa: E402
+from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.store import extract_features  # noqa: E402
 
 SOURCE_SR = 44100
@@ -108,7 +109,8 @@ import json, resource, sys, time
 sys.path.insert(0, {str(ROOT / 'src')!r})
 import pandas as pd
 from pathlib import Path
-from audiotag.core.config import FeaturesConfig, SplitConfig
+from audiotag.data.config import SplitConfig
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 m = pd.read_pickle({str(manifest_path)!r})
 cfg = FeaturesConfig.model_validate_json({config(workers, seconds).model_dump_json()!r})

@@ -38,12 +38,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from audiotag.core.config import FeaturesConfig  # noqa: E402
+from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.frontend import feature_dim  # noqa: E402
 from audiotag.features.store import ClipPipeline, collate_clips  # noqa: E402
 from audiotag.models import create_model  # noqa: E402
-from audiotag.training.inference import predict_files, task_of  # noqa: E402
-from audiotag.training.loop import predict  # noqa: E402
+from audiotag.training.inference import (  # noqa: E402
+    predict,  # noqa: E402
+    predict_files,
+    task_of,
+)
 
 BUDGET_HOURS = 2.0  # the English lab log's 120-minute inference budget
 NUM_CLASSES = 12

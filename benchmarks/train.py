@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from audiotag.core.config import FeaturesConfig, SplitConfig  # noqa: E402
+from audiotag.data.config import SplitConfig  # noqa: E402
+from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.store import FeatureSet, collate_clips, extract_features  # noqa: E402
 from audiotag.models import MODELS, create_model, list_models  # noqa: E402
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from audiotag.cleaning.config import parse_clean
 from audiotag.cleaning.run import clean_labels
 from audiotag.core.cli import run_stage
-from audiotag.core.config import parse_clean, parse_seed, read_params
+from audiotag.core.params import parse_seed, read_params
 
 log = logging.getLogger("clean_labels")
 

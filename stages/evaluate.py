@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 
 from audiotag.core.cli import run_stage
-from audiotag.core.config import EvaluateConfig, parse_group, read_params
-from audiotag.metrics.evaluate import evaluate_model
+from audiotag.core.params import parse_group, read_params
+from audiotag.evaluation.config import EvaluateConfig
+from audiotag.evaluation.evaluate import evaluate_model
 
 
 def main() -> None:

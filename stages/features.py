@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from audiotag.core.cli import run_stage
-from audiotag.core.config import FeaturesConfig, SplitConfig, parse_group, read_params
+from audiotag.core.params import parse_group, read_params
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 
 

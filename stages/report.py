@@ -8,7 +8,8 @@ import logging
 
 from audiotag.analysis.report import write_report
 from audiotag.core.cli import run_stage
-from audiotag.core.config import parse_train, read_params
+from audiotag.core.params import read_params
+from audiotag.training.config import parse_train
 
 log = logging.getLogger("report")
 

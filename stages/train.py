@@ -8,13 +8,10 @@ import subprocess
 import sys
 
 from audiotag.core.cli import run_stage
-from audiotag.core.config import (
-    ParamsError,
-    parse_model_params,
-    parse_seed,
-    parse_train,
-    read_params,
-)
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import parse_seed, read_params
+from audiotag.models import parse_model_params
+from audiotag.training.config import parse_train
 from audiotag.training.run import train_model
 
 

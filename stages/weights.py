@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.weight_report import analyse_weights
 from audiotag.core.cli import run_stage
-from audiotag.core.config import WeightsConfig, parse_group, read_params
+from audiotag.core.params import parse_group, read_params
 
 
 def main() -> None:

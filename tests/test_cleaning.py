@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audiotag.cleaning.config import CleanConfig, parse_clean
 from audiotag.cleaning.detect import bce_per_clip, clip_lwlrap
 from audiotag.cleaning.run import (
     apply_action,
@@ -23,19 +24,15 @@ from audiotag.cleaning.run import (
     suggest_labels,
     suspect_class,
 )
-from audiotag.core.config import (
-    CleanConfig,
-    FeaturesConfig,
-    ParamsError,
-    SplitConfig,
-    TrainConfig,
-    parse_clean,
-    parse_group,
-)
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import parse_group
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import labels_to_matrix, read_manifest, write_manifest
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features, relabel_index
 from audiotag.metrics.lwlrap import lwlrap
 from audiotag.models import validate_model_params
+from audiotag.training.config import TrainConfig
 
 CLASSES = ["low", "mid", "high", "buzz"]
 FREQS = {"low": 300.0, "mid": 900.0, "high": 2500.0, "buzz": 150.0}
@@ -390,14 +387,15 @@ def _record(threads: int) -> None:
 def test_threads_params_reach_torch(monkeypatch, dataset, tmp_path) -> None:
     """train.threads, clean.detector_train.threads and evaluate.threads set torch's
     threads before any work (0 leaves torch's default)."""
-    from audiotag.core.config import EvaluateConfig
-    from audiotag.metrics import evaluate
-    from audiotag.training import oof, run, utils
+    from audiotag.core import device
+    from audiotag.evaluation import evaluate
+    from audiotag.evaluation.config import EvaluateConfig
+    from audiotag.training import oof, run
 
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    utils.set_threads(0)
-    utils.set_threads(3)
+    device.set_threads(0)
+    device.set_threads(3)
     assert calls == [3]
     for module in (run, oof, evaluate):
         monkeypatch.setattr(module, "set_threads", _record)

@@ -1,17 +1,13 @@
 import pytest
 import yaml
 
-from audiotag.core.config import (
-    DataChecksConfig,
-    FeaturesConfig,
-    ParamsError,
-    parse_group,
-    parse_model_params,
-    parse_seed,
-    parse_train,
-    read_params,
-)
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import parse_group, parse_seed, read_params
+from audiotag.data.config import DataChecksConfig
 from audiotag.data.sources import parse_data, parse_data_checks
+from audiotag.features.config import FeaturesConfig
+from audiotag.models import parse_model_params
+from audiotag.training.config import TrainConfig, parse_train
 
 
 def _write(tmp_path, text):
@@ -112,13 +108,15 @@ BOOL_AS_NUMBER = [
 
 @pytest.mark.parametrize(("group", "value", "key"), BOOL_AS_NUMBER)
 def test_a_boolean_is_not_accepted_as_a_number(tmp_path, group, value, key):
-    import audiotag.core.config as config
+    from audiotag.analysis.config import WeightsConfig
+    from audiotag.cleaning.config import CleanConfig
+    from audiotag.data.config import SplitConfig
     from audiotag.data.sources import SOURCES
 
-    configs = {"train": "TrainConfig", "features": "FeaturesConfig", "split": "SplitConfig",
-               "clean": "CleanConfig", "weights": "WeightsConfig"}
+    configs = {"train": TrainConfig, "features": FeaturesConfig, "split": SplitConfig,
+               "clean": CleanConfig, "weights": WeightsConfig}
     model = (SOURCES.get(group.split(".")[1]).config if group.startswith("data.")
-             else getattr(config, configs[group]))
+             else configs[group])
     raw: dict = {}
     node = raw
     *parents, last = group.split(".")
@@ -144,11 +142,51 @@ def test_booleans_still_work_where_a_bool_is_meant():
 
 def test_every_params_config_has_the_strict_base():
     # the bool check (and extra="forbid") live in one base class: every config must use it
-    from audiotag.core.config import _Strict
+    from audiotag.core.params import Strict
     from audiotag.data.sources import SOURCES
     from audiotag.models import list_models, model_config_class
 
     for name in SOURCES.names():
-        assert issubclass(SOURCES.get(name).config, _Strict), name
+        assert issubclass(SOURCES.get(name).config, Strict), name
     for name in list_models():
-        assert issubclass(model_config_class(name), _Strict), name
+        assert issubclass(model_config_class(name), Strict), name
+
+
+def _params_groups(raw):
+    """(dotted key, config class, params.yaml's mapping) of every group a config validates."""
+    from audiotag.analysis.config import WeightsConfig
+    from audiotag.cleaning.config import CleanConfig
+    from audiotag.data.config import SplitConfig
+    from audiotag.data.sources import SOURCES
+    from audiotag.evaluation.config import EvaluateConfig
+    from audiotag.models import list_models, model_config_class
+
+    data_checks = {k: v for k, v in raw["data"].items() if k in DataChecksConfig.model_fields}
+    yield "data", DataChecksConfig, data_checks
+    for name in SOURCES.names():
+        yield f"data.{name}", SOURCES.get(name).config, raw["data"].get(name) or {}
+    yield "split", SplitConfig, raw["split"]
+    yield "clean", CleanConfig, raw["clean"]
+    yield "features", FeaturesConfig, raw["features"]
+    yield "train", TrainConfig, raw["train"]
+    yield "evaluate", EvaluateConfig, raw["evaluate"]
+    yield "weights", WeightsConfig, raw["weights"]
+    for name in list_models():
+        yield f"models.{name}", model_config_class(name), raw["models"].get(name) or {}
+
+
+def test_code_defaults_agree_with_params_yaml(repo_root):
+    """params.yaml is the one source of values: a config's default for a key params.yaml
+    holds must be the same value (library callers and tests that rely on defaults then
+    compute what the pipeline computes; clean.detector_train sits over these defaults)."""
+    raw = read_params(repo_root / "params.yaml")
+    disagree = []
+    for key, model, values in _params_groups(raw):
+        for name, field in model.model_fields.items():
+            if name not in values or field.is_required():
+                continue
+            default = field.get_default(call_default_factory=True)
+            if default != values[name]:  # YAML's 8000 equals 8000.0; lists compare items
+                disagree.append(f"{key}.{name}: code default {default!r}, "
+                                f"params.yaml {values[name]!r}")
+    assert not disagree, "\n".join(disagree)

@@ -10,8 +10,9 @@ import sys
 import yaml
 from helpers import write_tone_dataset
 
-from audiotag.core.config import FeaturesConfig, SplitConfig
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 from audiotag.training.checkpoint import load_checkpoint
 

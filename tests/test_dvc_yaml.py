@@ -7,7 +7,7 @@ import shutil
 import yaml
 from dvc_project import run
 
-from audiotag.core.config import TrainConfig
+from audiotag.training.config import TrainConfig
 
 
 def _load(repo_root, name):

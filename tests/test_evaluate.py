@@ -8,8 +8,8 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn import metrics as skm
 
-from audiotag.core.config import EvaluateConfig
-from audiotag.metrics import evaluate as ev
+from audiotag.evaluation import evaluate as ev
+from audiotag.evaluation.config import EvaluateConfig
 from audiotag.metrics.classification import (
     THRESHOLD_GRID,
     accuracy,

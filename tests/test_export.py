@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from audiotag.cli import main as cli_main
-from audiotag.core.config import FeaturesConfig
 from audiotag.export import PARITY_ATOL, ExportError, _run_exported, export_model
+from audiotag.features.config import FeaturesConfig
 from audiotag.models import create_model
 from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
 

@@ -6,10 +6,11 @@ import soundfile as sf
 import torch
 from helpers import tone_clip, write_tone_dataset
 
-from audiotag.core.config import FeaturesConfig, SplitConfig
 from audiotag.core.errors import AudioError
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.data.split import assign_roles
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.logmel import LogMel, n_frames
 from audiotag.features.store import FeatureSet, extract_features
 

@@ -19,15 +19,18 @@ import torch
 from helpers import write_tone_dataset
 from torch.utils.data import DataLoader
 
-from audiotag.core.config import FeaturesConfig, ParamsError, SplitConfig, TrainConfig
+from audiotag.core.errors import ParamsError
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest, write_manifest
 from audiotag.data.split import assign_roles
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.crops import center_start, cut, eval_starts, random_start
 from audiotag.features.frontend import FrontEnd, feature_dim, n_frames
 from audiotag.features.store import FeatureSet, collate_clips, extract_features
 from audiotag.models import create_model
-from audiotag.training.inference import predict_clips
-from audiotag.training.loop import clip_losses, multilabel_bce, predict
+from audiotag.training.config import TrainConfig
+from audiotag.training.inference import clip_losses, predict, predict_clips
+from audiotag.training.loop import multilabel_bce
 from audiotag.training.run import check_model_accepts, train_model
 
 SR = 16000

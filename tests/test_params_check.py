@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from audiotag.core.config import ParamsError
+from audiotag.core.errors import ParamsError
 from audiotag.params_check import check_params
 
 

@@ -9,9 +9,10 @@ import torch
 from helpers import write_tone_dataset
 
 from audiotag.cli import main as cli_main
-from audiotag.core.config import FeaturesConfig, SplitConfig
 from audiotag.core.errors import AudioError
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import audio_paths, read_manifest
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.models import create_model
 from audiotag.predict import find_audio, run_predict, skipped_path

@@ -20,8 +20,7 @@ import soundfile as sf
 import yaml
 from fileserver import serve
 
-from audiotag.core.config import ParamsError
-from audiotag.core.errors import DataSourceError
+from audiotag.core.errors import DataSourceError, ParamsError
 from audiotag.data import fetch, fma, fsdkaggle2019, gtzan, gtzan_split
 from audiotag.data.manifest import read_manifest, validate_manifest
 from audiotag.data.screen import BAD_CLIPS_NAME

@@ -5,7 +5,7 @@ where ``b`` is a submodule, relative imports, and every package ``__init__.py`` 
 (Python executes them). A library module's imports are those that run when it is imported
 (module level, class bodies); the stage script's own imports inside functions count too
 (its ``main`` runs). Lazy imports inside library functions are not followed (a stage may
-import ``audiotag.core.config`` without ever calling the function that loads the model
+import a module without ever calling the function that loads the model
 zoo), nor are ``if TYPE_CHECKING:`` blocks (they never run).
 """
 

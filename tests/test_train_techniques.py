@@ -10,17 +10,15 @@ import pytest
 import torch
 from helpers import write_tone_dataset
 
-from audiotag.core.config import (
-    EvaluateConfig,
-    FeaturesConfig,
-    ParamsError,
-    SplitConfig,
-    TrainConfig,
-)
+from audiotag.core.errors import ParamsError
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
+from audiotag.evaluation.config import EvaluateConfig
+from audiotag.evaluation.evaluate import evaluate_model
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
-from audiotag.metrics.evaluate import evaluate_model
 from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training.config import TrainConfig
 from audiotag.training.loop import Trainer
 from audiotag.training.resume import STATE_NAME
 from audiotag.training.run import _datasets, train_model

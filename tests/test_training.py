@@ -5,11 +5,13 @@ import torch
 from helpers import write_tone_dataset
 from torch.utils.data import DataLoader
 
-from audiotag.core.config import FeaturesConfig, SplitConfig, TrainConfig
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.training import resume
 from audiotag.training.checkpoint import load_checkpoint, save_state_dict
+from audiotag.training.config import TrainConfig
 from audiotag.training.loop import multilabel_bce, weighted_mean
 from audiotag.training.run import train_model
 from audiotag.training.utils import grad_norms, layer_names, update_ratios

@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from audiotag.core.config import ParamsError
+from audiotag.core.errors import ParamsError
 from audiotag.tune import Dimension, Metric, find_experiment, load_space, set_args
 
 PARAMS = {"train": {"lr": 0.002, "batch_size": 32, "models": ["cnn2d", "crnn"]},
@@ -72,3 +72,16 @@ def test_find_experiment_in_exp_show_output():
              {"rev": "HEAD", "experiments": [{"name": "t-1", "revs": [_exp("t-1", {})]}]}]
     assert find_experiment(shown, "t-1")["name"] == "t-1"
     assert find_experiment(shown, "t-9") is None
+
+
+def test_tune_without_optuna_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    import audiotag
+    from audiotag import cli
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # as if the extra were not installed
+    monkeypatch.delitem(sys.modules, "audiotag.tune")
+    monkeypatch.delattr(audiotag, "tune")
+    with pytest.raises(SystemExit, match=r"audiotag\[tune\]"):
+        cli.main(["tune", "--trials", "1"])

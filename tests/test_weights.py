@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from audiotag.analysis import weight_report
+from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.weights import (
     activation_stats,
     grad_ratio_first_last,
@@ -16,7 +17,8 @@ from audiotag.analysis.weights import (
     plot_first_conv_filters,
     plot_histograms,
 )
-from audiotag.core.config import ParamsError, WeightsConfig, parse_group
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import parse_group
 from audiotag.models import create_model
 from audiotag.training.checkpoint import save_checkpoint
 from audiotag.training.utils import grad_norms, update_ratios
@@ -165,10 +167,12 @@ def test_autoencoder_analysis_covers_both_phases(tmp_path, freeze_encoder):
     from helpers import write_tone_dataset
 
     from audiotag.analysis.weights import gradient_matrix
-    from audiotag.core.config import FeaturesConfig, SplitConfig, TrainConfig
+    from audiotag.data.config import SplitConfig
     from audiotag.data.manifest import read_manifest
+    from audiotag.features.config import FeaturesConfig
     from audiotag.features.store import extract_features
     from audiotag.training.checkpoint import load_checkpoint
+    from audiotag.training.config import TrainConfig
     from audiotag.training.run import train_model
     from audiotag.training.utils import layer_names
 

@@ -35,7 +35,12 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _tune(rest: list[str]) -> None:
-    from audiotag import tune
+    try:
+        from audiotag import tune
+    except ModuleNotFoundError as err:  # Optuna is the optional `tune` extra
+        if err.name != "optuna":
+            raise
+        sys.exit("audiotag tune needs Optuna: pip install 'audiotag[tune]'")
 
     sys.argv = ["audiotag tune", *rest]  # tune parses its own options
     tune.main()

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiotag.core.config import FeaturesConfig
 from audiotag.core.io import atomic_path, write_json
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.frontend import n_frames
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.inference import output_names

@@ -14,27 +14,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from audiotag.core.config import (
-    CleanConfig,
-    EvaluateConfig,
-    FeaturesConfig,
-    ParamsError,
-    SplitConfig,
-    WeightsConfig,
-    parse_clean,
-    parse_group,
-    parse_model_params,
-    parse_seed,
-    parse_train,
-    read_params,
-    unknown_key,
-)
+from audiotag.analysis.config import WeightsConfig
+from audiotag.cleaning.config import CleanConfig, parse_clean
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import parse_group, parse_seed, read_params, unknown_key
+from audiotag.data.config import SplitConfig
 from audiotag.data.sources import (
     SOURCES,
     check_inputs_tracked,
     parse_data,
     parse_max_bad_fraction,
 )
+from audiotag.evaluation.config import EvaluateConfig
+from audiotag.features.config import FeaturesConfig
+from audiotag.models import parse_model_params
+from audiotag.training.config import parse_train
 
 GROUPS: dict[str, type[BaseModel]] = {
     "split": SplitConfig, "clean": CleanConfig, "features": FeaturesConfig,

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from audiotag.core.config import ParamsError
-from audiotag.core.errors import AudioError
+from audiotag.core.device import pick_device
+from audiotag.core.errors import AudioError, ParamsError
 from audiotag.core.io import atomic_path
 from audiotag.data.common import AUDIO_SUFFIXES
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.inference import FilePredictions, predict_files, task_of
-from audiotag.training.utils import pick_device
 
 log = logging.getLogger(__name__)
 PATH_COLUMN, TAGS_COLUMN = "path", "tags"

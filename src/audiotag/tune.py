@@ -34,7 +34,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from audiotag.core.cli import run_stage
-from audiotag.core.config import ParamsError, format_validation_error, read_params
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import format_validation_error, read_params
 
 log = logging.getLogger("tune")
 

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.weights import (
     activation_stats,
     gradient_verdict,
@@ -21,7 +22,6 @@ from audiotag.analysis.weights import (
     plot_histograms,
     weight_summary,
 )
-from audiotag.core.config import WeightsConfig
 from audiotag.core.io import atomic_path, read_json, write_json
 from audiotag.features.store import FeatureSet
 from audiotag.training.checkpoint import load_checkpoint

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiotag.core.config import WeightsConfig
+from audiotag.analysis.config import WeightsConfig
 from audiotag.plots import save_figure
 
 log = logging.getLogger(__name__)

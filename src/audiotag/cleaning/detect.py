@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotag.core.config import CleanConfig, ParamsError, TrainConfig
+from audiotag.cleaning.config import CleanConfig
+from audiotag.core.errors import ParamsError
 from audiotag.data.manifest import labels_to_matrix
+from audiotag.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
     ``train``, in store order); the candidates are its noisy rows.
 
     ``train_cfg``/``model_params``: how the detector ``cfg.detector`` trains (see
-    :func:`audiotag.core.config.parse_clean`).
+    :func:`audiotag.cleaning.config.parse_clean`).
     """
     y = labels_to_matrix(part["labels"], classes)
     noisy = part["subset"].to_numpy() == "noisy"

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.cleaning.config import CleanConfig
 from audiotag.cleaning.passthrough import label_metrics, label_stats
-from audiotag.core.config import CleanConfig, TrainConfig
 from audiotag.core.io import atomic_dir, atomic_path, write_json
 from audiotag.data.manifest import CLASSES_NAME, join_labels, labels_to_matrix, read_classes
+from audiotag.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

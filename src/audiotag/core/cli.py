@@ -6,8 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from audiotag.core.config import ParamsError
-from audiotag.core.errors import AudioError, DataSourceError, ManifestError
+from audiotag.core.errors import AudioError, DataSourceError, ManifestError, ParamsError
 
 # Errors of the user's making: log one clear message, no traceback, exit status 2.
 USER_ERRORS = (ParamsError, ManifestError, AudioError, DataSourceError, FileNotFoundError)

@@ -1,6 +1,10 @@
 """Errors of the user's making (bad input), shown as one clear line by the stage runner."""
 
 
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the key."""
+
+
 class AudioError(RuntimeError):
     """An unreadable or empty audio file; the message names it."""
 

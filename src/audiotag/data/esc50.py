@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
+from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
 from audiotag.data.archives import check_archive
 from audiotag.data.fetch import obtain
@@ -31,7 +31,7 @@ META = "meta/esc50.csv"
 EXPECTED_CLIPS, EXPECTED_CLASSES = 2000, 50
 
 
-class Esc50Config(_Strict):
+class Esc50Config(Strict):
     url: str = DEFAULT_URL
     test_fold: int = Field(1, ge=1, le=5)
     local_dir: InputPath = None

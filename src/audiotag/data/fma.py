@@ -23,8 +23,8 @@ from typing import Literal
 
 import pandas as pd
 
-from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
+from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
 from audiotag.data.fetch import obtain
 
@@ -43,7 +43,7 @@ TARGETS = ("valence", "energy", "danceability")
 _SPLIT = {"training": ("curated", 1), "validation": ("curated", 0), "test": ("test", -1)}
 
 
-class FmaConfig(_Strict):
+class FmaConfig(Strict):
     base_url: str = DEFAULT_BASE_URL
     size: Literal["small", "medium", "large"] = "small"
     local_dir: InputPath = None

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
+from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
 from audiotag.data.manifest import LABEL_SEP, SUBSETS, join_labels
 
@@ -34,7 +34,7 @@ _TEST_STREAM, _FOLD_STREAM = 21, 22
 _SUBSET_ALIASES = {"train": "curated"}
 
 
-class FolderConfig(_Strict):
+class FolderConfig(Strict):
     audio_dir: InputPath = None
     csv: InputPath = None
     test_fraction: float = Field(0.2, gt=0, lt=1)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
+from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
 from audiotag.data.archives import check_archive
 from audiotag.data.fetch import obtain
@@ -33,7 +33,7 @@ TEST_TAKES = 5  # takes 0..4 are the official test set
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
 
-class FsddConfig(_Strict):
+class FsddConfig(Strict):
     url: str = DEFAULT_URL
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     local_dir: InputPath = None

@@ -32,9 +32,9 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
-from audiotag.core.config import InputPath, _Strict
 from audiotag.core.errors import DataSourceError
 from audiotag.core.io import atomic_path, write_text
+from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
 from audiotag.data.archives import check_archive, check_zip, join_split_zip, parts_holding
 from audiotag.data.fetch import cache_dir, fetch, obtain
@@ -65,7 +65,7 @@ MIRROR_CHECKSUMS = ("record.json", "md5sums.txt", "MD5SUMS")
 _MD5_LINE = re.compile(r"([0-9a-fA-F]{32})\s+\*?(\S.*)")
 
 
-class FsdKaggle2019Config(_Strict):
+class FsdKaggle2019Config(Strict):
     base_url: str = DEFAULT_BASE_URL
     checksums_url: str | None = DEFAULT_CHECKSUMS_URL
     checksums_file: InputPath = None

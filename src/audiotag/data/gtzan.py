@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from audiotag.core.config import InputPath, _Strict
+from audiotag.core.params import InputPath, Strict
 from audiotag.data import common, gtzan_split
 from audiotag.data.fetch import obtain
 
@@ -31,7 +31,7 @@ _PARTS = (("curated", 1, gtzan_split.TRAIN), ("curated", 0, gtzan_split.VALID),
           ("test", -1, gtzan_split.TEST))
 
 
-class GtzanConfig(_Strict):
+class GtzanConfig(Strict):
     url: str = DEFAULT_URL
     local_dir: InputPath = None
 

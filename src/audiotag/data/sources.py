@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from audiotag.core.config import DataChecksConfig, ParamsError, parse_group, unknown_key
-from audiotag.core.errors import DataSourceError
+from audiotag.core.errors import DataSourceError, ParamsError
+from audiotag.core.params import parse_group, unknown_key
 from audiotag.core.registry import Registry
 from audiotag.data import common, esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
+from audiotag.data.config import DataChecksConfig
 from audiotag.data.manifest import split_labels
 from audiotag.data.screen import screen_clips
 
@@ -193,7 +194,7 @@ def parse_inputs(raw: dict[str, Any], where: str = "params.yaml") -> dict[str, s
 
 
 def input_paths(cfg: BaseModel) -> dict[str, str]:
-    """The set :data:`~audiotag.core.config.InputPath` fields of a source config, by name."""
+    """The set :data:`~audiotag.core.params.InputPath` fields of a source config, by name."""
     return {name: getattr(cfg, name) for name, field in type(cfg).model_fields.items()
             if (field.json_schema_extra or {}).get("input_path") and getattr(cfg, name)}
 

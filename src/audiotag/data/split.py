@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from audiotag.core.config import SplitConfig
+from audiotag.data.config import SplitConfig
 
 ROLES = ("train", "valid", "test", "unused")
 

@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field, model_validator
 from scipy import fft as sfft
 from tqdm.auto import tqdm
 
-from audiotag.core.config import _Strict
+from audiotag.core.params import Strict
 from audiotag.data.manifest import join_labels
 
 logger = logging.getLogger(__name__)
@@ -394,7 +394,7 @@ def render_event(kind: str, sr: int, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------------------- config
 
 
-class SyntheticConfig(_Strict):
+class SyntheticConfig(Strict):
     """Parameters of the synthetic dataset (``params.yaml`` section ``synthetic``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from audiotag.core.config import FeaturesConfig
+from audiotag.features.config import FeaturesConfig
 
 N_CHROMA = 12
 

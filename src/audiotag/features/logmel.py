@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audiotag.core.config import FeaturesConfig
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.frontend import FrontEnd, clip_samples, n_frames
 
 AMIN = 1e-10  # power floor before log10, as librosa.power_to_db's default

@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from audiotag.core.config import FeaturesConfig, SplitConfig
 from audiotag.core.errors import AudioError
 from audiotag.core.io import atomic_dir, read_json, write_json, write_text
+from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import (
     CLASSES_NAME,
     SUBSETS,
@@ -45,6 +45,7 @@ from audiotag.data.manifest import (
 )
 from audiotag.data.split import assign_roles
 from audiotag.features.audio import load_audio, pad_to_length
+from audiotag.features.config import FeaturesConfig
 from audiotag.features.crops import center_start, cut, eval_starts, random_start
 from audiotag.features.frontend import (
     FrontEnd,

@@ -1,8 +1,8 @@
 """Classification metrics beyond lwlrap: average precision, thresholded F1, single-label
 accuracy, per-class precision/recall/F1 and the confusion matrix.
 
-Plain NumPy so every definition is visible here; ``tests/test_evaluate.py`` checks each
-against scikit-learn on random data. Shapes: ``N`` clips, ``C`` classes.
+Thin wrappers over scikit-learn (``zero_division=0``): the shapes, NaN for a class without
+positives, and the threshold search are ours. Shapes: ``N`` clips, ``C`` classes.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import metrics as skm
 
 # candidate thresholds for the F1 of multi-label predictions (tuned on validation clips)
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)
@@ -24,25 +25,12 @@ def _check(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def average_precision(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per-class average precision ``(C,)``; NaN for a class without positives.
-
-    AP = sum over the positives of precision at their rank, divided by the positives;
-    tied scores are one threshold (as scikit-learn's ``average_precision_score``).
-    """
+    """Per-class average precision ``(C,)`` (scikit-learn's ``average_precision_score``:
+    tied scores are one threshold); NaN for a class without positives."""
     truth, scores = _check(truth, scores)
     out = np.full(truth.shape[1], np.nan)
-    for c in range(truth.shape[1]):
-        positives = truth[:, c].sum()
-        if positives == 0:
-            continue
-        order = np.argsort(-scores[:, c], kind="mergesort")
-        s, t = scores[order, c], truth[order, c]
-        last_of_tie = np.r_[s[1:] != s[:-1], True]  # thresholds sit after each tie group
-        tp = np.cumsum(t)[last_of_tie]
-        seen = np.flatnonzero(last_of_tie) + 1
-        precision = tp / seen
-        recall_gain = np.diff(np.r_[0, tp]) / positives
-        out[c] = float((precision * recall_gain).sum())
+    for c in np.flatnonzero(truth.any(axis=0)):
+        out[c] = skm.average_precision_score(truth[:, c], scores[:, c])
     return out
 
 
@@ -57,44 +45,23 @@ class PRF:
     averages: dict[str, dict[str, float]]  # {"micro"|"macro"|"weighted": {precision, recall, f1}}
 
 
-def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
-    """num / den with 0 where den == 0 (scikit-learn's ``zero_division=0``)."""
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-
-def prf_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> PRF:
-    """Per-class and averaged precision/recall/F1 from per-class counts ``(C,)``.
-
-    micro: from the summed counts; macro: unweighted mean over classes; weighted: mean
-    weighted by support. Undefined ratios count as 0 (scikit-learn's ``zero_division=0``).
-    """
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    support = tp + fn
-    p_mi = float(_ratio(tp.sum(), tp.sum() + fp.sum()))
-    r_mi = float(_ratio(tp.sum(), support.sum()))
-    averages = {
-        "micro": {"precision": p_mi, "recall": r_mi,
-                  "f1": float(_ratio(2 * p_mi * r_mi, p_mi + r_mi))},
-        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()),
-                  "f1": float(f1.mean())},
-    }
-    weights = support / max(support.sum(), 1)
-    averages["weighted"] = {"precision": float((precision * weights).sum()),
-                            "recall": float((recall * weights).sum()),
-                            "f1": float((f1 * weights).sum())}
+def _prf(truth: np.ndarray, pred: np.ndarray, labels: np.ndarray | None = None) -> PRF:
+    """scikit-learn's precision/recall/F1 per class and averaged (undefined ratios: 0)."""
+    per_class = skm.precision_recall_fscore_support(truth, pred, labels=labels, average=None,
+                                                    zero_division=0)
+    averages = {}
+    for average in ("micro", "macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(truth, pred, labels=labels,
+                                                         average=average, zero_division=0)
+        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    precision, recall, f1, support = per_class
     return PRF(precision, recall, f1, support.astype(int), averages)
 
 
 def multilabel_prf(truth: np.ndarray, scores: np.ndarray, threshold: float) -> PRF:
     """Precision/recall/F1 of the multi-label decision ``score >= threshold``."""
     truth, scores = _check(truth, scores)
-    pred = scores >= threshold
-    tp = (pred & truth).sum(axis=0)
-    fp = (pred & ~truth).sum(axis=0)
-    fn = (~pred & truth).sum(axis=0)
-    return prf_from_counts(tp, fp, fn)
+    return _prf(truth, scores >= threshold)
 
 
 def tune_threshold(truth: np.ndarray, scores: np.ndarray,
@@ -113,9 +80,9 @@ def singlelabel_prf(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -
 
     Micro averages equal the accuracy, as in scikit-learn.
     """
-    matrix = confusion_matrix(actual, predicted, n_classes)
-    tp = np.diag(matrix)
-    return prf_from_counts(tp, matrix.sum(axis=0) - tp, matrix.sum(axis=1) - tp)
+    confusion_matrix(actual, predicted, n_classes)  # checks the shapes
+    return _prf(np.asarray(actual, dtype=int), np.asarray(predicted, dtype=int),
+                labels=np.arange(n_classes))
 
 
 def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -123,9 +90,7 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int) 
     actual, predicted = np.asarray(actual, dtype=int), np.asarray(predicted, dtype=int)
     if actual.shape != predicted.shape or actual.ndim != 1:
         raise ValueError(f"actual {actual.shape} and predicted {predicted.shape} must be (N,)")
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (actual, predicted), 1)
-    return matrix
+    return skm.confusion_matrix(actual, predicted, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def accuracy(actual: np.ndarray, predicted: np.ndarray) -> float:

@@ -7,7 +7,7 @@ is NaN when fewer than two pairs remain or either side is constant.
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy import stats
 
 
 def _pairs(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -19,22 +19,25 @@ def _pairs(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return true[keep], pred[keep]
 
 
+def _undefined(a: np.ndarray, b: np.ndarray) -> bool:
+    """Fewer than two pairs, or a constant side: no correlation (SciPy would warn)."""
+    return len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0
+
+
 def pearson(true: np.ndarray, pred: np.ndarray) -> float:
     """Pearson's r (linear correlation)."""
     a, b = _pairs(true, pred)
-    if len(a) < 2:
+    if _undefined(a, b):
         return float("nan")
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+    return float(stats.pearsonr(a, b).statistic)
 
 
 def spearman(true: np.ndarray, pred: np.ndarray) -> float:
     """Spearman's rho: Pearson's r of the ranks (ties get their average rank)."""
     a, b = _pairs(true, pred)
-    if len(a) < 2:
+    if _undefined(a, b):
         return float("nan")
-    return pearson(rankdata(a), rankdata(b))
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def mse(true: np.ndarray, pred: np.ndarray) -> float:

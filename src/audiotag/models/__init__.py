@@ -28,6 +28,7 @@ from audiotag.models.registry import (
     create_model,
     list_models,
     model_config_class,
+    parse_model_params,
     register_model,
     validate_model_params,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "init_weights",
     "list_models",
     "model_config_class",
+    "parse_model_params",
     "register_model",
     "validate_model_params",
 ]

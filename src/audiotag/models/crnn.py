@@ -33,7 +33,7 @@ class CrnnConfig(HeadConfig):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    channels: ChannelList = Field(default_factory=lambda: [32, 32, 64])
+    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
     freq_pool: int = Field(default=4, ge=1)
     gru_hidden: int = Field(default=64, ge=1)
     gru_layers: int = Field(default=1, ge=1)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
-from audiotag.core.config import _Strict
+from audiotag.core.params import Strict
 
 Activation = Literal["relu", "gelu", "sigmoid", "prelu"]
 InitScheme = Literal["default", "kaiming", "xavier"]
@@ -26,7 +26,7 @@ InitScheme = Literal["default", "kaiming", "xavier"]
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 
 
-class HeadConfig(_Strict):
+class HeadConfig(Strict):
     """Params every model has (a mixin for the model configs).
 
     Attributes:

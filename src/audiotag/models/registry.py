@@ -22,6 +22,8 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 from torch import nn
 
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import unknown_key
 from audiotag.core.registry import Registry
 
 # Config field types shared by the model configs.
@@ -137,3 +139,19 @@ def _unknown_key_reason(key: str, config: type[BaseModel]) -> str:
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown parameter{hint}; valid: {', '.join(valid) or 'none'}"
+
+
+def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml",
+                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``models.<name>`` validated against the model's config; returns the validated dict."""
+    models = raw.get("models") or {}
+    if not isinstance(models, dict):
+        raise ParamsError(f"{where}: models: expected a mapping of model name -> settings")
+    for other in models:
+        if other not in list_models():
+            raise ParamsError(unknown_key(where, f"models.{other}", list_models()))
+    params = {**(models.get(name) or {}), **(overrides or {})}
+    try:
+        return validate_model_params(name, params).model_dump()
+    except (ValueError, KeyError) as err:
+        raise ParamsError(f"{where}: {err.args[0] if err.args else err}") from None

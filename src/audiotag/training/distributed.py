@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from audiotag.training.utils import pick_device
+from audiotag.core.device import pick_device
 
 
 @dataclass(frozen=True)

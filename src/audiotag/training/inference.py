@@ -5,13 +5,16 @@ Every consumer of predictions (evaluation, label analysis, the report, ``audiota
 predict``) goes through these two, which share each step: features of a file come from
 the extractor of the ``features`` stage (:class:`~audiotag.features.store.ClipPipeline`),
 windows and normalisation from :func:`~audiotag.features.store.clip_windows`, and scores
-(one centre crop, or several crops averaged) from :func:`audiotag.training.loop.predict`.
+(one centre crop, or several crops averaged) from :func:`predict`, which the training
+loop's validation uses too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +25,94 @@ from tqdm import tqdm
 
 from audiotag.core.errors import AudioError
 from audiotag.features.store import ClipPipeline, FeatureSet, collate_clips
-from audiotag.training.loop import predict
-from audiotag.training.tasks import TaskSpec
+from audiotag.training.tasks import TaskSpec, output_scores
+
+# (outputs (B, K), targets (B, K)) -> per-clip loss (B,)
+ClipLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def crop_logits(model: torch.nn.Module, x: torch.Tensor,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``(B, K, C)`` of a batch ``(B, dim, T)`` (K = 1) or ``(B, K, dim, T)``.
+
+    ``lengths`` ``(B,)`` (valid frames of zero-padded variable-length items, from
+    :func:`audiotag.features.store.collate_clips`) go to models that declare
+    ``accepts_lengths``; other models pool over the padded frames too.
+    """
+    inner = getattr(model, "module", model)  # DistributedDataParallel / AveragedModel
+    if lengths is not None and getattr(inner, "accepts_lengths", False):
+        return model(x, lengths).unsqueeze(1)  # variable-length items are never cropped
+    if x.dim() == 4:
+        b, k = x.shape[:2]
+        return model(x.flatten(0, 1)).view(b, k, -1)
+    return model(x).unsqueeze(1)
+
+
+def clip_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: ClipLoss,
+                logits: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-clip loss ``(B,)``: the mean over a clip's crops of ``loss_fn`` on each crop (every
+    crop carries its clip's labels), so a clip counts once whatever its number of crops."""
+    logits = crop_logits(model, x, lengths) if logits is None else logits  # (B, K, C)
+    b, k, c = logits.shape
+    per_crop = loss_fn(logits.reshape(b * k, c).float(), y.repeat_interleave(k, dim=0))
+    return per_crop.view(b, k).mean(dim=1)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    noisy: torch.Tensor
+    lengths: torch.Tensor | None
+
+
+def to_batch(items: Iterable[torch.Tensor], device: torch.device) -> Batch:
+    """``(x, y, w[, noisy][, lengths])`` from a loader -> :class:`Batch` on ``device``.
+    ``noisy`` is a float (B,) and ``lengths`` an int64 (B,) tensor."""
+    x, y, w, *rest = items
+    noisy = lengths = None
+    for t in rest:
+        if t.dtype == torch.int64:
+            lengths = t.to(device)
+        else:
+            noisy = t.to(device)
+    if noisy is None:
+        noisy = torch.zeros_like(w)
+    return Batch(x.to(device), y.to(device), w.to(device), noisy.to(device), lengths)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+            loss_fn: ClipLoss | None = None,
+            spec: TaskSpec | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Scores ``(N, outputs)``, the loader's targets ``(N, ...)`` and the mean (unweighted)
+    loss (NaN without loss_fn), one row per clip.
+
+    Scores are :func:`audiotag.training.tasks.output_scores` of ``spec`` (class scores by
+    softmax or sigmoid, then raw regression outputs); without a spec every output is a
+    sigmoid score. Items of ``loader`` are ``(x, y, ...)`` with x ``(B, dim, T)``, or
+    ``(B, K, dim, T)`` for K crops per clip: a clip's scores are the mean of its crops'
+    scores, its loss the mean of its crops' losses.
+    """
+    model.eval()
+    scores, targets, total = [], [], 0.0
+    for items in loader:
+        b = to_batch(items, device)
+        logits = crop_logits(model, b.x, b.lengths).float()  # (B, K, C): K crops of each clip
+        if loss_fn is not None:
+            total += clip_losses(model, b.x, b.y, loss_fn, logits).sum().item()
+        k = logits.shape[1]
+        flat = logits.flatten(0, 1)
+        s = torch.sigmoid(flat) if spec is None else output_scores(flat, spec)
+        scores.append(s.view(b.x.shape[0], k, -1).mean(dim=1).cpu().numpy())  # average crops
+        targets.append(b.y.cpu().numpy())
+    if not scores:
+        raise ValueError("predict: the loader yielded no clips")
+    n = sum(len(s) for s in scores)
+    mean_loss = total / max(n, 1) if loss_fn is not None else math.nan
+    return np.concatenate(scores), np.concatenate(targets), mean_loss
 
 
 @dataclass
@@ -50,7 +139,7 @@ def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
     """Scores of ``model`` (already on ``device``) for the store's clips with ``roles``.
 
     One row per clip: with ``features.eval_crops: N`` the store yields N windows per clip
-    and their scores are averaged (see :func:`audiotag.training.loop.predict`);
+    and their scores are averaged (see :func:`predict`);
     ``batch_size`` counts clips. ``spec`` (from the checkpoint, see :func:`task_of`) says
     which outputs are class scores (softmax or sigmoid) and which are regression outputs;
     without it every output is a sigmoid score.

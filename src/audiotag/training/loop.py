@@ -18,7 +18,7 @@ import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,21 +26,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audiotag.core.config import TrainConfig
 from audiotag.metrics import lwlrap
 from audiotag.metrics.classification import accuracy, single_label_rows
 from audiotag.models.layers import eval_frozen
 from audiotag.training.augment import mix_batch, spec_augment
+from audiotag.training.config import TrainConfig
 from audiotag.training.distributed import agree
+from audiotag.training.inference import (
+    Batch,
+    clip_losses,
+    crop_logits,
+    predict,
+    to_batch,
+)
 from audiotag.training.optim import make_optimizer, make_scheduler
-from audiotag.training.tasks import TaskSpec, make_loss, output_scores, soft_bootstrap
+from audiotag.training.tasks import TaskSpec, make_loss, soft_bootstrap
 from audiotag.training.utils import grad_norms, update_ratios
 
 log = logging.getLogger(__name__)
-
-# (outputs (B, K), targets (B, K)) -> per-clip loss (B,)
-ClipLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 def multilabel_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy per clip, averaged over classes: ``(B,)``."""
@@ -51,34 +54,6 @@ def multilabel_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """``sum(w * loss) / sum(w)``: a clip of weight 0 counts as if it were dropped."""
     return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
-
-
-def crop_logits(model: torch.nn.Module, x: torch.Tensor,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits ``(B, K, C)`` of a batch ``(B, dim, T)`` (K = 1) or ``(B, K, dim, T)``.
-
-    ``lengths`` ``(B,)`` (valid frames of zero-padded variable-length items, from
-    :func:`audiotag.features.store.collate_clips`) go to models that declare
-    ``accepts_lengths``; other models pool over the padded frames too.
-    """
-    inner = getattr(model, "module", model)  # DistributedDataParallel / AveragedModel
-    if lengths is not None and getattr(inner, "accepts_lengths", False):
-        return model(x, lengths).unsqueeze(1)  # variable-length items are never cropped
-    if x.dim() == 4:
-        b, k = x.shape[:2]
-        return model(x.flatten(0, 1)).view(b, k, -1)
-    return model(x).unsqueeze(1)
-
-
-def clip_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: ClipLoss,
-                logits: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-clip loss ``(B,)``: the mean over a clip's crops of ``loss_fn`` on each crop (every
-    crop carries its clip's labels), so a clip counts once whatever its number of crops."""
-    logits = crop_logits(model, x, lengths) if logits is None else logits  # (B, K, C)
-    b, k, c = logits.shape
-    per_crop = loss_fn(logits.reshape(b * k, c).float(), y.repeat_interleave(k, dim=0))
-    return per_crop.view(b, k).mean(dim=1)
 
 
 @dataclass
@@ -103,62 +78,6 @@ class EpochResult:
         if self.phase == "reconstruct":
             return -math.inf
         return self.valid_lwlrap if math.isfinite(self.valid_lwlrap) else -self.valid_loss
-
-
-@dataclass
-class Batch:
-    x: torch.Tensor
-    y: torch.Tensor
-    w: torch.Tensor
-    noisy: torch.Tensor
-    lengths: torch.Tensor | None
-
-
-def to_batch(items: Iterable[torch.Tensor], device: torch.device) -> Batch:
-    """``(x, y, w[, noisy][, lengths])`` from a loader -> :class:`Batch` on ``device``.
-    ``noisy`` is a float (B,) and ``lengths`` an int64 (B,) tensor."""
-    x, y, w, *rest = items
-    noisy = lengths = None
-    for t in rest:
-        if t.dtype == torch.int64:
-            lengths = t.to(device)
-        else:
-            noisy = t.to(device)
-    if noisy is None:
-        noisy = torch.zeros_like(w)
-    return Batch(x.to(device), y.to(device), w.to(device), noisy.to(device), lengths)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            loss_fn: ClipLoss | None = None,
-            spec: TaskSpec | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Scores ``(N, outputs)``, the loader's targets ``(N, ...)`` and the mean (unweighted)
-    loss (NaN without loss_fn), one row per clip.
-
-    Scores are :func:`audiotag.training.tasks.output_scores` of ``spec`` (class scores by
-    softmax or sigmoid, then raw regression outputs); without a spec every output is a
-    sigmoid score. Items of ``loader`` are ``(x, y, ...)`` with x ``(B, dim, T)``, or
-    ``(B, K, dim, T)`` for K crops per clip: a clip's scores are the mean of its crops'
-    scores, its loss the mean of its crops' losses.
-    """
-    model.eval()
-    scores, targets, total = [], [], 0.0
-    for items in loader:
-        b = to_batch(items, device)
-        logits = crop_logits(model, b.x, b.lengths).float()  # (B, K, C): K crops of each clip
-        if loss_fn is not None:
-            total += clip_losses(model, b.x, b.y, loss_fn, logits).sum().item()
-        k = logits.shape[1]
-        flat = logits.flatten(0, 1)
-        s = torch.sigmoid(flat) if spec is None else output_scores(flat, spec)
-        scores.append(s.view(b.x.shape[0], k, -1).mean(dim=1).cpu().numpy())  # average crops
-        targets.append(b.y.cpu().numpy())
-    if not scores:
-        raise ValueError("predict: the loader yielded no clips")
-    n = sum(len(s) for s in scores)
-    mean_loss = total / max(n, 1) if loss_fn is not None else math.nan
-    return np.concatenate(scores), np.concatenate(targets), mean_loss
 
 
 def accuracy_of(scores: np.ndarray, targets: np.ndarray) -> float:

@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, Sampler, SubsetRandomSampler
 
-from audiotag.core.config import ParamsError, TrainConfig
+from audiotag.core.device import pick_device, set_threads
+from audiotag.core.errors import ParamsError
 from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import create_model
-from audiotag.training.loop import Trainer, predict
+from audiotag.training.config import TrainConfig
+from audiotag.training.inference import predict
+from audiotag.training.loop import Trainer
 from audiotag.training.run import describe_task
-from audiotag.training.utils import pick_device, seed_everything, set_threads
+from audiotag.training.utils import seed_everything
 
 log = logging.getLogger(__name__)
 

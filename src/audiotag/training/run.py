@@ -16,16 +16,18 @@ from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
-from audiotag.core.config import ParamsError, TrainConfig
+from audiotag.core.device import set_threads
+from audiotag.core.errors import ParamsError
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
 from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
 from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_compatible, save_state_dict
+from audiotag.training.config import TrainConfig
 from audiotag.training.loop import EpochResult, Trainer
 from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
-from audiotag.training.utils import count_parameters, layer_names, seed_everything, set_threads
+from audiotag.training.utils import count_parameters, layer_names, seed_everything
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "model.pt"

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotag.core.config import EvaluateConfig
+from audiotag.core.device import pick_device, set_threads
 from audiotag.core.io import atomic_path, read_json, write_json
+from audiotag.evaluation.config import EvaluateConfig
 from audiotag.metrics.classification import (
     accuracy,
     average_precision,
@@ -48,7 +49,6 @@ from audiotag.metrics.regression import regression_metrics
 from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.inference import ClipPredictions, output_names, predict_clips, task_of
-from audiotag.training.utils import pick_device, set_threads
 
 log = logging.getLogger(__name__)
 TARGET_PREFIX = "targets_"

@@ -1,0 +1,137 @@
+"""Loading params.yaml: the strict base of every stage's config, shared field types, and
+the helpers that validate one group with a message naming the key.
+
+Each stage's config lives beside its code (``audiotag.features.config``,
+``audiotag.training.config``, ...); stage scripts load params.yaml once (:func:`read_params`)
+and parse the groups they use. Any bad value stops the stage before it touches an output,
+with a message naming the offending key (``params.yaml: train.lr: ...``).
+
+params.yaml is the one source of values: a config's defaults are the values params.yaml
+holds (``tests/test_config.py::test_code_defaults_agree_with_params_yaml``), so library code
+and tests built on defaults compute what the pipeline computes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, get_args
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from audiotag.core.errors import ParamsError
+
+KNOWN_GROUPS = (
+    "seed", "data", "split", "clean", "features", "train", "models", "evaluate", "weights",
+)
+
+
+def unknown_key(where: str, key: str, valid: Any) -> str:
+    """``params.yaml: train.epochz: unknown key; did you mean train.epochs?`` (difflib)."""
+    parent, _, name = key.rpartition(".")
+    valid = sorted(str(v) for v in valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
+    else:
+        hint = f"known: {', '.join(valid)}"
+    return f"{where}: {key}: unknown key; {hint}"
+
+
+InputPath = Annotated[str | None, Field(json_schema_extra={"input_path": True})]
+"""A file or folder outside the pipeline that a dataset source reads (``local_dir``, the
+``folder`` source's ``audio_dir``/``csv``): it must be listed in ``data.inputs`` so that
+DVC sees it change (see :func:`audiotag.data.sources.check_inputs_tracked`)."""
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field type accepts a boolean (``bool``, ``Any``, or one inside it)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation) if not isinstance(arg, str))
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
+class Strict(BaseModel):
+    """Base of every params config: unknown keys are errors, and a boolean is never taken
+    for a number (pydantic's lax mode reads ``epochs: true`` as 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if _holds_bool(value) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number or text, not a boolean")
+        return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
+    """Read params.yaml; unknown top-level groups (a misspelt ``trian:``) are an error."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such file") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of groups at the top level")
+    unknown = sorted(set(raw) - set(KNOWN_GROUPS))
+    if unknown:
+        raise ParamsError("\n".join(unknown_key(str(path), key, KNOWN_GROUPS) for key in unknown))
+    return raw
+
+
+def format_validation_error(err: ValidationError, prefix: str, where: str = "params.yaml",
+                            model: type[BaseModel] | None = None) -> str:
+    """One line per problem: ``params.yaml: train.lr: Input should be greater than 0 (got -1)``;
+    an unknown key of ``model`` suggests the closest field."""
+    lines = []
+    for problem in err.errors():
+        key = ".".join([prefix, *(str(p) for p in problem["loc"])]) if problem["loc"] else prefix
+        if model is not None and problem["type"] == "extra_forbidden" and len(problem["loc"]) == 1:
+            lines.append(unknown_key(where, key, model.model_fields))
+            continue
+        got = "" if problem["type"] == "missing" else f" (got {problem.get('input')!r})"
+        lines.append(f"{where}: {key}: {problem['msg']}{got}")
+    return "\n".join(lines)
+
+
+def parse_group(raw: dict[str, Any], key: str, model: type[M], where: str = "params.yaml") -> M:
+    """Validate ``raw[key]`` (a dotted key such as ``data.synthetic`` is allowed) as ``model``."""
+    value: Any = raw
+    for part in key.split("."):
+        value = value.get(part, {}) if isinstance(value, dict) else None
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"{where}: {key}: expected a mapping, got {value!r}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, key, where, model)) from None
+
+
+def parse_seed(raw: dict[str, Any], where: str = "params.yaml") -> int:
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ParamsError(f"{where}: seed: expected a non-negative integer (got {seed!r})")
+    return seed

@@ -1,0 +1,1 @@
+"""Evaluation of a trained model on the feature store (stage ``evaluate@<model>``)."""

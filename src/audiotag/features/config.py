@@ -1,0 +1,67 @@
+"""The ``features`` group: front end, clip length, crops and normalisation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from audiotag.core.params import Strict
+
+PadMode = Literal["wrap", "zeros", "reflect", "mirror"]
+FeatureKind = Literal["waveform", "stft", "logmel", "mfcc", "chroma", "logmel+mfcc",
+                      "logmel+chroma"]
+
+
+class FeaturesConfig(Strict):
+    """The ``features`` stage: front end, clip length, crops and normalisation.
+
+    One clip -> ``(dim, frames)`` with ``frames = 1 + samples // hop_length`` (``waveform``:
+    ``(1, samples)``); ``dim`` depends on ``kind`` (see ``audiotag.features.frontend``).
+    """
+
+    kind: FeatureKind = "logmel"
+    sample_rate: int = Field(16000, ge=1000)
+    n_fft: int = Field(1024, ge=16)
+    hop_length: int = Field(640, ge=1)
+    win_length: int | None = Field(None, ge=2)  # None: n_fft
+    n_mels: int = Field(64, ge=1)
+    fmin: float = Field(20.0, ge=0)
+    fmax: float | None = 8000.0  # None: sample_rate / 2
+    n_mfcc: int = Field(20, ge=1)
+    to_db: bool = True  # 10*log10(max(power, log_offset)); False: ln(power + log_offset)
+    log_offset: float = Field(1e-10, gt=0)
+    top_db: float | None = Field(80.0, gt=0)
+    beat_sync: bool = False
+    clip_seconds: float = Field(4.0, gt=0)
+    pad_mode: PadMode = "wrap"
+    train_crop: Literal["random", "center"] = "random"
+    crops_per_clip: int = Field(1, ge=1)
+    eval_crops: Literal["center"] | Annotated[int, Field(ge=1)] = "center"
+    normalize: Literal["standard", "minmax", "none"] = "standard"
+    batch_size: int = Field(32, ge=1)
+    workers: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _check_band(self) -> FeaturesConfig:
+        nyquist = self.sample_rate / 2
+        fmax = nyquist if self.fmax is None else self.fmax
+        if not self.fmin < fmax <= nyquist:
+            raise ValueError(f"need fmin < fmax <= sample_rate/2 ({nyquist:g}); "
+                             f"got fmin={self.fmin:g}, fmax={fmax:g}")
+        if self.win_length is not None and self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if "mfcc" in self.kind and self.n_mfcc > self.n_mels:
+            raise ValueError(f"n_mfcc ({self.n_mfcc}) must be <= n_mels ({self.n_mels})")
+        if self.beat_sync:
+            if self.kind == "waveform":
+                raise ValueError("beat_sync needs a spectral kind, not kind=waveform")
+            if self.crops_per_clip > 1 or self.eval_crops not in ("center", 1):
+                raise ValueError("beat_sync keeps whole variable-length sequences: "
+                                 "use crops_per_clip=1 and eval_crops=center")
+        return self
+
+    @property
+    def n_eval_crops(self) -> int:
+        """Windows per clip at evaluation (``center`` = 1)."""
+        return 1 if self.eval_crops == "center" else int(self.eval_crops)

@@ -1,0 +1,86 @@
+"""The ``train`` group: task, optimiser, schedule, augmentation, SWA, noisy-label handling,
+device, resume and transfer learning; ``train.models`` are checked against the registry."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from audiotag.core.errors import ParamsError
+from audiotag.core.params import Strict, parse_group
+from audiotag.models import list_models
+
+
+class TrainConfig(Strict):
+    """The ``train@<model>`` stages (``audiotag.training``): task, optimiser, schedule,
+    augmentation, SWA, noisy-label handling, device, resume and transfer learning."""
+
+    models: list[str] = Field(min_length=1)
+    task: Literal["auto", "multilabel", "singlelabel", "regression", "multitask"] = "auto"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # singlelabel / single-label multitask
+    regression_weight: float = Field(1.0, ge=0)  # multitask: weight of the regression MSE
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["constant", "cosine", "onecycle", "cyclic"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    cycle_epochs: float = Field(2.0, gt=0)  # cyclic: length of one triangle
+    grad_clip_norm: float = Field(0.0, ge=0)  # 0: no clipping
+    mixup_alpha: float = Field(0.0, ge=0)  # 0: no mixup
+    specaug_freq_masks: int = Field(0, ge=0)
+    specaug_freq_width: int = Field(8, ge=0)
+    specaug_time_masks: int = Field(0, ge=0)
+    specaug_time_width: int = Field(20, ge=0)
+    swa_start_epoch: int = Field(0, ge=0)  # 0: no stochastic weight averaging
+    swa_lr: float | None = Field(None, gt=0)  # None: the learning rate when SWA starts
+    noisy_weight: float = Field(1.0, ge=0)  # loss weight of noisy-subset clips
+    lsoft_beta: float = Field(1.0, ge=0, le=1)  # 1: plain loss on noisy clips
+    patience: int = Field(5, ge=1)
+    amp: bool = False  # mixed precision (CUDA only)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_workers: int = Field(0, ge=0)
+    threads: int = Field(1, ge=0)  # torch threads of the training process; 0: torch's default
+    processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
+    overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
+    init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
+    freeze_init: bool = False  # freeze the layers loaded from init_from
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.swa_start_epoch > self.epochs:
+            raise ValueError(f"swa_start_epoch ({self.swa_start_epoch}) must be <= epochs "
+                             f"({self.epochs}); 0 turns SWA off")
+        if self.freeze_init and not self.init_from:
+            raise ValueError("freeze_init needs init_from (a checkpoint to load)")
+        if self.batch_size < self.processes:
+            raise ValueError(f"batch_size ({self.batch_size}) is the global batch, split over "
+                             f"processes ({self.processes}): it must be at least processes")
+        return self
+
+    @property
+    def swa(self) -> bool:
+        return self.swa_start_epoch > 0
+
+    @property
+    def spec_augment(self) -> bool:
+        return (self.specaug_freq_masks > 0 and self.specaug_freq_width > 0) or \
+            (self.specaug_time_masks > 0 and self.specaug_time_width > 0)
+
+
+def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
+    """``train`` group; every name in ``train.models`` must be a registered model."""
+    cfg = parse_group(raw, "train", TrainConfig, where)
+    known = list_models()
+    for i, name in enumerate(cfg.models):
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+            raise ParamsError(f"{where}: train.models[{i}]: unknown model {name!r}; {hint}")
+    if len(set(cfg.models)) != len(cfg.models):
+        raise ParamsError(f"{where}: train.models: a model is listed twice")
+    return cfg
