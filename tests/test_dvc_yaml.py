@@ -71,7 +71,10 @@ def test_python_bytecode_in_a_dependency_does_not_make_stages_stale(repo_root, t
 def test_default_models_are_registered_as_artifacts(repo_root):
     # `dvc artifacts get <repo> <model>` fetches each default model's checkpoint
     artifacts = _load(repo_root, "dvc.yaml").get("artifacts") or {}
-    for name in _load(repo_root, "params.yaml")["train"]["models"]:
+    defaults = _load(repo_root, "params.yaml")["train"]["models"]
+    # and only those: a registered model no default run trains cannot be fetched
+    assert sorted(artifacts) == sorted(defaults), "dvc.yaml artifacts: the default models only"
+    for name in defaults:
         assert name in artifacts, f"add models/{name}/model.pt to dvc.yaml artifacts"
         entry = artifacts[name]
         assert entry["path"] == f"models/{name}/model.pt" and entry["type"] == "model"

@@ -18,12 +18,12 @@ from audiotag.data.manifest import labels_to_matrix, read_classes
 from audiotag.metrics.lwlrap import per_class_lwlrap
 
 pytestmark = pytest.mark.e2e
-MODEL = "cnn2d"
+MODEL = "cnn1d"
 
 
 @pytest.fixture(scope="module")
 def project(repo_root, tmp_path_factory) -> Path:
-    """A tiny project after `dvc repro evaluate@cnn2d` (one model only)."""
+    """A tiny project after `dvc repro evaluate@cnn1d` (one model only)."""
     root = make_project(repo_root, tmp_path_factory.mktemp("predict") / "repo",
                         {"train": {"models": [MODEL]}})
     run(["dvc", "repro", f"evaluate@{MODEL}"], root)
