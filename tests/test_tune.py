@@ -85,3 +85,43 @@ def test_tune_without_optuna_says_which_extra_to_install(monkeypatch):
     monkeypatch.delattr(audiotag, "tune")
     with pytest.raises(SystemExit, match=r"audiotag\[tune\]"):
         cli.main(["tune", "--trials", "1"])
+
+
+def test_storage_is_a_url_or_a_sqlite_file(tmp_path):
+    from audiotag.tune import shown_url, storage_url
+
+    assert storage_url(None, tmp_path, "s") == f"sqlite:///{tmp_path}/.tune/s.db"
+    assert (tmp_path / ".tune").is_dir()
+    assert storage_url(str(tmp_path / "x.db"), tmp_path, "s") == f"sqlite:///{tmp_path}/x.db"
+    url = storage_url("postgresql://tuner:pw@db:5432/optuna", tmp_path, "s")
+    assert url.startswith("postgresql") and url.endswith("://tuner:pw@db:5432/optuna")
+    assert "pw" not in shown_url(url) and "tuner:***@db" in shown_url(url)
+
+
+def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(tmp_path):
+    """A trial whose worker stopped sending heartbeats (kill -9) is failed by the next
+    worker that opens the study, and re-queued with the same values; a trial that failed
+    in its run is re-queued too, each only ``retries`` times."""
+    import time
+
+    from audiotag.tune import open_study, retry_failed
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = open_study(url, "s", "maximize", 0, heartbeat=1, retries=1)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.record_heartbeat(dead._trial_id)  # it ran, then its worker vanished
+    time.sleep(5)  # grace: 3 heartbeats (SQLite clocks in whole seconds)
+    study = open_study(url, "s", "maximize", 0, heartbeat=1, retries=1)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"]
+    retried = study.trials[1]
+    assert retried.params == dead.params and retried.system_attrs["failed_trial"] == 0
+
+    again = study.ask()  # a worker takes the queued retry: same values
+    assert again.number == 1 and again.params == dead.params
+    study.tell(again, state=optuna.trial.TrialState.FAIL)
+    retry_failed(study, study.trials[1], retries=1)  # retried once already: no more
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    fresh = open_study(url, "s", "maximize", 0, heartbeat=1, retries=2)
+    retry_failed(fresh, fresh.trials[1], retries=2)
+    assert [t.state.name for t in fresh.trials][-1] == "WAITING"
