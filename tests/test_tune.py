@@ -125,3 +125,34 @@ def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(tmp_path):
     fresh = open_study(url, "s", "maximize", 0, heartbeat=1, retries=2)
     retry_failed(fresh, fresh.trials[1], retries=2)
     assert [t.state.name for t in fresh.trials][-1] == "WAITING"
+
+
+def test_a_push_refused_for_a_name_taken_on_the_remote_fails_the_trial(monkeypatch, tmp_path):
+    """`dvc exp push` exits 0 when the remote holds another experiment of the same name
+    (say, a trial of an earlier study called the same): the trial must fail, not pass as
+    pushed."""
+    import json
+    import subprocess
+
+    from audiotag import tune
+
+    exp = _exp("s-0", {"metrics/m.json": {"score": 0.5}})
+    outputs = {"run": "", "show": json.dumps([{"rev": "HEAD", "experiments": [
+        {"name": "s-0", "revs": [exp]}]}]),
+        "push": "No experiments to push.\nLocal experiment s-0 has diverged from remote "
+                "experiment with the same name.\nTo override the remote experiment re-run "
+                "with '--force'.\n"}
+    calls = []
+
+    def fake_dvc(args, cwd):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, outputs[args[1]], "")
+
+    monkeypatch.setattr(tune, "_dvc", fake_dvc)
+    objective = tune.DvcObjective(tmp_path, {"x": Dimension(type="float", low=0, high=1)},
+                                  Metric("metrics/m.json:score"), "s", {}, push="origin")
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(RuntimeError, match=r"s-0.*already on the remote.*--study"):
+        objective(trial)
+    assert calls[-1][:4] == ["exp", "push", "origin", "s-0"]

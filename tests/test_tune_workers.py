@@ -24,32 +24,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
-from dvc_project import env_for, experiments, run
+from dvc_project import env_for, experiments
+from mini_project import clone, make_origin
 
 pytestmark = pytest.mark.e2e
 
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": "team-secret"}
-
-TRAIN = '''\
-import json, math, os, sys
-from pathlib import Path
-import yaml
-lr = yaml.safe_load(Path("params.yaml").read_text())["train"]["lr"]
-crash_once = os.environ.get("CRASH_ONCE")  # the first trial to get here crashes
-if crash_once:
-    try:
-        os.close(os.open(crash_once, os.O_CREAT | os.O_EXCL))
-        sys.exit("simulated crash")
-    except FileExistsError:
-        pass
-Path("model").mkdir(exist_ok=True)
-Path("model/weights.txt").write_text(repr(lr))
-Path("metrics.json").write_text(json.dumps({"score": -abs(math.log10(lr) + 2.5)}))
-'''
-DVC_YAML = {"stages": {"train": {"cmd": "python train.py", "deps": ["train.py"],
-                                 "params": ["train.lr"], "outs": ["model"],
-                                 "metrics": [{"metrics.json": {"cache": False}}]}}}
 
 
 def _free_port() -> int:
@@ -131,31 +111,18 @@ def _git(args: list[str], cwd: Path, repo_root: Path) -> str:
 
 
 @pytest.fixture()
-def team(tmp_path, s3_url, repo_root):
+def team(tmp_path, s3_url):
     """A bare git remote holding a one-stage DVC project whose DVC remote is the S3 bucket."""
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    (seed / "train.py").write_text(TRAIN)
-    (seed / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01}}))
-    (seed / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], seed)
-    run(["dvc", "init", "-q"], seed)
-    run(["dvc", "config", "core.analytics", "false"], seed)
-    run(["dvc", "remote", "add", "-d", "team", "s3://team/dvc"], seed)
-    run(["dvc", "remote", "modify", "team", "endpointurl", s3_url], seed)
-    run(["dvc", "remote", "modify", "team", "region", "us-east-1"], seed)
-    run(["git", "add", "-A"], seed)
-    run(["git", "commit", "-qm", "project"], seed)
-    run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git")], tmp_path)
-    run(["git", "push", "-q", str(tmp_path / "origin.git"), "main"], seed)
+    make_origin(tmp_path, [["remote", "add", "-d", "team", "s3://team/dvc"],
+                           ["remote", "modify", "team", "endpointurl", s3_url],
+                           ["remote", "modify", "team", "region", "us-east-1"]])
     space = tmp_path / "space.yaml"
     space.write_text("train.lr: {type: float, low: 0.0001, high: 0.1, log: true}\n")
     return tmp_path, space
 
 
 def _clone(base: Path, name: str, repo_root: Path) -> Path:
-    _git(["git", "clone", "-q", str(base / "origin.git"), name], base, repo_root)
-    return base / name
+    return clone(base, name, _env(repo_root, base))
 
 
 def test_two_workers_share_one_postgres_study_and_push_every_trial(team, postgres, repo_root):

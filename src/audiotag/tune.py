@@ -213,9 +213,14 @@ class DvcObjective:
             pushed = _dvc(["exp", "push", self.push, name,
                            *(["--remote", self.dvc_remote] if self.dvc_remote else [])],
                           self.repo)
+            said = (pushed.stdout + pushed.stderr).strip()
             if pushed.returncode != 0:
                 raise RuntimeError(f"trial {trial.number}: `dvc exp push {self.push} {name}` "
-                                   f"failed: {(pushed.stderr or pushed.stdout).strip()}")
+                                   f"failed: {said}")
+            if "diverged from remote experiment" in said:  # dvc exits 0 here
+                raise RuntimeError(f"trial {trial.number}: another experiment {name!r} is "
+                                   f"already on the remote {self.push} (an earlier study of "
+                                   "the same name?); use another --study name")
         return value
 
 
