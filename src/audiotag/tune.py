@@ -27,6 +27,7 @@ Search space format (``tune.yaml``)::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
@@ -256,11 +257,14 @@ def open_study(url: str, name: str, direction: str, seed: int, heartbeat: int = 
     ``3 * heartbeat`` seconds (its worker died: kill -9, power cut, lost network) is failed
     by whichever worker looks next and re-queued with the same values (``retries`` times)."""
     retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries)
+    # renamed in optuna 4.9 (the old name is deprecated there)
+    renamed = "heartbeat_stale_trial_callback" in inspect.signature(
+        optuna.storages.RDBStorage).parameters
+    on_stale = {"heartbeat_stale_trial_callback" if renamed else "failed_trial_callback": retry}
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                heartbeat_stale_trial_callback=retry)
+                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **on_stale)
             study = optuna.create_study(storage=storage, study_name=name,
                                         direction=direction, load_if_exists=True,
                                         sampler=optuna.samplers.TPESampler(seed=seed))
