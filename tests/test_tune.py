@@ -156,3 +156,38 @@ def test_a_push_refused_for_a_name_taken_on_the_remote_fails_the_trial(monkeypat
     with pytest.raises(RuntimeError, match=r"s-0.*already on the remote.*--study"):
         objective(trial)
     assert calls[-1][:4] == ["exp", "push", "origin", "s-0"]
+
+
+def test_workers_and_resumed_runs_do_not_repeat_each_others_samples(monkeypatch, tmp_path):
+    """Each worker process opens the study with the same --seed; seeding the sampler once
+    per process made every worker (and every resumed run) sample the same values. The
+    values of trial n depend on (seed, n) instead: different across trials, reproducible."""
+    import json
+    import subprocess
+
+    from audiotag import tune
+
+    def fake_dvc(args, cwd):  # every trial "runs" and scores 0.5
+        name = args[args.index("--name") + 1] if "--name" in args else None
+        if name:
+            fake_dvc.last = name
+            return subprocess.CompletedProcess(args, 0, "", "")
+        exp = _exp(fake_dvc.last, {"metrics/m.json": {"score": 0.5}})
+        shown = [{"rev": "HEAD", "experiments": [{"name": fake_dvc.last, "revs": [exp]}]}]
+        return subprocess.CompletedProcess(args, 0, json.dumps(shown), "")
+
+    monkeypatch.setattr(tune, "_dvc", fake_dvc)
+    space = {"x": Dimension(type="float", low=0, high=1)}
+    url = f"sqlite:///{tmp_path}/s.db"
+    for _ in range(3):  # three worker processes, one trial each
+        study = tune.open_study(url, "s", "maximize", seed=0)
+        objective = tune.DvcObjective(tmp_path, space, Metric("metrics/m.json:score"), "s",
+                                      {}, seed=0)
+        study.optimize(objective, n_trials=1)
+    values = [t.params["x"] for t in study.trials]
+    assert len(set(values)) == 3, values
+
+    again = tune.open_study(f"sqlite:///{tmp_path}/t.db", "t", "maximize", seed=0)
+    again.optimize(tune.DvcObjective(tmp_path, space, Metric("metrics/m.json:score"), "t",
+                                     {}, seed=0), n_trials=1)
+    assert again.trials[0].params == study.trials[0].params  # the same seed, the same start

@@ -186,12 +186,18 @@ class DvcObjective:
 
     def __init__(self, repo: Path, space: dict[str, Dimension], metric: Metric,
                  study_name: str, fixed: dict[str, Any], push: str | None = None,
-                 dvc_remote: str | None = None) -> None:
+                 dvc_remote: str | None = None, seed: int = 0) -> None:
         self.repo, self.space, self.metric = repo, space, metric
         self.study_name, self.fixed = study_name, fixed
-        self.push, self.dvc_remote = push, dvc_remote
+        self.push, self.dvc_remote, self.seed = push, dvc_remote, seed
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # the sampler's random state from (seed, trial number): a sampler seeded once per
+        # process would draw the same values in every worker and every resumed run.
+        # constant_liar: TPE treats the other workers' running trials as bad results, so
+        # it does not sample next to them
+        trial.study.sampler = optuna.samplers.TPESampler(seed=self.seed + trial.number,
+                                                         constant_liar=True)
         values = {key: dim.suggest(trial, key) for key, dim in self.space.items()}
         name = f"{self.study_name}-{trial.number}"
         trial.set_user_attr("experiment", name)
@@ -256,15 +262,17 @@ def open_study(url: str, name: str, direction: str, seed: int, heartbeat: int = 
     """Create or load the study at ``url``. A running trial that sent no heartbeat for
     ``3 * heartbeat`` seconds (its worker died: kill -9, power cut, lost network) is failed
     by whichever worker looks next and re-queued with the same values (``retries`` times)."""
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries)
-    # renamed in optuna 4.9 (the old name is deprecated there)
+    # renamed in optuna 4.9 (the old names are deprecated there)
     renamed = "heartbeat_stale_trial_callback" in inspect.signature(
         optuna.storages.RDBStorage).parameters
-    on_stale = {"heartbeat_stale_trial_callback" if renamed else "failed_trial_callback": retry}
+    on_stale = {"heartbeat_stale_trial_callback" if renamed else "failed_trial_callback":
+                _retry_callback(retries)}
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **on_stale)
+            with warnings.catch_warnings():  # heartbeats: "experimental" since optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **on_stale)
             study = optuna.create_study(storage=storage, study_name=name,
                                         direction=direction, load_if_exists=True,
                                         sampler=optuna.samplers.TPESampler(seed=seed))
@@ -276,6 +284,15 @@ def open_study(url: str, name: str, direction: str, seed: int, heartbeat: int = 
             time.sleep(1 + attempt)
     _fail_stale(study)
     return study
+
+
+def _retry_callback(retries: int) -> Any:
+    """Optuna's callback that re-queues a failed trial with its values, ``retries`` times."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+        optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=retries)
 
 
 def _fail_stale(study: optuna.Study) -> None:
@@ -296,7 +313,7 @@ def retry_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial, retries: 
     """Re-queue a failed trial with the same values (until it has been retried
     ``retries`` times); the next ``ask`` of any worker takes it."""
     if trial.state == optuna.trial.TrialState.FAIL:
-        optuna.storages.RetryFailedTrialCallback(max_retry=retries)(study, trial)
+        _retry_callback(retries)(study, trial)
 
 
 def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: str,
@@ -317,7 +334,7 @@ def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: 
     done = len(completed(study))
     log.info("study %s (%s): %d trial(s) completed, running %d more", study_name,
              shown_url(storage), done, max(trials - done, 0))
-    objective = DvcObjective(repo, space, metric, study_name, fixed, push, dvc_remote)
+    objective = DvcObjective(repo, space, metric, study_name, fixed, push, dvc_remote, seed)
     states = optuna.trial.TrialState
     while True:
         _fail_stale(study)  # dead workers' trials: failed, re-queued
