@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install pipeline test lint bench clean-venv chromium
+.PHONY: install pipeline test lint bench clean-venv chromium postgresql
 
 install: $(STAMP)
 
@@ -38,7 +38,14 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	  echo "warning: could not install chromium; the HTML render test will be skipped"
 
-test: install chromium
+# tests/test_tune_workers.py starts a PostgreSQL server (initdb + pg_ctl on a loopback port,
+# data in a temp dir) for a study shared by two tuning workers: Debian's package, as above.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || \
+	  echo "warning: could not install postgresql; the shared-study test will be skipped"
+
+test: install chromium postgresql
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

@@ -12,6 +12,7 @@ from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_seed, read_params
 from audiotag.models import parse_model_params
 from audiotag.training.config import parse_train
+from audiotag.training.distributed import torchrun_args
 from audiotag.training.run import train_model
 
 
@@ -36,10 +37,11 @@ def main() -> None:
     if args.model not in cfg.models:
         raise ParamsError(f"{args.params}: train.models: {args.model!r} is not listed")
     model_params = parse_model_params(raw, args.model, args.params)
-    if cfg.processes > 1 and "LOCAL_RANK" not in os.environ:
-        # DistributedDataParallel: this script again in `processes` processes (torchrun)
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                  f"--nproc_per_node={cfg.processes}", __file__, *sys.argv[1:]]
+    if cfg.processes * cfg.nodes > 1 and "LOCAL_RANK" not in os.environ:
+        # DistributedDataParallel: this script again in `processes` processes (torchrun),
+        # on each of `nodes` machines that meet at the rendezvous
+        launch = [sys.executable, "-m", "torch.distributed.run",
+                  *torchrun_args(cfg, args.model), __file__, *sys.argv[1:]]
         sys.exit(subprocess.run(launch, check=False).returncode)
     train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed,
                 resume_dir=args.resume_dir, labels=args.labels)

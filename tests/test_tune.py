@@ -85,3 +85,109 @@ def test_tune_without_optuna_says_which_extra_to_install(monkeypatch):
     monkeypatch.delattr(audiotag, "tune")
     with pytest.raises(SystemExit, match=r"audiotag\[tune\]"):
         cli.main(["tune", "--trials", "1"])
+
+
+def test_storage_is_a_url_or_a_sqlite_file(tmp_path):
+    from audiotag.tune import shown_url, storage_url
+
+    assert storage_url(None, tmp_path, "s") == f"sqlite:///{tmp_path}/.tune/s.db"
+    assert (tmp_path / ".tune").is_dir()
+    assert storage_url(str(tmp_path / "x.db"), tmp_path, "s") == f"sqlite:///{tmp_path}/x.db"
+    url = storage_url("postgresql://tuner:pw@db:5432/optuna", tmp_path, "s")
+    assert url.startswith("postgresql") and url.endswith("://tuner:pw@db:5432/optuna")
+    assert "pw" not in shown_url(url) and "tuner:***@db" in shown_url(url)
+
+
+def test_a_dead_workers_trial_is_failed_and_retried_with_its_values(tmp_path):
+    """A trial whose worker stopped sending heartbeats (kill -9) is failed by the next
+    worker that opens the study, and re-queued with the same values; a trial that failed
+    in its run is re-queued too, each only ``retries`` times."""
+    import time
+
+    from audiotag.tune import open_study, retry_failed
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = open_study(url, "s", "maximize", 0, heartbeat=1, retries=1)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study._storage.record_heartbeat(dead._trial_id)  # it ran, then its worker vanished
+    time.sleep(5)  # grace: 3 heartbeats (SQLite clocks in whole seconds)
+    study = open_study(url, "s", "maximize", 0, heartbeat=1, retries=1)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "WAITING"]
+    retried = study.trials[1]
+    assert retried.params == dead.params and retried.system_attrs["failed_trial"] == 0
+
+    again = study.ask()  # a worker takes the queued retry: same values
+    assert again.number == 1 and again.params == dead.params
+    study.tell(again, state=optuna.trial.TrialState.FAIL)
+    retry_failed(study, study.trials[1], retries=1)  # retried once already: no more
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]
+    fresh = open_study(url, "s", "maximize", 0, heartbeat=1, retries=2)
+    retry_failed(fresh, fresh.trials[1], retries=2)
+    assert [t.state.name for t in fresh.trials][-1] == "WAITING"
+
+
+def test_a_push_refused_for_a_name_taken_on_the_remote_fails_the_trial(monkeypatch, tmp_path):
+    """`dvc exp push` exits 0 when the remote holds another experiment of the same name
+    (say, a trial of an earlier study called the same): the trial must fail, not pass as
+    pushed."""
+    import json
+    import subprocess
+
+    from audiotag import tune
+
+    exp = _exp("s-0", {"metrics/m.json": {"score": 0.5}})
+    outputs = {"run": "", "show": json.dumps([{"rev": "HEAD", "experiments": [
+        {"name": "s-0", "revs": [exp]}]}]),
+        "push": "No experiments to push.\nLocal experiment s-0 has diverged from remote "
+                "experiment with the same name.\nTo override the remote experiment re-run "
+                "with '--force'.\n"}
+    calls = []
+
+    def fake_dvc(args, cwd):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, outputs[args[1]], "")
+
+    monkeypatch.setattr(tune, "_dvc", fake_dvc)
+    objective = tune.DvcObjective(tmp_path, {"x": Dimension(type="float", low=0, high=1)},
+                                  Metric("metrics/m.json:score"), "s", {}, push="origin")
+    study = optuna.create_study()
+    trial = study.ask()
+    with pytest.raises(RuntimeError, match=r"s-0.*already on the remote.*--study"):
+        objective(trial)
+    assert calls[-1][:4] == ["exp", "push", "origin", "s-0"]
+
+
+def test_workers_and_resumed_runs_do_not_repeat_each_others_samples(monkeypatch, tmp_path):
+    """Each worker process opens the study with the same --seed; seeding the sampler once
+    per process made every worker (and every resumed run) sample the same values. The
+    values of trial n depend on (seed, n) instead: different across trials, reproducible."""
+    import json
+    import subprocess
+
+    from audiotag import tune
+
+    def fake_dvc(args, cwd):  # every trial "runs" and scores 0.5
+        name = args[args.index("--name") + 1] if "--name" in args else None
+        if name:
+            fake_dvc.last = name
+            return subprocess.CompletedProcess(args, 0, "", "")
+        exp = _exp(fake_dvc.last, {"metrics/m.json": {"score": 0.5}})
+        shown = [{"rev": "HEAD", "experiments": [{"name": fake_dvc.last, "revs": [exp]}]}]
+        return subprocess.CompletedProcess(args, 0, json.dumps(shown), "")
+
+    monkeypatch.setattr(tune, "_dvc", fake_dvc)
+    space = {"x": Dimension(type="float", low=0, high=1)}
+    url = f"sqlite:///{tmp_path}/s.db"
+    for _ in range(3):  # three worker processes, one trial each
+        study = tune.open_study(url, "s", "maximize", seed=0)
+        objective = tune.DvcObjective(tmp_path, space, Metric("metrics/m.json:score"), "s",
+                                      {}, seed=0)
+        study.optimize(objective, n_trials=1)
+    values = [t.params["x"] for t in study.trials]
+    assert len(set(values)) == 3, values
+
+    again = tune.open_study(f"sqlite:///{tmp_path}/t.db", "t", "maximize", seed=0)
+    again.optimize(tune.DvcObjective(tmp_path, space, Metric("metrics/m.json:score"), "t",
+                                     {}, seed=0), n_trials=1)
+    assert again.trials[0].params == study.trials[0].params  # the same seed, the same start

@@ -9,6 +9,13 @@ metrics and plots (``dvc exp show``, ``dvc plots diff``, ``dvc exp apply``). The
 in SQLite (default ``.tune/<study>.db``): run the same command again after an interruption
 and the search continues until ``--trials`` trials have completed.
 
+Several machines share one study through a database server (``--storage`` takes any
+SQLAlchemy URL, e.g. ``postgresql://tuner@db.example.org/optuna``): each runs the same
+command in its own clone, claims trials through the database, and with ``--push origin``
+pushes each finished trial (``dvc exp push``: git refs to the git remote, outputs to the DVC
+remote), so ``dvc exp pull`` on any clone brings the whole study. A trial whose worker died
+(no heartbeat for a while) or whose run failed is retried with the same values.
+
 Search space format (``tune.yaml``)::
 
     train.lr:         {type: float, low: 0.0003, high: 0.01, log: true}
@@ -20,11 +27,15 @@ Search space format (``tune.yaml``)::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +43,8 @@ from typing import Any
 import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
@@ -172,11 +185,19 @@ class DvcObjective:
     """Runs one trial as ``dvc exp run --temp`` and returns its metric."""
 
     def __init__(self, repo: Path, space: dict[str, Dimension], metric: Metric,
-                 study_name: str, fixed: dict[str, Any]) -> None:
+                 study_name: str, fixed: dict[str, Any], push: str | None = None,
+                 dvc_remote: str | None = None, seed: int = 0) -> None:
         self.repo, self.space, self.metric = repo, space, metric
         self.study_name, self.fixed = study_name, fixed
+        self.push, self.dvc_remote, self.seed = push, dvc_remote, seed
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # the sampler's random state from (seed, trial number): a sampler seeded once per
+        # process would draw the same values in every worker and every resumed run.
+        # constant_liar: TPE treats the other workers' running trials as bad results, so
+        # it does not sample next to them
+        trial.study.sampler = optuna.samplers.TPESampler(seed=self.seed + trial.number,
+                                                         constant_liar=True)
         values = {key: dim.suggest(trial, key) for key, dim in self.space.items()}
         name = f"{self.study_name}-{trial.number}"
         trial.set_user_attr("experiment", name)
@@ -195,46 +216,140 @@ class DvcObjective:
             raise RuntimeError(f"experiment {name!r} does not appear in `dvc exp show`")
         value = self.metric.read(exp)
         log.info("trial %d (%s): %s = %.6f", trial.number, name, self.metric.spec, value)
+        if self.push:  # git refs to the git remote, outputs to the (default) DVC remote
+            pushed = _dvc(["exp", "push", self.push, name,
+                           *(["--remote", self.dvc_remote] if self.dvc_remote else [])],
+                          self.repo)
+            said = (pushed.stdout + pushed.stderr).strip()
+            if pushed.returncode != 0:
+                raise RuntimeError(f"trial {trial.number}: `dvc exp push {self.push} {name}` "
+                                   f"failed: {said}")
+            if "diverged from remote experiment" in said:  # dvc exits 0 here
+                raise RuntimeError(f"trial {trial.number}: another experiment {name!r} is "
+                                   f"already on the remote {self.push} (an earlier study of "
+                                   "the same name?); use another --study name")
         return value
 
 
-def open_study(storage_path: Path, name: str, direction: str, seed: int) -> optuna.Study:
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
-    # heartbeats mark a trial whose process died (kill -9, power cut) as failed, so a
-    # resumed search neither waits for it nor counts it
-    storage = optuna.storages.RDBStorage(f"sqlite:///{storage_path}", heartbeat_interval=30,
-                                         grace_period=90)
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction,
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                load_if_exists=True)
-    optuna.storages.fail_stale_trials(study)
+def storage_url(storage: str | None, repo: Path, study_name: str) -> str:
+    """The study's SQLAlchemy URL: ``storage`` as given when it is a URL, a SQLite file
+    otherwise (default ``<repo>/.tune/<study>.db``). ``postgresql://`` uses psycopg 3 (the
+    ``tune`` extra) unless psycopg2 is installed."""
+    if storage and "://" in storage:
+        if storage.startswith("postgresql://") and not _importable("psycopg2"):
+            storage = "postgresql+psycopg://" + storage.removeprefix("postgresql://")
+        return storage
+    path = Path(storage) if storage else repo / ".tune" / f"{study_name}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def shown_url(url: str) -> str:
+    """``url`` for the log, its password masked."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_study(url: str, name: str, direction: str, seed: int, heartbeat: int = 30,
+               retries: int = 1) -> optuna.Study:
+    """Create or load the study at ``url``. A running trial that sent no heartbeat for
+    ``3 * heartbeat`` seconds (its worker died: kill -9, power cut, lost network) is failed
+    by whichever worker looks next and re-queued with the same values (``retries`` times)."""
+    # renamed in optuna 4.9 (the old names are deprecated there)
+    renamed = "heartbeat_stale_trial_callback" in inspect.signature(
+        optuna.storages.RDBStorage).parameters
+    on_stale = {"heartbeat_stale_trial_callback" if renamed else "failed_trial_callback":
+                _retry_callback(retries)}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats: "experimental" since optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **on_stale)
+            study = optuna.create_study(storage=storage, study_name=name,
+                                        direction=direction, load_if_exists=True,
+                                        sampler=optuna.samplers.TPESampler(seed=seed))
+            break
+        except SQLAlchemyError as err:  # two workers creating the tables at once: one loses
+            if attempt == 4:
+                raise
+            log.info("opening the study failed (%s), retrying", type(err).__name__)
+            time.sleep(1 + attempt)
+    _fail_stale(study)
     return study
+
+
+def _retry_callback(retries: int) -> Any:
+    """Optuna's callback that re-queues a failed trial with its values, ``retries`` times."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or \
+        optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(max_retry=retries)
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    with warnings.catch_warnings():  # experimental since optuna 2.9, unchanged since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+def _count(trials: list[optuna.trial.FrozenTrial], *states: optuna.trial.TrialState) -> int:
+    return sum(t.state in states for t in trials)
+
+
+def retry_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial, retries: int) -> None:
+    """Re-queue a failed trial with the same values (until it has been retried
+    ``retries`` times); the next ``ask`` of any worker takes it."""
+    if trial.state == optuna.trial.TrialState.FAIL:
+        _retry_callback(retries)(study, trial)
+
+
 def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: str,
-         storage_path: Path, direction: str, fixed: dict[str, Any], seed: int) -> optuna.Study:
+         storage: str, direction: str, fixed: dict[str, Any], seed: int,
+         push: str | None = None, dvc_remote: str | None = None, retries: int = 1,
+         heartbeat: int = 30, poll: float = 5.0) -> optuna.Study:
+    """Run trials until the study (shared with any other worker) has ``trials`` completed.
+
+    Trials are claimed through the database: this worker starts one only while completed
+    + running + queued trials are fewer than ``trials``, and otherwise waits for the other
+    workers' running trials (one that fails or goes stale is retried here or there)."""
     params = read_params(repo / "params.yaml")
     space = load_space(space_path, params)
     for key in fixed:
         if not _lookup(params, key):
             raise ParamsError(f"--set {key}: not a key of params.yaml")
-    study = open_study(storage_path, study_name, direction, seed)
+    study = open_study(storage, study_name, direction, seed, heartbeat, retries)
     done = len(completed(study))
-    remaining = max(trials - done, 0)
     log.info("study %s (%s): %d trial(s) completed, running %d more", study_name,
-             storage_path, done, remaining)
-    objective = DvcObjective(repo, space, metric, study_name, fixed)
-    for _ in range(remaining):  # one at a time, so a failed trial is replaced, not counted
-        study.optimize(objective, n_trials=1, catch=(RuntimeError, KeyError))
-        if len(completed(study)) >= trials:
+             shown_url(storage), done, max(trials - done, 0))
+    objective = DvcObjective(repo, space, metric, study_name, fixed, push, dvc_remote, seed)
+    states = optuna.trial.TrialState
+    while True:
+        _fail_stale(study)  # dead workers' trials: failed, re-queued
+        all_trials = study.get_trials(deepcopy=False)
+        if _count(all_trials, states.COMPLETE) >= trials:
             break
-        failures = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+        failures = _count(all_trials, states.FAIL)
         if failures >= max(3, trials):
             raise RuntimeError(f"{failures} trials failed; see the log above")
+        if _count(all_trials, states.COMPLETE, states.RUNNING, states.WAITING) >= trials:
+            time.sleep(poll)  # the last trials run elsewhere; they may still fail
+            continue
+        # one at a time, so a failed trial is replaced, not counted
+        study.optimize(objective, n_trials=1, catch=(RuntimeError, KeyError),
+                       callbacks=[lambda s, t: retry_failed(s, t, retries)])
     report(study, metric)
     return study
 
@@ -277,8 +392,21 @@ def main() -> None:
     parser.add_argument("--direction", choices=("maximize", "minimize"), default="maximize")
     parser.add_argument("--space", default="tune.yaml", help="search-space YAML file")
     parser.add_argument("--study", default="tune", help="study name (prefix of experiment names)")
-    parser.add_argument("--storage", default=None,
-                        help="SQLite file of the study (default .tune/<study>.db)")
+    parser.add_argument("--storage", default=os.environ.get("AUDIOTAG_TUNE_STORAGE"),
+                        help="the study's database: a SQLAlchemy URL shared by workers on "
+                             "several machines (postgresql://user@host/db; the password in "
+                             "PGPASSWORD or ~/.pgpass, not here) or a SQLite file; default: "
+                             "$AUDIOTAG_TUNE_STORAGE, else .tune/<study>.db")
+    parser.add_argument("--push", default=None, metavar="GIT_REMOTE",
+                        help="push each finished trial with `dvc exp push GIT_REMOTE` "
+                             "(outputs to the DVC remote), e.g. origin")
+    parser.add_argument("--dvc-remote", default=None,
+                        help="DVC remote of --push (default: the project's default remote)")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="times a failed or stale trial is re-run with the same values")
+    parser.add_argument("--heartbeat", type=int, default=30,
+                        help="seconds between a running trial's heartbeats; after 3 missed "
+                             "ones its worker counts as dead and the trial is retried")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fixed param for every trial (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
@@ -286,12 +414,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.trials < 1:
         raise ParamsError("--trials: must be at least 1")
+    if args.retries < 0 or args.heartbeat < 1:
+        raise ParamsError("--retries: must be >= 0; --heartbeat: must be >= 1 second")
     repo = Path(args.repo).resolve()
-    storage = Path(args.storage) if args.storage else repo / ".tune" / f"{args.study}.db"
+    storage = storage_url(args.storage, repo, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what matters
     try:
         study = tune(repo, repo / args.space, Metric(args.metric), args.trials, args.study,
-                     storage, args.direction, _parse_set(args.set), args.seed)
+                     storage, args.direction, _parse_set(args.set), args.seed,
+                     push=args.push, dvc_remote=args.dvc_remote, retries=args.retries,
+                     heartbeat=args.heartbeat)
     except RuntimeError as err:  # failed trials: the message says which and why
         log.error("error: %s", err)
         sys.exit(1)

@@ -46,6 +46,8 @@ class TrainConfig(Strict):
     num_workers: int = Field(0, ge=0)
     threads: int = Field(1, ge=0)  # torch threads of the training process; 0: torch's default
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
+    nodes: int = Field(1, ge=1)  # >1: machines, each running `processes`, via rendezvous
+    rdzv_endpoint: str | None = Field(None, pattern=r"^[^\s:]+:\d+$")  # host:port (nodes > 1)
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
     init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
     freeze_init: bool = False  # freeze the layers loaded from init_from
@@ -57,9 +59,13 @@ class TrainConfig(Strict):
                              f"({self.epochs}); 0 turns SWA off")
         if self.freeze_init and not self.init_from:
             raise ValueError("freeze_init needs init_from (a checkpoint to load)")
-        if self.batch_size < self.processes:
+        world = self.processes * self.nodes
+        if self.batch_size < world:
             raise ValueError(f"batch_size ({self.batch_size}) is the global batch, split over "
-                             f"processes ({self.processes}): it must be at least processes")
+                             f"processes x nodes ({world}): it must be at least that")
+        if self.nodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nodes={self.nodes} needs train.rdzv_endpoint, the host:port of the "
+                             "rendezvous (a port on one of the nodes, the same on every node)")
         return self
 
     @property

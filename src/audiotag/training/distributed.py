@@ -6,18 +6,24 @@ The train stage re-launches itself through ``torch.distributed.run`` (torchrun) 
 gradients, so the replicas stay identical. Backend: NCCL on CUDA (one GPU per process,
 ``cuda:<LOCAL_RANK>``), gloo on the CPU. Every process validates the whole validation set
 with the same weights; process 0 alone logs, checkpoints and writes the outputs.
-The same code runs under a multi-node ``torchrun`` launched by hand.
+With ``train.nodes > 1`` every node runs the stage, and torchrun's c10d rendezvous at
+``train.rdzv_endpoint`` groups the nodes' processes into one job (ranks 0..nodes*processes-1);
+the process of rank 0, on whichever node, writes the outputs.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from audiotag.core.device import pick_device
+
+if TYPE_CHECKING:
+    from audiotag.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,17 @@ class Context:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def torchrun_args(cfg: TrainConfig, model: str) -> list[str]:
+    """torchrun's options for ``train.processes`` per node on ``train.nodes`` nodes: one
+    node is ``--standalone``; several meet at the c10d rendezvous ``train.rdzv_endpoint``
+    under an id per model, so train@a and train@b never join each other's job."""
+    if cfg.nodes == 1:
+        return ["--standalone", f"--nproc-per-node={cfg.processes}"]
+    return [f"--nnodes={cfg.nodes}", f"--nproc-per-node={cfg.processes}",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}",
+            f"--rdzv-id=audiotag-{model}"]
 
 
 def setup(device_choice: str) -> tuple[Context, torch.device]:

@@ -1,0 +1,179 @@
+"""One Optuna study, several worker machines: a real PostgreSQL server (Debian's package,
+started here on a loopback port, its data in a temp dir) holds the study; two workers in
+two clones run `audiotag tune` at once, claim trials through the database, retry a trial
+that crashed, and push each finished trial as a DVC experiment (git refs to a bare git
+remote, outputs to an S3 remote served by moto); a third clone pulls the whole study.
+
+The project is a one-stage DVC project (no torch) so the trials take seconds: what is under
+test is the tuner's distribution of work, not the audio pipeline (tests/test_team.py runs
+the tuner on that)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from dvc_project import env_for, experiments
+from mini_project import clone, make_origin
+
+pytestmark = pytest.mark.e2e
+
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": "team-secret"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    """Debian keeps the server binaries in /usr/lib/postgresql/<version>/bin."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture()
+def postgres():
+    """A PostgreSQL server on a free loopback port, its data in a temp dir; yields the URL
+    of an empty database. initdb refuses to run as root: as root it runs as `postgres`."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; `make "
+                    "postgresql` installs Debian's package")
+    user = None
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no `postgres` user to run the server")
+    root = Path(tempfile.mkdtemp(prefix="audiotag-pg-"))
+    if user:
+        os.chown(root, user.pw_uid, user.pw_gid)
+    as_user = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
+    port = _free_port()
+    data = root / "data"
+
+    def pg(*args: str) -> None:
+        subprocess.run([str(bindir / args[0]), *args[1:]], check=True, capture_output=True,
+                       cwd=root, timeout=120, **as_user)
+
+    pg("initdb", "-D", str(data), "-U", "tuner", "--auth=trust", "-E", "UTF8", "--no-sync")
+    pg("pg_ctl", "-D", str(data), "-l", str(root / "server.log"), "-w", "start", "-o",
+       f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
+    try:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://tuner@127.0.0.1:{port}/postgres",
+                             autocommit=True) as conn:
+            conn.execute("CREATE DATABASE optuna")
+        yield f"postgresql://tuner@127.0.0.1:{port}/optuna"
+    finally:
+        pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def s3_url():
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="team-key",
+                 aws_secret_access_key="team-secret").create_bucket(Bucket="team")
+    yield url
+    server.stop()
+
+
+def _env(repo_root: Path, cwd: Path) -> dict[str, str]:
+    # the S3 credentials come from the environment: nothing in any config file
+    return {**env_for(cwd), **S3_KEYS, "PYTHONPATH": str(repo_root / "src")}
+
+
+def _git(args: list[str], cwd: Path, repo_root: Path) -> str:
+    return subprocess.run(args, cwd=cwd, env=_env(repo_root, cwd), check=True,
+                          capture_output=True, text=True, timeout=300).stdout
+
+
+@pytest.fixture()
+def team(tmp_path, s3_url):
+    """A bare git remote holding a one-stage DVC project whose DVC remote is the S3 bucket."""
+    make_origin(tmp_path, [["remote", "add", "-d", "team", "s3://team/dvc"],
+                           ["remote", "modify", "team", "endpointurl", s3_url],
+                           ["remote", "modify", "team", "region", "us-east-1"]])
+    space = tmp_path / "space.yaml"
+    space.write_text("train.lr: {type: float, low: 0.0001, high: 0.1, log: true}\n")
+    return tmp_path, space
+
+
+def _clone(base: Path, name: str, repo_root: Path) -> Path:
+    return clone(base, name, _env(repo_root, base))
+
+
+def test_two_workers_share_one_postgres_study_and_push_every_trial(team, postgres, repo_root):
+    import optuna
+
+    from audiotag.tune import storage_url
+
+    base, space = team
+    trials = 6
+    workers = []
+    for name in ("worker1", "worker2"):
+        clone = _clone(base, name, repo_root)
+        cmd = [sys.executable, "-m", "audiotag.tune", "--repo", str(clone), "--space",
+               str(space), "--study", "team", "--storage", postgres, "--trials", str(trials),
+               "--metric", "metrics.json:score", "--push", "origin", "--heartbeat", "2"]
+        env = {**_env(repo_root, clone), "CRASH_ONCE": str(base / "crashed")}
+        workers.append(subprocess.Popen(cmd, cwd=clone, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True))
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    for w, log in zip(workers, logs, strict=True):
+        assert w.returncode == 0, log[-3000:]
+
+    study = optuna.load_study(study_name="team", storage=storage_url(postgres, base, "team"))
+    states = Counter(t.state.name for t in study.trials)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) >= trials and states["FAIL"] == 1, states  # the one simulated crash
+    assert not states.keys() - {"COMPLETE", "FAIL"}, states
+    # the crashed trial was retried with the same values, and that retry completed
+    crashed = next(t for t in study.trials if t.state.name == "FAIL")
+    retry = [t for t in done if t.system_attrs.get("failed_trial") == crashed.number]
+    assert len(retry) == 1 and retry[0].params == crashed.params
+    # both workers ran trials
+    for log in logs:
+        assert re.search(r"trial \d+ \(team-\d+\): metrics.json:score", log), log[-3000:]
+
+    # every completed trial is exactly one experiment on the git remote
+    names = [t.user_attrs["experiment"] for t in done]
+    refs = _git(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+                base / "origin.git", repo_root).split()
+    assert sorted(ref.rsplit("/", 1)[-1] for ref in refs) == sorted(names)
+
+    # a third clone pulls the whole study: params, metrics and outputs
+    third = _clone(base, "third", repo_root)
+    _git(["dvc", "exp", "pull", "origin", *names], third, repo_root)
+    shown = json.loads(_git(["dvc", "exp", "show", "--json"], third, repo_root))
+    by_name = {r["name"]: r["data"] for r in experiments(shown) if r.get("name") in names}
+    assert sorted(by_name) == sorted(names)
+    for t in done:
+        data = by_name[t.user_attrs["experiment"]]
+        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == t.params["train.lr"]
+        assert data["metrics"]["metrics.json"]["data"]["score"] == pytest.approx(t.value)
+    for t in done:  # the outputs came through the S3 remote
+        _git(["dvc", "exp", "apply", t.user_attrs["experiment"]], third, repo_root)
+        assert (third / "model/weights.txt").read_text() == repr(t.params["train.lr"])
