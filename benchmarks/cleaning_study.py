@@ -89,8 +89,12 @@ def spread_verdict(model: str, none: list[float], oracle: list[float]) -> str:
     of the two configurations' seed standard deviations."""
     gain = mean_sd(oracle)[0] - mean_sd(none)[0]
     spread = max(mean_sd(none)[1], mean_sd(oracle)[1])
-    where = "exceeds" if gain > spread else "is inside"
-    return (f"{model}: the oracle's gain {gain:+.4f} {where} the seed spread (sd {spread:.4f})"
+    if gain <= 0:
+        verdict = f"the oracle gains nothing over none ({gain:+.4f}; seed sd {spread:.4f})"
+    else:
+        where = "exceeds" if gain > spread else "is inside"
+        verdict = f"the oracle's gain {gain:+.4f} {where} the seed spread (sd {spread:.4f})"
+    return (f"{model}: {verdict}"
             + ("" if gain > spread else ": the recovered fractions are not meaningful"))
 
 

@@ -41,6 +41,10 @@ def test_spread_verdict(study):
     # the larger sd of the two counts: gain 0.05 inside an oracle sd of 0.06
     line = study.spread_verdict("crnn", none, [0.70, 0.76, 0.82])
     assert "+0.0500 is inside" in line and "sd 0.0600" in line and "not meaningful" in line
+    # an oracle below no cleaning gains nothing, whatever the spread
+    line = study.spread_verdict("crnn", [0.817, 0.819, 0.815], [0.810, 0.812, 0.814])
+    assert "gains nothing" in line and "-0.0050" in line and "not meaningful" in line
+    assert "exceeds" not in line and "inside" not in line
 
 
 def _runs(study, lwlrap: dict[str, list[float]]):
