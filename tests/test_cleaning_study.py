@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 
 import pytest
 
@@ -80,3 +81,24 @@ def test_identical_configs_run_once(study):
     assert list(configs) == ["none", "default = weight", "oracle", "relabel"]
     assert configs["relabel"] == {"method": "cleanlab", "action": "relabel"}
     assert configs["oracle"] == {"method": "oracle", "action": "weight"}
+
+
+def test_run_command_cpu_is_the_commands_own(monkeypatch, repo_root, tmp_path):
+    """Two commands at once (cleaning_study --jobs 2): each one's CPU seconds are its own,
+    not the other's that finished meanwhile."""
+    monkeypatch.syspath_prepend(str(repo_root / "benchmarks"))
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pipeline
+
+    done = tmp_path / "burnt"
+    burn = ("import time; t = time.process_time()\n"
+            "while time.process_time() - t < 0.6: pass\n"
+            f"open({str(done)!r}, 'w').close()")
+    wait = (f"import os, time\nwhile not os.path.exists({str(done)!r}): time.sleep(0.02)\n"
+            "time.sleep(0.2)")
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(pipeline.run_command, [sys.executable, "-c", wait], tmp_path)
+        burning = pool.submit(pipeline.run_command, [sys.executable, "-c", burn], tmp_path)
+        assert burning.result()[1] >= 0.6
+        assert waiting.result()[1] < 0.3  # its own start-up and polling only
