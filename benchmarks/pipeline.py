@@ -38,17 +38,22 @@ def _env(cwd: Path) -> dict[str, str]:
             "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
 
 
-def _run(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds (user + sys of the finished child processes), stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return elapsed, cpu, result.stdout
+def run_command(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + sys of the command and every process it waited
+    for), stdout. The CPU time is that one command's (``os.wait4``), so it stays right when
+    other threads run commands at the same time (``benchmarks/cleaning_study.py --jobs``)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(cwd), stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return elapsed, usage.ru_utime + usage.ru_stime, stdout
 
 
 def _stage_order(dot: str) -> list[str]:
@@ -75,15 +80,15 @@ def make_project(work: Path, params: str | None = None) -> None:
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
                 ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "bench"]):
-        _run(cmd, work)
+        run_command(cmd, work)
 
 
 def stage_times(work: Path, echo: bool = True) -> dict[str, tuple[float, float, float]]:
     """Each stage of ``work`` run alone in DAG order: wall s, CPU s, peak RSS (MiB, the
     largest of the stage's processes so far: a lower bound per stage)."""
     out = {}
-    for stage in _stage_order(_run(["dvc", "dag", "--dot"], work)[2]):
-        wall, cpu, _ = _run(["dvc", "repro", "--single-item", stage], work)
+    for stage in _stage_order(run_command(["dvc", "dag", "--dot"], work)[2]):
+        wall, cpu, _ = run_command(["dvc", "repro", "--single-item", stage], work)
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         out[stage] = (wall, cpu, rss)
         if echo:
@@ -107,7 +112,7 @@ def main() -> None:
         print(f"{'total (cold)':28s} {total_wall:8.1f} {total_cpu:8.1f}")
         print(f"cpu / {cores} cores: {total_cpu / cores:.1f} s; load average at the start "
               f"{load:.1f}, at the end {os.getloadavg()[0]:.1f}")
-        noop = _run(["dvc", "repro"], work)[0]
+        noop = run_command(["dvc", "repro"], work)[0]
         print(f"no-op dvc repro: {noop:.1f} s (cold / no-op {total_wall / noop:.0f}x)")
         for name in sorted((work / "metrics").glob("*.json")):
             if name.stem != "labels":
