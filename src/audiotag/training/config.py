@@ -47,6 +47,7 @@ class TrainConfig(Strict):
     threads: int = Field(1, ge=0)  # torch threads of the training process; 0: torch's default
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
+    train_score_clips: int = Field(64, ge=0)  # fixed training clips scored per epoch; 0: off
     init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
     freeze_init: bool = False  # freeze the layers loaded from init_from
 

@@ -59,6 +59,12 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
         live.log_metric("valid/lwlrap", result.valid_lwlrap)
     if _finite(result.valid_accuracy):
         live.log_metric("valid/accuracy", result.valid_accuracy)
+    if _finite(result.train_lwlrap):  # train.train_score_clips: the fixed training subset
+        live.log_metric("train/lwlrap", result.train_lwlrap)
+    if _finite(result.train_accuracy):
+        live.log_metric("train/accuracy", result.train_accuracy)
+    if _finite(result.seconds):
+        live.log_metric("epoch_seconds", result.seconds)
     live.log_metric("lr", result.lr)
     for layer, norm in result.grad_norms.items():
         live.log_metric(f"grad_norm/{layer}", norm)
@@ -79,6 +85,14 @@ def _log_lr_steps(live: Live, history: list[EpochResult]) -> None:
     path = Path(live.plots_dir) / "metrics" / LR_STEPS_NAME
     with atomic_path(path) as tmp:
         tmp.write_text("step\tlr\n" + rows)
+
+
+def _saved(result: EpochResult) -> dict[str, Any]:
+    """An epoch as history.json keeps it: without its wall time, so that the model
+    directory (a DVC out) has the same hash whenever the same params train it."""
+    record = asdict(result)
+    record.pop("seconds")
+    return record
 
 
 def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
@@ -176,6 +190,19 @@ def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, s
     return train, _loader(valid_set, cfg)
 
 
+def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: int,
+                  labels: Path | None = None) -> DataLoader | None:
+    """``train.train_score_clips`` training clips (a seeded choice, the same every epoch)
+    with their evaluation crops: scoring them after each epoch gives a train lwlrap /
+    accuracy curve beside the validation one at a small, fixed cost. None when off."""
+    if not cfg.train_score_clips or cfg.overfit_batches:
+        return None
+    fixed = FeatureSet(features_dir, ("train",), labels=labels)
+    fixed.select_outputs(spec.n_classes > 0, fixed.target_columns if spec.n_targets else [])
+    chosen = np.random.default_rng(seed).permutation(len(fixed))[:cfg.train_score_clips]
+    return _loader(Subset(fixed, sorted(chosen.tolist())), cfg)
+
+
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
                 model_dir: str | os.PathLike[str], live_dir: str | os.PathLike[str],
                 cfg: TrainConfig, seed: int,
@@ -250,7 +277,8 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
         meta["processes"] = ctx.world
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
                       spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
-                      parallel=parallel)
+                      parallel=parallel,
+                      score_loader=_score_loader(features_dir, spec, cfg, seed, labels))
     train_params = cfg.model_dump()
     if labels is not None:  # other labels, another run
         train_params["labels_file"] = resume.file_digest(labels)
@@ -320,8 +348,8 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
             write_json(tmp / HISTORY_NAME, json_safe({
                 "model": name, "task": spec.task, "best_epoch": final["epoch"],
                 "layers": layer_names(model),  # model order of the per-layer records
-                "epochs": [asdict(r) for r in history],
-                "swa": asdict(swa) if swa is not None else None}))
+                "epochs": [_saved(r) for r in history],
+                "swa": _saved(swa) if swa is not None else None}))
     if resume_dir is not None:
-        resume.mark_complete(resume_dir, fp, [asdict(r) for r in history])
+        resume.mark_complete(resume_dir, fp, [_saved(r) for r in history])
     return history

@@ -1,0 +1,94 @@
+"""Issue 21, the lab notebooks' remaining experiments: each item's param (or always-made
+output) through the code the stage runs, on tiny generated stores."""
+
+import json
+import math
+
+import pytest
+import torch
+from helpers import write_tone_dataset
+
+from audiotag.data.config import SplitConfig
+from audiotag.data.manifest import read_manifest
+from audiotag.features.config import FeaturesConfig
+from audiotag.features.store import extract_features
+from audiotag.metrics import lwlrap
+from audiotag.training.checkpoint import load_checkpoint
+from audiotag.training.config import TrainConfig
+from audiotag.training.inference import predict
+from audiotag.training.run import _score_loader, train_model
+from audiotag.training.tasks import TaskSpec, make_loss
+
+FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
+                          fmax=4000, clip_seconds=1.0)
+TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
+SMALL = {"channels": [16, 16]}
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _store(root, features=FEATURES, split=None, **kwargs):
+    write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
+                       **kwargs)
+    manifest, classes = read_manifest(root / "raw")
+    extract_features(manifest, classes, root / "raw", root / "features", features,
+                     split or SplitConfig(valid_fold=0))
+    return root / "features"
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):  # multi-label tones with regression targets
+    return _store(tmp_path_factory.mktemp("multi"), targets=True)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):  # one tone per clip
+    return _store(tmp_path_factory.mktemp("single"), single_label=True)
+
+
+def _train(store, out, cfg=TRAIN, name="cnn1d", params=SMALL, seed=0, **kwargs):
+    return train_model(name, params, store, out / "model", out / "live", cfg, seed, **kwargs)
+
+
+def _cfg(**update):
+    return TRAIN.model_copy(update=update)
+
+
+def _tsv(path):
+    rows = path.read_text().splitlines()[1:]
+    return [float(r.split("\t")[-1]) for r in rows]
+
+
+# ---- 7: per-epoch train metric on a fixed subset, seconds per epoch -------------------------
+
+def test_train_metric_per_epoch_on_a_fixed_subset_and_epoch_seconds(multi, tmp_path):
+    history = _train(multi, tmp_path / "a", _cfg(train_score_clips=10))
+    assert all(0 < r.train_lwlrap <= 1 for r in history)
+    assert all(r.seconds > 0 for r in history)
+    plots = tmp_path / "a/live/plots/metrics"
+    assert _tsv(plots / "train/lwlrap.tsv") == pytest.approx([r.train_lwlrap for r in history])
+    assert len(_tsv(plots / "epoch_seconds.tsv")) == 3
+    live = json.loads((tmp_path / "a/live/metrics.json").read_text())
+    assert 0 < live["train"]["lwlrap"] <= 1 and live["epoch_seconds"] > 0
+    # fixed clips, fixed crops: the saved weights of epoch 1 and of the best epoch score
+    # on the subset exactly what their epochs logged
+    spec = TaskSpec("multilabel", 3)
+    loader = _score_loader(multi, spec, _cfg(train_score_clips=10), seed=0)
+    assert len(loader.dataset) == 10
+    best = max(history, key=lambda r: r.valid_lwlrap)
+    for name, epoch in (("first_epoch.pt", history[0]), ("model.pt", best)):
+        model, _ = load_checkpoint(tmp_path / "a/model" / name)
+        scores, targets, _ = predict(model, loader, torch.device("cpu"), make_loss(spec), spec)
+        assert lwlrap(targets, scores) == pytest.approx(epoch.train_lwlrap), name
+    # wall time stays out of the model directory (a DVC out: same params, same hash)
+    saved = json.loads((tmp_path / "a/model/history.json").read_text())["epochs"][0]
+    assert "seconds" not in saved and "train_lwlrap" in saved
+    off = _train(multi, tmp_path / "c", _cfg(train_score_clips=0, epochs=1))
+    assert math.isnan(off[0].train_lwlrap)
+    assert not (tmp_path / "c/live/plots/metrics/train/lwlrap.tsv").exists()
+
+
+def test_train_accuracy_per_epoch_on_single_label_data(single, tmp_path):
+    history = _train(single, tmp_path, _cfg(train_score_clips=12, epochs=2))
+    assert all(0 <= r.train_accuracy <= 1 for r in history)
+    assert (tmp_path / "live/plots/metrics/train/accuracy.tsv").exists()
