@@ -4,12 +4,14 @@ output) through the code the stage runs, on tiny generated stores."""
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from helpers import write_tone_dataset
 
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
+from audiotag.data.split import assign_roles
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 from audiotag.metrics import lwlrap
@@ -92,3 +94,44 @@ def test_train_accuracy_per_epoch_on_single_label_data(single, tmp_path):
     history = _train(single, tmp_path, _cfg(train_score_clips=12, epochs=2))
     assert all(0 <= r.train_accuracy <= 1 for r in history)
     assert (tmp_path / "live/plots/metrics/train/accuracy.tsv").exists()
+
+
+# ---- 2: split.fraction -------------------------------------------------------------------
+
+def _manifest(n_per_class=20):
+    rows = []
+    for c, name in enumerate(["a", "b", "c", "rare"]):
+        n = 4 if name == "rare" else n_per_class
+        for i in range(n):
+            for subset in ("curated", "noisy"):
+                rows.append({"clip_id": f"{subset}-{name}-{i}", "subset": subset,
+                             "labels": name if i % 3 else f"{name};a", "fold": i % 5})
+    rows += [{"clip_id": f"t{i}", "subset": "test", "labels": "a", "fold": -1}
+             for i in range(7)]
+    return pd.DataFrame(rows)
+
+
+def test_split_fraction_keeps_a_stratified_seeded_share_of_the_training_clips():
+    manifest = _manifest()
+    full = assign_roles(manifest, SplitConfig())
+    half = assign_roles(manifest, SplitConfig(fraction=0.5))
+    # validation and test clips never change; a dropped training clip is unused
+    assert (half[full != "train"] == full[full != "train"]).all()
+    assert set(half[(full == "train") & (half != "train")]) == {"unused"}
+    train = manifest[half == "train"]
+    assert abs(len(train) - 0.5 * (full == "train").sum()) <= 8  # one rounding per stratum
+    # stratified: per subset and per class, about half of each, and the rare class stays
+    for subset in ("curated", "noisy"):
+        was = manifest[(full == "train") & (manifest["subset"] == subset)]
+        now = train[train["subset"] == subset]
+        for name in ("a", "b", "c", "rare"):
+            n_was = was["labels"].str.split(";").apply(lambda ls, n=name: n in ls).sum()
+            n_now = now["labels"].str.split(";").apply(lambda ls, n=name: n in ls).sum()
+            assert n_now >= 1 and abs(n_now - n_was / 2) <= 3, (subset, name)
+    # seeded: the same seed the same clips, another seed others
+    again = assign_roles(manifest, SplitConfig(fraction=0.5))
+    other = assign_roles(manifest, SplitConfig(fraction=0.5, fraction_seed=1))
+    assert (again == half).all() and not (other == half).all()
+    assert (assign_roles(manifest, SplitConfig(fraction=1.0)) == full).all()
+    with pytest.raises(ValueError):
+        SplitConfig(fraction=0.0)

@@ -28,6 +28,8 @@ class SplitConfig(Strict):
     valid_fold: int = Field(0, ge=0)
     train_subsets: list[Literal["curated", "noisy"]] = ["curated", "noisy"]
     valid_subsets: list[Literal["curated", "noisy"]] = ["curated"]
+    fraction: float = Field(1.0, gt=0, le=1)  # share of the training clips kept (stratified)
+    fraction_seed: int = 0  # which share: another seed, other clips
 
     @model_validator(mode="after")
     def _non_empty(self) -> SplitConfig:
