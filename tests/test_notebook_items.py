@@ -100,7 +100,7 @@ def test_train_accuracy_per_epoch_on_single_label_data(single, tmp_path):
 
 def _manifest(n_per_class=20):
     rows = []
-    for c, name in enumerate(["a", "b", "c", "rare"]):
+    for name in ("a", "b", "c", "rare"):
         n = 4 if name == "rare" else n_per_class
         for i in range(n):
             for subset in ("curated", "noisy"):
