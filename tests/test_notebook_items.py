@@ -9,16 +9,19 @@ import pytest
 import torch
 from helpers import write_tone_dataset
 
+from audiotag.core.errors import ParamsError
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.data.split import assign_roles
+from audiotag.evaluation.config import EvaluateConfig
+from audiotag.evaluation.evaluate import evaluate_model
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.store import extract_features
+from audiotag.features.store import FeatureSet, extract_features
 from audiotag.metrics import lwlrap
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import predict
-from audiotag.training.run import _score_loader, train_model
+from audiotag.training.run import _score_loader, describe_task, train_model
 from audiotag.training.tasks import TaskSpec, make_loss
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
@@ -135,3 +138,38 @@ def test_split_fraction_keeps_a_stratified_seeded_share_of_the_training_clips():
     assert (assign_roles(manifest, SplitConfig(fraction=1.0)) == full).all()
     with pytest.raises(ValueError):
         SplitConfig(fraction=0.0)
+
+
+# ---- 1: train.targets, train.target_weights ----------------------------------------------
+
+def test_train_targets_picks_the_regression_columns_a_model_learns(multi, tmp_path):
+    _train(multi, tmp_path, _cfg(task="regression", epochs=1, targets=["n_tones"]))
+    _, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["targets"] == ["targets_n_tones"] and meta["num_classes"] == 1
+    metrics = evaluate_model(tmp_path / "model/model.pt", multi, tmp_path / "m.json",
+                             tmp_path / "plots", EvaluateConfig(score_train=False))
+    assert set(metrics["regression"]) == {"n_tones", "mse"}  # mse: over the targets
+    # the prefix may be written; the order given is the output order
+    spec = describe_task(_cfg(task="multitask", targets=["targets_seconds", "n_tones"],
+                              target_weights=[2.0, 0.5]), FeatureSet(multi, ("train",)))
+    assert spec.targets == ("targets_seconds", "targets_n_tones")
+    assert spec.target_weights == (2.0, 0.5) and spec.n_outputs == 3 + 2
+    with pytest.raises(ParamsError, match=r"train\.targets.*valence.*n_tones"):
+        describe_task(_cfg(task="regression", targets=["valence"]),
+                      FeatureSet(multi, ("train",)))
+
+
+def test_target_weights_scale_each_targets_squared_error():
+    spec = TaskSpec("regression", 0, 2, targets=("targets_a", "targets_b"),
+                    target_weights=(2.0, 0.0))
+    outputs = torch.tensor([[1.0, 5.0], [0.0, 0.0]])
+    targets = torch.tensor([[0.0, 0.0], [3.0, float("nan")]])
+    # per clip: sum over known targets of w * err^2, over the number of known targets
+    expected = torch.tensor([(2 * 1.0 + 0 * 25.0) / 2, 2 * 9.0 / 1])
+    assert torch.allclose(make_loss(spec)(outputs, targets), expected)
+    plain = TaskSpec("regression", 0, 2)
+    assert torch.allclose(make_loss(plain)(outputs, targets), torch.tensor([13.0, 9.0]))
+    with pytest.raises(ValueError, match="target_weights"):
+        TrainConfig(models=["cnn1d"], targets=["a", "b"], target_weights=[1.0])
+    with pytest.raises(ValueError, match="target_weights"):
+        TrainConfig(models=["cnn1d"], target_weights=[1.0])  # weights need named targets

@@ -21,6 +21,8 @@ class TrainConfig(Strict):
     task: Literal["auto", "multilabel", "singlelabel", "regression", "multitask"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # singlelabel / single-label multitask
     regression_weight: float = Field(1.0, ge=0)  # multitask: weight of the regression MSE
+    targets: list[str] | None = None  # targets_* columns learnt (prefix optional); None: all
+    target_weights: list[float] | None = None  # per name in targets: scales its squared error
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
@@ -58,6 +60,14 @@ class TrainConfig(Strict):
                              f"({self.epochs}); 0 turns SWA off")
         if self.freeze_init and not self.init_from:
             raise ValueError("freeze_init needs init_from (a checkpoint to load)")
+        if self.target_weights is not None:
+            if self.targets is None or len(self.target_weights) != len(self.targets):
+                raise ValueError("target_weights: one weight per name in train.targets "
+                                 f"({self.targets or 'not set: list the targets'})")
+            if min(self.target_weights) < 0 or not any(self.target_weights):
+                raise ValueError("target_weights must be >= 0, at least one above 0")
+        if self.targets is not None and not self.targets:
+            raise ValueError("targets: list at least one targets_* column, or null for all")
         if self.batch_size < self.processes:
             raise ValueError(f"batch_size ({self.batch_size}) is the global batch, split over "
                              f"processes ({self.processes}): it must be at least processes")

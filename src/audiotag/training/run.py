@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 from audiotag.core.device import set_threads
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
+from audiotag.data.manifest import TARGET_PREFIX
 from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
@@ -124,22 +125,44 @@ def check_model_accepts(name: str, kind: str) -> None:
                           f"(it is {kind!r})")
 
 
+def selected_targets(cfg: TrainConfig, data: FeatureSet) -> list[str]:
+    """The ``targets_*`` columns a regression / multitask model learns, in output order:
+    ``train.targets`` (names with or without the prefix), or every column of the store."""
+    available = data.target_columns
+    if cfg.targets is None:
+        return available
+    chosen = []
+    for i, name in enumerate(cfg.targets):
+        column = name if name.startswith(TARGET_PREFIX) else TARGET_PREFIX + name
+        if column not in available:
+            known = ", ".join(c.removeprefix(TARGET_PREFIX) for c in available) or "none"
+            raise ParamsError(f"train.targets[{i}]: no regression target {name!r} in the "
+                              f"feature store (its targets_* columns: {known})")
+        chosen.append(column)
+    if len(set(chosen)) != len(chosen):
+        raise ParamsError("train.targets: a target is listed twice")
+    return chosen
+
+
 def describe_task(cfg: TrainConfig, data: FeatureSet) -> TaskSpec:
     """The task of this run: ``train.task`` (``auto`` resolved on the training clips) over
-    the store's classes and ``targets_*`` columns; a clear error when the data lack it."""
+    the store's classes and the ``targets_*`` columns of ``train.targets``; a clear error
+    when the data lack it."""
     counts = data.targets.sum(axis=1).astype(int).tolist()
-    task = resolve_task(cfg.task, counts, data.target_columns)
+    columns = selected_targets(cfg, data)
+    task = resolve_task(cfg.task, counts, columns)
     single = task == "multitask" and bool(counts) and all(n == 1 for n in counts)
     try:
-        spec = task_spec(task, len(data.classes), data.target_columns, cfg.label_smoothing,
-                         cfg.regression_weight, single_label=single)
+        spec = task_spec(task, len(data.classes), columns, cfg.label_smoothing,
+                         cfg.regression_weight, single_label=single,
+                         target_weights=tuple(cfg.target_weights or ()))
     except ValueError as err:
         raise ParamsError(f"train.task={cfg.task}: {err}") from None
     if spec.n_targets:
-        values = data.index[data.target_columns].apply(pd.to_numeric, errors="coerce")
+        values = data.index[columns].apply(pd.to_numeric, errors="coerce")
         if not values.notna().to_numpy().any():
             raise ParamsError(f"train.task={task}: no training clip has a value in "
-                              f"{', '.join(data.target_columns)}")
+                              f"{', '.join(columns)}")
     return spec
 
 
@@ -154,7 +177,7 @@ def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
         if len(data) == 0:
             raise ValueError(f"{features_dir}: no {name} clips (check the split params)")
     spec = describe_task(cfg, train_set)
-    columns = train_set.target_columns if spec.n_targets else []
+    columns = list(spec.targets)
     for data in (train_set, valid_set):
         data.select_outputs(spec.n_classes > 0, columns)
     if cfg.noisy_weight != 1.0:
@@ -171,8 +194,7 @@ def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, s
     are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
     if cfg.overfit_batches:
         fixed = FeatureSet(features_dir, ("train",), with_noisy=True, labels=labels)
-        fixed.select_outputs(spec.n_classes > 0,
-                             fixed.target_columns if spec.n_targets else [])
+        fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
         subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
         loader = _loader(subset, cfg)
         return loader, loader
@@ -198,7 +220,7 @@ def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: in
     if not cfg.train_score_clips or cfg.overfit_batches:
         return None
     fixed = FeatureSet(features_dir, ("train",), labels=labels)
-    fixed.select_outputs(spec.n_classes > 0, fixed.target_columns if spec.n_targets else [])
+    fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
     chosen = np.random.default_rng(seed).permutation(len(fixed))[:cfg.train_score_clips]
     return _loader(Subset(fixed, sorted(chosen.tolist())), cfg)
 
@@ -257,7 +279,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
             "num_classes": spec.n_outputs, "n_mels": train_set.n_mels,
             "task": spec.task, "single_label": spec.single_label,
             "classes": train_set.classes,
-            "targets": train_set.target_columns if spec.n_targets else [],
+            "targets": list(spec.targets),
             "features": train_set.meta["config"], "stats": train_set.stats,
             "n_parameters": count_parameters(model)}
     if cfg.init_from:
