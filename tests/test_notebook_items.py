@@ -18,10 +18,11 @@ from audiotag.evaluation.evaluate import evaluate_model
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.metrics import lwlrap
+from audiotag.models import create_model
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import predict
-from audiotag.training.run import _score_loader, describe_task, train_model
+from audiotag.training.run import _loader, _score_loader, describe_task, train_model
 from audiotag.training.tasks import TaskSpec, make_loss
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
@@ -173,3 +174,57 @@ def test_target_weights_scale_each_targets_squared_error():
         TrainConfig(models=["cnn1d"], targets=["a", "b"], target_weights=[1.0])
     with pytest.raises(ValueError, match="target_weights"):
         TrainConfig(models=["cnn1d"], target_weights=[1.0])  # weights need named targets
+
+
+# ---- 8: head widths and norm, residual cnn1d/cnn2d, dropout per block, pin_memory -------------
+
+def _hidden_linears(model):
+    return [m for m in model.head.hidden if isinstance(m, torch.nn.Linear)]
+
+
+def test_head_with_batch_norm_and_tapered_widths():
+    model = create_model("cnn2d", 4, 16, head_layers=2, head_hidden=[64, 32],
+                         head_norm="batch", activation="prelu")
+    assert [(m.in_features, m.out_features) for m in _hidden_linears(model)] == \
+        [(2 * 64, 64), (64, 32)]
+    kinds = [type(m).__name__ for m in model.head.hidden]
+    assert kinds == ["Dropout", "Linear", "FeatureBatchNorm", "PReLU"] * 2
+    assert model.head.fc.in_features == 32
+    assert model(torch.randn(3, 16, 40)).shape == (3, 4)
+    # per-frame heads (attention pooling over (B, T, D)) take the batch norm too
+    crnn = create_model("crnn", 4, 16, head_layers=1, head_hidden=[8], head_norm="batch")
+    assert crnn(torch.randn(3, 16, 40)).shape == (3, 4)
+    none = create_model("cnn1d", 4, 16, head_layers=1, head_norm="none")
+    assert not any(isinstance(m, torch.nn.LayerNorm | torch.nn.BatchNorm1d)
+                   for m in none.head.hidden)
+    with pytest.raises(ValueError, match=r"models\.cnn2d\.head_hidden"):
+        create_model("cnn2d", 4, 16, head_layers=3, head_hidden=[64, 32])
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "cnn2d"])
+def test_residual_blocks_and_dropout_per_block(name):
+    plain = create_model(name, 4, 16, channels=[8, 16])
+    res = create_model(name, 4, 16, channels=[8, 16], residual=True)
+    assert not any("Res" in type(m).__name__ for m in plain.modules())
+    blocks = [m for m in res.features if "Res" in type(m).__name__]
+    assert len(blocks) == 2 and res(torch.randn(2, 16, 40)).shape == (2, 4)
+    assert "features.0.0.weight" in plain.state_dict()  # the checkpoint layout of before
+    # dropout in every block: two training-mode passes differ only through it
+    x = torch.randn(4, 16, 40)
+    for residual in (False, True):
+        still = create_model(name, 4, 16, channels=[8, 16], dropout=0.0, residual=residual)
+        assert torch.equal(still.train()(x), still(x))
+        drop = create_model(name, 4, 16, channels=[8, 16], dropout=0.0, residual=residual,
+                            block_dropout=0.5)
+        assert sum(isinstance(m, torch.nn.Dropout) for m in drop.features.modules()) == 2
+        assert not torch.equal(drop.train()(x), drop(x))
+        drop.eval()
+        assert torch.equal(drop(x), drop(x))
+
+
+def test_pin_memory_on_cuda_only(multi):
+    data = FeatureSet(multi, ("valid",))
+    pinned = _cfg(pin_memory=True)
+    assert _loader(data, pinned, device=torch.device("cuda")).pin_memory
+    assert not _loader(data, pinned, device=torch.device("cpu")).pin_memory
+    assert not _loader(data, _cfg(), device=torch.device("cuda")).pin_memory

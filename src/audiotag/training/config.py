@@ -46,6 +46,7 @@ class TrainConfig(Strict):
     amp: bool = False  # mixed precision (CUDA only)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
+    pin_memory: bool = False  # pinned loader batches (CUDA only: faster host-to-GPU copies)
     threads: int = Field(1, ge=0)  # torch threads of the training process; 0: torch's default
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches

@@ -102,12 +102,16 @@ def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
 
 
 def _loader(data, cfg: TrainConfig, *, shuffle: bool = False, generator=None,
-            drop_last: bool = False, sampler=None, batch_size: int | None = None) -> DataLoader:
+            drop_last: bool = False, sampler=None, batch_size: int | None = None,
+            device=None) -> DataLoader:
+    """``train.pin_memory`` pins batches (faster copies to the GPU) only when ``device``
+    is CUDA: elsewhere pinning costs time and torch warns."""
     workers = cfg.num_workers
+    pin = cfg.pin_memory and device is not None and device.type == "cuda"
     return DataLoader(data, batch_size=batch_size or cfg.batch_size, shuffle=shuffle,
                       generator=generator, drop_last=drop_last, collate_fn=collate_clips,
                       num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                      sampler=sampler, persistent_workers=False)
+                      sampler=sampler, persistent_workers=False, pin_memory=pin)
 
 
 def check_model_accepts(name: str, kind: str) -> None:
@@ -189,31 +193,32 @@ def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
 
 def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, spec: TaskSpec,
              cfg: TrainConfig, generator, ctx: distributed.Context, seed: int,
-             labels: Path | None = None):
+             labels: Path | None = None, device=None):
     """Shuffled training loader and validation loader; with ``overfit_batches: N`` both
     are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
     if cfg.overfit_batches:
         fixed = FeatureSet(features_dir, ("train",), with_noisy=True, labels=labels)
         fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
         subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
-        loader = _loader(subset, cfg)
+        loader = _loader(subset, cfg, device=device)
         return loader, loader
     if ctx.enabled:  # each process takes its share of every (global) batch
         sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank,
                                      shuffle=True, seed=seed, drop_last=True)
         train = _loader(train_set, cfg, sampler=CropSeedSampler(sampler, generator),
-                        drop_last=True, batch_size=cfg.batch_size // ctx.world)
-        return train, _loader(valid_set, cfg)
+                        drop_last=True, batch_size=cfg.batch_size // ctx.world, device=device)
+        return train, _loader(valid_set, cfg, device=device)
     # each clip's random crops come from a seed drawn here, in the main process, from the
     # seeded `generator` (as the shuffle is): the same run whatever train.num_workers
     sampler = CropSeedSampler(RandomSampler(train_set, generator=generator), generator)
     train = _loader(train_set, cfg, sampler=sampler, generator=generator,
-                    drop_last=len(train_set) > cfg.batch_size)  # BatchNorm needs batch > 1
-    return train, _loader(valid_set, cfg)
+                    drop_last=len(train_set) > cfg.batch_size,  # BatchNorm needs batch > 1
+                    device=device)
+    return train, _loader(valid_set, cfg, device=device)
 
 
 def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: int,
-                  labels: Path | None = None) -> DataLoader | None:
+                  labels: Path | None = None, device=None) -> DataLoader | None:
     """``train.train_score_clips`` training clips (a seeded choice, the same every epoch)
     with their evaluation crops: scoring them after each epoch gives a train lwlrap /
     accuracy curve beside the validation one at a small, fixed cost. None when off."""
@@ -222,7 +227,7 @@ def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: in
     fixed = FeatureSet(features_dir, ("train",), labels=labels)
     fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
     chosen = np.random.default_rng(seed).permutation(len(fixed))[:cfg.train_score_clips]
-    return _loader(Subset(fixed, sorted(chosen.tolist())), cfg)
+    return _loader(Subset(fixed, sorted(chosen.tolist())), cfg, device=device)
 
 
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
@@ -272,7 +277,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
     generator = seed_everything(seed)
     train_set, valid_set, spec = _datasets(features_dir, cfg, labels)
     train_loader, valid_loader = _loaders(features_dir, train_set, valid_set, spec, cfg,
-                                          generator, ctx, seed, labels)
+                                          generator, ctx, seed, labels, device)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **model_params)
     meta = {"model_name": name, "model_params": model_params,
@@ -300,7 +305,8 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
                       spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
                       parallel=parallel,
-                      score_loader=_score_loader(features_dir, spec, cfg, seed, labels))
+                      score_loader=_score_loader(features_dir, spec, cfg, seed, labels,
+                                                device))
     train_params = cfg.model_dump()
     if labels is not None:  # other labels, another run
         train_params["labels_file"] = resume.file_digest(labels)
