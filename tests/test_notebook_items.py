@@ -9,7 +9,9 @@ import pytest
 import torch
 from helpers import write_tone_dataset
 
-from audiotag.core.errors import ParamsError
+from audiotag.analysis.explore import explore_dataset
+from audiotag.core.errors import DataSourceError, ParamsError
+from audiotag.data.classes import reshape_classes
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.data.split import assign_roles
@@ -228,3 +230,53 @@ def test_pin_memory_on_cuda_only(multi):
     assert _loader(data, pinned, device=torch.device("cuda")).pin_memory
     assert not _loader(data, pinned, device=torch.device("cpu")).pin_memory
     assert not _loader(data, _cfg(), device=torch.device("cuda")).pin_memory
+
+
+# ---- 4: dataset exploration; data.min_clips_per_class, data.merge_classes --------------------
+
+def test_merge_classes_then_drop_rare_ones():
+    manifest = pd.DataFrame({
+        "clip_id": [f"c{i}" for i in range(8)],
+        "labels": ["rock", "punk", "punk;jazz", "jazz", "polka", "rock;polka", "jazz", "rock"],
+        "true_labels": ["rock", "punk", "punk", "jazz", "polka", "rock", "jazz", "rock"],
+        "subset": ["curated"] * 6 + ["test"] * 2})
+    classes = ["rock", "punk", "jazz", "polka"]
+    out, kept = reshape_classes(manifest, classes, merge={"punk": "rock"}, min_clips=3)
+    # punk -> rock (4 clips with rock), jazz 3, polka 2 < 3: dropped; clip c4 (polka only) goes
+    assert kept == ["rock", "jazz"]
+    assert out["clip_id"].tolist() == ["c0", "c1", "c2", "c3", "c5", "c6", "c7"]
+    assert out["labels"].tolist() == ["rock", "rock", "rock;jazz", "jazz", "rock", "jazz", "rock"]
+    assert out["true_labels"].tolist() == ["rock", "rock", "rock", "jazz", "rock", "jazz", "rock"]
+    same, same_classes = reshape_classes(manifest, classes, merge={}, min_clips=0)
+    assert same.equals(manifest) and same_classes == classes
+    with pytest.raises(DataSourceError, match=r"data\.merge_classes\.blues"):
+        reshape_classes(manifest, classes, merge={"blues": "rock"}, min_clips=0)
+    with pytest.raises(DataSourceError, match=r"data\.min_clips_per_class"):
+        reshape_classes(manifest, classes, merge={}, min_clips=100)  # nothing left
+
+
+def test_dataset_exploration_is_written(tmp_path):
+    root = tmp_path
+    df, _ = write_tone_dataset(root / "raw", counts=(("curated", 12), ("noisy", 6), ("test", 6)))
+    manifest, classes = read_manifest(root / "raw")
+    extract_features(manifest, classes, root / "raw", root / "features", FEATURES,
+                     SplitConfig(valid_fold=0))
+    summary = explore_dataset(root / "raw", root / "features", root / "data.json",
+                              root / "plots", examples_per_class=2)
+    saved = json.loads((root / "data.json").read_text())
+    assert saved == summary
+    for subset in ("curated", "noisy", "test"):
+        durations = df.loc[df["subset"] == subset, "duration_s"]
+        stats = saved["duration_s"][subset]
+        assert stats["median"] == pytest.approx(durations.median(), abs=1e-3)
+        assert stats["min"] <= stats["median"] <= stats["max"]
+        assert saved["clips"][subset] == len(durations)
+    counts = pd.read_csv(root / "plots/class_counts.csv")
+    assert counts.columns.tolist() == ["class", "curated", "noisy", "test", "total"]
+    for subset in ("curated", "noisy", "test"):
+        rows = df[df["subset"] == subset]
+        for name, n in zip(counts["class"], counts[subset], strict=True):
+            assert n == rows["labels"].str.split(";").apply(lambda ls, c=name: c in ls).sum()
+    assert (counts["total"] == counts[["curated", "noisy", "test"]].sum(axis=1)).all()
+    for png in ("class_histogram.png", "durations.png", "examples.png"):
+        assert (root / "plots" / png).stat().st_size > 1000, png
