@@ -21,10 +21,17 @@ from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.metrics import lwlrap
 from audiotag.models import create_model
-from audiotag.training.checkpoint import load_checkpoint
+from audiotag.models.registry import MAX_PARAMETERS
+from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import predict
-from audiotag.training.run import _loader, _score_loader, describe_task, train_model
+from audiotag.training.run import (
+    _loader,
+    _score_loader,
+    describe_task,
+    init_from_checkpoints,
+    train_model,
+)
 from audiotag.training.tasks import TaskSpec, make_loss
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
@@ -280,3 +287,49 @@ def test_dataset_exploration_is_written(tmp_path):
     assert (counts["total"] == counts[["curated", "noisy", "test"]].sum(axis=1)).all()
     for png in ("class_histogram.png", "durations.png", "examples.png"):
         assert (root / "plots" / png).stat().st_size > 1000, png
+
+
+# ---- 5: swin_v2_t in the zoo -------------------------------------------------------------------
+
+def test_swin_v2_t_is_a_zoo_backbone_under_the_parameter_cap(tmp_path):
+    from torchvision.models import swin_v2_t
+
+    torch.manual_seed(0)
+    model = create_model("swin_v2_t", 4, 16)  # random init: nothing is downloaded
+    n = sum(p.numel() for p in model.parameters())
+    assert 25e6 < n < MAX_PARAMETERS
+    out = model(torch.randn(2, 16, 24))  # tiny input: smaller than one attention window
+    assert out.shape == (2, 4) and torch.isfinite(out).all()
+    # a torchvision state_dict from a local file loads (3-channel patch embedding summed)
+    torch.save(swin_v2_t(weights=None).state_dict(), tmp_path / "swin.pth")
+    loaded = create_model("swin_v2_t", 4, 16, pretrained_weights=str(tmp_path / "swin.pth"),
+                          freeze_backbone=True)
+    assert loaded.backbone.features[0][0].weight.shape[1] == 1
+    assert not any(p.requires_grad for p in loaded.backbone.parameters())
+
+
+# ---- 6: init_from one checkpoint per branch (mixnet) -------------------------------------------
+
+def test_mixnet_initialised_from_a_trained_cnn1d_and_cnn2d(tmp_path):
+    torch.manual_seed(0)
+    wave = create_model("cnn1d", 3, 1, channels=[32, 64, 128])  # on waveforms: strided stem
+    spec = create_model("cnn2d", 3, 64, channels=[16, 32, 64])
+    for name, model in (("wave", wave), ("spec", spec)):
+        save_checkpoint(tmp_path / f"{name}.pt", model,
+                        {"model_name": name, "model_params": {}, "num_classes": 3, "n_mels": 1})
+    mix = create_model("mixnet", 5, 1)
+    head_before = mix.head.fc.weight.clone()
+    cfg = _cfg(init_from={"wave": str(tmp_path / "wave.pt"), "spec": str(tmp_path / "spec.pt")},
+               freeze_init=True)
+    loaded, _ = init_from_checkpoints(mix, "mixnet", cfg)
+    assert torch.equal(mix.wave_stem[0].weight, wave.stem[0].weight)
+    assert torch.equal(mix.wave_blocks[2][0].weight, wave.features[2][0].weight)
+    assert torch.equal(mix.wave_stem[1].running_var, wave.stem[1].running_var)
+    assert torch.equal(mix.spec_blocks[1][0].weight, spec.features[1][0].weight)
+    assert torch.equal(mix.head.fc.weight, head_before)  # the fused head starts fresh
+    assert not mix.wave_stem[0].weight.requires_grad and mix.head.fc.weight.requires_grad
+    assert any(k.startswith("spec_blocks.") for k in loaded)
+    with pytest.raises(ParamsError, match=r"train\.init_from\.waves: .*wave, spec"):
+        init_from_checkpoints(mix, "mixnet", _cfg(init_from={"waves": "x.pt"}))
+    with pytest.raises(ParamsError, match=r"train\.init_from: cnn2d has no branches"):
+        init_from_checkpoints(spec, "cnn2d", _cfg(init_from={"spec": "x.pt"}))

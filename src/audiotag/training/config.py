@@ -51,7 +51,9 @@ class TrainConfig(Strict):
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
     train_score_clips: int = Field(64, ge=0)  # fixed training clips scored per epoch; 0: off
-    init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
+    # checkpoint (model.pt) whose compatible layers are loaded, or one per branch of a
+    # model with branches (mixnet: {wave: <cnn1d model.pt>, spec: <cnn2d model.pt>})
+    init_from: str | dict[str, str] | None = None
     freeze_init: bool = False  # freeze the layers loaded from init_from
 
     @model_validator(mode="after")

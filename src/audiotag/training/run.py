@@ -230,6 +230,28 @@ def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: in
     return _loader(Subset(fixed, sorted(chosen.tolist())), cfg, device=device)
 
 
+def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """``train.init_from``: one checkpoint's compatible layers, or with a mapping one
+    checkpoint per branch of a model that declares ``init_branches`` (branch -> source
+    prefix -> own prefix; mixnet: a cnn1d trained on waveforms for ``wave``, a cnn2d for
+    ``spec``). Returns ``(loaded, skipped)`` tensor names of ``model``."""
+    if isinstance(cfg.init_from, str):
+        return load_compatible(model, cfg.init_from, cfg.freeze_init)
+    branches: dict[str, dict[str, str]] = getattr(model, "init_branches", {})
+    if not branches:
+        raise ParamsError(f"train.init_from: {name} has no branches; give one checkpoint "
+                          "path instead of a mapping")
+    loaded: list[str] = []
+    for branch, path in (cfg.init_from or {}).items():
+        if branch not in branches:
+            raise ParamsError(f"train.init_from.{branch}: {name} has the branches "
+                              f"{', '.join(branches)}")
+        got, _ = load_compatible(model, path, cfg.freeze_init, rename=branches[branch],
+                                 where=f"train.init_from.{branch}")
+        loaded += got
+    return loaded, [k for k in model.state_dict() if k not in set(loaded)]
+
+
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
                 model_dir: str | os.PathLike[str], live_dir: str | os.PathLike[str],
                 cfg: TrainConfig, seed: int,
@@ -288,7 +310,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
             "features": train_set.meta["config"], "stats": train_set.stats,
             "n_parameters": count_parameters(model)}
     if cfg.init_from:
-        loaded, skipped = load_compatible(model, cfg.init_from, cfg.freeze_init)
+        loaded, skipped = init_from_checkpoints(model, name, cfg)
         log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
                  len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
