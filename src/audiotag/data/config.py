@@ -20,7 +20,9 @@ class DataChecksConfig(Strict):
     max_bad_fraction: float = Field(0.01, ge=0, le=1)
     min_seconds: float = Field(0.1, ge=0)
     allow_unlabelled: bool = False
-    merge_classes: dict[str, str] = {}  # old class -> new name (merged), before counting
+    # old class -> new name (merged), before counting; None, not {}: `-S` can then set a
+    # mapping (an empty mapping in params.yaml refuses new keys)
+    merge_classes: dict[str, str] | None = None
     min_clips_per_class: int = Field(0, ge=0)  # rarer classes are dropped; 0: keep all
 
 

@@ -154,7 +154,8 @@ def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,
     manifest = screen_clips(manifest, out_dir, checks.max_bad_fraction,
                             min_seconds=checks.min_seconds, rename=rename)
     # counted on the clips that stay (after screening)
-    return reshape_classes(manifest, classes, checks.merge_classes, checks.min_clips_per_class)
+    return reshape_classes(manifest, classes, checks.merge_classes or {},
+                           checks.min_clips_per_class)
 
 
 def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, BaseModel]:
