@@ -9,7 +9,13 @@ import pytest
 import torch
 from helpers import write_tone_dataset
 
+from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.explore import explore_dataset
+from audiotag.analysis.saliency import activation_maps, input_saliency
+from audiotag.analysis.weight_report import analyse_weights
+from audiotag.cleaning.config import CleanConfig
+from audiotag.cleaning.cooccurrence import label_cooccurrence
+from audiotag.cleaning.run import clean_labels
 from audiotag.core.errors import DataSourceError, ParamsError
 from audiotag.data.classes import reshape_classes
 from audiotag.data.config import SplitConfig
@@ -333,3 +339,75 @@ def test_mixnet_initialised_from_a_trained_cnn1d_and_cnn2d(tmp_path):
         init_from_checkpoints(mix, "mixnet", _cfg(init_from={"waves": "x.pt"}))
     with pytest.raises(ParamsError, match=r"train\.init_from: cnn2d has no branches"):
         init_from_checkpoints(spec, "cnn2d", _cfg(init_from={"spec": "x.pt"}))
+
+
+# ---- 3: label co-occurrence per subset ---------------------------------------------------------
+
+def test_cooccurrence_per_subset_and_the_pairs_noisier_than_curated():
+    index = pd.DataFrame({
+        "labels": ["run;walk", "run", "walk", "bark;walk",
+                   "run;walk", "run;walk", "run;walk", "bark"],
+        "subset": ["curated"] * 4 + ["noisy"] * 4})
+    classes = ["run", "walk", "bark"]
+    matrices, pairs = label_cooccurrence(index, classes)
+    # per subset: share of the clips with row class that also carry the column class
+    assert matrices["curated"].loc["run", "walk"] == pytest.approx(1 / 2)
+    assert matrices["noisy"].loc["run", "walk"] == pytest.approx(1.0)
+    assert matrices["noisy"].loc["bark", "walk"] == 0.0
+    assert matrices["curated"].loc["walk", "walk"] == 1.0
+    # pairs: share of the subset's clips carrying both; noisy above curated listed, worst first
+    assert pairs[["a", "b"]].values.tolist() == [["run", "walk"]]
+    row = pairs.iloc[0]
+    assert row["curated"] == pytest.approx(0.25) and row["noisy"] == pytest.approx(0.75)
+    assert row["excess"] == pytest.approx(0.5)
+
+
+def test_clean_labels_writes_the_cooccurrence_plot_and_pairs(multi, tmp_path):
+    metrics = clean_labels(multi, tmp_path / "clean", tmp_path / "labels.json",
+                           tmp_path / "plots/flagged.csv", CleanConfig(method="none"), 0,
+                           cooccurrence_plot=tmp_path / "plots/cooccurrence.png")
+    assert (tmp_path / "plots/cooccurrence.png").stat().st_size > 1000
+    pairs = pd.read_csv(tmp_path / "clean/cooccurrence_pairs.csv")
+    assert list(pairs.columns) == ["a", "b", "curated", "noisy", "excess"]
+    assert (pairs["excess"] > 0).all()
+    saved = json.loads((tmp_path / "labels.json").read_text())
+    assert saved["cooccurrence_noisy_excess"] == metrics["cooccurrence_noisy_excess"]
+    assert len(saved["cooccurrence_noisy_excess"]) == min(len(pairs), 10)
+
+
+def test_the_report_lists_the_pairs_noisier_than_curated(tmp_path):
+    from audiotag.analysis.report import _data_markdown
+
+    (tmp_path / "labels.json").write_text(json.dumps({
+        "clips": {"curated": 4, "noisy": 4},
+        "cooccurrence_noisy_excess": [{"pair": "run + walk", "curated": 0.25, "noisy": 0.75}]}))
+    text = "\n".join(_data_markdown(tmp_path))
+    assert "| run + walk | 0.250 | 0.750 |" in text
+
+
+# ---- 9: activation maps and saliency in the weights stage -----------------------------------
+
+def test_saliency_is_the_input_gradient_of_the_top_class():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 5, 3))
+    x = torch.randn(2, 4, 5)
+    saliency, top, _ = input_saliency(model, x)
+    assert torch.equal(top, model(x).argmax(dim=1))
+    for i in range(2):  # linear model: d logit_k / dx = row k of the weight
+        expected = model[1].weight[top[i]].detach().abs().view(4, 5)
+        assert torch.allclose(saliency[i], expected)
+
+
+def test_weights_stage_draws_saliency_and_activation_maps(multi, tmp_path):
+    _train(multi, tmp_path, _cfg(epochs=1))
+    cfg = WeightsConfig(saliency_clips=3)
+    analyse_weights(tmp_path / "model", multi, tmp_path / "w.json", tmp_path / "plots", cfg)
+    for png in ("saliency.png", "activation_maps.png"):
+        assert (tmp_path / "plots" / png).stat().st_size > 1000, png
+    model, _ = load_checkpoint(tmp_path / "model/model.pt")
+    maps = activation_maps(model, torch.randn(2, 16, 63))
+    assert [m["layer"] for m in maps] == [n for n, m in model.named_modules()
+                                          if isinstance(m, torch.nn.Conv1d)]
+    for m in maps:  # per clip, a channel x time map of the activation and its gradient
+        assert m["activation"].shape == m["gradient"].shape and m["activation"].shape[0] == 2
+        assert m["gradient"].abs().sum() > 0
