@@ -77,15 +77,17 @@ def _plot_durations(manifest: pd.DataFrame, stats: dict, path: Path) -> None:
 
 
 def _plot_examples(store: FeatureSet, per_class: int, path: Path) -> None:
-    """``per_class`` clips of each class (single-label clips first, then the rest; training
-    clips, in index order) as their stored feature images."""
+    """``per_class`` clips of each class (curated before noisy, single-label before
+    multi-label; training clips, in index order) as their stored feature images."""
     labels = store.index["labels"].map(split_labels)
+    subsets = store.index["subset"].tolist()
     n = len(store.classes)
     fig, axes = plt.subplots(n, per_class, figsize=(2.2 * per_class, 1.3 * n + 0.5),
                              squeeze=False)
     for row, name in enumerate(store.classes):
         having = [i for i, ls in enumerate(labels) if name in ls]
-        having.sort(key=lambda i: len(labels[i]) > 1)  # stable: single-label ones first
+        # stable: curated before noisy (whose labels may be wrong), single-label first
+        having.sort(key=lambda i: (subsets[i] == "noisy", len(labels[i]) > 1))
         for col in range(per_class):
             ax = axes[row][col]
             ax.set_xticks([])
