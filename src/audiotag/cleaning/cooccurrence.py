@@ -56,8 +56,8 @@ def plot_cooccurrence(matrices: dict[str, pd.DataFrame],
     """One heatmap per subset (rows: the class given, columns: the class also given)."""
     n = len(next(iter(matrices.values())))
     size = 2.5 + 0.28 * n
-    fig, axes = plt.subplots(1, len(matrices), figsize=(size * len(matrices), size),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(1.3 * size * len(matrices), size),
+                             squeeze=False, layout="constrained")  # room for the class names
     for ax, (subset, m) in zip(axes[0], matrices.items(), strict=True):
         image = ax.imshow(m.to_numpy(), vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(n), m.columns, rotation=90, fontsize=7)
