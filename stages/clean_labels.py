@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output directory, e.g. data/clean")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--plot", required=True, help="CSV of the flagged fraction per class")
+    parser.add_argument("--cooccurrence", default=None,
+                        help="PNG of the label co-occurrence per subset")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -27,8 +29,9 @@ def main() -> None:
     cfg, train_cfg, model_params = parse_clean(raw, args.params)
     seed = parse_seed(raw, args.params)
     metrics = clean_labels(args.features, args.out, args.metrics, args.plot, cfg, seed,
-                           train_cfg, model_params)
-    log.info("label metrics: %s", {k: v for k, v in metrics.items() if k != "flagged_per_class"})
+                           train_cfg, model_params, cooccurrence_plot=args.cooccurrence)
+    log.info("label metrics: %s", {k: v for k, v in metrics.items()
+                                   if k not in ("flagged_per_class", "cooccurrence_noisy_excess")})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ class WeightsConfig(Strict):
     vanishing_ratio: float = Field(1e-3, gt=0)  # first/last layer grad norm below: vanishing
     exploding_ratio: float = Field(1e3, gt=0)  # first/last layer grad norm above: exploding
     exploding_norm: float = Field(1e3, gt=0)  # any layer's grad norm above: exploding
+    saliency_clips: int = Field(4, ge=1)  # validation clips of the saliency / activation maps
 
     @model_validator(mode="after")
     def _ordered(self) -> WeightsConfig:

@@ -204,6 +204,14 @@ def _data_markdown(metrics_dir: Path) -> list[str]:
     parts += [f"| {k} | {v} |" for k, v in labels.get("clips", {}).items()]
     if "measured_noise_rate" in labels:
         parts += ["", f"Label noise in the noisy subset: {labels['measured_noise_rate']:.3f}"]
+    pairs = labels.get("cooccurrence_noisy_excess") or []
+    if pairs:  # clean_labels: pairs labelled together more often in noisy than in curated
+        parts += ["", "Label pairs given together more often in the noisy subset than in the "
+                  "curated one (share of each subset's clips; all in "
+                  "`data/clean/cooccurrence_pairs.csv`, heatmaps in "
+                  "`plots/labels/cooccurrence.png`):", "",
+                  "| pair | curated | noisy |", "|---|---:|---:|"]
+        parts += [f"| {p['pair']} | {p['curated']:.3f} | {p['noisy']:.3f} |" for p in pairs]
     return parts + [""]
 
 

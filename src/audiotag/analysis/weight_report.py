@@ -12,6 +12,12 @@ import pandas as pd
 import torch
 
 from audiotag.analysis.config import WeightsConfig
+from audiotag.analysis.saliency import (
+    activation_maps,
+    input_saliency,
+    plot_activation_maps,
+    plot_saliency,
+)
 from audiotag.analysis.weights import (
     activation_stats,
     gradient_verdict,
@@ -51,6 +57,26 @@ def _write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str]) -> No
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False, float_format="%.6g")
 
 
+def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: dict[str, Any],
+                    clips: int, plots: Path, name: str) -> None:
+    """``saliency.png`` and ``activation_maps.png`` of the first ``clips`` clips of the
+    validation batch (best-epoch weights)."""
+    x = batch[:clips] if batch is not None else None
+    if x is None or not len(x):
+        log.warning("no validation or test clips: saliency and activation maps stay empty")
+        plot_activation_maps([], plots / "saliency.png", f"{name}: no clips")
+        plot_activation_maps([], plots / "activation_maps.png", f"{name}: no clips")
+        return
+    saliency, top, scores = input_saliency(model, x)
+    classes = list(meta.get("classes") or []) if meta.get("task") != "regression" else []
+    plot_saliency(x, saliency, top, scores, classes, plots / "saliency.png",
+                  f"{name}: input saliency |d top logit / d input| (validation clips, "
+                  f"best epoch)")
+    plot_activation_maps(activation_maps(model, x), plots / "activation_maps.png",
+                         f"{name}: activations and their gradients per conv layer "
+                         "(top class logit)")
+
+
 def analyse_weights(model_dir: str | os.PathLike[str], features_dir: str | os.PathLike[str],
                     metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                     cfg: WeightsConfig) -> dict[str, Any]:
@@ -80,6 +106,7 @@ def analyse_weights(model_dir: str | os.PathLike[str], features_dir: str | os.Pa
                           label="log10 |update| / |weights| (mean over steps)")
     plot_first_conv_filters(model, plots / "first_conv_filters.png",
                             f"{name}: first convolution layer's filters (best epoch)")
+    _saliency_plots(model, batch, meta, cfg.saliency_clips, plots, name)
     layers = layer_table(records, first, history)
     _write_csv(layers, plots / "layers.csv",
                ["name", "layer", "numel", "mean", "std", "l2", "l2_first", "frac_near_zero",

@@ -12,7 +12,9 @@ Actions on the flagged noisy clips:
 Outputs: ``<out>/labels.csv`` (``clip_id, labels, weight`` of every clip that trains; the
 ``train`` stage reads it, see :func:`audiotag.features.store.relabel_index`),
 ``<out>/label_issues.csv`` (one row per flagged clip, grouped by suspect class, worst first),
-``<out>/label_stats.csv``, the metrics JSON and the per-class plot CSV.
+``<out>/label_stats.csv``, ``<out>/cooccurrence_pairs.csv`` (class pairs labelled together
+more often in the noisy subset than in the curated one), the metrics JSON, the per-class
+plot CSV and the co-occurrence heatmaps.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from audiotag.cleaning.config import CleanConfig
+from audiotag.cleaning.cooccurrence import label_cooccurrence, plot_cooccurrence
 from audiotag.cleaning.passthrough import label_metrics, label_stats
 from audiotag.core.io import atomic_dir, atomic_path, write_json
 from audiotag.data.manifest import CLASSES_NAME, join_labels, labels_to_matrix, read_classes
@@ -161,11 +164,14 @@ def read_store_index(store: Path) -> tuple[pd.DataFrame, list[str]]:
 def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                  metrics_path: str | os.PathLike[str], plot_path: str | os.PathLike[str],
                  cfg: CleanConfig, seed: int, train_cfg: TrainConfig | None = None,
-                 model_params: dict[str, Any] | None = None) -> dict[str, Any]:
+                 model_params: dict[str, Any] | None = None,
+                 cooccurrence_plot: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Detect, act, write every output; returns the metrics written to ``metrics_path``.
 
     ``train_cfg``/``model_params``: how the detector trains (needed by every method that
-    trains one: ``cleanlab``, ``loss``, ``agreement``).
+    trains one: ``cleanlab``, ``loss``, ``agreement``). The label co-occurrence of the
+    given labels per subset (:mod:`.cooccurrence`) goes to ``<out>/cooccurrence_pairs.csv``,
+    its 10 worst pairs into the metrics, its heatmaps to ``cooccurrence_plot``.
     """
     start = time.perf_counter()
     store, out_dir = Path(features_dir), Path(out_dir)
@@ -191,6 +197,10 @@ def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         cleaned = apply_action(part, rows, flagged, suggested, cfg)
     metrics = {**label_metrics(index),
                **_outcome_metrics(part, cleaned, flagged, rows, classes)}
+    matrices, pairs = label_cooccurrence(index, classes)  # the labels as given
+    metrics["cooccurrence_noisy_excess"] = [
+        {"pair": f"{r.a} + {r.b}", "curated": round(r.curated, 4), "noisy": round(r.noisy, 4)}
+        for r in pairs.head(10).itertuples()]
     per_class = _per_class(part, issues, classes)
     metrics["flagged_per_class"] = dict(zip(classes, per_class["flagged"].tolist(), strict=True))
     after = pd.concat([cleaned, index[index["role"] != "train"]], ignore_index=True)
@@ -198,6 +208,9 @@ def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         cleaned[["clip_id", "labels", "weight"]].to_csv(tmp / LABELS_NAME, index=False)
         issues.to_csv(tmp / "label_issues.csv", index=False)
         label_stats(after, classes).to_csv(tmp / "label_stats.csv", index=False)
+        pairs.to_csv(tmp / "cooccurrence_pairs.csv", index=False)
+    if cooccurrence_plot is not None:
+        plot_cooccurrence(matrices, cooccurrence_plot)
     with atomic_path(plot_path) as tmp:
         per_class.to_csv(tmp, index=False)
     write_json(metrics_path, metrics)

@@ -20,6 +20,10 @@ class DataChecksConfig(Strict):
     max_bad_fraction: float = Field(0.01, ge=0, le=1)
     min_seconds: float = Field(0.1, ge=0)
     allow_unlabelled: bool = False
+    # old class -> new name (merged), before counting; None, not {}: `-S` can then set a
+    # mapping (an empty mapping in params.yaml refuses new keys)
+    merge_classes: dict[str, str] | None = None
+    min_clips_per_class: int = Field(0, ge=0)  # rarer classes are dropped; 0: keep all
 
 
 class SplitConfig(Strict):
@@ -28,6 +32,8 @@ class SplitConfig(Strict):
     valid_fold: int = Field(0, ge=0)
     train_subsets: list[Literal["curated", "noisy"]] = ["curated", "noisy"]
     valid_subsets: list[Literal["curated", "noisy"]] = ["curated"]
+    fraction: float = Field(1.0, gt=0, le=1)  # share of the training clips kept (stratified)
+    fraction_seed: int = 0  # which share: another seed, other clips
 
     @model_validator(mode="after")
     def _non_empty(self) -> SplitConfig:

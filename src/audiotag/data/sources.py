@@ -24,6 +24,7 @@ from audiotag.core.errors import DataSourceError, ParamsError
 from audiotag.core.params import parse_group, unknown_key
 from audiotag.core.registry import Registry
 from audiotag.data import common, esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
+from audiotag.data.classes import reshape_classes
 from audiotag.data.config import DataChecksConfig
 from audiotag.data.manifest import split_labels
 from audiotag.data.screen import screen_clips
@@ -79,7 +80,8 @@ DATA_KEYS = ("dataset", "inputs", *DataChecksConfig.model_fields)
 
 
 def parse_data_checks(raw: dict[str, Any], where: str = "params.yaml") -> DataChecksConfig:
-    """``data.max_bad_fraction``, ``data.min_seconds``, ``data.allow_unlabelled``."""
+    """``data.max_bad_fraction``, ``data.min_seconds``, ``data.allow_unlabelled``,
+    ``data.merge_classes``, ``data.min_clips_per_class``."""
     data = raw.get("data") or {}
     if not isinstance(data, dict):
         raise ParamsError(f"{where}: data: expected a mapping")
@@ -139,8 +141,9 @@ def check_labels(manifest: pd.DataFrame, allow_unlabelled: bool) -> pd.DataFrame
 def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,
                   checks: DataChecksConfig, rename: Callable[[str], str] | None = None,
                   ) -> tuple[pd.DataFrame, list[str]]:
-    """Run source ``name`` into ``out_dir``, check its labels (:func:`check_labels`) and
-    screen its clips (see :mod:`.screen`).
+    """Run source ``name`` into ``out_dir``, check its labels (:func:`check_labels`),
+    screen its clips (see :mod:`.screen`) and apply ``data.merge_classes`` and
+    ``data.min_clips_per_class`` (:func:`~audiotag.data.classes.reshape_classes`).
 
     Returns the manifest (bad clips excluded, ``duration_s``/``sample_rate`` measured from
     the files) and the classes; the caller validates and writes them. ``rename`` maps a
@@ -148,8 +151,11 @@ def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,
     """
     manifest, classes = SOURCES.get(name).write(cfg, out_dir, seed)
     manifest = check_labels(manifest, checks.allow_unlabelled)
-    return screen_clips(manifest, out_dir, checks.max_bad_fraction,
-                        min_seconds=checks.min_seconds, rename=rename), classes
+    manifest = screen_clips(manifest, out_dir, checks.max_bad_fraction,
+                            min_seconds=checks.min_seconds, rename=rename)
+    # counted on the clips that stay (after screening)
+    return reshape_classes(manifest, classes, checks.merge_classes or {},
+                           checks.min_clips_per_class)
 
 
 def parse_data(raw: dict[str, Any], where: str = "params.yaml") -> tuple[str, BaseModel]:

@@ -4,8 +4,8 @@ Every model maps a normalised log-mel batch ``(batch, n_mels, frames)`` to logit
 ``(batch, num_classes)``; build one by name with :func:`create_model`. Importing this
 package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``, ``resstn``,
 ``autoencoder``, ``resautoencoder``, ``mixnet`` (waveform + log-mel branches, on raw
-waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``, ``regnet_y_800mf``
-and ``efficientnet_v2_s``.
+waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``, ``regnet_y_800mf``,
+``efficientnet_v2_s`` and ``swin_v2_t``.
 
 Optional model capabilities are class attributes: ``accepts_waveform`` (takes
 ``(B, 1, samples)`` when ``n_mels == 1``), ``requires_waveform`` (takes nothing else,

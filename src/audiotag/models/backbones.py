@@ -1,7 +1,7 @@
 """ImageNet backbones from torchvision on 1-channel spectrograms.
 
-``resnet18``, ``resnet50``, ``regnet_y_800mf`` and ``efficientnet_v2_s``: the torchvision
-network with its first conv replaced by a 1-input-channel conv and its classifier
+``resnet18``, ``resnet50``, ``regnet_y_800mf``, ``efficientnet_v2_s`` and ``swin_v2_t``: the
+torchvision network with its first conv replaced by a 1-input-channel conv and its classifier
 replaced by the shared :class:`~audiotag.models.heads.ClassifierHead` on the pooled
 features. The log-mel image ``(B, n_mels, T)`` is fed as ``(B, 1, n_mels, T)``.
 
@@ -48,6 +48,9 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(tvm.resnet50, "conv1", "fc"),
     "regnet_y_800mf": BackboneSpec(tvm.regnet_y_800mf, "stem.0", "fc"),
     "efficientnet_v2_s": BackboneSpec(tvm.efficientnet_v2_s, "features.0.0", "classifier"),
+    # Swin Transformer V2-T: a 4x4 patch-embedding conv, shifted-window attention with
+    # log-spaced continuous position bias (any input size: windows and merges pad)
+    "swin_v2_t": BackboneSpec(tvm.swin_v2_t, "features.0.0", "head"),
 }
 
 
@@ -165,3 +168,10 @@ class EfficientnetV2S(ImageNetBackbone):
     """EfficientNetV2-S (20M parameters)."""
 
     arch = "efficientnet_v2_s"
+
+
+@register_model("swin_v2_t", config=BackboneConfig)
+class SwinV2T(ImageNetBackbone):
+    """Swin Transformer V2-T (28M parameters; Liu et al. 2022)."""
+
+    arch = "swin_v2_t"

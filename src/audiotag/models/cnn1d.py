@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 from pydantic import ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from audiotag.models.heads import HeadConfig, init_weights, make_activation
-from audiotag.models.layers import ConvBlock1d, MaxMeanHead, check_input
+from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_1d
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
 
 
@@ -18,14 +16,19 @@ class Cnn1dConfig(HeadConfig):
     Attributes:
         channels: output channels of each conv block (conv1d-BN-act-maxpool 2).
         kernel_size: temporal kernel size, odd so that padding keeps the frame count.
+        residual: residual blocks (two convs and a shortcut, :class:`ResBlock1d`).
         dropout: dropout before each head layer.
+        block_dropout: dropout after every conv block (0: none; the Italian notebook's
+            CNN1D had dropout in every layer).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels: ChannelList = Field(default_factory=lambda: [64, 64, 128])
     kernel_size: int = Field(default=5, ge=1)
+    residual: bool = False
     dropout: DropoutRate = 0.2
+    block_dropout: DropoutRate = 0.0
 
     @field_validator("kernel_size")
     @classmethod
@@ -61,12 +64,8 @@ class Cnn1d(nn.Module):
                 make_activation(cfg.activation, inplace=True),
                 nn.MaxPool1d(4, ceil_mode=True),
             )
-        self.features = nn.Sequential(
-            *(
-                ConvBlock1d(c_in, c_out, cfg.kernel_size, cfg.activation)
-                for c_in, c_out in pairwise([first, *cfg.channels])
-            )
-        )
+        self.features = conv_stack_1d(first, cfg.channels, cfg.kernel_size, cfg.activation,
+                                      cfg.residual, cfg.block_dropout)
         self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
 

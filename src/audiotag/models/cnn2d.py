@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
 from audiotag.models.heads import HeadConfig, init_weights
-from audiotag.models.layers import ConvBlock2d, MaxMeanHead, check_input
+from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_2d
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
 
 
@@ -17,18 +15,23 @@ class Cnn2dConfig(HeadConfig):
 
     Attributes:
         channels: output channels of each conv block (conv3x3-BN-act-maxpool 2x2).
+        residual: residual blocks (two conv3x3 and a shortcut, :class:`ResBlock2d`).
         dropout: dropout before each head layer.
+        block_dropout: dropout after every conv block (0: none).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
+    residual: bool = False
     dropout: DropoutRate = 0.2
+    block_dropout: DropoutRate = 0.0
 
 
 @register_model("cnn2d", config=Cnn2dConfig)
 class Cnn2d(nn.Module):
-    """2-D CNN: conv blocks halve frequency and time; mean over frequency, max+mean over time.
+    """2-D CNN: conv blocks (plain or residual) halve frequency and time; mean over
+    frequency, max+mean over time.
 
     ``(B, n_mels, T) -> (B, num_classes)`` logits.
     """
@@ -37,10 +40,8 @@ class Cnn2d(nn.Module):
         super().__init__()
         self.n_mels = n_mels
         self.cfg = cfg
-        self.features = nn.Sequential(
-            *(ConvBlock2d(c_in, c_out, (2, 2), cfg.activation)
-              for c_in, c_out in pairwise([1, *cfg.channels]))
-        )
+        self.features = conv_stack_2d(cfg.channels, cfg.activation, cfg.residual,
+                                      dropout=cfg.block_dropout)
         self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
 

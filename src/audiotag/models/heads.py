@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from audiotag.core.params import Strict
 
 Activation = Literal["relu", "gelu", "sigmoid", "prelu"]
 InitScheme = Literal["default", "kaiming", "xavier"]
+HeadNorm = Literal["layer", "batch", "none"]
 
 # Layers whose weights ``init`` re-initialises (recurrent cells and norms keep torch's init).
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
@@ -31,8 +32,12 @@ class HeadConfig(Strict):
 
     Attributes:
         head_layers: hidden layers of the classifier head, 0-3; each is dropout -> linear
-            -> LayerNorm -> activation. 0 is a single linear layer (after dropout).
-        head_hidden: units of each hidden head layer.
+            -> norm -> activation. 0 is a single linear layer (after dropout).
+        head_hidden: units of each hidden head layer, or a list with one width per
+            layer (tapered, e.g. ``[1024, 512]``; its length must be ``head_layers``).
+        head_norm: the norm of each hidden head layer: ``layer`` (LayerNorm: a clip's
+            output never depends on the batch), ``batch`` (BatchNorm over the features:
+            the notebooks' Linear-BN-PReLU) or ``none``.
         dropout: dropout before each head layer (and where a model says, inside it).
         activation: nonlinearity of the head's hidden layers and of the model's own
             conv/dense blocks (ImageNet backbones keep theirs; the GLU gates of ``crnn``
@@ -45,10 +50,27 @@ class HeadConfig(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     head_layers: int = Field(default=0, ge=0, le=3)
-    head_hidden: int = Field(default=128, ge=1)
+    head_hidden: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = 128
+    head_norm: HeadNorm = "layer"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
     activation: Activation = "relu"
     init: InitScheme = "default"
+
+    @field_validator("head_hidden")
+    @classmethod
+    def _widths(cls, value: int | list[int], info: ValidationInfo) -> int | list[int]:
+        layers = info.data.get("head_layers")  # validated first (declared before)
+        if isinstance(value, list) and layers is not None and len(value) != layers:
+            raise ValueError(f"{len(value)} widths for head_layers={layers}: give one width "
+                             "per hidden layer (or one number for all)")
+        return value
+
+    @property
+    def head_widths(self) -> list[int]:
+        """The width of each hidden head layer (``head_layers`` of them)."""
+        if isinstance(self.head_hidden, list):
+            return list(self.head_hidden)
+        return [self.head_hidden] * self.head_layers
 
 
 def make_activation(name: Activation, inplace: bool = False) -> nn.Module:
@@ -64,25 +86,41 @@ def make_activation(name: Activation, inplace: bool = False) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def hidden_layers(in_features: int, cfg: HeadConfig) -> nn.Sequential:
-    """``cfg.head_layers`` x (dropout -> linear -> LayerNorm -> act): ``(..., D) -> (..., H)``.
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the last dim of ``(..., D)``: every clip (and frame) is a sample."""
 
-    Works per clip ``(B, D)`` and per frame ``(B, T, D)`` (LayerNorm normalises the last
-    dim, so a clip's output never depends on the rest of the batch). Empty when
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def _norm(kind: HeadNorm, width: int) -> list[nn.Module]:
+    if kind == "layer":
+        return [nn.LayerNorm(width)]
+    if kind == "batch":
+        return [FeatureBatchNorm(width)]
+    return []
+
+
+def hidden_layers(in_features: int, cfg: HeadConfig) -> nn.Sequential:
+    """``cfg.head_layers`` x (dropout -> linear -> norm -> act): ``(..., D) -> (..., H)``.
+
+    Works per clip ``(B, D)`` and per frame ``(B, T, D)``; widths ``cfg.head_widths``,
+    norm ``cfg.head_norm`` (LayerNorm normalises the last dim, so a clip's output never
+    depends on the rest of the batch; BatchNorm does, in training). Empty when
     ``head_layers == 0``.
     """
     layers: list[nn.Module] = []
     width = in_features
-    for _ in range(cfg.head_layers):
-        layers += [nn.Dropout(cfg.dropout), nn.Linear(width, cfg.head_hidden),
-                   nn.LayerNorm(cfg.head_hidden), make_activation(cfg.activation)]
-        width = cfg.head_hidden
+    for hidden in cfg.head_widths:
+        layers += [nn.Dropout(cfg.dropout), nn.Linear(width, hidden),
+                   *_norm(cfg.head_norm, hidden), make_activation(cfg.activation)]
+        width = hidden
     return nn.Sequential(*layers)
 
 
 def head_width(in_features: int, cfg: HeadConfig) -> int:
     """Feature width after :func:`hidden_layers`."""
-    return cfg.head_hidden if cfg.head_layers else in_features
+    return cfg.head_widths[-1] if cfg.head_layers else in_features
 
 
 class ClassifierHead(nn.Module):

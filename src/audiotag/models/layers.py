@@ -44,30 +44,80 @@ def check_input(x: Tensor, n_mels: int) -> None:
         raise ValueError(f"expected input of shape (batch, {n_mels}, frames), got {tuple(x.shape)}")
 
 
+def _block_dropout(p: float) -> list[nn.Module]:
+    # appended after a block's own layers, so the parameter names stay those of a block
+    # without dropout (checkpoints and init_from load either way)
+    return [nn.Dropout(p)] if p > 0 else []
+
+
 class ConvBlock2d(nn.Sequential):
-    """conv3x3 -> BatchNorm -> act -> max-pool: ``(B, C_in, F, T) -> (B, C_out, F', T')``."""
+    """conv3x3 -> BatchNorm -> act -> max-pool (-> dropout):
+    ``(B, C_in, F, T) -> (B, C_out, F', T')``."""
 
     def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int],
-                 activation: Activation = "relu") -> None:
+                 activation: Activation = "relu", dropout: float = 0.0) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             make_activation(activation, inplace=True),
             nn.MaxPool2d(pool, ceil_mode=True),
+            *_block_dropout(dropout),
         )
 
 
 class ConvBlock1d(nn.Sequential):
-    """conv1d -> BatchNorm -> act -> max-pool(2): ``(B, C_in, T) -> (B, C_out, ceil(T/2))``."""
+    """conv1d -> BatchNorm -> act -> max-pool(2) (-> dropout):
+    ``(B, C_in, T) -> (B, C_out, ceil(T/2))``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 activation: Activation = "relu") -> None:
+                 activation: Activation = "relu", dropout: float = 0.0) -> None:
         super().__init__(
             nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
             nn.BatchNorm1d(out_channels),
             make_activation(activation, inplace=True),
             nn.MaxPool1d(2, ceil_mode=True),
+            *_block_dropout(dropout),
         )
+
+
+class ResBlock1d(nn.Module):
+    """Residual 1-D block then max-pool(2) (-> dropout): ``(B, C_in, T) -> (B, C_out, T')``.
+
+    ``act(BN(conv(act(BN(conv(x))))) + shortcut(x))``, the temporal analogue of
+    :class:`ResBlock2d`; the shortcut is a 1x1 conv + BN when the channel count changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 activation: Activation = "relu", dropout: float = 0.0) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.body = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size, padding=pad, bias=False),
+            nn.BatchNorm1d(out_channels),
+            make_activation(activation),
+            nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False),
+            nn.BatchNorm1d(out_channels),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False),
+                                          nn.BatchNorm1d(out_channels))
+        self.act = make_activation(activation)
+        self.pool = nn.Sequential(nn.MaxPool1d(2, ceil_mode=True), *_block_dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.act(self.body(x) + self.shortcut(x)))  # (B, C_out, T')
+
+
+def conv_stack_1d(in_channels: int, channels: list[int], kernel_size: int,
+                  activation: Activation, residual: bool = False,
+                  dropout: float = 0.0) -> nn.Sequential:
+    """Conv blocks (plain or residual), each halving time (ceil):
+    ``(B, in_channels, T) -> (B, channels[-1], ceil(T / 2^n))``."""
+    block = ResBlock1d if residual else ConvBlock1d
+    widths = [in_channels, *channels]
+    return nn.Sequential(*(block(widths[i], widths[i + 1], kernel_size, activation, dropout)
+                           for i in range(len(channels))))
 
 
 class GatedConvBlock2d(nn.Module):
@@ -146,7 +196,7 @@ class ResBlock2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int],
-                 activation: Activation = "relu") -> None:
+                 activation: Activation = "relu", dropout: float = 0.0) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
@@ -161,18 +211,21 @@ class ResBlock2d(nn.Module):
                                           nn.BatchNorm2d(out_channels))
         self.act = make_activation(activation)
         self.pool = nn.MaxPool2d(pool, ceil_mode=True)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.act(self.body(x) + self.shortcut(x)))  # (B, C_out, F', T')
+        out = self.pool(self.act(self.body(x) + self.shortcut(x)))  # (B, C_out, F', T')
+        return self.dropout(out)
 
 
 def conv_stack_2d(channels: list[int], activation: Activation, residual: bool,
-                  in_channels: int = 1) -> nn.Sequential:
-    """Conv blocks (plain or residual), each halving frequency and time (ceil):
+                  in_channels: int = 1, dropout: float = 0.0) -> nn.Sequential:
+    """Conv blocks (plain or residual), each halving frequency and time (ceil), each
+    followed by ``dropout`` when above 0:
     ``(B, in_channels, F, T) -> (B, channels[-1], ceil(F / 2^n), ceil(T / 2^n))``."""
     block = ResBlock2d if residual else ConvBlock2d
     widths = [in_channels, *channels]
-    return nn.Sequential(*(block(widths[i], widths[i + 1], (2, 2), activation)
+    return nn.Sequential(*(block(widths[i], widths[i + 1], (2, 2), activation, dropout)
                            for i in range(len(channels))))
 
 

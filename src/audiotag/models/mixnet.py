@@ -85,6 +85,11 @@ class MixNet(nn.Module):
 
     accepts_waveform = True  # features.kind=waveform is allowed (see training.run)
     requires_waveform = True  # ... and nothing else: n_mels must be 1
+    # train.init_from: {wave: ..., spec: ...}: each branch from a trained model's layers
+    # (checkpoint prefix -> own prefix): a cnn1d on waveforms (its strided stem and conv
+    # blocks; channels = wave_channels) and a cnn2d (its conv blocks; = spec_channels)
+    init_branches = {"wave": {"stem.": "wave_stem.", "features.": "wave_blocks."},
+                     "spec": {"features.": "spec_blocks."}}
 
     def __init__(self, num_classes: int, n_mels: int, cfg: MixNetConfig) -> None:
         super().__init__()

@@ -51,24 +51,32 @@ def load_checkpoint(path: str | os.PathLike[str],
 
 
 def load_compatible(model: torch.nn.Module, path: str | os.PathLike[str],
-                    freeze: bool = False) -> tuple[list[str], list[str]]:
+                    freeze: bool = False, rename: dict[str, str] | None = None,
+                    where: str = "train.init_from") -> tuple[list[str], list[str]]:
     """Transfer learning: copy into ``model`` every tensor of the checkpoint at ``path``
     whose name and shape match (a classifier head for another class count does not);
     ``freeze`` stops training the loaded parameters. Returns ``(loaded, skipped)`` names.
+
+    ``rename`` (source prefix -> this model's prefix) loads one branch of a model from
+    another model's layers: only the checkpoint's tensors under a source prefix count,
+    renamed (e.g. ``{"features.": "spec_blocks."}``).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"train.init_from: no checkpoint file {path!r}")
+        raise FileNotFoundError(f"{where}: no checkpoint file {path!r}")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     source = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(source, dict):
-        raise ValueError(f"train.init_from: {path!r} holds no state_dict")
+        raise ValueError(f"{where}: {path!r} holds no state_dict")
+    if rename is not None:
+        source = {new + k.removeprefix(old): v for k, v in source.items()
+                  for old, new in rename.items() if k.startswith(old)}
     own = model.state_dict()
     loaded = [k for k, v in source.items()
               if k in own and hasattr(v, "shape") and v.shape == own[k].shape]
     skipped = [k for k in own if k not in loaded]
     if not loaded:
-        raise ValueError(f"train.init_from: no tensor of {path!r} fits this model (was it "
+        raise ValueError(f"{where}: no tensor of {path!r} fits this model (was it "
                          f"trained as {ckpt.get('model_name', 'another model')!r}?)")
     model.load_state_dict({**own, **{k: source[k] for k in loaded}})
     if freeze:

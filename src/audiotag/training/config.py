@@ -21,6 +21,8 @@ class TrainConfig(Strict):
     task: Literal["auto", "multilabel", "singlelabel", "regression", "multitask"] = "auto"
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # singlelabel / single-label multitask
     regression_weight: float = Field(1.0, ge=0)  # multitask: weight of the regression MSE
+    targets: list[str] | None = None  # targets_* columns learnt (prefix optional); None: all
+    target_weights: list[float] | None = None  # per name in targets: scales its squared error
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
@@ -44,12 +46,16 @@ class TrainConfig(Strict):
     amp: bool = False  # mixed precision (CUDA only)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
+    pin_memory: bool = False  # pinned loader batches (CUDA only: faster host-to-GPU copies)
     threads: int = Field(1, ge=0)  # torch threads of the training process; 0: torch's default
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     nodes: int = Field(1, ge=1)  # >1: machines, each running `processes`, via rendezvous
     rdzv_endpoint: str | None = Field(None, pattern=r"^[^\s:]+:\d+$")  # host:port (nodes > 1)
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
-    init_from: str | None = None  # checkpoint (model.pt) whose compatible layers are loaded
+    train_score_clips: int = Field(64, ge=0)  # fixed training clips scored per epoch; 0: off
+    # checkpoint (model.pt) whose compatible layers are loaded, or one per branch of a
+    # model with branches (mixnet: {wave: <cnn1d model.pt>, spec: <cnn2d model.pt>})
+    init_from: str | dict[str, str] | None = None
     freeze_init: bool = False  # freeze the layers loaded from init_from
 
     @model_validator(mode="after")
@@ -59,6 +65,14 @@ class TrainConfig(Strict):
                              f"({self.epochs}); 0 turns SWA off")
         if self.freeze_init and not self.init_from:
             raise ValueError("freeze_init needs init_from (a checkpoint to load)")
+        if self.target_weights is not None:
+            if self.targets is None or len(self.target_weights) != len(self.targets):
+                raise ValueError("target_weights: one weight per name in train.targets "
+                                 f"({self.targets or 'not set: list the targets'})")
+            if min(self.target_weights) < 0 or not any(self.target_weights):
+                raise ValueError("target_weights must be >= 0, at least one above 0")
+        if self.targets is not None and not self.targets:
+            raise ValueError("targets: list at least one targets_* column, or null for all")
         world = self.processes * self.nodes
         if self.batch_size < world:
             raise ValueError(f"batch_size ({self.batch_size}) is the global batch, split over "

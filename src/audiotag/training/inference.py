@@ -80,7 +80,9 @@ def to_batch(items: Iterable[torch.Tensor], device: torch.device) -> Batch:
             noisy = t.to(device)
     if noisy is None:
         noisy = torch.zeros_like(w)
-    return Batch(x.to(device), y.to(device), w.to(device), noisy.to(device), lengths)
+    # non_blocking: from pinned memory (train.pin_memory) the copy to a GPU overlaps work
+    return Batch(x.to(device, non_blocking=True), y.to(device, non_blocking=True),
+                 w.to(device), noisy.to(device), lengths)
 
 
 @torch.no_grad()

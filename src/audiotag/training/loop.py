@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -71,6 +72,11 @@ class EpochResult:
     # the learning rate of each optimizer step (``lr`` is the first: a per-step schedule,
     # e.g. one cyclic triangle per epoch, shows only here)
     lr_steps: list[float] = field(default_factory=list)
+    # the same metrics on a fixed subset of training clips (``train.train_score_clips``,
+    # deterministic crops, eval mode): the gap to valid shows overfitting epoch by epoch
+    train_lwlrap: float = math.nan
+    train_accuracy: float = math.nan
+    seconds: float = math.nan  # wall time of the epoch (training + scoring)
 
     @property
     def score(self) -> float:
@@ -125,11 +131,13 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, spec: TaskSpec, cfg: TrainConfig,
                  device: torch.device, train_loader: DataLoader, valid_loader: DataLoader,
                  loader_generator: torch.Generator, seed: int, *, spectral: bool = True,
-                 overfit: bool = False, parallel: torch.nn.Module | None = None) -> None:
+                 overfit: bool = False, parallel: torch.nn.Module | None = None,
+                 score_loader: DataLoader | None = None) -> None:
         self.model = model.to(device)
         self.net = parallel if parallel is not None else self.model  # DDP wrapper, if any
         self.spec, self.cfg, self.device = spec, cfg, device
         self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.score_loader = score_loader  # fixed training clips scored after each epoch
         self.loader_generator = loader_generator
         self.generator = torch.Generator().manual_seed(seed + 1)  # augmentation draws
         self.overfit = overfit
@@ -301,10 +309,11 @@ class Trainer:
         return (total / max(seen, 1e-12), {k: v / max(steps, 1) for k, v in norm_sums.items()},
                 {k: v / max(steps, 1) for k, v in ratio_sums.items()}, lrs)
 
-    def _validate(self, model: torch.nn.Module) -> tuple[float, float, float]:
-        """``(valid loss, valid lwlrap, valid accuracy)`` of ``model``."""
-        scores, targets, loss = predict(model, self.valid_loader, self.device, self.loss_fn,
-                                        self.spec)
+    def _validate(self, model: torch.nn.Module,
+                  loader: DataLoader | None = None) -> tuple[float, float, float]:
+        """``(loss, lwlrap, accuracy)`` of ``model`` on ``loader`` (default: validation)."""
+        scores, targets, loss = predict(model, loader or self.valid_loader, self.device,
+                                        self.loss_fn, self.spec)
         c = self.spec.n_classes
         if not c:
             return loss, math.nan, math.nan
@@ -350,6 +359,7 @@ class Trainer:
                     p.requires_grad_(False)
             optimizer = self.ae_optimizer if reconstruct else self.optimizer
             lr = optimizer.param_groups[0]["lr"]
+            started = time.perf_counter()
             train_loss, norms, ratios, lrs = self._train_epoch(reconstruct)
             if reconstruct:
                 result = EpochResult(epoch, train_loss, self._validate_reconstruction(),
@@ -361,6 +371,10 @@ class Trainer:
                 loss, score, acc = self._validate(self.model)  # same weights in every process
                 result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc,
                                      lr_steps=lrs)
+                if self.score_loader is not None:
+                    _, result.train_lwlrap, result.train_accuracy = self._validate(
+                        self.model, self.score_loader)
+            result.seconds = time.perf_counter() - started
             self.history.append(result)
             is_best = result.score > self.best_score
             if epoch == 1:

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subs
 from audiotag.core.device import set_threads
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
+from audiotag.data.manifest import TARGET_PREFIX
 from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
@@ -59,6 +60,12 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
         live.log_metric("valid/lwlrap", result.valid_lwlrap)
     if _finite(result.valid_accuracy):
         live.log_metric("valid/accuracy", result.valid_accuracy)
+    if _finite(result.train_lwlrap):  # train.train_score_clips: the fixed training subset
+        live.log_metric("train/lwlrap", result.train_lwlrap)
+    if _finite(result.train_accuracy):
+        live.log_metric("train/accuracy", result.train_accuracy)
+    if _finite(result.seconds):
+        live.log_metric("epoch_seconds", result.seconds)
     live.log_metric("lr", result.lr)
     for layer, norm in result.grad_norms.items():
         live.log_metric(f"grad_norm/{layer}", norm)
@@ -81,18 +88,30 @@ def _log_lr_steps(live: Live, history: list[EpochResult]) -> None:
         tmp.write_text("step\tlr\n" + rows)
 
 
+def _saved(result: EpochResult) -> dict[str, Any]:
+    """An epoch as history.json keeps it: without its wall time, so that the model
+    directory (a DVC out) has the same hash whenever the same params train it."""
+    record = asdict(result)
+    record.pop("seconds")
+    return record
+
+
 def _worker_init(worker_id: int) -> None:  # one BLAS thread per loader worker
     import torch
     torch.set_num_threads(1)
 
 
 def _loader(data, cfg: TrainConfig, *, shuffle: bool = False, generator=None,
-            drop_last: bool = False, sampler=None, batch_size: int | None = None) -> DataLoader:
+            drop_last: bool = False, sampler=None, batch_size: int | None = None,
+            device=None) -> DataLoader:
+    """``train.pin_memory`` pins batches (faster copies to the GPU) only when ``device``
+    is CUDA: elsewhere pinning costs time and torch warns."""
     workers = cfg.num_workers
+    pin = cfg.pin_memory and device is not None and device.type == "cuda"
     return DataLoader(data, batch_size=batch_size or cfg.batch_size, shuffle=shuffle,
                       generator=generator, drop_last=drop_last, collate_fn=collate_clips,
                       num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                      sampler=sampler, persistent_workers=False)
+                      sampler=sampler, persistent_workers=False, pin_memory=pin)
 
 
 def check_model_accepts(name: str, kind: str) -> None:
@@ -110,22 +129,44 @@ def check_model_accepts(name: str, kind: str) -> None:
                           f"(it is {kind!r})")
 
 
+def selected_targets(cfg: TrainConfig, data: FeatureSet) -> list[str]:
+    """The ``targets_*`` columns a regression / multitask model learns, in output order:
+    ``train.targets`` (names with or without the prefix), or every column of the store."""
+    available = data.target_columns
+    if cfg.targets is None:
+        return available
+    chosen = []
+    for i, name in enumerate(cfg.targets):
+        column = name if name.startswith(TARGET_PREFIX) else TARGET_PREFIX + name
+        if column not in available:
+            known = ", ".join(c.removeprefix(TARGET_PREFIX) for c in available) or "none"
+            raise ParamsError(f"train.targets[{i}]: no regression target {name!r} in the "
+                              f"feature store (its targets_* columns: {known})")
+        chosen.append(column)
+    if len(set(chosen)) != len(chosen):
+        raise ParamsError("train.targets: a target is listed twice")
+    return chosen
+
+
 def describe_task(cfg: TrainConfig, data: FeatureSet) -> TaskSpec:
     """The task of this run: ``train.task`` (``auto`` resolved on the training clips) over
-    the store's classes and ``targets_*`` columns; a clear error when the data lack it."""
+    the store's classes and the ``targets_*`` columns of ``train.targets``; a clear error
+    when the data lack it."""
     counts = data.targets.sum(axis=1).astype(int).tolist()
-    task = resolve_task(cfg.task, counts, data.target_columns)
+    columns = selected_targets(cfg, data)
+    task = resolve_task(cfg.task, counts, columns)
     single = task == "multitask" and bool(counts) and all(n == 1 for n in counts)
     try:
-        spec = task_spec(task, len(data.classes), data.target_columns, cfg.label_smoothing,
-                         cfg.regression_weight, single_label=single)
+        spec = task_spec(task, len(data.classes), columns, cfg.label_smoothing,
+                         cfg.regression_weight, single_label=single,
+                         target_weights=tuple(cfg.target_weights or ()))
     except ValueError as err:
         raise ParamsError(f"train.task={cfg.task}: {err}") from None
     if spec.n_targets:
-        values = data.index[data.target_columns].apply(pd.to_numeric, errors="coerce")
+        values = data.index[columns].apply(pd.to_numeric, errors="coerce")
         if not values.notna().to_numpy().any():
             raise ParamsError(f"train.task={task}: no training clip has a value in "
-                              f"{', '.join(data.target_columns)}")
+                              f"{', '.join(columns)}")
     return spec
 
 
@@ -140,7 +181,7 @@ def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
         if len(data) == 0:
             raise ValueError(f"{features_dir}: no {name} clips (check the split params)")
     spec = describe_task(cfg, train_set)
-    columns = train_set.target_columns if spec.n_targets else []
+    columns = list(spec.targets)
     for data in (train_set, valid_set):
         data.select_outputs(spec.n_classes > 0, columns)
     if cfg.noisy_weight != 1.0:
@@ -152,28 +193,63 @@ def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
 
 def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, spec: TaskSpec,
              cfg: TrainConfig, generator, ctx: distributed.Context, seed: int,
-             labels: Path | None = None):
+             labels: Path | None = None, device=None):
     """Shuffled training loader and validation loader; with ``overfit_batches: N`` both
     are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
     if cfg.overfit_batches:
         fixed = FeatureSet(features_dir, ("train",), with_noisy=True, labels=labels)
-        fixed.select_outputs(spec.n_classes > 0,
-                             fixed.target_columns if spec.n_targets else [])
+        fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
         subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
-        loader = _loader(subset, cfg)
+        loader = _loader(subset, cfg, device=device)
         return loader, loader
     if ctx.enabled:  # each process takes its share of every (global) batch
         sampler = DistributedSampler(train_set, num_replicas=ctx.world, rank=ctx.rank,
                                      shuffle=True, seed=seed, drop_last=True)
         train = _loader(train_set, cfg, sampler=CropSeedSampler(sampler, generator),
-                        drop_last=True, batch_size=cfg.batch_size // ctx.world)
-        return train, _loader(valid_set, cfg)
+                        drop_last=True, batch_size=cfg.batch_size // ctx.world, device=device)
+        return train, _loader(valid_set, cfg, device=device)
     # each clip's random crops come from a seed drawn here, in the main process, from the
     # seeded `generator` (as the shuffle is): the same run whatever train.num_workers
     sampler = CropSeedSampler(RandomSampler(train_set, generator=generator), generator)
     train = _loader(train_set, cfg, sampler=sampler, generator=generator,
-                    drop_last=len(train_set) > cfg.batch_size)  # BatchNorm needs batch > 1
-    return train, _loader(valid_set, cfg)
+                    drop_last=len(train_set) > cfg.batch_size,  # BatchNorm needs batch > 1
+                    device=device)
+    return train, _loader(valid_set, cfg, device=device)
+
+
+def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: int,
+                  labels: Path | None = None, device=None) -> DataLoader | None:
+    """``train.train_score_clips`` training clips (a seeded choice, the same every epoch)
+    with their evaluation crops: scoring them after each epoch gives a train lwlrap /
+    accuracy curve beside the validation one at a small, fixed cost. None when off."""
+    if not cfg.train_score_clips or cfg.overfit_batches:
+        return None
+    fixed = FeatureSet(features_dir, ("train",), labels=labels)
+    fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
+    chosen = np.random.default_rng(seed).permutation(len(fixed))[:cfg.train_score_clips]
+    return _loader(Subset(fixed, sorted(chosen.tolist())), cfg, device=device)
+
+
+def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """``train.init_from``: one checkpoint's compatible layers, or with a mapping one
+    checkpoint per branch of a model that declares ``init_branches`` (branch -> source
+    prefix -> own prefix; mixnet: a cnn1d trained on waveforms for ``wave``, a cnn2d for
+    ``spec``). Returns ``(loaded, skipped)`` tensor names of ``model``."""
+    if isinstance(cfg.init_from, str):
+        return load_compatible(model, cfg.init_from, cfg.freeze_init)
+    branches: dict[str, dict[str, str]] = getattr(model, "init_branches", {})
+    if not branches:
+        raise ParamsError(f"train.init_from: {name} has no branches; give one checkpoint "
+                          "path instead of a mapping")
+    loaded: list[str] = []
+    for branch, path in (cfg.init_from or {}).items():
+        if branch not in branches:
+            raise ParamsError(f"train.init_from.{branch}: {name} has the branches "
+                              f"{', '.join(branches)}")
+        got, _ = load_compatible(model, path, cfg.freeze_init, rename=branches[branch],
+                                 where=f"train.init_from.{branch}")
+        loaded += got
+    return loaded, [k for k in model.state_dict() if k not in set(loaded)]
 
 
 def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.PathLike[str],
@@ -223,18 +299,18 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
     generator = seed_everything(seed)
     train_set, valid_set, spec = _datasets(features_dir, cfg, labels)
     train_loader, valid_loader = _loaders(features_dir, train_set, valid_set, spec, cfg,
-                                          generator, ctx, seed, labels)
+                                          generator, ctx, seed, labels, device)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **model_params)
     meta = {"model_name": name, "model_params": model_params,
             "num_classes": spec.n_outputs, "n_mels": train_set.n_mels,
             "task": spec.task, "single_label": spec.single_label,
             "classes": train_set.classes,
-            "targets": train_set.target_columns if spec.n_targets else [],
+            "targets": list(spec.targets),
             "features": train_set.meta["config"], "stats": train_set.stats,
             "n_parameters": count_parameters(model)}
     if cfg.init_from:
-        loaded, skipped = load_compatible(model, cfg.init_from, cfg.freeze_init)
+        loaded, skipped = init_from_checkpoints(model, name, cfg)
         log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
                  len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
@@ -250,7 +326,9 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
         meta["processes"] = ctx.world
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
                       spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
-                      parallel=parallel)
+                      parallel=parallel,
+                      score_loader=_score_loader(features_dir, spec, cfg, seed, labels,
+                                                device))
     train_params = cfg.model_dump()
     if labels is not None:  # other labels, another run
         train_params["labels_file"] = resume.file_digest(labels)
@@ -320,8 +398,8 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
             write_json(tmp / HISTORY_NAME, json_safe({
                 "model": name, "task": spec.task, "best_epoch": final["epoch"],
                 "layers": layer_names(model),  # model order of the per-layer records
-                "epochs": [asdict(r) for r in history],
-                "swa": asdict(swa) if swa is not None else None}))
+                "epochs": [_saved(r) for r in history],
+                "swa": _saved(swa) if swa is not None else None}))
     if resume_dir is not None:
-        resume.mark_complete(resume_dir, fp, [asdict(r) for r in history])
+        resume.mark_complete(resume_dir, fp, [_saved(r) for r in history])
     return history

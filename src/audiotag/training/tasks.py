@@ -39,6 +39,8 @@ class TaskSpec:
     label_smoothing: float = 0.0  # singlelabel (and multitask with single_label) only
     regression_weight: float = 1.0  # multitask: weight of the regression loss
     single_label: bool = False  # multitask: classes are one-of-C (softmax) not multi-hot
+    targets: tuple[str, ...] = ()  # the targets_* columns of the regression outputs (if known)
+    target_weights: tuple[float, ...] = ()  # per target, scales its squared error; (): all 1
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -54,6 +56,11 @@ class TaskSpec:
             raise ValueError(f"task {self.task} takes no regression targets")
         if self.task == "regression" and self.n_classes:
             raise ValueError("task regression has no class outputs")
+        if self.targets and len(self.targets) != self.n_targets:
+            raise ValueError(f"{self.n_targets} regression outputs, {len(self.targets)} names")
+        if self.target_weights and len(self.target_weights) != self.n_targets:
+            raise ValueError(f"target_weights: {len(self.target_weights)} weights for "
+                             f"{self.n_targets} regression targets")
 
     @property
     def n_outputs(self) -> int:
@@ -65,14 +72,19 @@ class TaskSpec:
         return self.task == "singlelabel" or (self.task == "multitask" and self.single_label)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-clip mean squared error over the known (non-NaN) targets: ``(B,)``.
+def masked_mse(pred: torch.Tensor, target: torch.Tensor,
+               weights: tuple[float, ...] = ()) -> torch.Tensor:
+    """Per-clip mean squared error over the known (non-NaN) targets: ``(B,)``; with
+    ``weights`` (one per target) each squared error is scaled by its target's weight.
 
     A clip with no known target contributes 0.
     """
     known = ~torch.isnan(target)
     diff = torch.where(known, pred - torch.nan_to_num(target), torch.zeros_like(pred))
-    return diff.pow(2).sum(dim=1) / known.sum(dim=1).clamp_min(1)
+    squared = diff.pow(2)
+    if weights:
+        squared = squared * torch.tensor(weights, dtype=squared.dtype, device=squared.device)
+    return squared.sum(dim=1) / known.sum(dim=1).clamp_min(1)
 
 
 def class_loss(logits: torch.Tensor, targets: torch.Tensor, softmax: bool,
@@ -99,7 +111,8 @@ def make_loss(spec: TaskSpec) -> ClipLoss:
                                        spec.label_smoothing)
         if spec.n_targets:
             weight = spec.regression_weight if c else 1.0
-            total = total + weight * masked_mse(outputs[:, c:], targets[:, c:])
+            total = total + weight * masked_mse(outputs[:, c:], targets[:, c:],
+                                                spec.target_weights)
         return total
 
     return loss
@@ -126,15 +139,18 @@ def resolve_task(task: str, label_counts: list[int], target_columns: list[str]) 
 
 def task_spec(task: str, n_classes: int, target_columns: list[str],
               label_smoothing: float = 0.0, regression_weight: float = 1.0,
-              single_label: bool = False) -> TaskSpec:
+              single_label: bool = False,
+              target_weights: tuple[float, ...] = ()) -> TaskSpec:
     """The :class:`TaskSpec` of a resolved ``task`` on a dataset with ``n_classes`` classes
-    and regression columns ``target_columns``."""
+    and regression columns ``target_columns`` (those the model learns, in output order)."""
     uses_classes = task != "regression"
     uses_targets = task in ("regression", "multitask")
     return TaskSpec(task=task, n_classes=n_classes if uses_classes else 0,
                     n_targets=len(target_columns) if uses_targets else 0,
                     label_smoothing=label_smoothing, regression_weight=regression_weight,
-                    single_label=single_label)
+                    single_label=single_label,
+                    targets=tuple(target_columns) if uses_targets else (),
+                    target_weights=tuple(target_weights) if uses_targets else ())
 
 
 def output_scores(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
