@@ -172,9 +172,8 @@ def test_exp_show_has_the_headline_metrics_and_verdict(project):
     metrics = exp["data"]["metrics"]
     for m in MODELS:
         evaluation = metrics[f"metrics/{m}.json"]["data"]
-        assert {"lwlrap", "mAP", "f1_micro", "inference_ms_per_clip"} <= set(evaluation)
-        assert isinstance(evaluation["overfit"]["loss_gap"], float)
-        verdict = metrics[f"metrics/weights/{m}.json"]["data"]["summary"]["verdict"]
-        assert verdict in ("healthy", "vanishing", "exploding")
+        assert {"lwlrap", "lwlrap_ci_low", "lwlrap_ci_high", "mAP", "f1_micro",
+                "inference_ms_per_clip"} <= set(evaluation)
+        assert f"metrics/weights/{m}.json" not in metrics  # details: not `dvc exp show` columns
     summary = (project / "reports/summary.md").read_text()
     assert all(f"| {m} |" in summary for m in MODELS) and "worst classes" in summary
