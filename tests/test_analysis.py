@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -105,3 +106,28 @@ def test_report_lists_known_issues(tmp_path):
     issues.write_text("clip,problem\n")
     with pytest.raises(ValueError, match="known_issues.csv: missing column"):
         write_report(["a"], metrics, tmp_path / "s.md", tmp_path / "lb.png", known_issues=issues)
+
+
+def test_report_writes_the_csvs_that_overlay_the_models(tmp_path):
+    metrics = tmp_path / "metrics"
+    for name, score in (("a", 0.5), ("b", 0.75)):
+        _metrics(metrics, name, score, lwlrap_by_subset_per_class=[
+            {"class": "x", "curated": 0.9, "noisy": 0.4}, {"class": "y", "curated": None,
+                                                           "noisy": 0.3}])
+        curves = metrics / "train" / name / "plots" / "metrics"
+        for tsv, column in (("train/loss.tsv", "loss"), ("valid/loss.tsv", "loss"),
+                            ("valid/lwlrap.tsv", "lwlrap")):
+            (curves / tsv).parent.mkdir(parents=True, exist_ok=True)
+            (curves / tsv).write_text(f"step\t{column}\n1\t0.5\n2\t{score}\n")
+    out = tmp_path / "plots/models"
+    write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png",
+                 models_plots=out)
+    valid = pd.read_csv(out / "valid_lwlrap.csv")
+    assert valid.columns.tolist() == ["epoch", "model", "curve", "value"]
+    assert valid.groupby("model")["value"].last().to_dict() == {"a": 0.5, "b": 0.75}
+    loss = pd.read_csv(out / "loss.csv")
+    assert sorted(set(loss["curve"])) == ["train loss", "validation loss"] and len(loss) == 8
+    per_class = pd.read_csv(out / "per_class_lwlrap.csv")
+    assert len(per_class) == 6 and set(per_class["model"]) == {"a", "b"}
+    scatter = pd.read_csv(out / "curated_vs_noisy.csv")  # a class without both is left out
+    assert scatter.values.tolist() == [["x", "a", 0.9, 0.4], ["x", "b", 0.9, 0.4]]

@@ -1,6 +1,7 @@
-"""`dvc metrics show` on a fresh run holds only headline numbers: at most 10 per model (its
-evaluation, training and weight files together) plus at most 10 for label cleaning
-(issue 18). Everything else lives in plain outs or plots."""
+"""A fresh run of 3 models (issue 18): `dvc metrics show` holds only headline numbers, at
+most 10 per model (its evaluation, training and weight files together) plus at most 10 for
+label cleaning; everything else lives in plain outs or plots, and `dvc plots show` has at
+most 30 plots, the top-level ones overlaying the models."""
 
 from __future__ import annotations
 
@@ -62,3 +63,29 @@ def test_metrics_show_is_headline_numbers_only(project):
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert "metrics/details/cnn2d.json" in [o["path"] for o in
                                             lock["stages"]["evaluate@cnn2d"]["outs"]]
+
+
+def test_plots_overlay_the_models_and_stay_few(project):
+    """At most 30 plots for 3 models; the top-level ones hold every model in one chart,
+    titled in words with units on the axes."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    plots = shown["data"]  # plot -> rendered entries (none for a header-only CSV)
+    assert len(plots) <= 30, sorted(plots)
+    assert not any("grad_norm/" in name for name in plots)  # one heatmap image per model
+    assert sum(name.endswith("grad_norms.png") for name in plots) == len(MODELS)
+    for name in ("plots/models/valid_lwlrap.csv", "plots/models/loss.csv",
+                 "plots/models/per_class_lwlrap.csv", "plots/models/curated_vs_noisy.csv"):
+        (entry,) = plots[name]
+        spec = entry["content"]
+        values = spec["data"]["values"]
+        assert {row["model"] for row in values} == set(MODELS), name
+        title = spec["title"]["text"]
+        assert "/" not in title and len(title.split()) >= 4, title
+    loss = plots["plots/models/loss.csv"][0]["content"]["data"]["values"]
+    assert {row["curve"] for row in loss} == {"train loss", "validation loss"}
+    scatter = plots["plots/models/curated_vs_noisy.csv"][0]["content"]
+    marks = [layer["mark"]["type"] for layer in scatter["layer"]]
+    assert marks == ["line", "point", "text"]  # the diagonal, the classes, their labels
+    assert scatter["layer"][2]["encoding"]["text"]["field"] == "class"
+    assert "(0-1)" in scatter["layer"][0]["encoding"]["x"]["title"]
