@@ -34,7 +34,10 @@ def exp_show() -> list[dict]:
                                                                             ("good", 0.004))
                                                 for s in (1, 2, 3))]
     failed = {"rev": "f" * 40, "name": "broken", "data": {"params": {}, "metrics": {}}}
-    base["experiments"] = [{"revs": [e]} for e in exps] + [{"revs": [failed]}]
+    # a queued run still running: `dvc exp show` gives it the workspace's metrics
+    running = _record("e" * 40, "running", 2, 0.004, 0.9)
+    base["experiments"] = [{"revs": [e]} for e in exps] + [{"revs": [failed]}] + [
+        {"executor": {"state": "running"}, "revs": [running]}]
     return [{"rev": "workspace", "name": None, "data": base["data"]}, base]
 
 
@@ -55,8 +58,8 @@ def loader(run, model):
 
 def test_seeds_are_grouped_and_differences_marked():
     runs = runs_from_exp_show(exp_show())
-    assert [r.name for r in runs][:2] == ["main", "bad-1"] and "broken" not in [r.name for r in
-                                                                                runs]
+    names = [r.name for r in runs]
+    assert names[:2] == ["main", "bad-1"] and "broken" not in names and "running" not in names
     header, rows = compare_table(runs, loader, resamples=500)
     assert header == ["experiments", "train.lr", "n", "m test lwlrap", "m Δ"]  # seed: grouped
     table = {r[1]: r for r in rows}

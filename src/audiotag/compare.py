@@ -104,7 +104,12 @@ def runs_from_exp_show(shown: list[dict[str, Any]]) -> list[Run]:
         base = _run(top, top.get("name") or top.get("rev", "")[:7], True)
         runs += [base] if base else []
         for exp in top.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state")
+            if state not in (None, "success"):  # queued, running (its metrics: the
+                continue                         # workspace's), failed
             for rec in exp.get("revs") or []:
+                if rec.get("error"):
+                    continue
                 run = _run(rec, rec.get("name") or exp.get("name"), False)
                 runs += [run] if run else []
     return runs or workspace
