@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
 	$(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PINS)
+	# the `dvc plots show/diff` page template with Vega inline (.dvc/plots.html): offline pages
+	$(BIN)/python -m audiotag.plots.offline
 	touch $@
 
 pipeline: install

@@ -18,7 +18,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--features", required=True, help="feature store from `features`")
     parser.add_argument("--out", required=True, help="output directory, e.g. data/clean")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--metrics", required=True, help="JSON of the headline metrics")
+    parser.add_argument("--details", default=None,
+                        help="JSON of every metric (clip counts, flagged clips per class)")
     parser.add_argument("--plot", required=True, help="CSV of the flagged fraction per class")
     parser.add_argument("--cooccurrence", default=None,
                         help="PNG of the label co-occurrence per subset")
@@ -29,7 +31,8 @@ def main() -> None:
     cfg, train_cfg, model_params = parse_clean(raw, args.params)
     seed = parse_seed(raw, args.params)
     metrics = clean_labels(args.features, args.out, args.metrics, args.plot, cfg, seed,
-                           train_cfg, model_params, cooccurrence_plot=args.cooccurrence)
+                           train_cfg, model_params, args.details,
+                           cooccurrence_plot=args.cooccurrence)
     log.info("label metrics: %s", {k: v for k, v in metrics.items()
                                    if k not in ("flagged_per_class", "cooccurrence_noisy_excess")})
 

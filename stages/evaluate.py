@@ -17,18 +17,23 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="models/<model>/model.pt (history.json beside it)")
     parser.add_argument("--features", required=True, help="feature store directory")
-    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--metrics", required=True,
+                        help="JSON of the headline metrics to write (test lwlrap and its CI, "
+                             "mAP, F1 or accuracy, best epoch, times, parameters)")
     parser.add_argument("--plots", required=True,
                         help="directory for the per-class, confusion and regression CSVs")
     parser.add_argument("--predictions", default=None,
                         help="CSV of the test clips' scores: clip_id, labels, one column per "
                              "class (and regression target)")
+    parser.add_argument("--details", default=None,
+                        help="JSON of every metric (per class, per subset, overfitting gap); "
+                             "--metrics gets only the headline numbers")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     cfg = parse_group(read_params(args.params), "evaluate", EvaluateConfig, args.params)
     evaluate_model(args.checkpoint, args.features, args.metrics, args.plots, cfg,
-                   args.predictions)
+                   args.predictions, args.details)
 
 
 if __name__ == "__main__":

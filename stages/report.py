@@ -24,12 +24,16 @@ def main() -> None:
     parser.add_argument("--known-issues", default=None,
                         help="optional CSV (clip_id,issue) of known dataset problems to list; "
                              "skipped when the file does not exist")
+    parser.add_argument("--models-plots", default=None,
+                        help="directory for the CSVs of the top-level plots that overlay "
+                             "the models (validation curves, per-class and curated-vs-noisy "
+                             "lwlrap)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     models = parse_train(read_params(args.params), args.params).models
     text = write_report(models, args.metrics, args.out, args.leaderboard, args.plots,
-                        args.known_issues)
+                        args.known_issues, args.models_plots)
     log.info("wrote %s\n%s", args.out, text)
 
 

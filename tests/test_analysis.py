@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -42,14 +43,17 @@ def test_gradient_heatmap(tmp_path):
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _metrics(root, name, score, **extra):
+def _metrics(root, name, score, ci=0.05, **extra):
     (root / "train" / name).mkdir(parents=True)
     (root / "weights").mkdir(exist_ok=True)
+    (root / "details").mkdir(exist_ok=True)
     per_class = [{"class": c, "lwlrap": v, "ap": v, "f1": v, "positives": 3}
                  for c, v in zip("xyz", (score, score / 2, 1.0), strict=True)]
-    (root / f"{name}.json").write_text(json.dumps({
-        "lwlrap": score, "valid_lwlrap": score, "best_epoch": 3, "n_parameters": 1000,
-        "inference_ms_per_clip": 2.0 if name == "a" else 3.0, "per_class": per_class, **extra}))
+    (root / "details" / f"{name}.json").write_text(json.dumps({
+        "lwlrap": score, "lwlrap_ci_low": score - ci, "lwlrap_ci_high": score + ci,
+        "valid_lwlrap": score, "best_epoch": 3, "n_parameters": 1000,
+        "inference_ms_per_clip": 2.0 if name == "a" else 3.0, "per_class": per_class,
+        "overfit": {"lwlrap_gap": -0.07 if name == "a" else 0.02}, **extra}))
     (root / "train" / name / "metrics.json").write_text(json.dumps(
         {"epochs_run": 4, "train_seconds": 12.0}))
     (root / "weights" / f"{name}.json").write_text(json.dumps(
@@ -63,9 +67,10 @@ def test_report_marks_the_best_model(tmp_path):
     _metrics(metrics, "b", 0.75, noisy_label_suspects=[
         {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
     text = write_report(["a", "b"], metrics, tmp_path / "r/summary.md", tmp_path / "p/lb.png")
-    assert "| a | 0.5000 |" in text and "| b | **0.7500** |" in text
-    assert "**2.00**" in text  # lower inference time is better
-    assert "**1,000**" in text.split("| a |")[1].split("\n")[0]  # ties: both bold
+    # b's CI [0.70, 0.80] lies above a's [0.45, 0.55]: a finding, in bold
+    assert "| a | 0.5000 | [0.450, 0.550] |" in text and "| b | **0.7500** |" in text
+    assert text.count("**") == 2  # nothing else ranked: not timings, sizes or gaps
+    assert "| -0.070 |" in text  # the gap is shown signed, never as "best"
     assert "accuracy" not in text  # no model has it: no column
     assert "](../p/lb.png)" in text
     assert "| y | 0.250 | 0.375 | 0.312 |" in text  # worst class first, mean of the models
@@ -75,6 +80,15 @@ def test_report_marks_the_best_model(tmp_path):
     assert (tmp_path / "p/lb.png").exists()
     with pytest.raises(FileNotFoundError, match="model 'c'"):
         write_report(["a", "c"], metrics, tmp_path / "x.md", tmp_path / "x.png")
+
+
+def test_report_bolds_no_difference_inside_the_cis(tmp_path):
+    metrics = tmp_path / "metrics"
+    _metrics(metrics, "a", 0.70, ci=0.04)
+    _metrics(metrics, "b", 0.75, ci=0.04)  # [0.71, 0.79] overlaps a's [0.66, 0.74]
+    text = write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png")
+    table = text.split("\n\n")[1]
+    assert "**" not in table and "| b | 0.7500 | [0.710, 0.790] |" in table
 
 
 def test_report_lists_known_issues(tmp_path):
@@ -92,3 +106,28 @@ def test_report_lists_known_issues(tmp_path):
     issues.write_text("clip,problem\n")
     with pytest.raises(ValueError, match="known_issues.csv: missing column"):
         write_report(["a"], metrics, tmp_path / "s.md", tmp_path / "lb.png", known_issues=issues)
+
+
+def test_report_writes_the_csvs_that_overlay_the_models(tmp_path):
+    metrics = tmp_path / "metrics"
+    for name, score in (("a", 0.5), ("b", 0.75)):
+        _metrics(metrics, name, score, lwlrap_by_subset_per_class=[
+            {"class": "x", "curated": 0.9, "noisy": 0.4}, {"class": "y", "curated": None,
+                                                           "noisy": 0.3}])
+        curves = metrics / "train" / name / "plots" / "metrics"
+        for tsv, column in (("train/loss.tsv", "loss"), ("valid/loss.tsv", "loss"),
+                            ("valid/lwlrap.tsv", "lwlrap")):
+            (curves / tsv).parent.mkdir(parents=True, exist_ok=True)
+            (curves / tsv).write_text(f"step\t{column}\n1\t0.5\n2\t{score}\n")
+    out = tmp_path / "plots/models"
+    write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png",
+                 models_plots=out)
+    valid = pd.read_csv(out / "valid_lwlrap.csv")
+    assert valid.columns.tolist() == ["epoch", "model", "curve", "value"]
+    assert valid.groupby("model")["value"].last().to_dict() == {"a": 0.5, "b": 0.75}
+    loss = pd.read_csv(out / "loss.csv")
+    assert sorted(set(loss["curve"])) == ["train loss", "validation loss"] and len(loss) == 8
+    per_class = pd.read_csv(out / "per_class_lwlrap.csv")
+    assert len(per_class) == 6 and set(per_class["model"]) == {"a", "b"}
+    scatter = pd.read_csv(out / "curated_vs_noisy.csv")  # a class without both is left out
+    assert scatter.values.tolist() == [["x", "a", 0.9, 0.4], ["x", "b", 0.9, 0.4]]

@@ -74,7 +74,7 @@ def test_repro_writes_sane_metrics_for_every_model(project):
     models = _models(project)
     assert len(models) >= 3
     for name in models:
-        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        metrics = json.loads((project / "metrics/details" / f"{name}.json").read_text())
         assert 0.0 < metrics["lwlrap"] <= 1.0
         assert metrics["n_test_clips"] == 12
         train = json.loads((project / "metrics/train" / name / "metrics.json").read_text())
@@ -92,7 +92,7 @@ def test_repro_writes_sane_metrics_for_every_model(project):
     summary = (project / "reports/summary.md").read_text()
     assert all(f"| {name} |" in summary for name in models)
     assert (project / "plots/leaderboard.png").exists()
-    labels = json.loads((project / "metrics/labels.json").read_text())
+    labels = json.loads((project / "metrics/details/labels.json").read_text())
     assert labels["clips"] == {"curated": 20, "noisy": 20, "test": 12}
 
 

@@ -126,11 +126,12 @@ def _fake(monkeypatch, tmp_path, preds, meta_extra=None, predictions=None):
                         lambda model, store, roles, bs, dev, spec=None: preds[roles[0]])
     history = {"epochs": [{"epoch": 1, "train_loss": 0.9, "valid_loss": 0.8},
                           {"epoch": 2, "train_loss": 0.3, "valid_loss": 0.5}]}
+    history["train_seconds"] = 7.5
     (tmp_path / "model").mkdir()
     (tmp_path / "model/history.json").write_text(json.dumps(history))
     return ev.evaluate_model(tmp_path / "model/model.pt", tmp_path / "features",
                              tmp_path / "m.json", tmp_path / "plots", EvaluateConfig(),
-                             predictions)
+                             predictions, tmp_path / "details.json")
 
 
 def test_evaluate_model_multilabel(monkeypatch, tmp_path):
@@ -157,8 +158,14 @@ def test_evaluate_model_multilabel(monkeypatch, tmp_path):
     assert pd.read_csv(plots / "lwlrap_by_subset.csv")["noisy"].notna().all()
     assert len(pd.read_csv(plots / "confusion.csv")) == 2  # the single-label test clips
     assert pd.read_csv(plots / "regression.csv").empty
+    # metrics/<model>.json: the headline only (`dvc metrics show`); details: every metric
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert saved["lwlrap"] == metrics["lwlrap"]
+    assert list(saved) == ["lwlrap", "lwlrap_ci_low", "lwlrap_ci_high", "valid_lwlrap", "mAP",
+                           "f1_micro", "best_epoch", "n_parameters", "inference_ms_per_clip",
+                           "train_seconds"]
+    assert saved["lwlrap"] == metrics["lwlrap"] and saved["train_seconds"] == 7.5
+    assert saved["lwlrap_ci_low"] <= saved["lwlrap"] <= saved["lwlrap_ci_high"]
+    assert json.loads((tmp_path / "details.json").read_text()) == metrics
 
 
 def test_evaluate_writes_per_clip_test_predictions(monkeypatch, tmp_path):
@@ -186,6 +193,8 @@ def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):
     assert single["accuracy"] == 0.75 and single["n_clips"] == 4
     assert single["f1_micro"] == 0.75
     assert metrics["accuracy"] == 0.75  # top level too, beside lwlrap
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert saved["accuracy"] == 0.75 and "f1_micro" not in saved  # the task's decision metric
     confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
     assert confusion.values.tolist() == [["a", "a"], ["b", "b"], ["c", "a"], ["a", "a"]]
     report = pd.read_csv(tmp_path / "plots/per_class_report.csv").set_index("class")

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"features"},
     {"training"},
     {"cleaning", "evaluation", "analysis"},
-    {"params_check", "params_doc", "predict", "export", "tune"},
+    {"params_check", "params_doc", "predict", "export", "tune", "compare"},
     {"cli"},
     {"__main__"},
 ]

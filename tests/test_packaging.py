@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 # import name -> distribution name, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
+DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow",
+                "vl_convert": "vl-convert-python"}
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:

@@ -3,6 +3,7 @@
     audiotag predict --checkpoint models/cnn2d/model.pt --out preds.csv clips/ a.wav
     audiotag export --checkpoint models/cnn2d/model.pt --format onnx --out cnn2d.onnx
     audiotag tune --trials 20            # the Optuna search (python -m audiotag.tune)
+    audiotag compare --md                # experiments as rows, seeds grouped, significance
 
 See docs/using-a-model.md.
 """
@@ -32,6 +33,13 @@ def _export(args: argparse.Namespace) -> None:
     out = args.out or f"{args.checkpoint.rsplit('.', 1)[0]}." + (
         "onnx" if args.format == "onnx" else "ts.pt")
     export_model(args.checkpoint, args.format, out)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from audiotag.compare import run_compare
+
+    print(run_compare(args.repo, args.json, args.md, args.ref, args.resamples, args.seed,
+                      args.alpha))
 
 
 def _tune(rest: list[str]) -> None:
@@ -72,6 +80,21 @@ def parser() -> argparse.ArgumentParser:
                         "a <out>.json sidecar holds classes and feature settings")
     e.set_defaults(run=_export)
 
+    c = sub.add_parser("compare", help="experiments of `dvc exp show` as one table: differing "
+                       "params, test lwlrap ± CI per model, seeds grouped, paired bootstrap "
+                       "significance (docs/experiments.md)")
+    c.add_argument("--md", action="store_true", help="a Markdown table")
+    c.add_argument("--repo", default=".", help="the DVC project (default: here)")
+    c.add_argument("--json", default=None,
+                   help="a saved `dvc exp show --json` instead of running it")
+    c.add_argument("--ref", default=None, help="experiment whose row the others are compared "
+                   "with (default: the baseline commit's row)")
+    c.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    c.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of the * mark (two-sided)")
+    c.set_defaults(run=_compare)
+
     # handled before parsing (main): every argument after `tune` is tune's own
     sub.add_parser("tune", help="hyperparameter search (audiotag tune -h for its options)")
     return top
@@ -85,11 +108,12 @@ def main(argv: list[str] | None = None) -> None:
         _tune(argv[1:])
         return
     args = parser().parse_args(argv)
+    from audiotag.compare import CompareError
     from audiotag.export import ExportError
 
     try:
         args.run(args)
-    except (*USER_ERRORS, ExportError) as err:
+    except (*USER_ERRORS, ExportError, CompareError) as err:
         log.error("error: %s", err)  # one line, no traceback
         sys.exit(2)
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from audiotag.core.io import read_json, write_text
+from audiotag.core.io import atomic_path, read_json, write_text
 from audiotag.plots import save_figure
 
 N_WORST = 10  # classes listed as the worst
@@ -25,22 +25,31 @@ class Column:
     title: str
     get: Callable[[dict], Any]  # per-model record -> value (KeyError: not available)
     fmt: str
-    better: str | None = None  # "max" | "min": the best model's cell is bold
+    # per-model record -> (low, high): the value's 95 % CI. Only a column with a CI marks a
+    # best model, and only when its CI lies above every other model's (a difference inside
+    # the noise of one run is not a finding); gaps, sizes and timings are never "best"
+    ci: Callable[[dict], tuple[float, float]] | None = None
+
+
+def _lwlrap_ci(r: dict) -> tuple[float, float]:
+    return r["eval"]["lwlrap_ci_low"], r["eval"]["lwlrap_ci_high"]
 
 
 COLUMNS = [
-    Column("test lwlrap", lambda r: r["eval"]["lwlrap"], "{:.4f}", "max"),
-    Column("test mAP", lambda r: r["eval"]["mAP"], "{:.4f}", "max"),
-    Column("test F1 (micro)", lambda r: r["eval"]["f1_micro"], "{:.4f}", "max"),
-    Column("accuracy", lambda r: r["eval"]["singlelabel"]["accuracy"], "{:.4f}", "max"),
-    Column("regression MSE", lambda r: r["eval"]["regression"]["mse"], "{:.4g}", "min"),
-    Column("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}", "max"),
-    Column("train−valid lwlrap", lambda r: r["eval"]["overfit"]["lwlrap_gap"], "{:.3f}", "min"),
+    Column("test lwlrap", lambda r: r["eval"]["lwlrap"], "{:.4f}", _lwlrap_ci),
+    Column("95 % CI", lambda r: _lwlrap_ci(r) if None not in _lwlrap_ci(r) else None,
+           "[{0:.3f}, {1:.3f}]"),
+    Column("test mAP", lambda r: r["eval"]["mAP"], "{:.4f}"),
+    Column("test F1 (micro)", lambda r: r["eval"]["f1_micro"], "{:.4f}"),
+    Column("accuracy", lambda r: r["eval"]["singlelabel"]["accuracy"], "{:.4f}"),
+    Column("regression MSE", lambda r: r["eval"]["regression"]["mse"], "{:.4g}"),
+    Column("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}"),
+    Column("train−valid lwlrap", lambda r: r["eval"]["overfit"]["lwlrap_gap"], "{:+.3f}"),
     Column("best epoch", lambda r: r["eval"]["best_epoch"], "{}"),
     Column("epochs run", lambda r: r["train"]["epochs_run"], "{}"),
-    Column("parameters", lambda r: r["eval"]["n_parameters"], "{:,}", "min"),
-    Column("ms / clip", lambda r: r["eval"]["inference_ms_per_clip"], "{:.2f}", "min"),
-    Column("train s", lambda r: r["train"]["train_seconds"], "{:.0f}", "min"),
+    Column("parameters", lambda r: r["eval"]["n_parameters"], "{:,}"),
+    Column("ms / clip", lambda r: r["eval"]["inference_ms_per_clip"], "{:.2f}"),
+    Column("train s", lambda r: r["train"]["train_seconds"], "{:.0f}"),
     Column("grad ratio first/last",
            lambda r: r["weights"]["summary"]["grad_ratio_first_last"], "{:.3g}"),
     Column("gradients", lambda r: r["weights"]["summary"]["verdict"], "{}"),
@@ -48,11 +57,13 @@ COLUMNS = [
 
 
 def collect(models: list[str], metrics_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """Every model's evaluation, training summary and weight summary, read from metrics/."""
+    """Every model's evaluation (every metric: ``details/<model>.json``), training summary
+    and weight summary, read from metrics/."""
     root = Path(metrics_dir)
     records = {}
     for name in models:
-        paths = {"eval": root / f"{name}.json", "train": root / "train" / name / "metrics.json",
+        paths = {"eval": root / "details" / f"{name}.json",
+                 "train": root / "train" / name / "metrics.json",
                  "weights": root / "weights" / f"{name}.json"}
         missing = [str(p) for p in paths.values() if not p.exists()]
         if missing:
@@ -69,27 +80,35 @@ def _value(record: dict, column: Column) -> Any:
 
 
 def markdown_table(records: dict[str, dict[str, Any]]) -> str:
-    """Models as rows, metrics as columns; the best value of each ranked column in bold.
-    Columns no model has (e.g. accuracy of a multi-label dataset) are left out."""
+    """Models as rows, metrics as columns. Columns no model has (e.g. accuracy of a
+    multi-label dataset) are left out. A model's test lwlrap is bold only when its 95 % CI
+    lies entirely above every other model's (:class:`Column`)."""
     values = {c.title: {m: _value(r, c) for m, r in records.items()} for c in COLUMNS}
     columns = [c for c in COLUMNS if any(v is not None for v in values[c.title].values())]
     best: dict[str, set[str]] = {}
     for c in columns:
-        known = {m: v for m, v in values[c.title].items() if isinstance(v, (int, float))}
-        if c.better and len(known) > 1:
-            target = (max if c.better == "max" else min)(known.values())
-            best[c.title] = {m for m, v in known.items() if v == target}
+        if c.ci is None or len(records) < 2:
+            continue
+        cis = {m: _value(r, Column(c.title, c.ci, "")) for m, r in records.items()}
+        if any(ci is None or None in ci for ci in cis.values()):
+            continue
+        best[c.title] = {m for m, (low, _) in cis.items()
+                         if all(low > high for o, (_, high) in cis.items() if o != m)}
     lines = ["| model | " + " | ".join(c.title for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name in records:
         cells = []
         for c in columns:
             value = values[c.title][name]
-            cell = "–" if value is None else c.fmt.format(value)
+            cell = ("–" if value is None else c.fmt.format(*value) if isinstance(value, tuple)
+                    else c.fmt.format(value))
             cells.append(f"**{cell}**" if name in best.get(c.title, ()) else cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nBold: the best model per column (highest score; lowest "
-                               "train−valid gap, parameter count and time).")
+    return "\n".join(lines) + (
+        "\n\nBold: a test lwlrap whose 95 % CI (bootstrap over the test clips) lies above "
+        "every other model's; overlapping CIs mean the difference is within one run's noise "
+        "(compare seeds with `audiotag compare`, docs/experiments.md). Gaps, sizes and "
+        "timings are facts, not rankings (timings vary between identical runs).")
 
 
 def worst_classes(records: dict[str, dict[str, Any]], n: int = N_WORST) -> pd.DataFrame:
@@ -174,7 +193,7 @@ def _links_markdown(models: list[str], plots_dir: Path, summary_dir: Path) -> li
 
 def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Grouped bars per model: every score of the table that some model has."""
-    scores = [c for c in COLUMNS[:5]
+    scores = [c for c in COLUMNS[:6] if c.title != "95 % CI"
               if any(_value(r, c) is not None for r in records.values())]
     names = list(records)
     x = np.arange(len(names))
@@ -196,7 +215,7 @@ def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike
 
 
 def _data_markdown(metrics_dir: Path) -> list[str]:
-    labels_path = metrics_dir / "labels.json"
+    labels_path = metrics_dir / "details" / "labels.json"  # clip counts: not a headline
     if not labels_path.exists():
         return []
     labels = read_json(labels_path)
@@ -215,14 +234,62 @@ def _data_markdown(metrics_dir: Path) -> list[str]:
     return parts + [""]
 
 
+# the files of the top-level plots of dvc.yaml that overlay the models (report --models-plots)
+CURVES = {  # file -> [(dvclive curve under metrics/train/<model>/plots/metrics, curve name)]
+    "valid_lwlrap.csv": [("valid/lwlrap.tsv", "validation lwlrap")],
+    "loss.csv": [("train/loss.tsv", "train loss"), ("valid/loss.tsv", "validation loss")],
+}
+
+
+def _curve_rows(metrics_dir: Path, model: str, tsv: str, curve: str) -> pd.DataFrame:
+    path = metrics_dir / "train" / model / "plots" / "metrics" / tsv
+    if not path.exists():  # e.g. no lwlrap of a regression task
+        return pd.DataFrame(columns=["epoch", "model", "curve", "value"])
+    table = pd.read_csv(path, sep="\t")
+    value = [c for c in table.columns if c not in ("step", "timestamp")]
+    if "step" not in table.columns or len(value) != 1:
+        raise ValueError(f"{path}: expected columns step and one value, got {list(table)}")
+    return pd.DataFrame({"epoch": table["step"], "model": model, "curve": curve,
+                         "value": table[value[0]]})
+
+
+def write_model_plots(records: dict[str, dict[str, Any]], metrics_dir: str | os.PathLike[str],
+                      out_dir: str | os.PathLike[str]) -> None:
+    """The CSVs the top-level plots of dvc.yaml draw, every model in one chart:
+    ``valid_lwlrap.csv`` and ``loss.csv`` (``epoch, model, curve, value``: training's
+    curves), ``per_class_lwlrap.csv`` (``class, model, lwlrap``: test) and
+    ``curated_vs_noisy.csv`` (``class, model, curated, noisy``: training clips)."""
+    root, out = Path(metrics_dir), Path(out_dir)
+    tables = {name: pd.concat([_curve_rows(root, m, tsv, curve) for m in records
+                               for tsv, curve in curves], ignore_index=True)
+              for name, curves in CURVES.items()}
+    tables["per_class_lwlrap.csv"] = pd.DataFrame(
+        [{"class": c["class"], "model": m, "lwlrap": c["lwlrap"]}
+         for m, r in records.items() for c in r["eval"].get("per_class") or []],
+        columns=["class", "model", "lwlrap"])
+    tables["curated_vs_noisy.csv"] = pd.DataFrame(
+        [{"class": c["class"], "model": m, "curated": c["curated"], "noisy": c["noisy"]}
+         for m, r in records.items()
+         for c in r["eval"].get("lwlrap_by_subset_per_class") or []
+         if None not in (c["curated"], c["noisy"])],
+        columns=["class", "model", "curated", "noisy"])
+    for name, table in tables.items():
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6g")
+
+
 def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
                  summary_path: str | os.PathLike[str],
                  leaderboard_path: str | os.PathLike[str],
                  plots_dir: str | os.PathLike[str] | None = None,
-                 known_issues: str | os.PathLike[str] | None = None) -> str:
-    """Write the markdown summary and the leaderboard plot; returns the markdown."""
+                 known_issues: str | os.PathLike[str] | None = None,
+                 models_plots: str | os.PathLike[str] | None = None) -> str:
+    """Write the markdown summary and the leaderboard plot (and, given ``models_plots``,
+    the CSVs of :func:`write_model_plots` there); returns the markdown."""
     records = collect(models, metrics_dir)
     plot_leaderboard(records, leaderboard_path)
+    if models_plots is not None:
+        write_model_plots(records, metrics_dir, models_plots)
     summary_dir = Path(summary_path).parent
     plots = Path(plots_dir) if plots_dir is not None else Path(leaderboard_path).parent
     rel = os.path.relpath(leaderboard_path, summary_dir)

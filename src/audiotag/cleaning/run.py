@@ -131,6 +131,11 @@ def _per_class(manifest: pd.DataFrame, issues: pd.DataFrame, classes: list[str])
                          "flagged_fraction": fraction}, columns=PLOT_COLUMNS)
 
 
+# kept out of `metrics:` (`dvc metrics show`): clip counts and the per-class counts (those
+# are plotted from the flagged-per-class CSV)
+DETAIL_KEYS = ("clips", "flagged_per_class", "cooccurrence_noisy_excess")
+
+
 def _outcome_metrics(raw: pd.DataFrame, cleaned: pd.DataFrame, flagged: np.ndarray,
                      rows: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Fraction kept; on data with ``true_labels``: detection scores and the noise left."""
@@ -165,8 +170,10 @@ def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                  metrics_path: str | os.PathLike[str], plot_path: str | os.PathLike[str],
                  cfg: CleanConfig, seed: int, train_cfg: TrainConfig | None = None,
                  model_params: dict[str, Any] | None = None,
+                 details_path: str | os.PathLike[str] | None = None,
                  cooccurrence_plot: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Detect, act, write every output; returns the metrics written to ``metrics_path``.
+    """Detect, act, write every output; returns every metric. ``metrics_path`` gets the
+    headline numbers (all but :data:`DETAIL_KEYS`), ``details_path`` (when given) all.
 
     ``train_cfg``/``model_params``: how the detector trains (needed by every method that
     trains one: ``cleanlab``, ``loss``, ``agreement``). The label co-occurrence of the
@@ -213,7 +220,9 @@ def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         plot_cooccurrence(matrices, cooccurrence_plot)
     with atomic_path(plot_path) as tmp:
         per_class.to_csv(tmp, index=False)
-    write_json(metrics_path, metrics)
+    if details_path is not None:
+        write_json(details_path, metrics)
+    write_json(metrics_path, {k: v for k, v in metrics.items() if k not in DETAIL_KEYS})
     log.info("clean.method=%s action=%s: flagged %d of %d noisy clips in %.1f s",
              cfg.method, cfg.action, metrics["flagged"], len(rows), time.perf_counter() - start)
     return metrics

@@ -44,7 +44,7 @@ from audiotag.metrics.classification import (
     singlelabel_prf,
     tune_threshold,
 )
-from audiotag.metrics.lwlrap import per_class_lwlrap
+from audiotag.metrics.lwlrap import bootstrap_lwlrap, per_class_lwlrap
 from audiotag.metrics.regression import regression_metrics
 from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
@@ -59,6 +59,13 @@ BY_SUBSET_CSV = "lwlrap_by_subset.csv"
 CONFUSION_CSV = "confusion.csv"
 REPORT_CSV = "per_class_report.csv"
 REGRESSION_CSV = "regression.csv"
+# the headline numbers of `metrics:` (`dvc metrics show`, `dvc exp show` columns): the first
+# MAX_HEADLINE of these a model has, in this order (tests/test_headline_metrics.py); every
+# metric is in the details file. valid_lwlrap is what `audiotag tune` optimises.
+HEADLINE = ("lwlrap", "lwlrap_ci_low", "lwlrap_ci_high", "valid_lwlrap", "mAP", "f1_micro",
+            "accuracy", "regression_mse", "best_epoch", "n_parameters",
+            "inference_ms_per_clip", "train_seconds")
+MAX_HEADLINE = 10
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -257,13 +264,32 @@ def per_clip_table(pred: ClipPredictions, outputs: list[str]) -> pd.DataFrame:
     return table
 
 
+def headline(details: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers of ``metrics/<model>.json`` (:data:`HEADLINE`, those the task has:
+    F1 for multi-label test clips, accuracy instead when every test clip has one label, MSE
+    for regression), taken from every metric."""
+    values = {**details, "regression_mse": (details.get("regression") or {}).get("mse")}
+    if "accuracy" in values:  # single-label: accuracy is the decision metric, not F1
+        values.pop("f1_micro", None)
+    present = [k for k in HEADLINE if values.get(k) is not None][:MAX_HEADLINE]
+    return {k: values[k] for k in present}
+
+
+def _train_seconds(history_path: Path) -> float | None:
+    if not history_path.exists():
+        return None
+    return read_json(history_path).get("train_seconds")
+
+
 def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
                    metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                    cfg: EvaluateConfig,
-                   predictions_path: str | os.PathLike[str] | None = None) -> dict:
-    """Score ``checkpoint`` on the test clips; write ``metrics_path``, the CSVs of
-    ``plots_dir`` (see the module doc) and, given ``predictions_path``, the test clips'
-    scores (:func:`per_clip_table`). Returns the metrics."""
+                   predictions_path: str | os.PathLike[str] | None = None,
+                   details_path: str | os.PathLike[str] | None = None) -> dict:
+    """Score ``checkpoint`` on the test clips; write the headline numbers to
+    ``metrics_path`` (:func:`headline`), every metric to ``details_path`` (when given), the
+    CSVs of ``plots_dir`` (see the module doc) and, given ``predictions_path``, the test
+    clips' scores (:func:`per_clip_table`). Returns every metric."""
     set_threads(cfg.threads)
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
@@ -284,11 +310,15 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     if task in CLASSIFICATION_TASKS and _labelled(test):
         ml, per_class = multilabel_metrics(test, valid, n_classes)
         metrics.update(ml)
+        low, high = bootstrap_lwlrap(test.targets, test.scores[:, :n_classes],
+                                     cfg.bootstrap_resamples, cfg.bootstrap_seed)
+        metrics["lwlrap_ci_low"], metrics["lwlrap_ci_high"] = _r(low), _r(high)
     metrics.update({
         "valid_lwlrap": _r(meta.get("valid_lwlrap")),
         "best_epoch": int(meta["epoch"]),
         "n_parameters": int(meta["n_parameters"]),
         "inference_ms_per_clip": _r(1000 * test.seconds / max(len(test), 1), 4),
+        "train_seconds": _train_seconds(Path(checkpoint).parent / "history.json"),
     })
     by_subset, overfit_lwlrap, subset_table = split_analysis(train, valid if n_classes else None,
                                                            test.classes)
@@ -313,6 +343,10 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
         metrics["per_class"] = _per_class_list(per_class)
     if by_subset:
         metrics["noisy_label_suspects"] = noisy_label_suspects(subset_table)
+        # every class, for the report's curated-vs-noisy chart of all models
+        metrics["lwlrap_by_subset_per_class"] = [
+            {"class": r["class"], "curated": _r(r["curated"]), "noisy": _r(r["noisy"])}
+            for _, r in subset_table.iterrows()]
 
     plots = Path(plots_dir)
     for table, name in ((per_class, PER_CLASS_CSV), (subset_table, BY_SUBSET_CSV),
@@ -324,7 +358,9 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                             f"{meta['model_name']}: predicted vs true")
     if predictions_path is not None:
         _write_csv(per_clip_table(test, output_names(meta)), Path(predictions_path))
-    write_json(metrics_path, metrics)
+    if details_path is not None:
+        write_json(details_path, metrics)
+    write_json(metrics_path, headline(metrics))
     log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
              metrics.get("lwlrap"), len(test), metrics["inference_ms_per_clip"] or 0)
     return metrics

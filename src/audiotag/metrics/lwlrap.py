@@ -75,3 +75,83 @@ def per_class_lwlrap(truth: np.ndarray, scores: np.ndarray) -> LwlrapResult:
 def lwlrap(truth: np.ndarray, scores: np.ndarray) -> float:
     """Overall lwlrap; see :func:`per_class_lwlrap`."""
     return per_class_lwlrap(truth, scores).overall
+
+
+def clip_precisions(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per clip: the sum of its true labels' precisions and its number of true labels.
+
+    Overall lwlrap is ``sum(p) / sum(n)`` over the clips, so a bootstrap over clips only
+    resamples these two vectors (:func:`bootstrap_lwlrap`, :func:`paired_bootstrap`).
+    """
+    truth = np.asarray(truth)
+    scores = np.asarray(scores, dtype=np.float64)
+    if truth.shape != scores.shape or truth.ndim != 2:
+        raise ValueError(f"truth {truth.shape} and scores {scores.shape} must be equal (N, C)")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or inf")
+    return _label_precisions(truth, scores).sum(axis=1), (truth > 0).sum(axis=1)
+
+
+def _resampled(n_clips: int, resamples: int, seed: int) -> np.ndarray:
+    """``(resamples, n_clips)`` clip indices drawn with replacement (seeded)."""
+    return np.random.default_rng(seed).integers(0, n_clips, size=(resamples, n_clips))
+
+
+def bootstrap_lwlrap(truth: np.ndarray, scores: np.ndarray, resamples: int = 1000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """``(low, high)`` percentile bootstrap interval of overall lwlrap over the clips."""
+    p, n = clip_precisions(truth, scores)
+    if not n.any():
+        raise ValueError("no clip has a true label: lwlrap is undefined")
+    idx = _resampled(len(p), resamples, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = p[idx].sum(axis=1) / n[idx].sum(axis=1)
+    values = values[np.isfinite(values)]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_bootstrap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                     resamples: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float, float]:
+    """Difference of overall lwlrap ``a - b`` on the same clips, resampled together.
+
+    ``a``/``b``: :func:`clip_precisions` of two predictions of the same clips in the same
+    order. Returns ``(difference, low, high, p)``: the observed difference, its percentile
+    interval, and the two-sided bootstrap p-value (twice the smaller share of resampled
+    differences on either side of 0).
+    """
+    (pa, na), (pb, nb) = a, b
+    if len(pa) != len(pb) or not np.array_equal(na, nb):
+        raise ValueError("paired bootstrap needs the same clips with the same labels")
+    return paired_bootstrap_blocks([(pa, pb, na)], resamples, seed, level)
+
+
+def paired_bootstrap_blocks(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                            resamples: int = 1000, seed: int = 0,
+                            level: float = 0.95) -> tuple[float, float, float, float]:
+    """:func:`paired_bootstrap` of the mean difference over several test sets.
+
+    Each block ``(pa, pb, n)`` is one test set: per clip, the precision sums of ``a`` and
+    ``b`` (e.g. averaged over seeds that share this test set) and the clip's true-label
+    count. The statistic is the mean over blocks of ``lwlrap(a) - lwlrap(b)``; each block's
+    clips are resampled on their own, the same draw for ``a`` and ``b``.
+    """
+    if not blocks:
+        raise ValueError("paired bootstrap needs at least one shared test set")
+    rng = np.random.default_rng(seed)
+    observed, diffs = 0.0, np.zeros(resamples)
+    for pa, pb, n in blocks:
+        if not len(pa) == len(pb) == len(n) or not n.any():
+            raise ValueError("paired bootstrap needs the same labelled clips in a and b")
+        observed += (pa.sum() - pb.sum()) / n.sum()
+        idx = rng.integers(0, len(n), size=(resamples, len(n)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            diffs += (pa[idx].sum(axis=1) - pb[idx].sum(axis=1)) / n[idx].sum(axis=1)
+    observed, diffs = observed / len(blocks), diffs / len(blocks)
+    diffs = diffs[np.isfinite(diffs)]
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    p = min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))
+    return float(observed), float(low), float(high), float(p)

@@ -397,6 +397,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
                             {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
             write_json(tmp / HISTORY_NAME, json_safe({
                 "model": name, "task": spec.task, "best_epoch": final["epoch"],
+                "train_seconds": live.summary["train_seconds"],
                 "layers": layer_names(model),  # model order of the per-layer records
                 "epochs": [_saved(r) for r in history],
                 "swa": _saved(swa) if swa is not None else None}))

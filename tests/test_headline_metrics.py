@@ -1,0 +1,91 @@
+"""A fresh run of 3 models (issue 18): `dvc metrics show` holds only headline numbers, at
+most 10 per model (its evaluation, training and weight files together) plus at most 10 for
+label cleaning; everything else lives in plain outs or plots, and `dvc plots show` has at
+most 30 plots, the top-level ones overlaying the models."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import yaml
+from dvc_project import make_project, run
+
+pytestmark = pytest.mark.e2e
+MODELS = ["cnn2d", "cnn1d", "crnn"]
+
+
+def numbers(value) -> int:
+    """How many numbers a metrics value holds (nested dicts and lists included)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return 1
+    if isinstance(value, dict):
+        return sum(numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(numbers(v) for v in value)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def project(repo_root, tmp_path_factory):
+    root = make_project(repo_root, tmp_path_factory.mktemp("headline"),
+                        {"train": {"models": MODELS}})
+    run(["dvc", "repro"], root)
+    return root
+
+
+def test_metrics_show_is_headline_numbers_only(project):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    (workspace,) = shown.values()  # one revision: the workspace ("" in DVC 3.x's JSON)
+    files = workspace["data"]
+    per_owner: Counter[str] = Counter()
+    for path, entry in files.items():
+        owner = next((m for m in MODELS if m in path.replace("\\", "/").split("/")
+                      or path.endswith(f"/{m}.json")), "other")
+        per_owner[owner] += numbers(entry.get("data", {}))
+    assert set(per_owner) >= set(MODELS), per_owner
+    for model in MODELS:
+        assert per_owner[model] <= 10, (model, per_owner, sorted(files))
+    assert per_owner["other"] <= 10, (per_owner, sorted(files))
+    # the headline a researcher looks for first: test lwlrap inside its bootstrap CI
+    for model in MODELS:
+        head = files[f"metrics/{model}.json"]["data"]
+        assert head["lwlrap_ci_low"] <= head["lwlrap"] <= head["lwlrap_ci_high"]
+        for key in ("mAP", "best_epoch", "train_seconds", "inference_ms_per_clip",
+                    "n_parameters"):
+            assert isinstance(head[key], int | float), key
+    # the details moved out of `metrics:` are still written (plain outs)
+    details = json.loads((project / "metrics/details/cnn2d.json").read_text())
+    assert {"per_class", "overfit"} <= set(details)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert "metrics/details/cnn2d.json" in [o["path"] for o in
+                                            lock["stages"]["evaluate@cnn2d"]["outs"]]
+
+
+def test_plots_overlay_the_models_and_stay_few(project):
+    """At most 30 plots for 3 models; the top-level ones hold every model in one chart,
+    titled in words with units on the axes."""
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    plots = shown["data"]  # plot -> rendered entries (none for a header-only CSV)
+    assert len(plots) <= 30, sorted(plots)
+    assert not any("grad_norm/" in name for name in plots)  # one heatmap image per model
+    assert sum(name.endswith("grad_norms.png") for name in plots) == len(MODELS)
+    for name in ("plots/models/valid_lwlrap.csv", "plots/models/loss.csv",
+                 "plots/models/per_class_lwlrap.csv", "plots/models/curated_vs_noisy.csv"):
+        (entry,) = plots[name]
+        spec = entry["content"]
+        values = spec["data"]["values"]
+        assert {row["model"] for row in values} == set(MODELS), name
+        title = spec["title"]["text"]
+        assert "/" not in title and len(title.split()) >= 4, title
+    loss = plots["plots/models/loss.csv"][0]["content"]["data"]["values"]
+    assert {row["curve"] for row in loss} == {"train loss", "validation loss"}
+    scatter = plots["plots/models/curated_vs_noisy.csv"][0]["content"]
+    marks = [layer["mark"]["type"] for layer in scatter["layer"]]
+    assert marks == ["line", "point", "text"]  # the diagonal, the classes, their labels
+    assert scatter["layer"][2]["encoding"]["text"]["field"] == "class"
+    assert "(0-1)" in scatter["layer"][0]["encoding"]["x"]["title"]
