@@ -160,8 +160,8 @@ def test_outputs_are_grouped_by_class_and_reported(dataset, tmp_path) -> None:
     assert metrics["flagged_per_class"] == dict(zip(CLASSES, plot["flagged"], strict=True))
     assert metrics["fraction_kept"] == 1.0  # keep: report only
     written = json.loads((tmp_path / "labels.json").read_text())  # headline numbers only
-    assert written == {k: v for k, v in metrics.items() if k not in ("clips",
-                                                                      "flagged_per_class")}
+    assert written == {k: v for k, v in metrics.items() if k not in (
+        "clips", "flagged_per_class", "cooccurrence_noisy_excess")}
     assert metrics["clips"] == {"curated": 48, "noisy": 64, "test": 12}
     stats = pd.read_csv(tmp_path / "clean" / "label_stats.csv")  # every clip, every subset
     assert stats["noisy"].sum() == sum(len(x.split(";")) for x in

@@ -365,12 +365,15 @@ def test_cooccurrence_per_subset_and_the_pairs_noisier_than_curated():
 def test_clean_labels_writes_the_cooccurrence_plot_and_pairs(multi, tmp_path):
     metrics = clean_labels(multi, tmp_path / "clean", tmp_path / "labels.json",
                            tmp_path / "plots/flagged.csv", CleanConfig(method="none"), 0,
+                           details_path=tmp_path / "details.json",
                            cooccurrence_plot=tmp_path / "plots/cooccurrence.png")
     assert (tmp_path / "plots/cooccurrence.png").stat().st_size > 1000
     pairs = pd.read_csv(tmp_path / "clean/cooccurrence_pairs.csv")
     assert list(pairs.columns) == ["a", "b", "curated", "noisy", "excess"]
     assert (pairs["excess"] > 0).all()
-    saved = json.loads((tmp_path / "labels.json").read_text())
+    # a list of pairs: a detail, not a headline number of `dvc metrics show`
+    assert "cooccurrence_noisy_excess" not in json.loads((tmp_path / "labels.json").read_text())
+    saved = json.loads((tmp_path / "details.json").read_text())
     assert saved["cooccurrence_noisy_excess"] == metrics["cooccurrence_noisy_excess"]
     assert len(saved["cooccurrence_noisy_excess"]) == min(len(pairs), 10)
 
@@ -378,7 +381,8 @@ def test_clean_labels_writes_the_cooccurrence_plot_and_pairs(multi, tmp_path):
 def test_the_report_lists_the_pairs_noisier_than_curated(tmp_path):
     from audiotag.analysis.report import _data_markdown
 
-    (tmp_path / "labels.json").write_text(json.dumps({
+    (tmp_path / "details").mkdir()
+    (tmp_path / "details" / "labels.json").write_text(json.dumps({
         "clips": {"curated": 4, "noisy": 4},
         "cooccurrence_noisy_excess": [{"pair": "run + walk", "curated": 0.25, "noisy": 0.75}]}))
     text = "\n".join(_data_markdown(tmp_path))
