@@ -30,7 +30,7 @@ pipeline: install
 	@echo "  models/<model>/model.pt       best checkpoints"
 	@echo "Activate the environment with: source $(BIN)/activate"
 
-# tests/test_report_render.py renders `dvc plots show`'s page in headless Chromium. CI
+# tests/e2e/test_report_render.py renders `dvc plots show`'s page in headless Chromium. CI
 # machines are fresh Debian and run as root: install Debian's package when it is missing
 # (elsewhere, without root, the test skips and says why).
 chromium:

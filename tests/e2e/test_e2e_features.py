@@ -3,7 +3,7 @@
 One tiny project (cnn1d only, 2 epochs, 8 kHz clips); each case is one `dvc exp run -S ...`
 of the stages up to `evaluate@cnn1d`. Together with the default run the cases cover every
 `pad_mode` and `normalize` value, the raw waveform and a stack with crops; every `kind`
-(and beat-synchronous frames) trains in tests/test_frontends.py.
+(and beat-synchronous frames) trains in tests/unit/test_frontends.py.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from dvc_project import env_for, experiments, make_project, run
 
 pytestmark = pytest.mark.e2e
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "experiments.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "experiments.md"
 
 # the experiments the issue asks the page to cover: one `## ` section each
 SECTIONS = [
