@@ -1,5 +1,6 @@
 # `make pipeline`: install into .venv, then run the whole DVC pipeline.
 # `make test`:     install into .venv, then run the test suite (what CI runs).
+# `make test-fast`: the unit tests only (tests/unit, seconds each): the inner loop.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install pipeline test lint bench clean-venv chromium
+.PHONY: install pipeline test test-fast lint bench clean-venv chromium
 
 install: $(STAMP)
 
@@ -41,6 +42,9 @@ chromium:
 test: install chromium
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e" tests/unit
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks
