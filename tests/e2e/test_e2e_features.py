@@ -9,25 +9,17 @@ of the stages up to `evaluate@cnn1d`. Together with the default run the cases co
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import commit, make_project, run
 
 pytestmark = pytest.mark.e2e
 
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", "src", "stages"]
-TINY = {
-    "data": {"synthetic": {"n_curated": 20, "n_noisy": 20, "n_test": 12, "sample_rate": 8000,
-                           "min_seconds": 0.5, "max_seconds": 2.0, "num_classes": 6}},
-    "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128, "n_mels": 32,
-                 "fmax": 4000.0, "clip_seconds": 1.0, "n_mfcc": 13},
-    "train": {"models": ["cnn1d"], "epochs": 2, "batch_size": 8},
-}
+# on top of dvc_project.TINY: one model; 13 MFCCs (a few mel bands)
+ONE_MODEL = {"features": {"n_mfcc": 13}, "train": {"models": ["cnn1d"]}}
 CASES = {
     "stft-zeros-minmax": ["features.kind=stft", "features.pad_mode=zeros",
                           "features.normalize=minmax"],
@@ -38,41 +30,12 @@ CASES = {
 }
 
 
-def _merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def project(repo_root, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("features_project")
-    for name in COPY:
-        src = repo_root / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, root / name)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                ["git", "commit", "-qm", "init"], ["dvc", "repro", "evaluate@cnn1d"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
-        run(cmd, root)
+    root = make_project(repo_root, tmp_path_factory.mktemp("features_project") / "repo",
+                        ONE_MODEL)
+    run(["dvc", "repro", "evaluate@cnn1d"], root)
+    commit(root, "baseline")
     return root
 
 
