@@ -39,8 +39,11 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	  echo "warning: could not install chromium; the HTML render test will be skipped"
 
+# two workers (pytest-xdist), a test file each at a time: on 2 cores the end-to-end tests,
+# mostly one stage process at a time, take about half as long; the tiny project they share
+# (tests/e2e/conftest.py) is still reproduced once
 test: install chromium
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q; rc=$$?; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: install

@@ -21,6 +21,9 @@ TINY = {
                  "fmax": 4000.0, "clip_seconds": 1.0},
     "train": {"epochs": 2, "batch_size": 8},
 }
+# the session's shared project (tests/e2e/conftest.py) on top of TINY: the default models
+# and cnn2d (the 2-D model), so that the modules that need one find it trained and evaluated
+SHARED = {"train": {"models": ["cnn1d", "crnn", "cnn2d"]}}
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -68,6 +71,13 @@ def make_project(repo_root: Path, root: Path, *overrides: dict) -> Path:
     run(["dvc", "config", "core.analytics", "false"], root)
     commit(root, "init")
     return root
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of the project at ``src`` (work tree, git history, DVC cache) at ``dest``:
+    DVC keeps no absolute paths inside a project, so the copy is a project of its own."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
 
 
 def commit(root: Path, message: str) -> None:

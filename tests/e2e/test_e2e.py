@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import make_project, run
+from dvc_project import run
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def project(repo_root, tmp_path_factory) -> Path:
+def project(project_copy) -> Path:
     """A git + DVC repo copied from this one, tiny params, after one `dvc repro`."""
-    root = make_project(repo_root, tmp_path_factory.mktemp("project") / "repo")
-    run(["dvc", "repro"], root)
-    return root
+    return project_copy("project")
 
 
 def _models(root: Path) -> list[str]:

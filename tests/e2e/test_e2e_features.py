@@ -1,9 +1,9 @@
 """End to end: feature kinds, pad modes, normalisations and crops through `dvc exp run`.
 
-One tiny project (cnn1d only, 2 epochs, 8 kHz clips); each case is one `dvc exp run -S ...`
-of the stages up to `evaluate@cnn1d`. Together with the default run the cases cover every
-`pad_mode` and `normalize` value, the raw waveform and a stack with crops; every `kind`
-(and beat-synchronous frames) trains in tests/unit/test_frontends.py.
+The shared tiny project (tests/e2e/conftest.py: 2 epochs, 8 kHz clips); each case is one
+`dvc exp run -S ...` of the stages up to `evaluate@cnn1d`. Together with the default run the
+cases cover every `pad_mode` and `normalize` value, the raw waveform and a stack with crops;
+every `kind` (and beat-synchronous frames) trains in tests/unit/test_frontends.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_project import commit, make_project, run
+from dvc_project import commit, run
 
 pytestmark = pytest.mark.e2e
 
-# on top of dvc_project.TINY: one model; 13 MFCCs (a few mel bands)
-ONE_MODEL = {"features": {"n_mfcc": 13}, "train": {"models": ["cnn1d"]}}
 CASES = {
     "stft-zeros-minmax": ["features.kind=stft", "features.pad_mode=zeros",
                           "features.normalize=minmax"],
@@ -31,10 +29,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def project(repo_root, tmp_path_factory) -> Path:
-    root = make_project(repo_root, tmp_path_factory.mktemp("features_project") / "repo",
-                        ONE_MODEL)
-    run(["dvc", "repro", "evaluate@cnn1d"], root)
+def project(project_copy) -> Path:
+    root = project_copy("features_project")
     commit(root, "baseline")
     return root
 

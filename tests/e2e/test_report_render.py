@@ -15,13 +15,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dvc_project import commit, make_project, run
+from dvc_project import SHARED, commit, run
 
 pytestmark = pytest.mark.e2e
 
-MODELS = ["cnn2d", "cnn1d"]  # two models: enough for side by side, quick on a CPU
-# on top of dvc_project.TINY; label cleaning is not what this test looks at
-SETTINGS = {"train": {"models": MODELS}, "clean": {"method": "none"}}
+MODELS = SHARED["train"]["models"]  # the shared tiny project's (tests/dvc_project.py)
 # per model: (file under plots/, title fragment) of every Vega plot dvc.yaml declares
 VEGA_PLOTS = [("{m}/per_class_lwlrap.csv", "test lwlrap per class"),
               ("{m}/lwlrap_by_subset.csv", "curated vs noisy"),
@@ -43,10 +41,9 @@ def find_chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def project(repo_root, tmp_path_factory) -> Path:
+def project(project_copy) -> Path:
     """Tiny pipeline run, committed; then one experiment that changes a weights param."""
-    root = make_project(repo_root, tmp_path_factory.mktemp("render") / "repo", SETTINGS)
-    run(["dvc", "repro"], root)
+    root = project_copy("render")
     commit(root, "baseline")
     run(["dvc", "exp", "run", "-n", EXP, "-S", "weights.hist_bins=12"], root)
     return root
