@@ -21,9 +21,6 @@ TINY = {
                  "fmax": 4000.0, "clip_seconds": 1.0},
     "train": {"epochs": 2, "batch_size": 8},
 }
-# the session's shared project (tests/e2e/conftest.py) on top of TINY: the default models
-# and cnn2d (the 2-D model), so that the modules that need one find it trained and evaluated
-SHARED = {"train": {"models": ["cnn1d", "crnn", "cnn2d"]}}
 
 
 def merge(base: dict, override: dict) -> dict:

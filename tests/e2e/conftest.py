@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from dvc_project import SHARED, copy_project, make_project, run
+from dvc_project import copy_project, make_project, run
 from filelock import FileLock
 
 
 def _build(repo_root: Path, root: Path) -> Path:
-    make_project(repo_root, root, SHARED)
-    run(["dvc", "repro"], root)
+    make_project(repo_root, root)  # the default params, TINY: the default models
+    run(["dvc", "repro"], root, timeout=None)  # as long as it takes on a busy machine
     return root
 
 

@@ -18,12 +18,12 @@ from audiotag.data.manifest import labels_to_matrix, read_classes
 from audiotag.metrics.lwlrap import per_class_lwlrap
 
 pytestmark = pytest.mark.e2e
-MODEL = "cnn2d"
+MODEL = "cnn1d"  # a default model: the shared tiny project trains it
 
 
 @pytest.fixture(scope="module")
 def project(project_copy) -> Path:
-    """A tiny project after `dvc repro` (cnn2d among its models)."""
+    """A copy of the shared tiny project after `dvc repro` (tests/e2e/conftest.py)."""
     root = project_copy("predict")
     assert (root / "metrics" / f"{MODEL}.json").exists()
     return root

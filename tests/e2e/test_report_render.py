@@ -15,11 +15,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dvc_project import SHARED, commit, run
+import yaml
+from dvc_project import commit, run
 
 pytestmark = pytest.mark.e2e
 
-MODELS = SHARED["train"]["models"]  # the shared tiny project's (tests/dvc_project.py)
+# the default models: the shared tiny project's (tests/e2e/conftest.py)
+MODELS = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text()
+                        )["train"]["models"]
 # per model: (file under plots/, title fragment) of every Vega plot dvc.yaml declares
 VEGA_PLOTS = [("{m}/per_class_lwlrap.csv", "test lwlrap per class"),
               ("{m}/lwlrap_by_subset.csv", "curated vs noisy"),
@@ -110,7 +113,8 @@ def test_plots_show_page_has_every_plot_titled(project, repo_root):
 
 def test_plots_diff_puts_two_experiments_side_by_side(project, repo_root):
     run(["dvc", "plots", "diff", "-o", "diff", "HEAD", EXP, "--targets",
-         "plots/cnn2d/per_class_lwlrap.csv", "plots/weights/cnn2d/histograms.png"], project)
+         f"plots/{MODELS[0]}/per_class_lwlrap.csv", f"plots/weights/{MODELS[0]}/histograms.png"],
+        project)
     html = (project / "diff/index.html").read_text()
     spec = re.search(r"var spec = (\{.*\});", html).group(1)
     revs = {row["rev"] for row in json.loads(spec)["data"]["values"]}
