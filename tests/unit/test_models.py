@@ -198,3 +198,18 @@ def test_config_is_frozen() -> None:
     cfg = validate_model_params("cnn2d", {"dropout": 0.1})
     with pytest.raises(ValueError):
         cfg.dropout = 0.3  # type: ignore[misc]
+
+
+def test_importing_the_registry_leaves_torchvision_unloaded() -> None:
+    """Every stage imports the model registry; torchvision (and the torch._dynamo it pulls
+    in, seconds of CPU per process) loads only when an ImageNet backbone is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, audiotag.models, audiotag.training.run\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'\n"
+            "audiotag.models.create_model('resnet18', 3, 16)\n"
+            "assert 'torchvision' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
