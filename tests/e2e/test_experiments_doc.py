@@ -40,6 +40,7 @@ import pytest
 from dvc_project import env_for, experiments, make_project, run
 
 pytestmark = pytest.mark.e2e
+RUN_FIRST = True  # the longest test of the suite (tests/conftest.py starts it first)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "experiments.md"
 
