@@ -1,6 +1,6 @@
 # `make pipeline`: install into .venv, then run the whole DVC pipeline.
 # `make test`:     install into .venv, then run the test suite (what CI runs).
-# `make test-fast`: the unit tests only (tests/unit, seconds each): the inner loop.
+# `make test-fast`: the unit tests only (tests/unit, seconds each, not marked slow): the inner loop.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -47,7 +47,7 @@ test: install chromium
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e" tests/unit
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e and not slow" tests/unit
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks

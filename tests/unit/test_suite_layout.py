@@ -91,6 +91,6 @@ def _recipe(target: str) -> str:
 
 def test_make_test_fast_runs_the_unit_tests_only_and_make_test_everything():
     fast = _recipe("test-fast")
-    assert "pytest" in fast and "tests/unit" in fast and "not e2e" in fast
+    assert "pytest" in fast and "tests/unit" in fast and "not e2e and not slow" in fast
     full = _recipe("test")
-    assert "pytest" in full and "tests/unit" not in full and "not e2e" not in full
+    assert "pytest" in full and "tests/unit" not in full and '-m "' not in full  # no marker filter
