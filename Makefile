@@ -1,5 +1,6 @@
 # `make pipeline`: install into .venv, then run the whole DVC pipeline.
 # `make test`:     install into .venv, then run the test suite (what CI runs).
+# `make test-fast`: the unit tests only (tests/unit, seconds each, not marked slow): the inner loop.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install pipeline test lint bench clean-venv chromium postgresql
+.PHONY: install pipeline test test-fast lint bench clean-venv chromium postgresql
 
 install: $(STAMP)
 
@@ -32,7 +33,7 @@ pipeline: install
 	@echo "  models/<model>/model.pt       best checkpoints"
 	@echo "Activate the environment with: source $(BIN)/activate"
 
-# tests/test_report_render.py renders `dvc plots show`'s page in headless Chromium. CI
+# tests/e2e/test_report_render.py renders `dvc plots show`'s page in headless Chromium. CI
 # machines are fresh Debian and run as root: install Debian's package when it is missing
 # (elsewhere, without root, the test skips and says why).
 chromium:
@@ -47,9 +48,15 @@ postgresql:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) || \
 	  echo "warning: could not install postgresql; the shared-study test will be skipped"
 
+# two workers (pytest-xdist), a test file each at a time: on 2 cores the end-to-end tests,
+# mostly one stage process at a time, take about half as long; the tiny project they share
+# (tests/e2e/conftest.py) is still reproduced once
 test: install chromium postgresql
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q; rc=$$?; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e and not slow" tests/unit
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks

@@ -66,8 +66,17 @@ def make_project(repo_root: Path, root: Path, *overrides: dict) -> Path:
     run(["git", "init", "-q", "-b", "main"], root)
     run(["dvc", "init", "-q"], root)
     run(["dvc", "config", "core.analytics", "false"], root)
+    # what `make install` does in a clone: the offline `dvc plots show` page template
+    run([sys.executable, "-m", "audiotag.plots.offline"], root)
     commit(root, "init")
     return root
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of the project at ``src`` (work tree, git history, DVC cache) at ``dest``:
+    DVC keeps no absolute paths inside a project, so the copy is a project of its own."""
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
 
 
 def commit(root: Path, message: str) -> None:

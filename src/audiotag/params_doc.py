@@ -6,7 +6,7 @@ the reference page, so the two cannot drift::
     python -m audiotag.params_doc            # rewrite docs/parameters.md
     python -m audiotag.params_doc --check    # exit 1 when the page is out of date
 
-A key without a comment is an error naming its line. tests/test_params_doc.py fails when the
+A key without a comment is an error naming its line. tests/unit/test_params_doc.py fails when the
 committed page differs from what this writes.
 """
 

@@ -7,7 +7,7 @@ and parse the groups they use. Any bad value stops the stage before it touches a
 with a message naming the offending key (``params.yaml: train.lr: ...``).
 
 params.yaml is the one source of values: a config's defaults are the values params.yaml
-holds (``tests/test_config.py::test_code_defaults_agree_with_params_yaml``), so library code
+holds (``tests/unit/test_config.py::test_code_defaults_agree_with_params_yaml``), so library code
 and tests built on defaults compute what the pipeline computes.
 """
 

@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _skm():
+    """sklearn.metrics, imported on first use: ~2 s of CPU that a stage process which
+    imports this module but computes none of these metrics (training) need not pay."""
+    from sklearn import metrics
+
+    return metrics
+
 
 # candidate thresholds for the F1 of multi-label predictions (tuned on validation clips)
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)
@@ -30,7 +38,7 @@ def average_precision(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
     truth, scores = _check(truth, scores)
     out = np.full(truth.shape[1], np.nan)
     for c in np.flatnonzero(truth.any(axis=0)):
-        out[c] = skm.average_precision_score(truth[:, c], scores[:, c])
+        out[c] = _skm().average_precision_score(truth[:, c], scores[:, c])
     return out
 
 
@@ -47,11 +55,11 @@ class PRF:
 
 def _prf(truth: np.ndarray, pred: np.ndarray, labels: np.ndarray | None = None) -> PRF:
     """scikit-learn's precision/recall/F1 per class and averaged (undefined ratios: 0)."""
-    per_class = skm.precision_recall_fscore_support(truth, pred, labels=labels, average=None,
+    per_class = _skm().precision_recall_fscore_support(truth, pred, labels=labels, average=None,
                                                     zero_division=0)
     averages = {}
     for average in ("micro", "macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(truth, pred, labels=labels,
+        p, r, f, _ = _skm().precision_recall_fscore_support(truth, pred, labels=labels,
                                                          average=average, zero_division=0)
         averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     precision, recall, f1, support = per_class
@@ -90,7 +98,7 @@ def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int) 
     actual, predicted = np.asarray(actual, dtype=int), np.asarray(predicted, dtype=int)
     if actual.shape != predicted.shape or actual.ndim != 1:
         raise ValueError(f"actual {actual.shape} and predicted {predicted.shape} must be (N,)")
-    return skm.confusion_matrix(actual, predicted, labels=np.arange(n_classes)).astype(np.int64)
+    return _skm().confusion_matrix(actual, predicted, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def accuracy(actual: np.ndarray, predicted: np.ndarray) -> float:

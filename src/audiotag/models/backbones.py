@@ -16,6 +16,7 @@ the head only, with the backbone's batch-norm statistics frozen too.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from typing import Any, ClassVar
 import torch
 from pydantic import ConfigDict
 from torch import Tensor, nn
-from torchvision import models as tvm
 
 from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
 from audiotag.models.layers import check_input, eval_frozen
@@ -43,14 +43,23 @@ class BackboneSpec:
     classifier: str
 
 
+def _torchvision(name: str) -> Callable[..., nn.Module]:
+    """torchvision.models.<name>, imported on the first build: torchvision pulls in
+    torch._dynamo, seconds of CPU in every stage process that never builds a backbone."""
+    def build(**kwargs: Any) -> nn.Module:
+        return getattr(importlib.import_module("torchvision.models"), name)(**kwargs)
+    return build
+
+
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet18": BackboneSpec(tvm.resnet18, "conv1", "fc"),
-    "resnet50": BackboneSpec(tvm.resnet50, "conv1", "fc"),
-    "regnet_y_800mf": BackboneSpec(tvm.regnet_y_800mf, "stem.0", "fc"),
-    "efficientnet_v2_s": BackboneSpec(tvm.efficientnet_v2_s, "features.0.0", "classifier"),
+    "resnet18": BackboneSpec(_torchvision("resnet18"), "conv1", "fc"),
+    "resnet50": BackboneSpec(_torchvision("resnet50"), "conv1", "fc"),
+    "regnet_y_800mf": BackboneSpec(_torchvision("regnet_y_800mf"), "stem.0", "fc"),
+    "efficientnet_v2_s": BackboneSpec(_torchvision("efficientnet_v2_s"), "features.0.0",
+                                      "classifier"),
     # Swin Transformer V2-T: a 4x4 patch-embedding conv, shifted-window attention with
     # log-spaced continuous position bias (any input size: windows and merges pad)
-    "swin_v2_t": BackboneSpec(tvm.swin_v2_t, "features.0.0", "head"),
+    "swin_v2_t": BackboneSpec(_torchvision("swin_v2_t"), "features.0.0", "head"),
 }
 
 

@@ -40,8 +40,9 @@ import pytest
 from dvc_project import env_for, experiments, make_project, run
 
 pytestmark = pytest.mark.e2e
+RUN_FIRST = True  # the longest test of the suite (tests/conftest.py starts it first)
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "experiments.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "experiments.md"
 
 # the experiments the issue asks the page to cover: one `## ` section each
 SECTIONS = [

@@ -12,21 +12,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dvc_project import commit, make_project, run
+from dvc_project import commit, run
 
 from audiotag.data.manifest import labels_to_matrix, read_classes
 from audiotag.metrics.lwlrap import per_class_lwlrap
 
 pytestmark = pytest.mark.e2e
-MODEL = "cnn1d"
+MODEL = "cnn1d"  # a default model: the shared tiny project trains it
 
 
 @pytest.fixture(scope="module")
-def project(repo_root, tmp_path_factory) -> Path:
-    """A tiny project after `dvc repro evaluate@cnn1d` (one model only)."""
-    root = make_project(repo_root, tmp_path_factory.mktemp("predict") / "repo",
-                        {"train": {"models": [MODEL]}})
-    run(["dvc", "repro", f"evaluate@{MODEL}"], root)
+def project(project_copy) -> Path:
+    """A copy of the shared tiny project after `dvc repro` (tests/e2e/conftest.py)."""
+    root = project_copy("predict")
+    assert (root / "metrics" / f"{MODEL}.json").exists()
     return root
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 from helpers import write_tone_dataset
 
@@ -18,6 +19,7 @@ from audiotag.training.checkpoint import load_checkpoint
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
                           fmax=4000, clip_seconds=1.0)
+pytestmark = pytest.mark.e2e  # torchrun starts two training processes
 
 
 def _stage(repo_root, tmp_path, processes: int, out: str):

@@ -13,7 +13,7 @@ import pytest
 
 from audiotag.plots.offline import install, page_template
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_template_carries_vega_inline_and_no_cdn():

@@ -198,3 +198,18 @@ def test_config_is_frozen() -> None:
     cfg = validate_model_params("cnn2d", {"dropout": 0.1})
     with pytest.raises(ValueError):
         cfg.dropout = 0.3  # type: ignore[misc]
+
+
+def test_stage_imports_leave_torchvision_sklearn_and_scipy_stats_unloaded() -> None:
+    """Every stage imports the model registry; torchvision (and the torch._dynamo it pulls
+    in, seconds of CPU per process) loads only when an ImageNet backbone is built, and
+    scikit-learn and scipy.stats (two more seconds) only when a metric needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, audiotag.models, audiotag.training.run\n"
+            "loaded = {'torchvision', 'sklearn', 'scipy.stats'} & set(sys.modules)\n"
+            "assert not loaded, loaded\n")  # the backbones still build: tests/unit/test_zoo.py
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -12,29 +12,20 @@ load nothing from a CDN. The screenshots and the pages are kept in ``test-artifa
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import commit, run
 
 pytestmark = pytest.mark.e2e
 
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tune.yaml",
-        "src", "stages"]
-MODELS = ["cnn2d", "cnn1d"]  # two models: enough for side by side, quick on a CPU
-TINY = {
-    "data": {"synthetic": {"n_curated": 20, "n_noisy": 20, "n_test": 12, "sample_rate": 8000,
-                           "min_seconds": 0.5, "max_seconds": 2.0, "num_classes": 6}},
-    "features": {"sample_rate": 8000, "n_fft": 256, "hop_length": 128, "n_mels": 32,
-                 "fmax": 4000.0, "clip_seconds": 1.0},
-    "train": {"epochs": 2, "batch_size": 8, "models": MODELS},
-    "clean": {"method": "none"},  # label cleaning is not what this test looks at
-}
+# the default models: the shared tiny project's (tests/e2e/conftest.py)
+MODELS = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text()
+                        )["train"]["models"]
 # per model: (file under plots/, title fragment) of every Vega plot dvc.yaml declares
 VEGA_PLOTS = [("{m}/confusion.csv", "confusion matrix"),
               ("weights/{m}/activations.csv", "spread of each layer's output")]
@@ -48,25 +39,6 @@ IMAGES = ["weights/{m}/histograms.png", "weights/{m}/grad_norms.png",
 EXP = "render-exp"
 
 
-def _merge(base: dict, override: dict) -> dict:
-    for key, value in override.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PYTHONPATH": str(cwd / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-           "DVC_NO_ANALYTICS": "1"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
@@ -76,26 +48,10 @@ def find_chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def project(repo_root, tmp_path_factory) -> Path:
+def project(project_copy) -> Path:
     """Tiny pipeline run, committed; then one experiment that changes a weights param."""
-    root = tmp_path_factory.mktemp("render")
-    for name in COPY:
-        src = repo_root / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, root / name)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"],
-                [sys.executable, "-m", "audiotag.plots.offline"],  # what `make install` runs
-                ["git", "add", "-A"],
-                ["git", "commit", "-qm", "init"]):  # dvclive needs a commit
-        run(cmd, root)
-    run(["dvc", "repro"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "baseline"], root)
+    root = project_copy("render")
+    commit(root, "baseline")
     run(["dvc", "exp", "run", "-n", EXP, "-S", "weights.hist_bins=12"], root)
     return root
 
@@ -159,7 +115,8 @@ def test_plots_show_page_renders_offline_with_every_plot_titled(project, repo_ro
 
 def test_plots_diff_puts_two_experiments_side_by_side(project, repo_root):
     run(["dvc", "plots", "diff", "-o", "diff", "HEAD", EXP, "--targets",
-         "plots/models/per_class_lwlrap.csv", "plots/weights/cnn2d/histograms.png"], project)
+         "plots/models/per_class_lwlrap.csv", f"plots/weights/{MODELS[0]}/histograms.png"],
+        project)
     html = (project / "diff/index.html").read_text()
     spec = re.search(r"var spec = (\{.*\});", html).group(1)
     revs = {row["rev"] for row in json.loads(spec)["data"]["values"]}
@@ -171,7 +128,7 @@ def test_plots_diff_puts_two_experiments_side_by_side(project, repo_root):
 
 
 def test_exp_show_has_the_headline_metrics_and_verdict(project):
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project))
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     runs = [r for rev in shown for e in (rev.get("experiments") or []) for r in e.get("revs", [])]
     exp = next(r for r in runs if r.get("name") == EXP)
     metrics = exp["data"]["metrics"]

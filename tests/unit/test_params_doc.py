@@ -10,7 +10,7 @@ import yaml
 
 from audiotag.params_doc import ParamsDocError, main, parse, render
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
 PAGE = ROOT / "docs" / "parameters.md"
 

@@ -22,7 +22,7 @@ import yaml
 from audiotag.cli import parser as audiotag_parser
 from audiotag.params_check import ParamsError, check_params  # wherever ParamsError lives
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 

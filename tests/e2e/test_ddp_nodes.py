@@ -20,6 +20,7 @@ from audiotag.features.store import extract_features
 from audiotag.training.config import parse_train
 from audiotag.training.distributed import torchrun_args
 
+pytestmark = pytest.mark.e2e  # torchrun processes on loopback
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
                           fmax=4000, clip_seconds=1.0)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "audiotag"
+SRC = Path(__file__).resolve().parents[2] / "src" / "audiotag"
 
 # lower layers first; a package may import its own modules and any lower layer
 LAYERS: list[set[str]] = [

@@ -106,7 +106,7 @@ def _covered(rel: str, deps: list[str]) -> bool:
     return any(rel == dep or rel.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-@pytest.mark.parametrize("stage", [name for name, _ in _stages(Path(__file__).parents[1])])
+@pytest.mark.parametrize("stage", [name for name, _ in _stages(Path(__file__).parents[2])])
 def test_stage_deps_cover_the_import_closure_of_its_script(repo_root, stage):
     body = dict(_stages(repo_root))[stage]
     script = repo_root / re.search(r"python (stages/\w+\.py)", body["cmd"]).group(1)

@@ -388,7 +388,7 @@ with atomic_dir(sys.argv[1]) as tmp:
 def _enter(tmp_path: Path, out: str, how: str) -> subprocess.Popen:
     import os
     import sys
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     proc = subprocess.Popen([sys.executable, "-c", _ENTER_AND_STOP, out, how], cwd=tmp_path,
                             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     if how == "kill":

@@ -26,7 +26,7 @@ from audiotag.data.manifest import read_manifest, validate_manifest
 from audiotag.data.screen import BAD_CLIPS_NAME
 from audiotag.data.sources import SOURCES, build_dataset, parse_data, parse_data_checks
 
-FSDD_REAL = (Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
+FSDD_REAL = (Path(__file__).resolve().parents[3] / "shared" / "datasets" / "fsdd"
              / "free-spoken-digit-dataset-1.0.10.tar.gz")
 FSDD_SHA256 = "51a34ef73498a32ce8c476da5fde645d0cd9ffdb189f69a10b464178588d0223"
 
@@ -81,7 +81,7 @@ def test_every_source_is_registered():
 @pytest.mark.skipif(not FSDD_REAL.is_file(), reason="shared FSDD archive not present")
 def test_fsdd_real_archive_end_to_end(tmp_path, cache):
     """The real FSDD v1.0.10 archive over loopback through the download stage script."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     with serve() as srv:
         url = srv.add(FSDD_REAL)
         params = {"seed": 0, "data": {"dataset": "fsdd",
@@ -122,7 +122,7 @@ def _fsdd_archive(tmp_path: Path) -> Path:
 
 def test_checksum_mismatch_stops_the_stage_without_output(tmp_path, monkeypatch, caplog):
     archive = _fsdd_archive(tmp_path)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     with serve() as srv:
         params = {"data": {"dataset": "fsdd", "fsdd": {"url": srv.add(archive),
                                                        "sha256": "a" * 64}}}
@@ -526,7 +526,7 @@ def test_esc50_truncated_download_is_fetched_again_not_cached(tmp_path, caplog):
 
 
 def _run_download(tmp_path: Path, monkeypatch, params: dict) -> int:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["download.py", "--out", "data/raw"])
