@@ -37,7 +37,7 @@ class CleanConfig(Strict):
     detector: str = "cnn1d"  # a registered model name
     detector_params: dict[str, Any] = {}  # over models.<detector>
     # over TrainConfig's defaults (not train.*)
-    detector_train: dict[str, Any] = {"epochs": 6, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1}
+    detector_train: dict[str, Any] = {"epochs": 12, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1}
 
 
 def parse_clean(raw: dict[str, Any],
