@@ -4,23 +4,29 @@ Generates the synthetic dataset of params.yaml (``data.synthetic`` and ``seed``)
 temporary folder, extracts its features (``features``, ``split``) as the pipeline does, then
 runs the ``clean_labels`` work with params.yaml's ``clean`` group (``-S key=value`` overrides
 it; dotted keys reach into ``detector_train``/``detector_params``) and prints the detection
-scores against the injected label corruption, the noise left after the action, and the wall
-time of each phase.
+scores against the injected label corruption, the noise left after the action, the share of
+the flagged corrupted clips whose suggested labels are their true labels, and the wall and
+CPU seconds of the cleaning. ``--seeds`` runs the cleaning once per seed on the same data
+(generated with params.yaml's ``seed``) and prints each metric's mean ± sd over them.
 
     python benchmarks/cleaning.py                          # params.yaml as it is
     python benchmarks/cleaning.py -S method=agreement -S threshold=0.9
     python benchmarks/cleaning.py -S detector=cnn2d -S detector_train.epochs=4
     python benchmarks/cleaning.py -S method=oracle        # the ceiling
+    python benchmarks/cleaning.py --seeds 0 1 2 -S crop_aggregate=max
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from audiotag.cleaning.config import parse_clean
@@ -41,6 +47,8 @@ def main() -> None:
     parser.add_argument("-S", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a clean.* param (YAML value)")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="cleaning seeds (default: params.yaml's seed); data stays fixed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -67,20 +75,57 @@ def main() -> None:
         manifest, classes = read_manifest(root / "raw")
         extract_features(manifest, classes, root / "raw", root / "features", features, split)
         prepared = time.perf_counter() - start
-        start = time.perf_counter()
-        metrics = clean_labels(root / "features", root / "clean", root / "labels.json",
-                               root / "flagged.csv", cfg, seed, train_cfg, model_params)
-        seconds = time.perf_counter() - start
+        results = []
+        for clean_seed in args.seeds or [seed]:
+            cpu = resource.getrusage(resource.RUSAGE_SELF)
+            start = time.perf_counter()
+            out = root / f"clean{clean_seed}"
+            metrics = clean_labels(root / "features", out, root / "labels.json",
+                                   root / "flagged.csv", cfg, clean_seed, train_cfg,
+                                   model_params)
+            metrics["seconds"] = time.perf_counter() - start
+            end = resource.getrusage(resource.RUSAGE_SELF)
+            metrics["cpu_seconds"] = (end.ru_utime + end.ru_stime
+                                      - cpu.ru_utime - cpu.ru_stime)
+            metrics["suggested_right"] = suggested_right(out / "label_issues.csv")
+            results.append(metrics)
+            print(f"seed {clean_seed}: " + " ".join(
+                f"{key.removeprefix('detection_')} {metrics.get(key, float('nan')):.3f}"
+                for key in KEYS), flush=True)
 
-    print(f"dataset: {metrics['clips']}, measured noise rate "
-          f"{metrics.get('measured_noise_rate', float('nan')):.3f} "
+    first = results[0]
+    print(f"dataset: {first['clips']}, measured noise rate "
+          f"{first.get('measured_noise_rate', float('nan')):.3f} "
           f"({prepared:.1f} s to generate and extract features)")
     print(f"clean: method={cfg.method} action={cfg.action} detector={cfg.detector} "
-          f"epochs={train_cfg.epochs} n_folds={cfg.n_folds}")
-    print(f"flagged {metrics['flagged']} noisy clips ({metrics['flagged_fraction']:.3f})")
-    for key in ("detection_precision", "detection_recall", "detection_f1", "noise_rate_after"):
-        print(f"{key:20s} {metrics.get(key, float('nan')):.3f}")
-    print(f"{'seconds':20s} {seconds:.1f}")
+          f"epochs={train_cfg.epochs} n_folds={cfg.n_folds} "
+          f"crop_aggregate={cfg.crop_aggregate}; seeds {args.seeds or [seed]}")
+    print(f"{'flagged':20s} {_fmt([m['flagged'] for m in results], 1)}")
+    for key in KEYS:
+        print(f"{key:20s} {_fmt([m.get(key, float('nan')) for m in results])}")
+
+
+KEYS = ("detection_precision", "detection_recall", "detection_f1", "noise_rate_after",
+        "suggested_right", "seconds", "cpu_seconds")
+
+
+def suggested_right(issues_csv: Path) -> float:
+    """Share of the flagged corrupted clips whose suggested labels are their true labels
+    (NaN without true labels or without such clips)."""
+    issues = pd.read_csv(issues_csv, dtype=str, keep_default_na=False)
+    if "true_labels" not in issues.columns:
+        return float("nan")
+    wrong = issues[issues["labels"] != issues["true_labels"]]
+    if not len(wrong):
+        return float("nan")
+    return float((wrong["suggested_labels"] == wrong["true_labels"]).mean())
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    """Mean ± sample sd (one value: the value alone)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -293,6 +293,7 @@ def test_detection_scores_and_loss() -> None:
     ({"relabel_threshold": 0.3}, "clean.relabel_threshold"),
     ({"max_per_class": 0}, "clean.max_per_class"),
     ({"flagged_weight": -1}, "clean.flagged_weight"),
+    ({"crop_aggregate": "median"}, "clean.crop_aggregate"),
     ({"treshold": 0.5}, "clean.treshold"),
     ({"model": "cnn1d"}, "clean.model"),  # the old fast-model keys are gone
 ])
@@ -410,3 +411,46 @@ def test_threads_params_reach_torch(monkeypatch, dataset, tmp_path) -> None:
     with pytest.raises(_Threads, match="1"):
         evaluate.evaluate_model(tmp_path / "missing.pt", store, tmp_path / "e.json",
                                 tmp_path / "plots", EvaluateConfig())
+
+
+class _CropScore(torch.nn.Module):
+    """Logit of class c = the mean of band c of a window: one event in one window."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2)
+
+
+def test_crops_aggregate_by_mean_or_max() -> None:
+    """Scores of a clip's windows: averaged (an event in one of four windows is diluted)
+    or their maximum (presence anywhere in the clip)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from audiotag.training.inference import predict
+
+    x = torch.full((1, 4, 2, 3), -10.0)
+    x[0, 1, 0] = 10.0  # class 0 sounds in window 1 only; class 1 never
+    loader = DataLoader(TensorDataset(x, torch.tensor([[1.0, 0.0]]), torch.ones(1)))
+    mean, _, _ = predict(_CropScore(), loader, torch.device("cpu"))
+    top, _, _ = predict(_CropScore(), loader, torch.device("cpu"), crop_aggregate="max")
+    assert mean[0, 0] == pytest.approx(0.25, abs=1e-3) and mean[0, 1] < 1e-3
+    assert top[0, 0] == pytest.approx(1.0, abs=1e-3) and top[0, 1] < 1e-3
+    with pytest.raises(ValueError, match="crop_aggregate"):
+        predict(_CropScore(), loader, torch.device("cpu"), crop_aggregate="median")
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "max"])
+def test_clean_crop_aggregate_reaches_the_detector_scores(monkeypatch, dataset, tmp_path,
+                                                          aggregate) -> None:
+    from audiotag.training import oof
+
+    seen: list[str] = []
+    real = oof.predict
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("crop_aggregate", "mean"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(oof, "predict", spy)
+    _run(dataset, tmp_path, method="cleanlab", n_folds=2, crop_aggregate=aggregate,
+         train={"epochs": 1})
+    assert seen == [aggregate, aggregate]

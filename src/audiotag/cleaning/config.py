@@ -33,10 +33,11 @@ class CleanConfig(Strict):
     relabel_threshold: float = Field(0.5, ge=0.5, lt=1)  # relabel: add p >= t, drop p < 1 - t
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
     n_folds: int = Field(5, ge=2)
+    crop_aggregate: Literal["mean", "max"] = "mean"  # a scored clip's windows: mean | max
     detector: str = "cnn1d"  # a registered model name
     detector_params: dict[str, Any] = {}  # over models.<detector>
     # over TrainConfig's defaults (not train.*)
-    detector_train: dict[str, Any] = {"epochs": 6, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1}
+    detector_train: dict[str, Any] = {"epochs": 12, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1}
 
 
 def parse_clean(raw: dict[str, Any],

@@ -141,12 +141,13 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
             raise ValueError("clean.method=agreement needs curated clips to train on; "
                              "there are none")
         proba = fit_predict(store, cfg.detector, model_params, train_cfg, seed,
-                            np.flatnonzero(~noisy), np.flatnonzero(noisy))
+                            np.flatnonzero(~noisy), np.flatnonzero(noisy),
+                            crop_aggregate=cfg.crop_aggregate)
         return agreement_issues(y[noisy], proba, cfg)
     if cfg.method not in ("cleanlab", "loss"):
         raise ValueError(f"clean.method {cfg.method!r} detects nothing")
     proba = out_of_fold_proba(store, cfg.detector, model_params, train_cfg, seed,
-                              cfg.n_folds)
+                              cfg.n_folds, cfg.crop_aggregate)
     if cfg.method == "cleanlab":
         return cleanlab_issues(y, proba, noisy, cfg)
     return loss_issues(y[noisy], proba[noisy], cfg)

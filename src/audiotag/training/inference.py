@@ -87,8 +87,8 @@ def to_batch(items: Iterable[torch.Tensor], device: torch.device) -> Batch:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-            loss_fn: ClipLoss | None = None,
-            spec: TaskSpec | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+            loss_fn: ClipLoss | None = None, spec: TaskSpec | None = None,
+            crop_aggregate: str = "mean") -> tuple[np.ndarray, np.ndarray, float]:
     """Scores ``(N, outputs)``, the loader's targets ``(N, ...)`` and the mean (unweighted)
     loss (NaN without loss_fn), one row per clip.
 
@@ -96,8 +96,11 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     softmax or sigmoid, then raw regression outputs); without a spec every output is a
     sigmoid score. Items of ``loader`` are ``(x, y, ...)`` with x ``(B, dim, T)``, or
     ``(B, K, dim, T)`` for K crops per clip: a clip's scores are the mean of its crops'
-    scores, its loss the mean of its crops' losses.
+    scores (``crop_aggregate="max"``: their maximum, per output), its loss the mean of its
+    crops' losses.
     """
+    if crop_aggregate not in ("mean", "max"):
+        raise ValueError(f"crop_aggregate must be mean or max, not {crop_aggregate!r}")
     model.eval()
     scores, targets, total = [], [], 0.0
     for items in loader:
@@ -108,7 +111,9 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
         k = logits.shape[1]
         flat = logits.flatten(0, 1)
         s = torch.sigmoid(flat) if spec is None else output_scores(flat, spec)
-        scores.append(s.view(b.x.shape[0], k, -1).mean(dim=1).cpu().numpy())  # average crops
+        s = s.view(b.x.shape[0], k, -1)
+        s = s.amax(dim=1) if crop_aggregate == "max" else s.mean(dim=1)  # over a clip's crops
+        scores.append(s.cpu().numpy())
         targets.append(b.y.cpu().numpy())
     if not scores:
         raise ValueError("predict: the loader yielded no clips")

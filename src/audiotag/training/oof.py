@@ -55,11 +55,13 @@ def score_crops(data: FeatureSet) -> int:
 def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str, Any],
                 cfg: TrainConfig, seed: int, train_rows: np.ndarray,
                 score_rows: np.ndarray,
-                device_key: str = "clean.detector_train.device") -> np.ndarray:
+                device_key: str = "clean.detector_train.device",
+                crop_aggregate: str = "mean") -> np.ndarray:
     """Train ``name`` on the store's training clips at positions ``train_rows`` (in the
     order of ``FeatureSet(store, ("train",))``), keep the epoch with the best validation
     score, and return its class probabilities ``(len(score_rows), C)`` float64 for the
-    training clips at ``score_rows`` (scores averaged over :func:`score_crops` windows)."""
+    training clips at ``score_rows`` (over :func:`score_crops` windows, their mean or, with
+    ``crop_aggregate="max"``, their maximum: a sound in one window is present in the clip)."""
     store = Path(store)
     set_threads(cfg.threads)
     generator = seed_everything(seed)
@@ -97,7 +99,8 @@ def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str
     scored.select_outputs(True, [])
     loader = DataLoader(scored, batch_size=cfg.batch_size, collate_fn=collate_clips,
                         sampler=_RowSampler(score_rows))
-    proba, _, _ = predict(trainer.model, loader, device, spec=spec)
+    proba, _, _ = predict(trainer.model, loader, device, spec=spec,
+                          crop_aggregate=crop_aggregate)
     log.info("%s: trained on %d clips (%d epochs, best %d, valid lwlrap %.4f) in %.1f s, "
              "scored %d clips", name, len(train_rows), len(history), trainer.best_epoch,
              trainer.best_score, time.perf_counter() - started, len(score_rows))
@@ -105,7 +108,8 @@ def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str
 
 
 def out_of_fold_proba(store: str | os.PathLike[str], name: str, model_params: dict[str, Any],
-                      cfg: TrainConfig, seed: int, n_folds: int) -> np.ndarray:
+                      cfg: TrainConfig, seed: int, n_folds: int,
+                      crop_aggregate: str = "mean") -> np.ndarray:
     """Probabilities ``(N, C)`` of every training clip of the store (``FeatureSet(store,
     ("train",))`` order), each from a model that never saw it: a seeded permutation splits
     the clips into ``n_folds`` folds (sizes differ by at most one); fold ``k``'s model is
@@ -118,7 +122,7 @@ def out_of_fold_proba(store: str | os.PathLike[str], name: str, model_params: di
     for k in range(n_folds):
         held = np.flatnonzero(folds == k)
         proba = fit_predict(store, name, model_params, cfg, seed + k,
-                            np.flatnonzero(folds != k), held)
+                            np.flatnonzero(folds != k), held, crop_aggregate=crop_aggregate)
         if out is None:
             out = np.zeros((n, proba.shape[1]), dtype=np.float64)
         out[held] = proba
