@@ -36,7 +36,7 @@ def project(project_copy) -> Path:
 
 
 def _check(root: Path, kind: str) -> None:
-    metrics = json.loads((root / "metrics/cnn1d.json").read_text())
+    metrics = json.loads((root / "metrics/details/cnn1d.json").read_text())
     assert 0.0 < metrics["lwlrap"] <= 1.0 and metrics["n_test_clips"] == 12
     assert json.loads((root / "data/features/features.json").read_text())["kind"] == kind
 

@@ -47,7 +47,7 @@ def test_predict_on_raw_test_audio_reproduces_evaluate(project, tmp_path):
     classes = read_classes(project / "data/raw/classes.txt")
     scores = preds[classes].to_numpy()
     lwlrap = per_class_lwlrap(labels_to_matrix(test["labels"], classes), scores).overall
-    metrics = json.loads((project / "metrics" / f"{MODEL}.json").read_text())
+    metrics = json.loads((project / "metrics/details" / f"{MODEL}.json").read_text())
     assert metrics["n_test_clips"] == len(test) == len(preds)
     assert lwlrap == pytest.approx(metrics["lwlrap"], abs=0.005)
     # clip by clip too: evaluate's per-clip predictions hold the same scores
