@@ -38,11 +38,11 @@ from pathlib import Path
 
 import pytest
 from dvc_project import env_for, experiments, make_project, run
+from experiments_page import DOC, bash_lines, keep_alternatives, sections
 
 pytestmark = pytest.mark.e2e
 RUN_FIRST = True  # the longest test of the suite (tests/conftest.py starts it first)
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "experiments.md"
 
 # the experiments the issue asks the page to cover: one `## ` section each
 SECTIONS = [
@@ -70,22 +70,6 @@ FORCED = {"train.swa_start_epoch": 1, "train.epochs": 1}
 DATASET_SWAP = {"esc50": ["data.dataset=synthetic", "data.synthetic.num_classes=8"]}
 QUEUE_JOBS = "2"
 QUEUE_DEADLINE_S = 3600
-
-
-def bash_lines(text: str) -> list[str]:
-    """The command lines of the ```bash blocks, in order (comments and blanks dropped,
-    backslash continuations joined)."""
-    lines: list[str] = []
-    for block in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        lines += [ln.strip() for ln in joined.splitlines()
-                  if ln.strip() and not ln.strip().startswith("#")]
-    return lines
-
-
-def sections(text: str) -> dict[str, str]:
-    parts = re.split(r"^## +(.+)$", text, flags=re.M)
-    return {title.strip(): body for title, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def split_top_level(value: str) -> list[str]:
@@ -158,21 +142,6 @@ class ExpRun:
         if len(grid) == 1:
             return {self.name: grid[0]}
         return {f"{self.name}-{i}": g for i, g in enumerate(grid, 1)}
-
-
-def keep_alternatives(line: str) -> list[str]:
-    """The top-level ``|`` alternatives of a ``dvc exp show --keep`` regex."""
-    tokens = shlex.split(line)
-    regex = tokens[tokens.index("--keep") + 1]
-    out, depth, cur = [], 0, ""
-    for ch in regex:
-        depth += 1 if ch == "(" else -1 if ch == ")" else 0
-        if ch == "|" and depth == 0:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [*out, cur]
 
 
 def _bash(line: str, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
