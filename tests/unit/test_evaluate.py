@@ -15,6 +15,7 @@ from audiotag.metrics.classification import (
     accuracy,
     average_precision,
     confusion_matrix,
+    micro_f1_curve,
     multilabel_prf,
     singlelabel_prf,
     tune_threshold,
@@ -63,6 +64,20 @@ def test_threshold_is_the_best_of_the_grid():
     assert f1 == pytest.approx(best)
     assert skm.f1_score(truth, (scores >= threshold).astype(int), average="micro") == \
         pytest.approx(best)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_f1_curve_is_sklearns_exactly(seed):
+    """Bit-equal to scikit-learn at every threshold (ties between thresholds resolve the
+    same way), including scores on the grid and a threshold nothing reaches."""
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((40, 5)) < 0.3).astype(int)
+    scores = np.round(rng.random((40, 5)), 2)  # many scores equal to grid values
+    grid = np.append(THRESHOLD_GRID, 1.5)
+    curve = micro_f1_curve(truth, scores, grid)
+    expected = [skm.f1_score(truth, (scores >= t).astype(int), average="micro", zero_division=0)
+                for t in grid]
+    assert curve.tolist() == expected
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -72,15 +72,32 @@ def multilabel_prf(truth: np.ndarray, scores: np.ndarray, threshold: float) -> P
     return _prf(truth, scores >= threshold)
 
 
+def micro_f1_curve(truth: np.ndarray, scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Micro F1 of ``score >= t`` for each ``t`` of ``grid``: scikit-learn's formula
+    ``2 tp / (true + predicted)`` (0 where both are 0), counted with NumPy in one pass per
+    threshold instead of four scikit-learn calls (1.4 s of a stage's CPU for 49 thresholds)."""
+    truth, scores = _check(truth, scores)
+    flat_truth, flat_scores = truth.ravel(), scores.ravel()
+    true_sum = float(flat_truth.sum())
+    out = np.zeros(len(grid))
+    for i, threshold in enumerate(grid):
+        pred = flat_scores >= threshold
+        denom = true_sum + float(pred.sum())
+        if denom > 0:
+            out[i] = 2.0 * float((pred & flat_truth).sum()) / denom
+    return out
+
+
 def tune_threshold(truth: np.ndarray, scores: np.ndarray,
                    grid: np.ndarray = THRESHOLD_GRID) -> tuple[float, float]:
     """The one global threshold of ``grid`` with the best micro F1: ``(threshold, f1)``.
 
     Ties go to the threshold nearest 0.5, so a flat F1 curve gives the natural choice.
     """
-    best = max(grid, key=lambda t: (multilabel_prf(truth, scores, t).averages["micro"]["f1"],
-                                    -abs(t - 0.5)))
-    return float(best), multilabel_prf(truth, scores, best).averages["micro"]["f1"]
+    curve = micro_f1_curve(truth, scores, grid)
+    best = max(range(len(grid)), key=lambda i: (curve[i], -abs(grid[i] - 0.5)))
+    threshold = float(grid[best])
+    return threshold, multilabel_prf(truth, scores, threshold).averages["micro"]["f1"]
 
 
 def singlelabel_prf(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> PRF:
