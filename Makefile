@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchaudio==2.11.0 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install pipeline test test-fast lint bench clean-venv chromium postgresql
+.PHONY: install pipeline test test-docs test-fast lint bench clean-venv chromium postgresql
 
 install: $(STAMP)
 
@@ -52,8 +52,12 @@ postgresql:
 # mostly one stage process at a time, take about half as long; the tiny project they share
 # (tests/e2e/conftest.py) is still reproduced once
 test: install chromium postgresql
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile; rc=$$?; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not docs"; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# every command of docs/experiments.md, every sweep value (~30 min of both cores)
+test-docs: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m docs tests/e2e/test_experiments_doc.py
 
 test-fast: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e and not slow" tests/unit

@@ -41,3 +41,23 @@ def keep_alternatives(line: str) -> list[str]:
         else:
             cur += ch
     return [*out, cur]
+
+
+def split_top_level(value: str) -> list[str]:
+    """``a,b`` -> [a, b] but ``[1,2],[3,4]`` -> [[1,2], [3,4]] (Hydra's sweep syntax)."""
+    out, depth, cur = [], 0, ""
+    for ch in value:
+        depth += 1 if ch in "[(" else -1 if ch in "])" else 0
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur]
+
+
+def parse_value(text: str):
+    """A ``-S`` value as Hydra (hence DVC) types it."""
+    from dvc.utils.hydra import to_hydra_overrides
+
+    return to_hydra_overrides([f"k={text}"])[0].value()

@@ -1,8 +1,14 @@
-"""docs/experiments.md runs: every line of its ```bash blocks (the `dvc exp run` commands
+"""docs/experiments.md runs: the lines of its ```bash blocks (the `dvc exp run` commands
 and the shell lines between them: queue starts, comparisons, the transfer-learning
-copies) runs in order in one tiny project with the real `dvc` CLI, and afterwards
-`dvc exp show` holds every experiment the page queues, with metrics and with the params
-it sets. ```text blocks hold placeholders and are not run.
+copies) run in order in one tiny project with the real `dvc` CLI, and afterwards
+`dvc exp show` holds every experiment they queue, with metrics and with the params they
+set. ```text blocks hold placeholders and are not run.
+
+Two sizes: `make test` runs :data:`CI_SECTIONS`, each queued sweep at its first value
+(``test_representative_sections_run``, a few minutes); `make test-docs` runs every line and
+every sweep value (``test_every_command_of_the_page_runs``, marked ``docs``, about half an
+hour of both cores). tests/unit/test_experiments_page.py checks every line of the page
+without running it.
 
 What the test changes so that each run takes seconds, and why (`tiny_command`):
 
@@ -18,8 +24,9 @@ What the test changes so that each run takes seconds, and why (`tiny_command`):
 - ``data.dataset=esc50`` (the transfer-learning source) becomes the synthetic dataset with
   8 classes instead of 6 (no downloads in tests; a different class count keeps the part
   that matters: every layer but the classifier head is loaded);
-- ``dvc queue start -j 1`` runs with ``-j 2`` (both cores) and the test then waits until
-  the queue is empty, as a reader waits for `dvc queue status` to show it done;
+- ``dvc queue start -j 1`` runs with ``-j 2`` (both cores) in the full run, and the test
+  then waits until the queue is empty, as a reader waits for `dvc queue status` to show it
+  done;
 - ``dvc exp show ... --keep <regex>`` prints ``--csv``, so that the test can check that
   every alternative of the regex keeps a column (a misspelt column name would silently
   show nothing).
@@ -38,10 +45,17 @@ from pathlib import Path
 
 import pytest
 from dvc_project import env_for, experiments, make_project, run
-from experiments_page import DOC, bash_lines, keep_alternatives, sections
+from experiments_page import (
+    DOC,
+    bash_lines,
+    keep_alternatives,
+    parse_value,
+    sections,
+    split_top_level,
+)
 
 pytestmark = pytest.mark.e2e
-RUN_FIRST = True  # the longest test of the suite (tests/conftest.py starts it first)
+RUN_FIRST = True  # the longest test of `make test` (tests/conftest.py starts it first)
 
 
 # the experiments the issue asks the page to cover: one `## ` section each
@@ -69,33 +83,25 @@ SMALL = ("cnn2d", "cnn1d", "crnn")
 FORCED = {"train.swa_start_epoch": 1, "train.epochs": 1}
 DATASET_SWAP = {"esc50": ["data.dataset=synthetic", "data.synthetic.num_classes=8"]}
 QUEUE_JOBS = "2"
+# what `make test` runs of the page (test_representative_sections_run): the baseline, a
+# sweep that re-extracts features and the comparisons of its curves, transfer learning
+# (a direct run, `dvc add`, a queued fine-tune), multitask plots and a dataset change
+CI_SECTIONS = ["How the experiments are run", "Clip length",
+               "Train metric per epoch and epoch time", "Transfer learning",
+               "Multitask: classes and regression targets",
+               "Dataset exploration: class counts, durations, merged and dropped classes"]
 QUEUE_DEADLINE_S = 3600
 
 
-def split_top_level(value: str) -> list[str]:
-    """``a,b`` -> [a, b] but ``[1,2],[3,4]`` -> [[1,2], [3,4]] (Hydra's sweep syntax)."""
-    out, depth, cur = [], 0, ""
-    for ch in value:
-        depth += 1 if ch in "[(" else -1 if ch in "])" else 0
-        if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    return [*out, cur]
-
-
-def parse_value(text: str):
-    """A ``-S`` value as Hydra (hence DVC) types it."""
-    from dvc.utils.hydra import to_hydra_overrides
-
-    return to_hydra_overrides([f"k={text}"])[0].value()
-
-
 class ExpRun:
-    """One `dvc exp run` line: its name, its ``-S key=values`` and the tiny version."""
+    """One `dvc exp run` line: its name, its ``-S key=values`` and the tiny version.
 
-    def __init__(self, line: str):
+    ``trim``: a queued sweep runs its first value only (every value is still checked by
+    tests/unit/test_experiments_page.py); a trimmed sweep keeps the name of its first
+    experiment (``<name>-1``) and the experiments it no longer queues are :meth:`dropped`.
+    """
+
+    def __init__(self, line: str, trim: bool = False):
         self.tokens = shlex.split(line, comments=True)
         assert self.tokens[:3] == ["dvc", "exp", "run"], line
         self.name = None
@@ -113,9 +119,12 @@ class ExpRun:
             rest.append(tok)
             i += 1
         self.options = rest
+        self.queued = "--queue" in rest
+        self.trim = trim and self.queued
         assert self.name, f"every experiment on the page is named (-n): {line}"
 
-    def tiny_sets(self) -> list[tuple[str, str]]:
+    def tiny_sets(self, trim: bool | None = None) -> list[tuple[str, str]]:
+        trim = self.trim if trim is None else trim
         sets = []
         for key, value in self.sets:
             if key == "train.models":
@@ -126,22 +135,37 @@ class ExpRun:
             elif key == "data.dataset" and value in DATASET_SWAP:
                 sets += [tuple(kv.split("=", 1)) for kv in DATASET_SWAP[value]]
                 continue
+            elif trim:
+                value = split_top_level(value)[0]
             sets.append((key, value))
         return sets
 
+    def _grid(self, trim: bool) -> list[dict]:
+        grid: list[dict] = [{}]
+        for key, value in self.tiny_sets(trim):
+            values = split_top_level(value) if self.queued else [value]
+            grid = [{**g, key: parse_value(v)} for g in grid for v in values]
+        return grid
+
+    def _names(self, trim: bool) -> list[str]:
+        if len(self._grid(trim=False)) == 1:
+            return [self.name]
+        return [f"{self.name}-{i}" for i in range(1, len(self._grid(trim)) + 1)]
+
     def tiny_command(self) -> str:
         args = [a for key, value in self.tiny_sets() for a in ("-S", f"{key}={value}")]
-        return shlex.join([*self.tokens[:3], *self.options, *args])
+        options = list(self.options)
+        if self.trim and len(self._grid(trim=True)) == 1:  # the sweep's first experiment
+            options[options.index(self.name)] = self._names(trim=True)[0]
+        return shlex.join([*self.tokens[:3], *options, *args])
 
     def expected(self) -> dict[str, dict]:
         """Experiment name -> params it must show (a sweep expands to <name>-1, -2, ...)."""
-        grid: list[dict] = [{}]
-        for key, value in self.tiny_sets():
-            values = split_top_level(value) if "--queue" in self.options else [value]
-            grid = [{**g, key: parse_value(v)} for g in grid for v in values]
-        if len(grid) == 1:
-            return {self.name: grid[0]}
-        return {f"{self.name}-{i}": g for i, g in enumerate(grid, 1)}
+        return dict(zip(self._names(self.trim), self._grid(self.trim), strict=True))
+
+    def dropped(self) -> set[str]:
+        """The page's experiment names that the trimmed sweep does not queue."""
+        return set(self._names(trim=False)) - set(self._names(self.trim))
 
 
 def _bash(line: str, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -190,22 +214,27 @@ def test_every_model_the_page_names_exists():
                     assert set(parse_value(value)) <= known, line
 
 
-def test_every_command_of_the_page_runs(repo_root, tmp_path):
+def run_page(lines: list[str], project: Path, trim: bool, queue_jobs: str | None) -> None:
+    """Run ``lines`` in order in ``project`` as the page's reader would (see the module
+    docstring for what the tiny project changes), then check `dvc exp show`."""
     started = time.monotonic()
-    project = make_project(repo_root, tmp_path / "project", BASE)
     expected: dict[str, dict] = {}
+    dropped: set[str] = set()
     timings = []
     try:
-        for line in bash_lines(DOC.read_text()):
+        for line in lines:
             t0 = time.monotonic()
             if line.startswith("dvc exp run"):
-                exp = ExpRun(line)
+                exp = ExpRun(line, trim=trim)
                 for name, params in exp.expected().items():
                     assert name not in expected, f"experiment name {name} used twice"
                     expected[name] = params
+                dropped |= exp.dropped()
                 line = exp.tiny_command()
-            elif line.startswith("dvc queue start"):
-                line = re.sub(r"-j \d+", f"-j {QUEUE_JOBS}", line)
+            else:  # a comparison names only the experiments that ran
+                line = shlex.join(tok for tok in shlex.split(line) if tok not in dropped)
+            if line.startswith("dvc queue start") and queue_jobs:
+                line = re.sub(r"-j \d+", f"-j {queue_jobs}", line)
             elif line.startswith("dvc exp show") and "--keep" in line:
                 line += " --csv"
             result = _bash(line, project)
@@ -243,3 +272,23 @@ def test_every_command_of_the_page_runs(repo_root, tmp_path):
         for model in models:
             lwlrap = data["metrics"][f"metrics/{model}.json"]["data"]["lwlrap"]
             assert 0.0 < lwlrap <= 1.0, f"{name}: {model} lwlrap {lwlrap}"
+
+
+def test_representative_sections_run(repo_root, tmp_path):
+    """`make test`'s share of the page: the sections of :data:`CI_SECTIONS` in order, each
+    queued sweep at its first value (all values are checked without training by
+    tests/unit/test_experiments_page.py; `make test-docs` runs every line)."""
+    found = sections(DOC.read_text())
+    missing = [s for s in CI_SECTIONS if s not in found]
+    assert not missing, f"docs/experiments.md lacks the sections {missing}"
+    lines = [ln for title in CI_SECTIONS for ln in bash_lines(found[title])]
+    project = make_project(repo_root, tmp_path / "project", BASE)
+    run_page(lines, project, trim=True, queue_jobs=None)
+
+
+@pytest.mark.docs
+def test_every_command_of_the_page_runs(repo_root, tmp_path):
+    """Every line of the page, every sweep value (about half an hour of both cores:
+    `make test-docs`, not `make test`)."""
+    project = make_project(repo_root, tmp_path / "project", BASE)
+    run_page(bash_lines(DOC.read_text()), project, trim=False, queue_jobs=QUEUE_JOBS)

@@ -1,19 +1,29 @@
-"""docs/experiments.md against what `dvc exp show` can show, without running anything: every
-alternative of every ``--keep`` regex names a params.yaml key or a headline metric (a
-column that moved to metrics/details/ would otherwise show nothing; the end-to-end run in
-tests/e2e/test_experiments_doc.py finds it only after minutes)."""
+"""docs/experiments.md checked line by line without running anything (`make test` runs only a
+few of its sections, tests/e2e/test_experiments_doc.py; `make test-docs` runs them all):
+
+- every ``-S`` value of every sweep passes params.yaml's schema (the check_params stage's
+  check) and every key is a params dependency of a stage, so DVC re-runs what it changes;
+- every alternative of every ``--keep`` regex names a params.yaml key or a headline metric
+  (a column that moved to metrics/details/ would otherwise show nothing);
+- every ``dvc plots diff --targets`` file is declared in dvc.yaml, and every experiment a
+  comparison names is queued earlier on the page.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
+import pytest
 import yaml
-from experiments_page import DOC, bash_lines, keep_alternatives
+from experiments_page import DOC, bash_lines, keep_alternatives, parse_value, split_top_level
 
+from audiotag.core.errors import ParamsError
 from audiotag.evaluation.evaluate import HEADLINE
 from audiotag.models import list_models
+from audiotag.params_check import check_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,3 +73,129 @@ def test_a_moved_metric_is_caught():
     cols = columns()
     assert not any(re.match(r"(.*:)?train\.lwlrap$", c) for c in cols)
     assert any(re.match(r"(.*:)?valid_lwlrap$", c) for c in cols)
+
+
+def exp_runs() -> list[tuple[str, str | None, list[tuple[str, str]], bool]]:
+    """``(line, name, [(key, value)], queued)`` of every `dvc exp run` line."""
+    out = []
+    for line in bash_lines(DOC.read_text()):
+        if not line.startswith("dvc exp run"):
+            continue
+        tokens = shlex.split(line)
+        sets = [tuple(tokens[i + 1].split("=", 1)) for i, tok in enumerate(tokens)
+                if tok in ("-S", "--set-param")]
+        name = next((tokens[i + 1] for i, tok in enumerate(tokens) if tok in ("-n", "--name")),
+                    None)
+        out.append((line, name, sets, "--queue" in tokens))
+    return out
+
+
+def grid(sets: list[tuple[str, str]], queued: bool) -> list[dict]:
+    points: list[dict] = [{}]
+    for key, value in sets:
+        values = split_top_level(value) if queued else [value]
+        points = [{**p, key: parse_value(v)} for p in points for v in values]
+    return points
+
+
+def _set(params: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def test_every_sweep_value_passes_the_params_schema(tmp_path, monkeypatch):
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(REPO)  # data.inputs are checked against the DVC-tracked files here
+    checked = 0
+    for line, _, sets, queued in exp_runs():
+        for point in grid(sets, queued):
+            params = yaml.safe_load(yaml.safe_dump(base))
+            for key, value in point.items():
+                _set(params, key, value)
+            path = tmp_path / "params.yaml"
+            path.write_text(yaml.safe_dump(params, sort_keys=False))
+            try:
+                check_params(path)
+            except ParamsError as err:
+                pytest.fail(f"docs/experiments.md: {point} fails params.yaml's schema:\n{err}"
+                            f"\n{line}")
+            checked += 1
+    assert checked >= 40  # every experiment of every sweep
+
+
+def test_a_bad_sweep_value_fails_the_schema(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    _set(params, "features.pad_mode", "wrapp")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError, match="pad_mode"):
+        check_params(path)
+
+
+def _stage_params() -> list[str]:
+    """Every params dependency of dvc.yaml as a regex (``${item}``: any model)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    deps = []
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        for entry in body.get("params", []):
+            keys = entry if isinstance(entry, str) else next(iter(entry.values()))
+            for key in [keys] if isinstance(keys, str) else keys:
+                deps.append(re.escape(key).replace(re.escape("${item}"), r"[^.]+"))
+    return deps
+
+
+def test_every_swept_key_is_a_stage_dependency():
+    """A key no stage lists would queue an experiment that re-runs nothing.
+    (``train.models`` is dvc.yaml's ``foreach`` list: it adds or removes stages.)"""
+    deps = _stage_params()
+    for line, _, sets, _ in exp_runs():
+        for key, _ in sets:
+            if key == "train.models":
+                continue
+            assert any(re.fullmatch(dep, key) or re.match(dep + r"\.", key) for dep in deps), \
+                f"docs/experiments.md: no stage of dvc.yaml depends on {key}\n{line}"
+
+
+def _declared_paths() -> list[str]:
+    """dvc.yaml's outs, metrics and plots (``${item}``: any model), as regexes."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    paths = []
+
+    def add(entries):
+        for entry in entries or []:
+            path = entry if isinstance(entry, str) else next(iter(entry))
+            paths.append(re.escape(path).replace(re.escape("${item}"), r"[^/]+"))
+
+    for stage in spec["stages"].values():
+        body = stage.get("do", stage)
+        for field in ("outs", "metrics", "plots"):
+            add(body.get(field))
+    add(spec.get("plots"))
+    return paths
+
+
+def test_every_plot_target_and_experiment_name_exists():
+    declared = _declared_paths()
+    names = {"main", "HEAD", "workspace"}
+    for line in bash_lines(DOC.read_text()):
+        if line.startswith("dvc exp run"):
+            _, name, sets, queued = next(r for r in exp_runs() if r[0] == line)
+            points = grid(sets, queued)
+            names |= {name} if len(points) == 1 else {f"{name}-{i}"
+                                                      for i in range(1, len(points) + 1)}
+        if not line.startswith("dvc plots diff"):
+            continue
+        tokens = shlex.split(line)
+        targets = tokens.index("--targets")
+        for rev in tokens[3:targets]:
+            assert rev in names, f"docs/experiments.md: {rev} is not queued before\n{line}"
+        for target in tokens[targets + 1:]:
+            if target.startswith("-"):
+                break
+            assert any(re.fullmatch(p, target) or re.match(p + "/", target)
+                       for p in declared), \
+                f"docs/experiments.md: {target} is not an output of dvc.yaml\n{line}"
