@@ -66,7 +66,7 @@ def model_params(name: str) -> dict:
 def _input(name: str, batch: int = BATCH) -> tuple[int, torch.Tensor]:
     """``(n_mels, batch)``: 4 s of 16 kHz waveform for models that take raw audio only,
     else a log-mel batch."""
-    if getattr(MODELS.get(name).factory, "requires_waveform", False):
+    if MODELS.get(name).input == "waveform":
         return 1, torch.randn(batch, 1, 64000)
     return N_MELS, torch.randn(batch, N_MELS, FRAMES)
 

@@ -9,7 +9,8 @@ as the uninterrupted run would have (see :mod:`audiotag.training.resume`).
 Per step: (mixup) -> (SpecAugment) -> forward under autocast (CUDA + ``train.amp``) ->
 per-clip task loss (L_soft targets on noisy clips) weighted per clip -> backward ->
 gradient norms -> clipping -> optimizer and scheduler step -> update-to-weight ratios.
-Autoencoders (``two_phase``) first run ``pretrain_epochs`` reconstruction epochs.
+Models registered ``two_phase`` (autoencoders) first run ``pretrain_epochs``
+reconstruction epochs.
 """
 
 from __future__ import annotations
@@ -124,13 +125,16 @@ class Trainer:
     """Trains ``model`` for ``cfg.epochs`` (plus an autoencoder's reconstruction epochs).
 
     ``train_loader`` yields ``(x, y, w[, noisy][, lengths])``, ``valid_loader``
-    ``(x, y, w[, lengths])``; ``generator`` drives mixup and SpecAugment. Call
-    :meth:`run` (repeatedly safe: it continues after the last finished epoch).
+    ``(x, y, w[, lengths])``; ``generator`` drives mixup and SpecAugment. ``two_phase``:
+    the model's registry entry declares two phases (see
+    :class:`audiotag.models.registry.ModelSpec`). Call :meth:`run` (repeatedly safe: it
+    continues after the last finished epoch).
     """
 
     def __init__(self, model: torch.nn.Module, spec: TaskSpec, cfg: TrainConfig,
                  device: torch.device, train_loader: DataLoader, valid_loader: DataLoader,
-                 loader_generator: torch.Generator, seed: int, *, spectral: bool = True,
+                 loader_generator: torch.Generator, seed: int, *, two_phase: bool,
+                 spectral: bool = True,
                  overfit: bool = False, parallel: torch.nn.Module | None = None,
                  score_loader: DataLoader | None = None) -> None:
         self.model = model.to(device)
@@ -149,10 +153,8 @@ class Trainer:
             log.warning("train.amp: mixed precision needs CUDA; training in float32 on %s",
                         device.type)
         steps = max(len(train_loader), 1)
-        self.pretrain_epochs = int(getattr(getattr(model, "cfg", None), "pretrain_epochs", 0)
-                                   if getattr(model, "two_phase", False) else 0)
-        self.freeze_encoder = bool(self.pretrain_epochs
-                                   and getattr(model.cfg, "freeze_encoder", False))
+        self.pretrain_epochs = int(model.cfg.pretrain_epochs) if two_phase else 0
+        self.freeze_encoder = bool(self.pretrain_epochs and model.cfg.freeze_encoder)
         params = model.classifier_parameters() if self.freeze_encoder else model.parameters()
         trainable = [p for p in params if p.requires_grad]
         if not trainable:

@@ -116,17 +116,17 @@ def _loader(data, cfg: TrainConfig, *, shuffle: bool = False, generator=None,
 
 def check_model_accepts(name: str, kind: str) -> None:
     """Fail early when model ``name`` cannot take ``features.kind`` (e.g. a 2-D CNN on a raw
-    waveform, whose "image" would be one band high and tens of thousands of frames long)."""
-    factory = MODELS.get(name).factory
-    if kind == "waveform" and not getattr(factory, "accepts_waveform", False):
-        takers = [m for m in list_models()
-                  if getattr(MODELS.get(m).factory, "accepts_waveform", False)]
+    waveform, whose "image" would be one band high and tens of thousands of frames long):
+    the registry entry's ``input`` says what it takes."""
+    if MODELS.get(name).accepts(kind):
+        return
+    if kind == "waveform":
+        takers = [m for m in list_models() if MODELS.get(m).accepts("waveform")]
         raise ParamsError(f"features.kind=waveform: model {name!r} needs a time-frequency "
                           f"input; train it on another features.kind, or train a model "
                           f"that takes raw waveforms ({', '.join(takers)})")
-    if kind != "waveform" and getattr(factory, "requires_waveform", False):
-        raise ParamsError(f"model {name!r} takes raw waveforms: set features.kind=waveform "
-                          f"(it is {kind!r})")
+    raise ParamsError(f"model {name!r} takes raw waveforms: set features.kind=waveform "
+                      f"(it is {kind!r})")
 
 
 def selected_targets(cfg: TrainConfig, data: FeatureSet) -> list[str]:
@@ -232,12 +232,12 @@ def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: in
 
 def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """``train.init_from``: one checkpoint's compatible layers, or with a mapping one
-    checkpoint per branch of a model that declares ``init_branches`` (branch -> source
+    checkpoint per branch of a model registered with ``init_branches`` (branch -> source
     prefix -> own prefix; mixnet: a cnn1d trained on waveforms for ``wave``, a cnn2d for
     ``spec``). Returns ``(loaded, skipped)`` tensor names of ``model``."""
     if isinstance(cfg.init_from, str):
         return load_compatible(model, cfg.init_from, cfg.freeze_init)
-    branches: dict[str, dict[str, str]] = getattr(model, "init_branches", {})
+    branches = MODELS.get(name).init_branches
     if not branches:
         raise ParamsError(f"train.init_from: {name} has no branches; give one checkpoint "
                           "path instead of a mapping")
@@ -246,7 +246,7 @@ def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str]
         if branch not in branches:
             raise ParamsError(f"train.init_from.{branch}: {name} has the branches "
                               f"{', '.join(branches)}")
-        got, _ = load_compatible(model, path, cfg.freeze_init, rename=branches[branch],
+        got, _ = load_compatible(model, path, cfg.freeze_init, rename=dict(branches[branch]),
                                  where=f"train.init_from.{branch}")
         loaded += got
     return loaded, [k for k in model.state_dict() if k not in set(loaded)]
@@ -317,7 +317,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
         meta["init_from"] = cfg.init_from
     parallel = None
     if ctx.enabled:
-        if getattr(model, "two_phase", False):
+        if MODELS.get(name).two_phase:
             raise ParamsError(f"train.processes={cfg.processes}: {name} trains in two phases, "
                               "which DistributedDataParallel does not support; use 1 process")
         model.to(device)
@@ -325,6 +325,7 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
             model, device_ids=[device.index] if device.type == "cuda" else None)
         meta["processes"] = ctx.world
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
+                      two_phase=MODELS.get(name).two_phase,
                       spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
                       parallel=parallel,
                       score_loader=_score_loader(features_dir, spec, cfg, seed, labels,
