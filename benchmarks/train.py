@@ -136,7 +136,8 @@ def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[
         while True:
             t0 = time.perf_counter()
             try:
-                x, y = next(batches)[:2]  # (x, y, weights[, lengths])
+                batch = next(batches)
+                x, y = batch.x, batch.y
             except StopIteration:
                 break
             t1 = time.perf_counter()
