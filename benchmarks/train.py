@@ -66,7 +66,7 @@ def model_params(name: str) -> dict:
 def _input(name: str, batch: int = BATCH) -> tuple[int, torch.Tensor]:
     """``(n_mels, batch)``: 4 s of 16 kHz waveform for models that take raw audio only,
     else a log-mel batch."""
-    if getattr(MODELS.get(name).factory, "requires_waveform", False):
+    if MODELS.get(name).input == "waveform":
         return 1, torch.randn(batch, 1, 64000)
     return N_MELS, torch.randn(batch, N_MELS, FRAMES)
 
@@ -136,7 +136,8 @@ def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[
         while True:
             t0 = time.perf_counter()
             try:
-                x, y = next(batches)[:2]  # (x, y, weights[, lengths])
+                batch = next(batches)
+                x, y = batch.x, batch.y
             except StopIteration:
                 break
             t1 = time.perf_counter()

@@ -425,11 +425,13 @@ def test_crops_aggregate_by_mean_or_max() -> None:
     or their maximum (presence anywhere in the clip)."""
     from torch.utils.data import DataLoader, TensorDataset
 
+    from audiotag.features.store import collate_clips
     from audiotag.training.inference import predict
 
     x = torch.full((1, 4, 2, 3), -10.0)
     x[0, 1, 0] = 10.0  # class 0 sounds in window 1 only; class 1 never
-    loader = DataLoader(TensorDataset(x, torch.tensor([[1.0, 0.0]]), torch.ones(1)))
+    loader = DataLoader(TensorDataset(x, torch.tensor([[1.0, 0.0]]), torch.ones(1)),
+                        collate_fn=collate_clips)
     mean, _, _ = predict(_CropScore(), loader, torch.device("cpu"))
     top, _, _ = predict(_CropScore(), loader, torch.device("cpu"), crop_aggregate="max")
     assert mean[0, 0] == pytest.approx(0.25, abs=1e-3) and mean[0, 1] < 1e-3

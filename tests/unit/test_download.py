@@ -292,6 +292,34 @@ def test_tar_slip_is_refused(tmp_path, kind):
     assert not (tmp_path / "out").exists()
 
 
+def test_tar_link_chain_out_is_refused_by_the_data_filter(tmp_path):
+    # each link alone stays inside; together they lead out: tarfile's "data" filter sees
+    # it while extracting, and the error names the member (not a "corrupt archive")
+    archive = tmp_path / "chain.tar"
+    with tarfile.open(archive, "w") as tf:
+        for name, target in (("d1", "."), ("d1/up", "..")):
+            member = tarfile.TarInfo(name)
+            member.type, member.linkname = tarfile.SYMTYPE, target
+            tf.addfile(member)
+        evil = tarfile.TarInfo("d1/up/evil")
+        evil.size = 1
+        tf.addfile(evil, io.BytesIO(b"x"))
+    with pytest.raises(DataSourceError,
+                       match=r"chain\.tar: refusing member 'd1/up': .*outside the destination"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil").exists()
+
+
+def test_tar_special_file_is_refused_by_the_data_filter(tmp_path):
+    member = tarfile.TarInfo("top/fifo")
+    member.type = tarfile.FIFOTYPE
+    archive = _tar_with(tmp_path / "bad.tar.gz", member)
+    with pytest.raises(DataSourceError, match=r"bad\.tar\.gz: refusing member 'top/fifo': "
+                                              r".*is a special file"):
+        safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_safe_extract_keeps_only_selected_members_and_inner_links(tmp_path):
     archive = tmp_path / "good.zip"
     with zipfile.ZipFile(archive, "w") as zf:

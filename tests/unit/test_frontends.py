@@ -26,7 +26,7 @@ from audiotag.data.split import assign_roles
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.crops import center_start, cut, eval_starts, random_start
 from audiotag.features.frontend import FrontEnd, feature_dim, n_frames
-from audiotag.features.store import FeatureSet, collate_clips, extract_features
+from audiotag.features.store import Batch, FeatureSet, collate_clips, extract_features
 from audiotag.models import create_model
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import clip_losses, predict, predict_clips
@@ -250,9 +250,10 @@ def test_beat_sync_gives_variable_lengths_that_collate(tones):
     assert lengths[pick[0]] < lengths[pick[1]]
     items = [data[i] for i in pick]
     assert [it[0].shape[-1] for it in items] == lengths[pick].tolist()
-    x, y, w, lens = collate_clips(items)
+    batch = collate_clips(items)
+    x, y, w, lens = batch.x, batch.y, batch.w, batch.lengths
     assert x.shape == (4, 16, lengths.max()) and y.shape == (4, 3) and w.shape == (4,)
-    assert lens.tolist() == lengths[pick].tolist()
+    assert lens.tolist() == lengths[pick].tolist() and batch.noisy is None
     assert (x[0, :, lengths[pick[0]]:] == 0).all()
     # a model that takes lengths gets them in prediction (and training: same helper)
     seen = []
@@ -274,10 +275,28 @@ def test_beat_sync_gives_variable_lengths_that_collate(tones):
     assert scores.shape == (4, 3) and seen[0].tolist() == lengths[pick].tolist()
 
 
+def test_a_batch_names_its_parts():
+    # noisy flags and lengths are fields of the batch, not extra tuple elements that
+    # consumers tell apart by dtype
+    def item(frames, noisy=None):
+        flag = () if noisy is None else (torch.tensor(noisy),)
+        return (torch.ones(16, frames), torch.tensor([1.0, 0.0, 0.0]), torch.tensor(0.5), *flag)
+
+    batch = collate_clips([item(5, 1.0), item(3, 0.0)])
+    assert isinstance(batch, Batch) and len(batch) == 2 and batch.x.shape == (2, 16, 5)
+    assert batch.noisy.tolist() == [1.0, 0.0] and batch.lengths.tolist() == [5, 3]
+    assert batch.lengths.dtype == torch.int64 and (batch.x[1, :, 3:] == 0).all()
+    same = collate_clips([item(4), item(4)])  # equal lengths, no flags
+    assert same.lengths is None and same.noisy is None and same.w.tolist() == [0.5, 0.5]
+    moved = same.to(torch.device("cpu"))  # on a device, a batch without flags has zeros
+    assert moved.noisy.tolist() == [0.0, 0.0] and moved.lengths is None
+
+
 def test_crops_of_a_clip_stay_together(tones):
     store = _store(tones, "crops", crops_per_clip=3, eval_crops=3)
     train = FeatureSet(store, ("train",), train=True)
-    x, y, w = next(iter(DataLoader(train, batch_size=4, collate_fn=collate_clips)))
+    batch = next(iter(DataLoader(train, batch_size=4, collate_fn=collate_clips)))
+    x, y, w = batch.x, batch.y, batch.w
     assert x.shape == (4, 3, 16, n_frames(TINY)) and y.shape == (4, 3) and w.shape == (4,)
     torch.manual_seed(0)
     model = create_model("cnn1d", num_classes=3, n_mels=16, channels=[8]).eval()
@@ -292,8 +311,8 @@ def test_crops_of_a_clip_stay_together(tones):
     first = torch.sigmoid(model(test[0][0])).mean(dim=0).detach().numpy()
     np.testing.assert_allclose(pred.scores[0], first, rtol=1e-5)
     np.testing.assert_array_equal(pred.targets, test.targets)
-    scores, targets, loss = predict(model, DataLoader(test, batch_size=5), torch.device("cpu"),
-                                    multilabel_bce)
+    scores, targets, loss = predict(model, DataLoader(test, batch_size=5, collate_fn=collate_clips),
+                                    torch.device("cpu"), multilabel_bce)
     assert scores.shape == (6, 3) and np.isfinite(loss)
 
 

@@ -29,7 +29,7 @@ N_MELS = 64
 # The ImageNet backbones (millions of parameters) and the models that take raw waveforms
 # only (mixnet) get their own tests in test_zoo.py.
 SMALL_MODELS = [name for name in list_models() if name not in BACKBONES
-                and not getattr(MODELS.get(name).factory, "requires_waveform", False)]
+                and MODELS.get(name).input != "waveform"]
 
 
 @pytest.fixture(autouse=True)

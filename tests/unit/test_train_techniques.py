@@ -4,6 +4,7 @@ phases, and what each writes into the checkpoint and the dvclive logs."""
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,11 +18,12 @@ from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import evaluate_model
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
+from audiotag.models import MODELS
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
 from audiotag.training.loop import Trainer
 from audiotag.training.resume import STATE_NAME
-from audiotag.training.run import _datasets, train_model
+from audiotag.training.run import _datasets, check_model_accepts, train_model
 from audiotag.training.tasks import TaskSpec, soft_bootstrap
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
@@ -167,6 +169,24 @@ def test_autoencoder_reconstructs_then_classifies(multi, tmp_path):
     assert meta["epoch"] in (4, 5)  # the best is picked among classification epochs
     tsv = tmp_path / "live/plots/metrics/reconstruct/train/loss.tsv"
     assert len(tsv.read_text().splitlines()) == 1 + 3
+
+
+def test_training_uses_the_capabilities_the_registry_declares(multi, tmp_path, monkeypatch):
+    # capabilities live on the registry entry, not on the model class: declare them away
+    # (or on) there and training follows
+    spec = MODELS.get("autoencoder")
+    assert spec.two_phase and MODELS.get("mixnet").input == "waveform"
+    monkeypatch.setitem(MODELS._entries, "autoencoder", replace(spec, two_phase=False))
+    params = {"channels": [8, 8], "latent_channels": 8, "pretrain_epochs": 3}
+    history = _train(multi, tmp_path, _cfg(epochs=2), name="autoencoder", params=params)
+    assert [r.phase for r in history] == ["train"] * 2
+    with pytest.raises(ParamsError, match="features.kind=waveform: model 'cnn2d'"):
+        check_model_accepts("cnn2d", "waveform")
+    monkeypatch.setitem(MODELS._entries, "cnn2d", replace(MODELS.get("cnn2d"), input="any"))
+    check_model_accepts("cnn2d", "waveform")
+    with pytest.raises(ParamsError, match="train.init_from: cnn2d has no branches"):
+        _train(multi, tmp_path / "b", _cfg(init_from={"spec": "x.pt"}), name="cnn2d",
+               params={"channels": [8]})
 
 
 def test_a_cyclic_schedule_is_logged_per_step(multi, tmp_path):
@@ -333,7 +353,7 @@ def test_gradient_clipping_bounds_each_sgd_step(multi):
     cfg = _cfg(optimizer="sgd", momentum=0.0, lr=1.0, grad_clip_norm=1e-3,
                scheduler="constant", weight_decay=0.0)
     trainer = Trainer(model, TaskSpec("multilabel", 3), cfg, torch.device("cpu"), loader,
-                      loader, torch.Generator().manual_seed(0), seed=0)
+                      loader, torch.Generator().manual_seed(0), seed=0, two_phase=False)
     before = [p.detach().clone() for p in model.parameters()]
     trainer._train_epoch(reconstruct=False)
     steps = len(loader)

@@ -1,7 +1,9 @@
 import json
+import time
 
 import pytest
 import torch
+from dvclive import Live
 from helpers import write_tone_dataset
 from torch.utils.data import DataLoader
 
@@ -9,11 +11,18 @@ from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
-from audiotag.training import resume
+from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_checkpoint, save_state_dict
 from audiotag.training.config import TrainConfig
 from audiotag.training.loop import multilabel_bce, weighted_mean
-from audiotag.training.run import train_model
+from audiotag.training.run import (
+    RunInputs,
+    build_run,
+    final_model,
+    fit,
+    save_outputs,
+    train_model,
+)
 from audiotag.training.utils import grad_norms, layer_names, update_ratios
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
@@ -60,6 +69,28 @@ def test_same_seed_same_run_and_a_self_describing_checkpoint(store, tmp_path):
     logged = {p.stem for p in (tmp_path / "a/live/plots/metrics/grad_norm").glob("*.tsv")}
     assert logged == set(history["epochs"][0]["grad_norms"]) and "grad_norm" not in live
     assert (tmp_path / "a/live/plots/metrics/valid/lwlrap.tsv").exists()
+
+
+def test_a_run_is_built_fitted_and_saved_in_typed_steps(store, tmp_path):
+    # the steps train_model composes, one by one: the same run as train_model's
+    cfg = TRAIN.model_copy(update={"epochs": 2})
+    expected = _train(store, tmp_path / "whole", cfg=cfg)
+    run = RunInputs("cnn1d", {"channels": [16, 16]}, store, tmp_path / "model",
+                    tmp_path / "live", cfg, seed=0, kind="logmel", labels=None,
+                    resume_dir=None, stop_after=None)
+    built = build_run(run, distributed.Context(), torch.device("cpu"))
+    assert built.spec.task == "multilabel" and built.resumed_seconds == 0.0
+    assert built.meta["model_name"] == "cnn1d" and built.trainer.total_epochs == 2
+    with Live(str(run.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        history = fit(run, built, live, time.perf_counter())
+    assert [r.train_loss for r in history] == [r.train_loss for r in expected]
+    final = final_model(built.trainer, history)
+    assert final.swa is None and final.record["epoch"] == final.best.epoch
+    save_outputs(run, built, history, final, train_seconds=1.5)
+    _, meta = load_checkpoint(tmp_path / "model/model.pt")
+    assert meta["epoch"] == final.record["epoch"] and meta["classes"] == built.meta["classes"]
+    saved = json.loads((tmp_path / "model/history.json").read_text())
+    assert saved["train_seconds"] == 1.5 and len(saved["epochs"]) == 2
 
 
 def test_the_tone_task_is_learnt(store, tmp_path):

@@ -25,7 +25,7 @@ WAVE_SAMPLES = 4000  # a quarter second at 16 kHz, for the models that take wave
 
 
 def _needs_waveform(name: str) -> bool:
-    return getattr(MODELS.get(name).factory, "requires_waveform", False)
+    return MODELS.get(name).input == "waveform"
 
 
 def _inputs(name: str, batch: int, n_mels: int, frames: int) -> tuple[int, torch.Tensor]:
@@ -179,7 +179,7 @@ def test_stn_learns_its_transform() -> None:
 @pytest.mark.parametrize("name", ["autoencoder", "resautoencoder"])
 def test_autoencoder_reconstructs_and_two_phases(name: str) -> None:
     model = create_model(name, K, 20, channels=[8, 16])
-    assert model.two_phase
+    assert MODELS.get(name).two_phase
     x = torch.randn(6, 20, 37)  # sizes that do not divide by 4: decoder output is cropped
     assert model.reconstruct(x).shape == x.shape
     assert model.encode(x).shape == (6, model.cfg.latent_channels, 5, 10)
@@ -205,7 +205,7 @@ def test_autoencoder_reconstructs_and_two_phases(name: str) -> None:
 
 def test_mixnet_forward_on_waveforms() -> None:
     model = create_model("mixnet", K, 1)
-    assert model.accepts_waveform and model.requires_waveform
+    assert MODELS.get("mixnet").input == "waveform"
     for samples in (16000, 7777):
         out = model(torch.randn(4, 1, samples))
         assert out.shape == (4, K) and torch.isfinite(out).all()

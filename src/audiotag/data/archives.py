@@ -110,23 +110,29 @@ def _extract_zip(archive: Path, dest: Path, keep: MemberFilter) -> int:
     return count + len(links)
 
 
+def _refused(archive: Path, err: tarfile.FilterError) -> DataSourceError:
+    return DataSourceError(f"{archive}: refusing member {err.tarinfo.name!r}: {err}")
+
+
 def _extract_tar(archive: Path, dest: Path, keep: MemberFilter) -> int:
+    """tarfile's "data" filter (PEP 706) refuses links that lead outside ``dest`` (also
+    through other links, as it extracts), links to absolute paths, devices and FIFOs, and
+    drops setuid bits and owners; it strips a leading "/" and allows ``..`` that stays
+    inside, which :func:`_check_name` refuses."""
     with tarfile.open(archive) as tf:
-        members = tf.getmembers()
         chosen = []
-        for m in members:
+        for m in tf.getmembers():  # check every member before writing any
             name = _check_name(archive, m.name)
-            if m.issym():
-                _check_link(archive, name, m.linkname)
-            elif m.islnk():  # a hard link names another member: the same rules as a name
-                _check_name(archive, m.linkname)
-            elif not (m.isfile() or m.isdir()):
-                raise DataSourceError(f"{archive}: refusing member {m.name!r}: "
-                                      "device, FIFO or other special file")
+            try:
+                tarfile.data_filter(m, str(dest))
+            except tarfile.FilterError as err:
+                raise _refused(archive, err) from None
             if keep(name) and not m.isdir():
                 chosen.append(m)
-        # "data" filter (PEP 706): a second line of defence, and no setuid bits or owners
-        tf.extractall(dest, members=chosen, filter="data")
+        try:
+            tf.extractall(dest, members=chosen, filter="data")
+        except tarfile.FilterError as err:  # a chain of links, seen once the first exist
+            raise _refused(archive, err) from None
     return len(chosen)
 
 

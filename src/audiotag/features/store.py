@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -491,17 +492,51 @@ class FeatureSet(torch.utils.data.Dataset):
         return x, y, w
 
 
-def collate_clips(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
-    """Stack items ``(x, y, w)``. Sequences of different lengths (``beat_sync``) are
-    zero-padded at the end to the longest, and the batch gains a fourth element,
-    ``lengths`` ``(B,)`` int64, which the training loop passes to models that declare
+@dataclass(frozen=True)
+class Batch:
+    """A batch of clips, as :func:`collate_clips` builds it.
+
+    ``x`` ``(B, dim, T)``, or ``(B, K, dim, T)`` for K crops per clip; ``y`` ``(B, outputs)``
+    targets; ``w`` ``(B,)`` loss weights; ``noisy`` ``(B,)`` 1.0 for noisy-subset clips
+    (None: the items carry no such flag); ``lengths`` ``(B,)`` int64 valid frames of
+    zero-padded variable-length items (None: all items have the same length).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    noisy: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on ``device``, ``noisy`` zeros where the items had no flag."""
+        noisy = self.noisy if self.noisy is not None else torch.zeros_like(self.w)
+        # non_blocking: from pinned memory (train.pin_memory) the copy to a GPU overlaps work
+        return Batch(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True),
+                     self.w.to(device), noisy.to(device),
+                     self.lengths.to(device) if self.lengths is not None else None)
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (``DataLoader(pin_memory=True)`` calls this)."""
+        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.pin_memory() if t is not None else None
+        return Batch(pin(self.x), pin(self.y), pin(self.w), pin(self.noisy), pin(self.lengths))
+
+
+def collate_clips(batch: list[tuple[torch.Tensor, ...]]) -> Batch:
+    """Stack items ``(x, y, w[, noisy])`` into a :class:`Batch`. Sequences of different
+    lengths (``beat_sync``) are zero-padded at the end to the longest and the batch gets
+    their ``lengths``, which the training loop passes to models that declare
     ``accepts_lengths``; other models pool over padded frames too (after ``standard``
     normalisation 0 is the training mean)."""
     xs = [item[0] for item in batch]
     longest = max(x.shape[-1] for x in xs)
-    rest = [torch.stack([item[k] for item in batch]) for k in range(1, len(batch[0]))]
-    if all(x.shape[-1] == longest for x in xs):
-        return (torch.stack(xs), *rest)
-    lengths = torch.tensor([x.shape[-1] for x in xs], dtype=torch.int64)
-    xs = [torch.nn.functional.pad(x, (0, longest - x.shape[-1])) for x in xs]
-    return (torch.stack(xs), *rest, lengths)
+    y, w, *noisy = (torch.stack([item[k] for item in batch]) for k in range(1, len(batch[0])))
+    lengths = None
+    if any(x.shape[-1] != longest for x in xs):
+        lengths = torch.tensor([x.shape[-1] for x in xs], dtype=torch.int64)
+        xs = [torch.nn.functional.pad(x, (0, longest - x.shape[-1])) for x in xs]
+    return Batch(torch.stack(xs), y, w, noisy[0] if noisy else None, lengths)

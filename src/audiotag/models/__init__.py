@@ -7,11 +7,12 @@ package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``, ``
 waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``, ``regnet_y_800mf``,
 ``efficientnet_v2_s`` and ``swin_v2_t``.
 
-Optional model capabilities are class attributes: ``accepts_waveform`` (takes
-``(B, 1, samples)`` when ``n_mels == 1``), ``requires_waveform`` (takes nothing else,
-see :mod:`audiotag.models.mixnet`), ``accepts_lengths`` (``forward(x, lengths)``
-for padded variable-length batches, see :mod:`audiotag.models.rnn`) and ``two_phase``
-(reconstruct, then classify; see :mod:`audiotag.models.autoencoder`).
+Capabilities that training relies on are declared on the registry entry
+(:class:`ModelSpec`): ``input`` (``spectrogram``, ``waveform``: ``(B, 1, samples)``
+only, see :mod:`audiotag.models.mixnet`, or ``any``), ``two_phase`` (reconstruct, then
+classify; see :mod:`audiotag.models.autoencoder`) and ``init_branches``. The class
+attribute ``accepts_lengths`` marks a ``forward(x, lengths)`` for padded variable-length
+batches (see :mod:`audiotag.models.rnn`).
 """
 
 from audiotag.models.autoencoder import Autoencoder, AutoencoderConfig, ResAutoencoder

@@ -2,7 +2,8 @@
 
 The encoder (conv blocks pooling 2x2, then a 1x1 conv) maps the log-mel image to a
 latent map; the decoder (upsample + conv blocks) reconstructs the image from it; the
-classifier head reads the latent map. Training runs in two phases (``two_phase = True``):
+classifier head reads the latent map. Training runs in two phases (registered with
+``two_phase=True``):
 
 1. reconstruct: minimise :meth:`AutoencoderNet.reconstruction_loss` (MSE of
    :meth:`~AutoencoderNet.reconstruct` against the input) over
@@ -69,7 +70,6 @@ class AutoencoderNet(nn.Module):
     """
 
     residual: ClassVar[bool]
-    two_phase = True  # training: reconstruct first, then classify (see module docstring)
 
     def __init__(self, num_classes: int, n_mels: int, cfg: AutoencoderConfig) -> None:
         super().__init__()
@@ -113,14 +113,14 @@ class AutoencoderNet(nn.Module):
         yield from self.head.parameters()
 
 
-@register_model("autoencoder", config=AutoencoderConfig)
+@register_model("autoencoder", config=AutoencoderConfig, two_phase=True)
 class Autoencoder(AutoencoderNet):
     """Conv autoencoder with plain conv blocks; see :class:`AutoencoderNet`."""
 
     residual = False
 
 
-@register_model("resautoencoder", config=AutoencoderConfig)
+@register_model("resautoencoder", config=AutoencoderConfig, two_phase=True)
 class ResAutoencoder(AutoencoderNet):
     """Conv autoencoder with residual blocks; see :class:`AutoencoderNet`."""
 

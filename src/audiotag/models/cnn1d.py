@@ -38,7 +38,7 @@ class Cnn1dConfig(HeadConfig):
         return value
 
 
-@register_model("cnn1d", config=Cnn1dConfig)
+@register_model("cnn1d", config=Cnn1dConfig, input="any")  # any features.kind
 class Cnn1d(nn.Module):
     """1-D CNN: conv blocks halve time; max+mean over time; linear head.
 
@@ -47,8 +47,6 @@ class Cnn1d(nn.Module):
     ``(B, 1, samples)``: a strided conv stem (stride 8, then max-pool 4: 32 samples per
     step) turns it into ``channels[0]`` learned bands before the blocks.
     """
-
-    accepts_waveform = True  # features.kind=waveform is allowed (see training.run)
 
     def __init__(self, num_classes: int, n_mels: int, cfg: Cnn1dConfig) -> None:
         super().__init__()

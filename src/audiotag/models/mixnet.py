@@ -74,7 +74,14 @@ class MixNetConfig(HeadConfig):
 WAVE_KERNEL = 5  # temporal kernel of the waveform branch's conv blocks
 
 
-@register_model("mixnet", config=MixNetConfig)
+# train.init_from: {wave: ..., spec: ...}: each branch from a trained model's layers
+# (checkpoint prefix -> own prefix): a cnn1d on waveforms (its strided stem and conv
+# blocks; channels = wave_channels) and a cnn2d (its conv blocks; = spec_channels)
+INIT_BRANCHES = {"wave": {"stem.": "wave_stem.", "features.": "wave_blocks."},
+                 "spec": {"features.": "spec_blocks."}}
+
+
+@register_model("mixnet", config=MixNetConfig, input="waveform", init_branches=INIT_BRANCHES)
 class MixNet(nn.Module):
     """Waveform branch + log-mel branch, fused on the channel axis; max+mean head.
 
@@ -82,14 +89,6 @@ class MixNet(nn.Module):
     (``features.kind: waveform``, so ``n_mels == 1``) are accepted: the log-mel view is
     computed inside the model.
     """
-
-    accepts_waveform = True  # features.kind=waveform is allowed (see training.run)
-    requires_waveform = True  # ... and nothing else: n_mels must be 1
-    # train.init_from: {wave: ..., spec: ...}: each branch from a trained model's layers
-    # (checkpoint prefix -> own prefix): a cnn1d on waveforms (its strided stem and conv
-    # blocks; channels = wave_channels) and a cnn2d (its conv blocks; = spec_channels)
-    init_branches = {"wave": {"stem.": "wave_stem.", "features.": "wave_blocks."},
-                     "spec": {"features.": "spec_blocks."}}
 
     def __init__(self, num_classes: int, n_mels: int, cfg: MixNetConfig) -> None:
         super().__init__()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import difflib
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from torch import nn
@@ -39,22 +39,47 @@ ModelFactory = Callable[[int, int, Any], nn.Module]
 F = TypeVar("F", bound=ModelFactory)
 
 
+ModelInput = Literal["spectrogram", "waveform", "any"]
+"""What a model takes: time-frequency features (any ``features.kind`` but ``waveform``),
+raw waveforms only (``(B, 1, samples)``, ``n_mels == 1``), or either."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: ``factory(num_classes, n_mels, cfg)`` and its config class."""
+    """A registered model: ``factory(num_classes, n_mels, cfg)``, its config class and the
+    capabilities training relies on.
+
+    ``input``: see :data:`ModelInput`. ``two_phase``: the model trains in two phases
+    (``cfg.pretrain_epochs`` reconstruction epochs with ``autoencoder_parameters()`` and
+    ``reconstruction_loss(x)``, then classification; ``cfg.freeze_encoder`` trains only
+    ``classifier_parameters()``). ``init_branches``: ``train.init_from`` may give one
+    checkpoint per branch, ``branch -> {checkpoint prefix: own prefix}``.
+    """
 
     name: str
     factory: ModelFactory
     config: type[BaseModel]
+    input: ModelInput = "spectrogram"
+    two_phase: bool = False
+    init_branches: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def accepts(self, kind: str) -> bool:
+        """Whether the model can train on ``features.kind`` ``kind``."""
+        if kind == "waveform":
+            return self.input != "spectrogram"
+        return self.input != "waveform"
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(
-    name: str, *, config: type[BaseModel], registry: Registry[ModelSpec] = MODELS
+    name: str, *, config: type[BaseModel], registry: Registry[ModelSpec] = MODELS,
+    input: ModelInput = "spectrogram", two_phase: bool = False,
+    init_branches: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Callable[[F], F]:
-    """Class decorator adding a model to ``registry`` (the global one by default).
+    """Class decorator adding a model to ``registry`` (the global one by default), with
+    its capabilities (see :class:`ModelSpec`).
 
     ``config`` must be a pydantic model that forbids extra keys, so that a misspelt
     parameter is an error rather than silently ignored. A duplicate ``name`` raises
@@ -66,7 +91,9 @@ def register_model(
         raise TypeError(f"model {name!r}: config {config.__name__} must set extra='forbid'")
 
     def add(factory: F) -> F:
-        registry.register(name)(ModelSpec(name=name, factory=factory, config=config))
+        registry.register(name)(ModelSpec(name=name, factory=factory, config=config,
+                                          input=input, two_phase=two_phase,
+                                          init_branches=dict(init_branches or {})))
         return factory
 
     return add

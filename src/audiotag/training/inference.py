@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from audiotag.core.errors import AudioError
-from audiotag.features.store import ClipPipeline, FeatureSet, collate_clips
+from audiotag.features.store import Batch, ClipPipeline, FeatureSet, collate_clips
 from audiotag.training.tasks import TaskSpec, output_scores
 
 # (outputs (B, K), targets (B, K)) -> per-clip loss (B,)
@@ -59,34 +59,8 @@ def clip_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_f
     return per_crop.view(b, k).mean(dim=1)
 
 
-@dataclass
-class Batch:
-    x: torch.Tensor
-    y: torch.Tensor
-    w: torch.Tensor
-    noisy: torch.Tensor
-    lengths: torch.Tensor | None
-
-
-def to_batch(items: Iterable[torch.Tensor], device: torch.device) -> Batch:
-    """``(x, y, w[, noisy][, lengths])`` from a loader -> :class:`Batch` on ``device``.
-    ``noisy`` is a float (B,) and ``lengths`` an int64 (B,) tensor."""
-    x, y, w, *rest = items
-    noisy = lengths = None
-    for t in rest:
-        if t.dtype == torch.int64:
-            lengths = t.to(device)
-        else:
-            noisy = t.to(device)
-    if noisy is None:
-        noisy = torch.zeros_like(w)
-    # non_blocking: from pinned memory (train.pin_memory) the copy to a GPU overlaps work
-    return Batch(x.to(device, non_blocking=True), y.to(device, non_blocking=True),
-                 w.to(device), noisy.to(device), lengths)
-
-
 @torch.no_grad()
-def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+def predict(model: torch.nn.Module, loader: Iterable[Batch], device: torch.device,
             loss_fn: ClipLoss | None = None, spec: TaskSpec | None = None,
             crop_aggregate: str = "mean") -> tuple[np.ndarray, np.ndarray, float]:
     """Scores ``(N, outputs)``, the loader's targets ``(N, ...)`` and the mean (unweighted)
@@ -94,7 +68,8 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
 
     Scores are :func:`audiotag.training.tasks.output_scores` of ``spec`` (class scores by
     softmax or sigmoid, then raw regression outputs); without a spec every output is a
-    sigmoid score. Items of ``loader`` are ``(x, y, ...)`` with x ``(B, dim, T)``, or
+    sigmoid score. ``loader`` yields :class:`~audiotag.features.store.Batch` es (see
+    :func:`~audiotag.features.store.collate_clips`) with x ``(B, dim, T)``, or
     ``(B, K, dim, T)`` for K crops per clip: a clip's scores are the mean of its crops'
     scores (``crop_aggregate="max"``: their maximum, per output), its loss the mean of its
     crops' losses.
@@ -103,8 +78,8 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device,
         raise ValueError(f"crop_aggregate must be mean or max, not {crop_aggregate!r}")
     model.eval()
     scores, targets, total = [], [], 0.0
-    for items in loader:
-        b = to_batch(items, device)
+    for batch in loader:
+        b = batch.to(device)
         logits = crop_logits(model, b.x, b.lengths).float()  # (B, K, C): K crops of each clip
         if loss_fn is not None:
             total += clip_losses(model, b.x, b.y, loss_fn, logits).sum().item()

@@ -9,7 +9,8 @@ as the uninterrupted run would have (see :mod:`audiotag.training.resume`).
 Per step: (mixup) -> (SpecAugment) -> forward under autocast (CUDA + ``train.amp``) ->
 per-clip task loss (L_soft targets on noisy clips) weighted per clip -> backward ->
 gradient norms -> clipping -> optimizer and scheduler step -> update-to-weight ratios.
-Autoencoders (``two_phase``) first run ``pretrain_epochs`` reconstruction epochs.
+Models registered ``two_phase`` (autoencoders) first run ``pretrain_epochs``
+reconstruction epochs.
 """
 
 from __future__ import annotations
@@ -27,19 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from audiotag.features.store import Batch
 from audiotag.metrics import lwlrap
 from audiotag.metrics.classification import accuracy, single_label_rows
 from audiotag.models.layers import eval_frozen
 from audiotag.training.augment import mix_batch, spec_augment
 from audiotag.training.config import TrainConfig
 from audiotag.training.distributed import agree
-from audiotag.training.inference import (
-    Batch,
-    clip_losses,
-    crop_logits,
-    predict,
-    to_batch,
-)
+from audiotag.training.inference import clip_losses, crop_logits, predict
 from audiotag.training.optim import make_optimizer, make_scheduler
 from audiotag.training.tasks import TaskSpec, make_loss, soft_bootstrap
 from audiotag.training.utils import grad_norms, update_ratios
@@ -123,14 +119,17 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 class Trainer:
     """Trains ``model`` for ``cfg.epochs`` (plus an autoencoder's reconstruction epochs).
 
-    ``train_loader`` yields ``(x, y, w[, noisy][, lengths])``, ``valid_loader``
-    ``(x, y, w[, lengths])``; ``generator`` drives mixup and SpecAugment. Call
-    :meth:`run` (repeatedly safe: it continues after the last finished epoch).
+    The loaders yield :class:`~audiotag.features.store.Batch` es (``noisy`` set in
+    training batches; see :func:`~audiotag.features.store.collate_clips`); ``generator``
+    drives mixup and SpecAugment. ``two_phase``: the model's registry entry declares two
+    phases (see :class:`audiotag.models.registry.ModelSpec`). Call :meth:`run` (repeatedly
+    safe: it continues after the last finished epoch).
     """
 
     def __init__(self, model: torch.nn.Module, spec: TaskSpec, cfg: TrainConfig,
                  device: torch.device, train_loader: DataLoader, valid_loader: DataLoader,
-                 loader_generator: torch.Generator, seed: int, *, spectral: bool = True,
+                 loader_generator: torch.Generator, seed: int, *, two_phase: bool,
+                 spectral: bool = True,
                  overfit: bool = False, parallel: torch.nn.Module | None = None,
                  score_loader: DataLoader | None = None) -> None:
         self.model = model.to(device)
@@ -149,10 +148,8 @@ class Trainer:
             log.warning("train.amp: mixed precision needs CUDA; training in float32 on %s",
                         device.type)
         steps = max(len(train_loader), 1)
-        self.pretrain_epochs = int(getattr(getattr(model, "cfg", None), "pretrain_epochs", 0)
-                                   if getattr(model, "two_phase", False) else 0)
-        self.freeze_encoder = bool(self.pretrain_epochs
-                                   and getattr(model.cfg, "freeze_encoder", False))
+        self.pretrain_epochs = int(model.cfg.pretrain_epochs) if two_phase else 0
+        self.freeze_encoder = bool(self.pretrain_epochs and model.cfg.freeze_encoder)
         params = model.classifier_parameters() if self.freeze_encoder else model.parameters()
         trainable = [p for p in params if p.requires_grad]
         if not trainable:
@@ -275,8 +272,8 @@ class Trainer:
         norm_sums: dict[str, float] = defaultdict(float)
         ratio_sums: dict[str, float] = defaultdict(float)
         lrs: list[float] = []
-        for items in self.train_loader:
-            b = to_batch(items, self.device)
+        for batch in self.train_loader:
+            b = batch.to(self.device)
             if not reconstruct:
                 b = self._augment(b)
             # every gradient, not only the optimizer's: a layer that does not train in this
@@ -326,8 +323,8 @@ class Trainer:
     def _validate_reconstruction(self) -> float:
         self.model.eval()
         total, n = 0.0, 0
-        for items in self.valid_loader:
-            b = to_batch(items, self.device)
+        for batch in self.valid_loader:
+            b = batch.to(self.device)
             total += self._reconstruction_loss(b).item() * b.x.shape[0]
             n += b.x.shape[0]
         return total / max(n, 1)
@@ -409,8 +406,8 @@ class Trainer:
 @torch.no_grad()
 def update_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> None:
     """Batch-norm running statistics recomputed as plain averages over ``loader`` (what
-    ``torch.optim.swa_utils.update_bn`` does, for our ``(x, y, w, ...)`` batches, crops and
-    lengths). Batch norms of frozen layers (see :func:`eval_frozen`) keep their statistics."""
+    ``torch.optim.swa_utils.update_bn`` does, for our batches, crops and lengths). Batch
+    norms of frozen layers (see :func:`eval_frozen`) keep their statistics."""
     was_training = model.training
     eval_frozen(model.train())
     norms = [m for m in model.modules()
@@ -421,8 +418,8 @@ def update_batch_norm(model: torch.nn.Module, loader: DataLoader, device: torch.
         momenta[m] = m.momentum
         m.momentum = None  # cumulative average
     if norms:
-        for items in loader:
-            b = to_batch(items, device)
+        for batch in loader:
+            b = batch.to(device)
             crop_logits(model, b.x, b.lengths)
     for m in norms:
         m.momentum = momenta[m]

@@ -21,7 +21,7 @@ from audiotag.core.device import pick_device, set_threads
 from audiotag.core.errors import ParamsError
 from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
-from audiotag.models import create_model
+from audiotag.models import MODELS, create_model
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import predict
 from audiotag.training.loop import Trainer
@@ -89,7 +89,7 @@ def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **model_params)
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
-                      spectral=train_set.kind != "waveform")
+                      two_phase=MODELS.get(name).two_phase, spectral=train_set.kind != "waveform")
     started = time.perf_counter()
     history = trainer.run(lambda result, is_best: None)
     if trainer.finish_swa() is None and trainer.best_state is not None:

@@ -6,12 +6,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
@@ -116,17 +117,17 @@ def _loader(data, cfg: TrainConfig, *, shuffle: bool = False, generator=None,
 
 def check_model_accepts(name: str, kind: str) -> None:
     """Fail early when model ``name`` cannot take ``features.kind`` (e.g. a 2-D CNN on a raw
-    waveform, whose "image" would be one band high and tens of thousands of frames long)."""
-    factory = MODELS.get(name).factory
-    if kind == "waveform" and not getattr(factory, "accepts_waveform", False):
-        takers = [m for m in list_models()
-                  if getattr(MODELS.get(m).factory, "accepts_waveform", False)]
+    waveform, whose "image" would be one band high and tens of thousands of frames long):
+    the registry entry's ``input`` says what it takes."""
+    if MODELS.get(name).accepts(kind):
+        return
+    if kind == "waveform":
+        takers = [m for m in list_models() if MODELS.get(m).accepts("waveform")]
         raise ParamsError(f"features.kind=waveform: model {name!r} needs a time-frequency "
                           f"input; train it on another features.kind, or train a model "
                           f"that takes raw waveforms ({', '.join(takers)})")
-    if kind != "waveform" and getattr(factory, "requires_waveform", False):
-        raise ParamsError(f"model {name!r} takes raw waveforms: set features.kind=waveform "
-                          f"(it is {kind!r})")
+    raise ParamsError(f"model {name!r} takes raw waveforms: set features.kind=waveform "
+                      f"(it is {kind!r})")
 
 
 def selected_targets(cfg: TrainConfig, data: FeatureSet) -> list[str]:
@@ -232,12 +233,12 @@ def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: in
 
 def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """``train.init_from``: one checkpoint's compatible layers, or with a mapping one
-    checkpoint per branch of a model that declares ``init_branches`` (branch -> source
+    checkpoint per branch of a model registered with ``init_branches`` (branch -> source
     prefix -> own prefix; mixnet: a cnn1d trained on waveforms for ``wave``, a cnn2d for
     ``spec``). Returns ``(loaded, skipped)`` tensor names of ``model``."""
     if isinstance(cfg.init_from, str):
         return load_compatible(model, cfg.init_from, cfg.freeze_init)
-    branches: dict[str, dict[str, str]] = getattr(model, "init_branches", {})
+    branches = MODELS.get(name).init_branches
     if not branches:
         raise ParamsError(f"train.init_from: {name} has no branches; give one checkpoint "
                           "path instead of a mapping")
@@ -246,7 +247,7 @@ def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str]
         if branch not in branches:
             raise ParamsError(f"train.init_from.{branch}: {name} has the branches "
                               f"{', '.join(branches)}")
-        got, _ = load_compatible(model, path, cfg.freeze_init, rename=branches[branch],
+        got, _ = load_compatible(model, path, cfg.freeze_init, rename=dict(branches[branch]),
                                  where=f"train.init_from.{branch}")
         loaded += got
     return loaded, [k for k in model.state_dict() if k not in set(loaded)]
@@ -280,12 +281,13 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     if cfg.spec_augment and kind == "waveform":
         raise ParamsError("train.specaug_*: SpecAugment masks spectrogram bands and frames; "
                           "features.kind=waveform has none (set the mask counts to 0)")
+    run = RunInputs(name, model_params, features_dir, Path(model_dir), Path(live_dir), cfg,
+                    seed, kind, Path(labels) if labels is not None else None,
+                    Path(resume_dir) if resume_dir is not None else None, stop_after)
     set_threads(cfg.threads)
     ctx, device = distributed.setup(cfg.device)
     try:
-        history = _train(name, model_params, features_dir, Path(model_dir), live_dir, cfg,
-                         seed, resume_dir, stop_after, ctx, device, kind,
-                         Path(labels) if labels is not None else None)
+        history = _train(run, ctx, device)
     except BaseException:
         distributed.teardown(ctx, wait=False)  # the other processes fail on their own
         raise
@@ -293,16 +295,74 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     return history
 
 
-def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, resume_dir,
-           stop_after, ctx: distributed.Context, device, kind: str,
-           labels: Path | None) -> list[EpochResult]:
-    generator = seed_everything(seed)
-    train_set, valid_set, spec = _datasets(features_dir, cfg, labels)
-    train_loader, valid_loader = _loaders(features_dir, train_set, valid_set, spec, cfg,
-                                          generator, ctx, seed, labels, device)
+@dataclass(frozen=True)
+class RunInputs:
+    """What one training run is given (see :func:`train_model`)."""
+
+    name: str  # registered model
+    model_params: dict[str, Any]  # its validated ``models.<name>`` settings
+    features_dir: Path
+    model_dir: Path
+    live_dir: Path
+    cfg: TrainConfig
+    seed: int
+    kind: str  # features.kind of the store
+    labels: Path | None  # a labels file replacing the store's training labels
+    resume_dir: Path | None
+    stop_after: int | None
+
+
+@dataclass(frozen=True)
+class BuiltRun:
+    """A run ready to fit: its trainer (with any resumed state loaded), task, checkpoint
+    metadata and resume fingerprint."""
+
+    trainer: Trainer
+    spec: TaskSpec
+    meta: dict[str, Any]  # what every saved checkpoint carries
+    fingerprint: str  # resume state of exactly this run (see audiotag.training.resume)
+    resumed_seconds: float  # training time before an interruption (0: a fresh run)
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The weights a finished run keeps: the best epoch's, or the SWA average."""
+
+    state: dict[str, torch.Tensor]
+    record: dict[str, Any]  # epoch, valid_lwlrap, valid_loss (and swa: True)
+    best: EpochResult  # the best training epoch (also with SWA)
+    swa: EpochResult | None
+
+
+def _train(run: RunInputs, ctx: distributed.Context, device: torch.device) -> list[EpochResult]:
+    built = build_run(run, ctx, device)
+    if not ctx.main:  # replicas train in step with process 0, which alone writes outputs
+        return built.trainer.run(lambda result, is_best: None, run.stop_after)
+    started = time.perf_counter() - built.resumed_seconds
+    with Live(str(run.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        history = fit(run, built, live, started)
+        if not built.trainer.finished:
+            return history
+        final = final_model(built.trainer, history)
+        train_seconds = log_summary(live, run, built, history, final, started)
+        save_outputs(run, built, history, final, train_seconds)
+    if run.resume_dir is not None:
+        resume.mark_complete(run.resume_dir, built.fingerprint, [_saved(r) for r in history])
+    return history
+
+
+def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) -> BuiltRun:
+    """Seed, datasets, loaders, the model (``train.init_from`` loaded, DDP-wrapped with
+    several processes), its checkpoint metadata and the trainer, resumed from
+    ``run.resume_dir`` when a state of this very run is there."""
+    name, cfg, labels = run.name, run.cfg, run.labels
+    generator = seed_everything(run.seed)
+    train_set, valid_set, spec = _datasets(run.features_dir, cfg, labels)
+    train_loader, valid_loader = _loaders(run.features_dir, train_set, valid_set, spec, cfg,
+                                          generator, ctx, run.seed, labels, device)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
-                         **model_params)
-    meta = {"model_name": name, "model_params": model_params,
+                         **run.model_params)
+    meta = {"model_name": name, "model_params": run.model_params,
             "num_classes": spec.n_outputs, "n_mels": train_set.n_mels,
             "task": spec.task, "single_label": spec.single_label,
             "classes": train_set.classes,
@@ -315,92 +375,110 @@ def _train(name, model_params, features_dir, model_dir, live_dir, cfg, seed, res
                  len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
         meta["init_from"] = cfg.init_from
+    model_spec = MODELS.get(name)
     parallel = None
     if ctx.enabled:
-        if getattr(model, "two_phase", False):
+        if model_spec.two_phase:
             raise ParamsError(f"train.processes={cfg.processes}: {name} trains in two phases, "
                               "which DistributedDataParallel does not support; use 1 process")
         model.to(device)
         parallel = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
         meta["processes"] = ctx.world
-    trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
-                      spectral=kind != "waveform", overfit=cfg.overfit_batches > 0,
+    trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator,
+                      run.seed, two_phase=model_spec.two_phase,
+                      spectral=run.kind != "waveform", overfit=cfg.overfit_batches > 0,
                       parallel=parallel,
-                      score_loader=_score_loader(features_dir, spec, cfg, seed, labels,
+                      score_loader=_score_loader(run.features_dir, spec, cfg, run.seed, labels,
                                                 device))
     train_params = cfg.model_dump()
     if labels is not None:  # other labels, another run
         train_params["labels_file"] = resume.file_digest(labels)
-    fp = resume.fingerprint(name, model_params, train_params, seed, features_dir)
-    saved = resume.load_state(resume_dir, fp)
+    fp = resume.fingerprint(name, run.model_params, train_params, run.seed, run.features_dir)
+    saved = resume.load_state(run.resume_dir, fp)
     if saved is not None:
         trainer.load_state_dict(saved)
     log.info("%s: task %s, %d parameters, %d train / %d valid clips, device %s%s", name,
              spec.task, meta["n_parameters"], len(train_loader.dataset),
              len(valid_loader.dataset), device,
              f", process {ctx.rank + 1} of {ctx.world}" if ctx.enabled else "")
-    if not ctx.main:  # replicas train in step with process 0, which alone writes outputs
-        history = trainer.run(lambda result, is_best: None, stop_after)
-        return history
-    started = time.perf_counter() - (saved or {}).get("seconds", 0.0)
-    model_dir = Path(model_dir)
-    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        for result in trainer.history:  # a resumed run: the epochs before the interruption
-            _log_epoch(live, result)
+    return BuiltRun(trainer, spec, meta, fp, (saved or {}).get("seconds", 0.0))
+
+
+def fit(run: RunInputs, built: BuiltRun, live: Live, started: float) -> list[EpochResult]:
+    """Train the remaining epochs, logging each to ``live`` (a resumed run first logs the
+    epochs before its interruption) and saving the resume state after each; ``started``:
+    the ``perf_counter`` time the run would have started without interruptions."""
+    trainer = built.trainer
+    for result in trainer.history:  # a resumed run: the epochs before the interruption
+        _log_epoch(live, result)
+    _log_lr_steps(live, trainer.history)
+
+    def on_epoch(result: EpochResult, is_best: bool) -> None:
+        log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
+                 run.name, result.epoch, " (reconstruct)" if result.phase == "reconstruct"
+                 else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
+                 " (best)" if is_best else "")
+        _log_epoch(live, result)
         _log_lr_steps(live, trainer.history)
+        if run.resume_dir is not None:
+            state = trainer.state_dict()
+            state["seconds"] = time.perf_counter() - started
+            resume.save_state(run.resume_dir, built.fingerprint, state)
 
-        def on_epoch(result: EpochResult, is_best: bool) -> None:
-            log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
-                     name, result.epoch, " (reconstruct)" if result.phase == "reconstruct"
-                     else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
-                     " (best)" if is_best else "")
-            _log_epoch(live, result)
-            _log_lr_steps(live, trainer.history)
-            if resume_dir is not None:
-                state = trainer.state_dict()
-                state["seconds"] = time.perf_counter() - started
-                resume.save_state(resume_dir, fp, state)
+    return trainer.run(on_epoch, run.stop_after)
 
-        history = trainer.run(on_epoch, stop_after)
-        if not trainer.finished:
-            return history
-        swa = trainer.finish_swa()
-        best = max((r for r in history if r.phase == "train"), key=lambda r: r.score)
-        final_state = trainer.best_state
-        final = {"epoch": best.epoch, "valid_lwlrap": best.valid_lwlrap,
-                 "valid_loss": best.valid_loss}
-        if swa is not None:
-            final_state = {k: v.detach().cpu().clone()
-                           for k, v in trainer.model.state_dict().items()}
-            final = {"epoch": swa.epoch, "valid_lwlrap": swa.valid_lwlrap,
-                     "valid_loss": swa.valid_loss, "swa": True}
-            live.summary["swa"] = json_safe({"valid_lwlrap": swa.valid_lwlrap,
-                                             "valid_loss": swa.valid_loss})
-        live.summary["best"] = json_safe({"epoch": best.epoch,
-                                          "valid_lwlrap": best.valid_lwlrap,
-                                          "train_loss": best.train_loss,
-                                          "valid_loss": best.valid_loss})
-        if _finite(best.valid_accuracy):
-            live.summary["best"]["valid_accuracy"] = best.valid_accuracy
-        live.summary["task"] = spec.task
-        live.summary["epochs_run"] = len(history)
-        live.summary["n_parameters"] = meta["n_parameters"]
-        live.summary["train_seconds"] = round(time.perf_counter() - started, 1)
-        if cfg.overfit_batches:
-            live.summary["overfit_final_loss"] = history[-1].train_loss
-        live.sync()
-        with atomic_dir(model_dir) as tmp:
-            save_state_dict(tmp / CHECKPOINT_NAME, final_state, {**meta, **json_safe(final)})
-            first = history[0]
-            save_state_dict(tmp / FIRST_EPOCH_NAME, trainer.first_state,
-                            {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
-            write_json(tmp / HISTORY_NAME, json_safe({
-                "model": name, "task": spec.task, "best_epoch": final["epoch"],
-                "train_seconds": live.summary["train_seconds"],
-                "layers": layer_names(model),  # model order of the per-layer records
-                "epochs": [_saved(r) for r in history],
-                "swa": _saved(swa) if swa is not None else None}))
-    if resume_dir is not None:
-        resume.mark_complete(resume_dir, fp, [_saved(r) for r in history])
-    return history
+
+def final_model(trainer: Trainer, history: list[EpochResult]) -> FinalModel:
+    """The best training epoch's weights, or (``train.swa_start_epoch``) the SWA average
+    with recomputed batch-norm statistics."""
+    swa = trainer.finish_swa()
+    best = max((r for r in history if r.phase == "train"), key=lambda r: r.score)
+    if swa is None:
+        return FinalModel(trainer.best_state,
+                          {"epoch": best.epoch, "valid_lwlrap": best.valid_lwlrap,
+                           "valid_loss": best.valid_loss}, best, None)
+    state = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+    return FinalModel(state, {"epoch": swa.epoch, "valid_lwlrap": swa.valid_lwlrap,
+                              "valid_loss": swa.valid_loss, "swa": True}, best, swa)
+
+
+def log_summary(live: Live, run: RunInputs, built: BuiltRun, history: list[EpochResult],
+                final: FinalModel, started: float) -> float:
+    """The dvclive summary of a finished run (best epoch, SWA, task, size, time); returns
+    the training time in seconds as logged."""
+    best, swa = final.best, final.swa
+    if swa is not None:
+        live.summary["swa"] = json_safe({"valid_lwlrap": swa.valid_lwlrap,
+                                         "valid_loss": swa.valid_loss})
+    live.summary["best"] = json_safe({"epoch": best.epoch,
+                                      "valid_lwlrap": best.valid_lwlrap,
+                                      "train_loss": best.train_loss,
+                                      "valid_loss": best.valid_loss})
+    if _finite(best.valid_accuracy):
+        live.summary["best"]["valid_accuracy"] = best.valid_accuracy
+    live.summary["task"] = built.spec.task
+    live.summary["epochs_run"] = len(history)
+    live.summary["n_parameters"] = built.meta["n_parameters"]
+    live.summary["train_seconds"] = round(time.perf_counter() - started, 1)
+    if run.cfg.overfit_batches:
+        live.summary["overfit_final_loss"] = history[-1].train_loss
+    live.sync()
+    return live.summary["train_seconds"]
+
+
+def save_outputs(run: RunInputs, built: BuiltRun, history: list[EpochResult],
+                 final: FinalModel, train_seconds: float) -> None:
+    """``model.pt`` (the final weights), ``first_epoch.pt`` and ``history.json``, written
+    to ``run.model_dir`` as a whole (see :func:`train_model`)."""
+    meta, first = built.meta, history[0]
+    with atomic_dir(run.model_dir) as tmp:
+        save_state_dict(tmp / CHECKPOINT_NAME, final.state, {**meta, **json_safe(final.record)})
+        save_state_dict(tmp / FIRST_EPOCH_NAME, built.trainer.first_state,
+                        {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
+        write_json(tmp / HISTORY_NAME, json_safe({
+            "model": run.name, "task": built.spec.task, "best_epoch": final.record["epoch"],
+            "train_seconds": train_seconds,
+            "layers": layer_names(built.trainer.model),  # model order of the per-layer records
+            "epochs": [_saved(r) for r in history],
+            "swa": _saved(final.swa) if final.swa is not None else None}))
