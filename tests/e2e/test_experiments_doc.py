@@ -253,6 +253,7 @@ def run_page(lines: list[str], project: Path, trim: bool, queue_jobs: str | None
                 assert "Failed" not in status and "Queued" not in status, \
                     f"{status}\n{logs}"
             timings.append((round(time.monotonic() - t0), line))
+            print(f"{timings[-1][0]:5d} s  {line}", flush=True)  # live with -s
     finally:
         _bash("dvc queue stop", project, timeout=120)
         print(f"\n{round(time.monotonic() - started)} s in all; per line:")
