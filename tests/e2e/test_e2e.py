@@ -101,7 +101,7 @@ def test_editing_a_model_reruns_training_only(project):
         status = run(["dvc", "status", "--json"], project).stdout
         changed = set(json.loads(status))
         assert {f"train@{model}", f"evaluate@{model}"} <= changed
-        # clean_labels re-runs too: its detector is a registered model (clean.detector)
+        # clean_labels re-runs too: its detector is a registered model (clean.detector.model)
         assert not changed & {"download", "features"}
     finally:
         model_file.write_text(original)
