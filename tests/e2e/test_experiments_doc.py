@@ -138,7 +138,8 @@ class ExpRun:
         grid: list[dict] = [{}]
         for key, value in self.tiny_sets():
             values = split_top_level(value) if "--queue" in self.options else [value]
-            grid = [{**g, key: parse_value(v)} for g in grid for v in values]
+            # ``++key``: set, or add a model's own copy of a models.defaults option
+            grid = [{**g, key.lstrip("+"): parse_value(v)} for g in grid for v in values]
         if len(grid) == 1:
             return {self.name: grid[0]}
         return {f"{self.name}-{i}": g for i, g in enumerate(grid, 1)}

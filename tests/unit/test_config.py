@@ -171,6 +171,9 @@ def _params_groups(raw):
     yield "train", TrainConfig, raw["train"]
     yield "evaluate", EvaluateConfig, raw["evaluate"]
     yield "weights", WeightsConfig, raw["weights"]
+    from audiotag.models.heads import HeadConfig
+
+    yield "models.defaults", HeadConfig, raw["models"]["defaults"]  # under every model
     for name in list_models():
         yield f"models.{name}", model_config_class(name), raw["models"].get(name) or {}
 
