@@ -331,6 +331,8 @@ def test_clean_params_are_nested_by_role(repo_root) -> None:
     ({"threshold": 0.5}, "clean.threshold: moved to clean.flag.threshold"),
     ({"detector_train": {}}, "clean.detector_train: moved to clean.detector.train"),
     ({"flagged_weight": 0.3}, "clean.flagged_weight: moved to clean.fix.flagged_weight"),
+    ({"detector": "cnn1d"}, "clean.detector: Value error, a block of settings: the model is "
+                            "clean.detector.model (detector: {model: cnn1d})"),
     ({"flag": {"treshold": 0.5}},
      "clean.flag.treshold: unknown key; did you mean clean.flag.threshold?"),
 ])

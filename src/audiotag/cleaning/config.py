@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import Strict, format_validation_error, parse_group
@@ -66,6 +66,14 @@ class CleanConfig(Strict):
     fix: FixConfig = FixConfig()
 
     moved: ClassVar[dict[str, str]] = CLEAN_MOVED
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector_block(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the older layout's ``detector: cnn1d``
+            raise ValueError(f"a block of settings: the model is clean.detector.model "
+                             f"(detector: {{model: {value}}})")
+        return value
 
 
 def parse_clean(raw: dict[str, Any],
