@@ -236,3 +236,11 @@ def test_a_bad_models_default_names_its_key():
         raw = {"models": {"defaults": defaults, "cnn1d": {}}}
         with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {key}: ")):
             parse_model_params(raw, "cnn1d")
+
+
+def test_defaults_is_not_a_model_name():
+    class Cfg(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    with pytest.raises(ValueError, match="models.defaults"):
+        register_model("defaults", config=Cfg, registry=Registry("model"))(nn.Identity)

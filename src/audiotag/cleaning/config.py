@@ -43,11 +43,13 @@ class FixConfig(Strict):
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
 
 
-CLEAN_MOVED = {"filter_by": "flag.filter_by", "threshold": "flag.threshold",
-         "max_per_class": "flag.max_per_class", "loss_fraction": "flag.loss_fraction",
-         "relabel_threshold": "fix.relabel_threshold", "flagged_weight": "fix.flagged_weight",
-         "n_folds": "detector.n_folds", "crop_aggregate": "detector.crop_aggregate",
-         "detector_params": "detector.params", "detector_train": "detector.train"}
+CLEAN_MOVED = {
+    "filter_by": "flag.filter_by", "threshold": "flag.threshold",
+    "max_per_class": "flag.max_per_class", "loss_fraction": "flag.loss_fraction",
+    "relabel_threshold": "fix.relabel_threshold", "flagged_weight": "fix.flagged_weight",
+    "n_folds": "detector.n_folds", "crop_aggregate": "detector.crop_aggregate",
+    "detector_params": "detector.params", "detector_train": "detector.train",
+}
 """The flat keys of the layout before issue 22 -> their place now (named in the error)."""
 
 

@@ -65,6 +65,9 @@ def register_model(
         raise TypeError(f"model {name!r}: config must be a pydantic BaseModel subclass")
     if config.model_config.get("extra") != "forbid":
         raise TypeError(f"model {name!r}: config {config.__name__} must set extra='forbid'")
+    if name == SHARED:
+        raise ValueError(f"model {name!r}: the name of params.yaml's models.{SHARED} block "
+                         "(the options every model shares)")
 
     def add(factory: F) -> F:
         registry.register(name)(ModelSpec(name=name, factory=factory, config=config))
