@@ -3,17 +3,18 @@
 Generates the synthetic dataset of params.yaml (``data.synthetic`` and ``seed``) into a
 temporary folder, extracts its features (``features``, ``split``) as the pipeline does, then
 runs the ``clean_labels`` work with params.yaml's ``clean`` group (``-S key=value`` overrides
-it; dotted keys reach into ``detector_train``/``detector_params``) and prints the detection
-scores against the injected label corruption, the noise left after the action, the share of
-the flagged corrupted clips whose suggested labels are their true labels, and the wall and
-CPU seconds of the cleaning. ``--seeds`` runs the cleaning once per seed on the same data
-(generated with params.yaml's ``seed``) and prints each metric's mean ± sd over them.
+it; dotted keys reach into its blocks: ``detector.train.epochs``, ``flag.threshold``) and
+prints the detection scores against the injected label corruption, the noise left after the
+action, the share of the flagged corrupted clips whose suggested labels are their true
+labels, and the wall and CPU seconds of the cleaning. ``--seeds`` runs the cleaning once per
+seed on the same data (generated with params.yaml's ``seed``) and prints each metric's
+mean ± sd over them.
 
     python benchmarks/cleaning.py                          # params.yaml as it is
-    python benchmarks/cleaning.py -S method=agreement -S threshold=0.9
-    python benchmarks/cleaning.py -S detector=cnn2d -S detector_train.epochs=4
+    python benchmarks/cleaning.py -S method=agreement -S flag.threshold=0.9
+    python benchmarks/cleaning.py -S detector.model=cnn2d -S detector.train.epochs=4
     python benchmarks/cleaning.py -S method=oracle        # the ceiling
-    python benchmarks/cleaning.py --seeds 0 1 2 -S crop_aggregate=max
+    python benchmarks/cleaning.py --seeds 0 1 2 -S detector.crop_aggregate=max
 """
 
 from __future__ import annotations
@@ -97,9 +98,9 @@ def main() -> None:
     print(f"dataset: {first['clips']}, measured noise rate "
           f"{first.get('measured_noise_rate', float('nan')):.3f} "
           f"({prepared:.1f} s to generate and extract features)")
-    print(f"clean: method={cfg.method} action={cfg.action} detector={cfg.detector} "
-          f"epochs={train_cfg.epochs} n_folds={cfg.n_folds} "
-          f"crop_aggregate={cfg.crop_aggregate}; seeds {args.seeds or [seed]}")
+    print(f"clean: method={cfg.method} action={cfg.action} detector={cfg.detector.model} "
+          f"epochs={train_cfg.epochs} n_folds={cfg.detector.n_folds} "
+          f"crop_aggregate={cfg.detector.crop_aggregate}; seeds {args.seeds or [seed]}")
     print(f"{'flagged':20s} {_fmt([m['flagged'] for m in results], 1)}")
     for key in KEYS:
         print(f"{key:20s} {_fmt([m.get(key, float('nan')) for m in results])}")

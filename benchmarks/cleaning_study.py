@@ -180,7 +180,7 @@ def main() -> None:
     models = args.models or params["train"]["models"]
     params["train"]["models"] = models
     params["train"]["threads"] = params["evaluate"]["threads"] = 1
-    params["clean"]["detector_train"]["threads"] = 1
+    params["clean"]["detector"]["train"]["threads"] = 1
     configs = _configs(args.configs, params["clean"])
     data_seed = params["seed"]
     print(f"data generated once with params.yaml's seed {data_seed} (one `seed` drives data "

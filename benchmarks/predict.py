@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.frontend import feature_dim  # noqa: E402
 from audiotag.features.store import ClipPipeline, collate_clips  # noqa: E402
-from audiotag.models import create_model  # noqa: E402
+from audiotag.models import create_model, parse_model_params  # noqa: E402
 from audiotag.training.inference import (  # noqa: E402
     predict,  # noqa: E402
     predict_files,
@@ -140,7 +140,7 @@ def main() -> None:
         print(f"{'model':<10} {'what':<13} {'clips/s':>8} {'x real time':>12} "
               f"{'CPU ms/clip':>12} {'h of audio / 120 min':>21}")
         for name in models:
-            timings = bench_model(name, params["models"].get(name) or {}, features, paths,
+            timings = bench_model(name, parse_model_params(params, name), features, paths,
                                   args.batch_size, device, args.workers, args.repeat)
             for what, (wall, cpu) in timings.items():
                 rt = audio_s / wall

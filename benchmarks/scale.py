@@ -52,7 +52,7 @@ def main() -> None:
         syn.update(n_curated=n // 5, n_noisy=3 * n // 5, n_test=n - n // 5 - 3 * n // 5,
                    min_seconds=args.min_seconds, max_seconds=args.max_seconds)
         params["train"]["epochs"] = 1
-        params["clean"]["detector_train"]["epochs"] = 1
+        params["clean"]["detector"]["train"]["epochs"] = 1
         work = Path(tempfile.mkdtemp(prefix=f"audiotag-scale-{n}-"))
         try:
             make_project(work, yaml.safe_dump(params, sort_keys=False))

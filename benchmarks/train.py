@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from audiotag.data.config import SplitConfig  # noqa: E402
 from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.store import FeatureSet, collate_clips, extract_features  # noqa: E402
-from audiotag.models import MODELS, create_model, list_models  # noqa: E402
+from audiotag.models import MODELS, create_model, list_models, parse_model_params  # noqa: E402
 
 NUM_CLASSES, N_MELS, FRAMES, BATCH = 12, 64, 201, 32
 
@@ -58,9 +58,8 @@ def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
 
 
 def model_params(name: str) -> dict:
-    """``models.<name>`` of the repo's params.yaml (code defaults when absent)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text()).get("models") or {}
-    return params.get(name) or {}
+    """``models.<name>`` of the repo's params.yaml over ``models.defaults`` (validated)."""
+    return parse_model_params(yaml.safe_load((ROOT / "params.yaml").read_text()), name)
 
 
 def _input(name: str, batch: int = BATCH) -> tuple[int, torch.Tensor]:

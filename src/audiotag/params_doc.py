@@ -150,7 +150,9 @@ def _models(entries: list[Entry]) -> list[str]:
         rows.append((key, value, comment))
     out += ["", "### Keys several models share", "",
             "`<any>`: every model; `{a,b}`: the models named. Each model has its own copy in "
-            "params.yaml, so `dvc exp run -S models.cnn2d.dropout=0.3` changes one model.",
+            "params.yaml, so `dvc exp run -S models.cnn2d.channels=[8,16]` changes one model; "
+            "the options in `models.defaults` are written once for all "
+            "(`-S '++models.cnn2d.dropout=0.3'` gives one model its own).",
             ""] + _table(rows)
     return out
 

@@ -3,7 +3,7 @@
     python -m audiotag.tune --trials 20                  # search space: tune.yaml
 
 Each trial samples values from the search space (a YAML file mapping params.yaml keys to
-distributions), runs ``dvc exp run --temp --name <study>-<n> -S key=value ...`` and reads
+distributions), runs ``dvc exp run --temp --name <study>-<n> -S ++key=value ...`` and reads
 the metric back from ``dvc exp show --json``, so every trial is an experiment with its
 metrics and plots (``dvc exp show``, ``dvc plots diff``, ``dvc exp apply``). The study lives
 in SQLite (default ``.tune/<study>.db``): run the same command again after an interruption
@@ -93,10 +93,15 @@ class Dimension(BaseModel):
 
 
 def _lookup(params: dict[str, Any], dotted: str) -> bool:
+    """Whether ``dotted`` is a key of params.yaml, or a model's copy of a shared option
+    (``models.<name>.<key>`` with ``<key>`` in ``models.defaults``)."""
     node: Any = params
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return False
+            group, name, key = (dotted.split(".", 2) + ["", ""])[:3]
+            models = params.get("models") or {}
+            return (group == "models" and name != "defaults" and name in models
+                    and "." not in key and key in (models.get("defaults") or {}))
         node = node[part]
     return True
 
@@ -161,9 +166,11 @@ def _cli_value(value: Any) -> str:
 
 
 def set_args(values: dict[str, Any]) -> list[str]:
+    """``-S ++key=value`` per key: sets it, or adds a model's own copy of a shared option
+    (``models.cnn2d.dropout`` over ``models.defaults``); keys are checked by :func:`_lookup`."""
     args = []
     for key, value in values.items():
-        args += ["-S", f"{key}={_cli_value(value)}"]
+        args += ["-S", f"++{key}={_cli_value(value)}"]
     return args
 
 

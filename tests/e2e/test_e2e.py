@@ -101,10 +101,26 @@ def test_editing_a_model_reruns_training_only(project):
         status = run(["dvc", "status", "--json"], project).stdout
         changed = set(json.loads(status))
         assert {f"train@{model}", f"evaluate@{model}"} <= changed
-        # clean_labels re-runs too: its detector is a registered model (clean.detector)
+        # clean_labels re-runs too: its detector is a registered model (clean.detector.model)
         assert not changed & {"download", "features"}
     finally:
         model_file.write_text(original)
+
+
+def test_editing_the_shared_model_defaults_reruns_every_training(project):
+    """models.defaults (issue 22) sits under every models.<name>: editing it re-runs each
+    train@ (and the detector's clean_labels), not download or features."""
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    try:
+        params = yaml.safe_load(original)
+        params["models"]["defaults"]["dropout"] = 0.3
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        changed = set(json.loads(run(["dvc", "status", "--json"], project).stdout))
+        assert {f"train@{name}" for name in _models(project)} | {"clean_labels"} <= changed
+        assert not changed & {"download", "features"}
+    finally:
+        params_file.write_text(original)
 
 
 def test_editing_clean_params_reruns_cleaning_and_training_not_features(project):

@@ -144,7 +144,8 @@ class ExpRun:
         grid: list[dict] = [{}]
         for key, value in self.tiny_sets(trim):
             values = split_top_level(value) if self.queued else [value]
-            grid = [{**g, key: parse_value(v)} for g in grid for v in values]
+            # ``++key``: set, or add a model's own copy of a models.defaults option
+            grid = [{**g, key.lstrip("+"): parse_value(v)} for g in grid for v in values]
         return grid
 
     def _names(self, trim: bool) -> list[str]:

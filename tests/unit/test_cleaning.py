@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiotag.cleaning.config import CleanConfig, parse_clean
+from audiotag.cleaning.config import CLEAN_MOVED, CleanConfig, parse_clean
 from audiotag.cleaning.detect import bce_per_clip, clip_lwlrap
 from audiotag.cleaning.run import (
     apply_action,
@@ -25,7 +25,7 @@ from audiotag.cleaning.run import (
     suspect_class,
 )
 from audiotag.core.errors import ParamsError
-from audiotag.core.params import parse_group
+from audiotag.core.params import parse_group, read_params
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import labels_to_matrix, read_manifest, write_manifest
 from audiotag.features.config import FeaturesConfig
@@ -94,12 +94,24 @@ def dataset(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     return store, FeatureSet(store, ("train",)).index
 
 
+def _clean(**flat) -> CleanConfig:
+    """A CleanConfig from flat keyword settings (``flagged_weight=0.1`` goes to its block)."""
+    nested: dict = {}
+    for key, value in flat.items():
+        *parents, name = CLEAN_MOVED.get(key, key).split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[name] = value
+    return CleanConfig.model_validate(nested)
+
+
 def _run(dataset, tmp_path, train=None, **params):
     """Clean (``train``: overrides of the detector's training); returns the metrics, the
     training clips as training reads them (the store's rows relabelled by labels.csv) and
     label_issues.csv."""
     store, part = dataset
-    cfg = CleanConfig(**{**BASE, **params})
+    cfg = _clean(**{**BASE, **params})
     out = tmp_path / "clean"
     metrics = clean_labels(store, out, tmp_path / "labels.json",
                            tmp_path / "plots" / "flagged.csv", cfg, 0,
@@ -143,7 +155,7 @@ def test_default_detection_reaches_a_high_f1(dataset, tmp_path) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_missing_gpu_names_the_detector_device(dataset, tmp_path) -> None:
-    with pytest.raises(RuntimeError, match=re.escape("clean.detector_train.device is 'cuda'")):
+    with pytest.raises(RuntimeError, match=re.escape("clean.detector.train.device is 'cuda'")):
         _run(dataset, tmp_path, method="cleanlab", train={"device": "cuda"})
     assert not (tmp_path / "clean").exists()  # nothing half-written
 
@@ -237,7 +249,7 @@ def _toy() -> tuple[pd.DataFrame, np.ndarray]:
 ])
 def test_each_action_gives_the_expected_manifest(action, labels, weights, kept) -> None:
     df, rows = _toy()
-    cfg = CleanConfig(method="cleanlab", action=action, flagged_weight=0.25)
+    cfg = _clean(method="cleanlab", action=action, flagged_weight=0.25)
     flagged = np.array([False, True, False])
     out = apply_action(df, rows, flagged, ["mid", "buzz", "low"], cfg)
     assert list(out["labels"]) == labels
@@ -286,14 +298,14 @@ def test_detection_scores_and_loss() -> None:
 
 
 @pytest.mark.parametrize("group, key", [
-    ({"threshold": 1.5}, "clean.threshold"),
+    ({"flag": {"threshold": 1.5}}, "clean.flag.threshold"),
     ({"method": "magic"}, "clean.method"),
     ({"action": "burn"}, "clean.action"),
-    ({"n_folds": 1}, "clean.n_folds"),
-    ({"relabel_threshold": 0.3}, "clean.relabel_threshold"),
-    ({"max_per_class": 0}, "clean.max_per_class"),
-    ({"flagged_weight": -1}, "clean.flagged_weight"),
-    ({"crop_aggregate": "median"}, "clean.crop_aggregate"),
+    ({"detector": {"n_folds": 1}}, "clean.detector.n_folds"),
+    ({"fix": {"relabel_threshold": 0.3}}, "clean.fix.relabel_threshold"),
+    ({"flag": {"max_per_class": 0}}, "clean.flag.max_per_class"),
+    ({"fix": {"flagged_weight": -1}}, "clean.fix.flagged_weight"),
+    ({"detector": {"crop_aggregate": "median"}}, "clean.detector.crop_aggregate"),
     ({"treshold": 0.5}, "clean.treshold"),
     ({"model": "cnn1d"}, "clean.model"),  # the old fast-model keys are gone
 ])
@@ -302,41 +314,68 @@ def test_bad_params_name_the_key(group, key) -> None:
         parse_group({"clean": group}, "clean", CleanConfig)
 
 
+def test_clean_params_are_nested_by_role(repo_root) -> None:
+    """Issue 22: ``clean`` holds the two switches and one block per role: the detector that
+    scores clips, how many are flagged, how the action treats a flagged clip."""
+    raw = read_params(repo_root / "params.yaml")
+    assert set(raw["clean"]) == {"method", "action", "detector", "flag", "fix"}
+    cfg, train, params = parse_clean(raw)
+    assert (cfg.detector.model, cfg.detector.n_folds, cfg.detector.crop_aggregate) == (
+        "cnn1d", 5, "mean")
+    assert cfg.flag.filter_by == "confident_learning" and cfg.flag.loss_fraction == 0.3
+    assert cfg.fix.relabel_threshold == 0.5 and cfg.fix.flagged_weight == 0.3
+    assert train.epochs == cfg.detector.train["epochs"] == 12
+
+
+@pytest.mark.parametrize("group, message", [
+    ({"threshold": 0.5}, "clean.threshold: moved to clean.flag.threshold"),
+    ({"detector_train": {}}, "clean.detector_train: moved to clean.detector.train"),
+    ({"flagged_weight": 0.3}, "clean.flagged_weight: moved to clean.fix.flagged_weight"),
+    ({"detector": "cnn1d"}, "clean.detector: Value error, a block of settings: the model is "
+                            "clean.detector.model (detector: {model: cnn1d})"),
+    ({"flag": {"treshold": 0.5}},
+     "clean.flag.treshold: unknown key; did you mean clean.flag.threshold?"),
+])
+def test_a_flat_or_misspelt_clean_key_names_its_place(group, message) -> None:
+    with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {message}")):
+        parse_group({"clean": group}, "clean", CleanConfig)
+
+
 def test_stage_stops_on_bad_params_before_writing(dataset, tmp_path, repo_root) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text("seed: 1\nclean:\n  method: cleanlab\n  threshold: -0.5\n")
+    params.write_text("seed: 1\nclean:\n  method: cleanlab\n  flag: {threshold: -0.5}\n")
     result = subprocess.run(
         [sys.executable, str(repo_root / "stages/clean_labels.py"), "--features", str(dataset[0]),
          "--out", str(tmp_path / "clean"), "--metrics", str(tmp_path / "m.json"),
          "--plot", str(tmp_path / "p.csv"), "--params", str(params)],
         capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert "clean.threshold" in result.stderr
+    assert "clean.flag.threshold" in result.stderr
     assert not (tmp_path / "clean").exists() and not (tmp_path / "m.json").exists()
 
 
 @pytest.mark.parametrize("clean, message", [
-    ({"detector": "cnn3d"}, r"clean\.detector: unknown model 'cnn3d'; did you mean cnn\dd\?"),
-    ({"detector_train": {"epochz": 3}}, r"clean\.detector_train\.epochz: unknown key; "
-                                        r"did you mean clean\.detector_train\.epochs\?"),
-    ({"detector_train": {"lr": -1}}, r"clean\.detector_train\.lr: "),
-    ({"detector_params": {"kernel_size": 4}},
-     r"models\.cnn1d\.kernel_size.*clean\.detector_params"),
+    ({"model": "cnn3d"}, r"clean\.detector\.model: unknown model 'cnn3d'; did you mean cnn\dd\?"),
+    ({"train": {"epochz": 3}}, r"clean\.detector\.train\.epochz: unknown key; "
+                               r"did you mean clean\.detector\.train\.epochs\?"),
+    ({"train": {"lr": -1}}, r"clean\.detector\.train\.lr: "),
+    ({"params": {"kernel_size": 4}},
+     r"models\.cnn1d\.kernel_size.*clean\.detector\.params"),
 ])
 def test_bad_detector_settings_name_the_key(clean, message) -> None:
     with pytest.raises(ParamsError, match=message):
-        parse_clean({"clean": clean})
+        parse_clean({"clean": {"detector": clean}})
 
 
 def test_detector_settings_are_its_own_not_train() -> None:
-    """``detector_train`` goes over the built-in train defaults, not over params' train.*
-    (a training experiment must not re-run cleaning); ``detector_params`` over models.<name>."""
+    """``detector.train`` goes over the built-in train defaults, not over params' train.*
+    (a training experiment must not re-run cleaning); ``detector.params`` over models.<name>."""
     raw = {"train": {"models": ["crnn"], "lr": 0.5, "epochs": 40},
            "models": {"cnn2d": {"dropout": 0.4, "channels": [8, 16]}},
-           "clean": {"detector": "cnn2d", "detector_train": {"epochs": 3},
-                     "detector_params": {"channels": [4, 8]}}}
+           "clean": {"detector": {"model": "cnn2d", "train": {"epochs": 3},
+                                  "params": {"channels": [4, 8]}}}}
     cfg, train, params = parse_clean(raw)
-    assert cfg.detector == "cnn2d" and train.epochs == 3
+    assert cfg.detector.model == "cnn2d" and train.epochs == 3
     assert train.lr == TrainConfig(models=["x"]).lr and train.processes == 1
     assert params["dropout"] == 0.4 and params["channels"] == [4, 8]
 
@@ -388,7 +427,7 @@ def _record(threads: int) -> None:
 
 
 def test_threads_params_reach_torch(monkeypatch, dataset, tmp_path) -> None:
-    """train.threads, clean.detector_train.threads and evaluate.threads set torch's
+    """train.threads, clean.detector.train.threads and evaluate.threads set torch's
     threads before any work (0 leaves torch's default)."""
     from audiotag.core import device
     from audiotag.evaluation import evaluate

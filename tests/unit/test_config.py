@@ -98,7 +98,7 @@ BOOL_AS_NUMBER = [
     ("features", {"n_mels": False}, "features.n_mels"),
     ("features", {"eval_crops": True}, "features.eval_crops"),
     ("split", {"valid_fold": False}, "split.valid_fold"),
-    ("clean", {"threshold": True}, "clean.threshold"),
+    ("clean", {"flag": {"threshold": True}}, "clean.flag.threshold"),
     ("weights", {"hist_bins": True}, "weights.hist_bins"),
     ("data.synthetic", {"n_curated": True}, "data.synthetic.n_curated"),
     ("data.folder", {"audio_dir": "a", "csv": "b", "test_fraction": True},
@@ -171,6 +171,9 @@ def _params_groups(raw):
     yield "train", TrainConfig, raw["train"]
     yield "evaluate", EvaluateConfig, raw["evaluate"]
     yield "weights", WeightsConfig, raw["weights"]
+    from audiotag.models.heads import HeadConfig
+
+    yield "models.defaults", HeadConfig, raw["models"]["defaults"]  # under every model
     for name in list_models():
         yield f"models.{name}", model_config_class(name), raw["models"].get(name) or {}
 
@@ -178,12 +181,19 @@ def _params_groups(raw):
 def test_code_defaults_agree_with_params_yaml(repo_root):
     """params.yaml is the one source of values: a config's default for a key params.yaml
     holds must be the same value (library callers and tests that rely on defaults then
-    compute what the pipeline computes; clean.detector_train sits over these defaults)."""
+    compute what the pipeline computes; clean.detector.train sits over these defaults)."""
+    from pydantic import BaseModel
+
     raw = read_params(repo_root / "params.yaml")
     disagree = []
-    for key, model, values in _params_groups(raw):
+    groups = list(_params_groups(raw))
+    for key, model, values in groups:
         for name, field in model.model_fields.items():
             if name not in values or field.is_required():
+                continue
+            inner = field.annotation
+            if isinstance(inner, type) and issubclass(inner, BaseModel):  # a nested block
+                groups.append((f"{key}.{name}", inner, values[name]))
                 continue
             default = field.get_default(call_default_factory=True)
             if default != values[name]:  # YAML's 8000 equals 8000.0; lists compare items

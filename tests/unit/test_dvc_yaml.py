@@ -49,3 +49,29 @@ def test_default_models_are_registered_as_artifacts(repo_root):
         entry = artifacts[name]
         assert entry["path"] == f"models/{name}/model.pt" and entry["type"] == "model"
         assert entry["desc"] and name in entry["labels"]
+
+
+def test_model_stages_depend_on_the_shared_model_defaults(repo_root, tmp_path):
+    """Issue 22: ``models.defaults`` holds the options every model shares, so editing it must
+    re-run train@<model> and clean_labels (the detector is a model) for any model and
+    detector; evaluate@ and weights@ read the trained model (models/<name>), not params.
+    Checked on the stages DVC renders (foreach over train.models), with every registered
+    model in train.models."""
+    from dvc.repo import Repo
+
+    from audiotag.models import list_models
+
+    params = _load(repo_root, "params.yaml")
+    params["train"]["models"] = list_models()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text((repo_root / "dvc.yaml").read_text())
+    repo = Repo.init(tmp_path, no_scm=True)
+    stages = {stage.name: stage for stage in repo.index.stages}
+    readers = ["clean_labels", *(f"train@{name}" for name in list_models())]
+    for address in readers:
+        keys = {key for dep in stages[address].params for key in dep.params}
+        assert "models.defaults" in keys, f"{address} does not depend on models.defaults"
+    for name in list_models():
+        for address in (f"evaluate@{name}", f"weights@{name}"):
+            deps = {str(dep.def_path) for dep in stages[address].deps}
+            assert f"models/{name}" in deps, address

@@ -82,7 +82,8 @@ def exp_runs() -> list[tuple[str, str | None, list[tuple[str, str]], bool]]:
         if not line.startswith("dvc exp run"):
             continue
         tokens = shlex.split(line)
-        sets = [tuple(tokens[i + 1].split("=", 1)) for i, tok in enumerate(tokens)
+        # ``++key``: set, or add a model's own copy of a models.defaults option
+        sets = [tuple(tokens[i + 1].lstrip("+").split("=", 1)) for i, tok in enumerate(tokens)
                 if tok in ("-S", "--set-param")]
         name = next((tokens[i + 1] for i, tok in enumerate(tokens) if tok in ("-n", "--name")),
                     None)

@@ -42,9 +42,8 @@ def _seed() -> Iterator[None]:
 
 
 def test_registry_has_the_zoo() -> None:
-    assert {"cnn2d", "cnn1d", "crnn", "lstm", "gru", "stn", "resstn", "autoencoder",
-            "resautoencoder", "resnet18", "resnet50", "regnet_y_800mf",
-            "efficientnet_v2_s"} <= set(list_models())
+    assert {"cnn2d", "cnn1d", "crnn", "lstm", "gru", "stn", "autoencoder", "resnet18",
+            "resnet50", "regnet_y_800mf", "efficientnet_v2_s"} <= set(list_models())
     assert list_models() == sorted(list_models())
 
 
@@ -213,3 +212,35 @@ def test_stage_imports_leave_torchvision_sklearn_and_scipy_stats_unloaded() -> N
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_models_defaults_sit_under_every_model_setting():
+    """Issue 22: ``models.defaults`` (the options every model shares) goes under each
+    ``models.<name>``; the model's own key wins, and a detector's overrides win over both."""
+    from audiotag.models import parse_model_params
+
+    raw = {"models": {"defaults": {"dropout": 0.4, "head_layers": 2, "activation": "gelu"},
+                      "cnn2d": {"dropout": 0.1}, "crnn": {}}}
+    cnn2d = parse_model_params(raw, "cnn2d")
+    assert (cnn2d["dropout"], cnn2d["head_layers"], cnn2d["activation"]) == (0.1, 2, "gelu")
+    assert parse_model_params(raw, "crnn")["dropout"] == 0.4
+    assert parse_model_params(raw, "crnn", overrides={"head_layers": 1})["head_layers"] == 1
+
+
+def test_a_bad_models_default_names_its_key():
+    from audiotag.core.errors import ParamsError
+    from audiotag.models import parse_model_params
+
+    for defaults, key in [({"head_layerz": 1}, "models.defaults.head_layerz"),
+                          ({"head_layers": 9}, "models.defaults.head_layers")]:
+        raw = {"models": {"defaults": defaults, "cnn1d": {}}}
+        with pytest.raises(ParamsError, match=re.escape(f"params.yaml: {key}: ")):
+            parse_model_params(raw, "cnn1d")
+
+
+def test_defaults_is_not_a_model_name():
+    class Cfg(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    with pytest.raises(ValueError, match="models.defaults"):
+        register_model("defaults", config=Cfg, registry=Registry("model"))(nn.Identity)

@@ -74,7 +74,8 @@ def test_an_added_key_makes_the_committed_page_stale(tmp_path):
 
 def test_shared_model_keys_are_collapsed_and_nested_groups_get_sections():
     page = render(PARAMS.read_text(encoding="utf-8"))
-    assert "| `models.<any>.head_layers` |" in page
+    assert "| `models.defaults.head_layers` |" in page  # written once in params.yaml
     assert page.count("head_layers` |") == 1
-    assert "### `data.synthetic`" in page and "### `clean.detector_train`" in page
+    assert "| `models.{lstm,gru}.pooling` |" in page
+    assert "### `data.synthetic`" in page and "### `clean.detector.train`" in page
     assert "| `data.synthetic.num_classes` | `12` |" in page

@@ -44,10 +44,25 @@ def test_dimensions_sample_inside_their_range():
 
 
 def test_set_args_are_what_dvc_exp_run_parses():
+    # ``++``: set the key, or add it where a model takes it from models.defaults
     assert set_args({"train.lr": 0.00031622776601683794, "features.pad_mode": "zeros",
                      "train.models": ["cnn2d"], "train.batch_size": 16}) == [
-        "-S", "train.lr=0.00031622776601683794", "-S", "features.pad_mode=zeros",
-        "-S", "train.models=[cnn2d]", "-S", "train.batch_size=16"]
+        "-S", "++train.lr=0.00031622776601683794", "-S", "++features.pad_mode=zeros",
+        "-S", "++train.models=[cnn2d]", "-S", "++train.batch_size=16"]
+
+
+def test_a_shared_model_option_is_tuned_per_model(tmp_path):
+    """Issue 22: models.defaults holds the options every model shares; a space may still
+    tune one model's copy (``models.cnn2d.dropout``), which ``++`` adds to its block."""
+    params = {"train": {"lr": 0.001}, "models": {"defaults": {"dropout": 0.2},
+                                                 "cnn2d": {"channels": [8]}}}
+    path = tmp_path / "space.yaml"
+    path.write_text("models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}\n")
+    assert set(load_space(path, params)) == {"models.cnn2d.dropout"}
+    for key in ("models.cnn3d.dropout", "models.cnn2d.dropoutt", "models.defaults.x"):
+        path.write_text(f"{key}: {{type: float, low: 0.0, high: 0.5}}\n")
+        with pytest.raises(ParamsError, match=rf"{key}: not a key of params.yaml"):
+            load_space(path, params)
 
 
 def _exp(name, metrics):

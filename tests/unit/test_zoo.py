@@ -154,13 +154,29 @@ def test_lengths_gradients_and_flag() -> None:
     assert torch.isfinite(out).all() and model.rnn.weight_ih_l0.grad is not None
 
 
+# --- residual: one setting, not twin registry entries (issue 22) ----------------------------
+
+
+@pytest.mark.parametrize("name", ["stn", "autoencoder"])
+def test_residual_is_a_setting_of_stn_and_autoencoder(name: str) -> None:
+    from audiotag.models.layers import ResBlock2d
+
+    def res_blocks(model) -> int:
+        return sum(isinstance(m, ResBlock2d) for m in model.modules())
+
+    plain = create_model(name, K, 16, channels=[8, 16])
+    residual = create_model(name, K, 16, channels=[8, 16], residual=True)
+    assert res_blocks(plain) == 0 and res_blocks(residual) > 0
+    assert f"res{name}" not in list_models()  # no twin entry that differs by one attribute
+
+
 # --- spatial transformers ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["stn", "resstn"])
+@pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("init", ["default", "kaiming"])
-def test_stn_starts_as_the_identity(name: str, init: str) -> None:
-    model = create_model(name, K, 16, init=init)
+def test_stn_starts_as_the_identity(residual: bool, init: str) -> None:
+    model = create_model("stn", K, 16, init=init, residual=residual)
     x = torch.randn(2, 16, 30)
     torch.testing.assert_close(model.transform(x), x, rtol=1e-5, atol=1e-5)
     model.stn.theta.bias.data[2] = 0.5  # shift in time: no longer the identity
@@ -176,10 +192,10 @@ def test_stn_learns_its_transform() -> None:
 # --- autoencoders ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["autoencoder", "resautoencoder"])
-def test_autoencoder_reconstructs_and_two_phases(name: str) -> None:
-    model = create_model(name, K, 20, channels=[8, 16])
-    assert MODELS.get(name).two_phase
+@pytest.mark.parametrize("residual", [False, True])
+def test_autoencoder_reconstructs_and_two_phases(residual: bool) -> None:
+    model = create_model("autoencoder", K, 20, channels=[8, 16], residual=residual)
+    assert MODELS.get("autoencoder").two_phase
     x = torch.randn(6, 20, 37)  # sizes that do not divide by 4: decoder output is cropped
     assert model.reconstruct(x).shape == x.shape
     assert model.encode(x).shape == (6, model.cfg.latent_channels, 5, 10)
@@ -334,7 +350,8 @@ def test_parameter_cap_names_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
         ("gru", {"hidden": 0}, "models.gru.hidden"),
         ("gru", {"bidirectional": "sometimes"}, "models.gru.bidirectional"),
         ("stn", {"loc_channels": []}, "models.stn.loc_channels"),
-        ("resautoencoder", {"latent_channels": 0}, "models.resautoencoder.latent_channels"),
+        ("autoencoder", {"latent_channels": 0}, "models.autoencoder.latent_channels"),
+        ("stn", {"residual": "maybe"}, "models.stn.residual"),
         ("resnet50", {"freeze_backone": True}, "models.resnet50.freeze_backone"),
         ("cnn2d", {"head_layers": 4}, "models.cnn2d.head_layers"),
         ("cnn1d", {"activation": "tanh"}, "models.cnn1d.activation"),
@@ -348,9 +365,29 @@ def test_bad_zoo_params_name_the_key(name: str, params: dict[str, object], where
 
 
 def test_params_yaml_configures_every_model(repo_root: Path) -> None:
-    """Each model has a ``models.<name>`` block listing every key (so ``-S`` can set it)."""
-    params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    assert set(params["models"]) == set(list_models())
-    for name, block in params["models"].items():
-        cfg = validate_model_params(name, block)
-        assert set(block) == set(type(cfg).model_fields), name
+    """Each model has a ``models.<name>`` block; with ``models.defaults`` (the options every
+    model shares, written once) it lists every key, so ``-S`` can set any of them."""
+    models = dict(yaml.safe_load((repo_root / "params.yaml").read_text())["models"])
+    shared = models.pop("defaults")
+    assert set(models) == set(list_models())
+    for name, block in models.items():
+        cfg = validate_model_params(name, {**shared, **block})
+        assert set(block) | set(shared) == set(type(cfg).model_fields), name
+        assert not set(block) & set(shared), f"models.{name} repeats models.defaults"
+
+
+@pytest.mark.parametrize("old, new", [("resstn", "stn"), ("resautoencoder", "autoencoder")])
+def test_a_checkpoint_of_a_former_twin_entry_still_loads(tmp_path, old, new) -> None:
+    """Checkpoints written before issue 22 name ``resstn``/``resautoencoder``: they load as
+    the model with ``residual: true`` (same layers, same weights)."""
+    from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
+
+    model = create_model(new, K, 16, channels=[8, 16], residual=True)
+    params = model.cfg.model_dump()
+    del params["residual"]
+    save_checkpoint(tmp_path / "model.pt", model, {"model_name": old, "model_params": params,
+                                                   "num_classes": K, "n_mels": 16})
+    loaded, meta = load_checkpoint(tmp_path / "model.pt")
+    assert type(loaded) is type(model) and loaded.cfg.residual
+    x = torch.randn(2, 16, 24)
+    torch.testing.assert_close(loaded(x), model.eval()(x))

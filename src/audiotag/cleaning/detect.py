@@ -2,20 +2,21 @@
 
 Every method returns a :class:`Detection` for the *noisy* training clips only: curated
 clips only inform the detector, validation clips choose its best epoch, test clips are
-never looked at. The detector is the registered model ``clean.detector``, trained by the
-training stack on the feature store (:mod:`audiotag.training.oof`).
+never looked at. The detector is the registered model ``clean.detector.model``, trained by
+the training stack on the feature store (:mod:`audiotag.training.oof`).
 
-``cleanlab``  out-of-fold probabilities of ``clean.n_folds`` detectors trained on the curated
-              + noisy training clips, then cleanlab's multi-label ``find_label_issues``
-              (confident learning); ``score`` is cleanlab's label quality (0 bad .. 1 good).
+``cleanlab``  out-of-fold probabilities of ``clean.detector.n_folds`` detectors trained on
+              the curated + noisy training clips, then cleanlab's multi-label
+              ``find_label_issues`` (confident learning); ``score`` is cleanlab's label
+              quality (0 bad .. 1 good).
 ``agreement`` one detector trained on the curated training clips only scores the noisy
               clips; a clip is kept when its per-clip lwlrap (its given labels ranked by the
-              model) is at least ``clean.threshold`` and it is among the
-              ``clean.max_per_class`` best-scoring clips of one of its classes; ``score`` is
-              that per-clip lwlrap.
-``loss``      the same out-of-fold probabilities as ``cleanlab``; the ``clean.loss_fraction``
-              of noisy clips with the highest BCE loss against their given labels are
-              flagged; ``score`` is ``exp(-loss)`` (mean BCE over classes).
+              model) is at least ``clean.flag.threshold`` and it is among the
+              ``clean.flag.max_per_class`` best-scoring clips of one of its classes;
+              ``score`` is that per-clip lwlrap.
+``loss``      the same out-of-fold probabilities as ``cleanlab``; the
+              ``clean.flag.loss_fraction`` of noisy clips with the highest BCE loss against
+              their given labels are flagged; ``score`` is ``exp(-loss)`` (mean BCE over classes).
 ``oracle``    the ceiling: the true labels (the manifest's ``true_labels``, where the source
               knows them, e.g. ``synthetic``); every clip whose given labels differ is
               flagged and the true labels are the suggestion; no model is trained.
@@ -82,7 +83,7 @@ def cleanlab_issues(y: np.ndarray, proba: np.ndarray, noisy: np.ndarray,
     from cleanlab.multilabel_classification.rank import get_label_quality_scores
 
     labels = _as_lists(y)
-    issues = find_label_issues(labels, proba, filter_by=cfg.filter_by)
+    issues = find_label_issues(labels, proba, filter_by=cfg.flag.filter_by)
     quality = get_label_quality_scores(labels, proba)
     log.info("cleanlab flagged %d of %d curated clips (left untouched)",
              int(issues[~noisy].sum()), int((~noisy).sum()))
@@ -90,9 +91,9 @@ def cleanlab_issues(y: np.ndarray, proba: np.ndarray, noisy: np.ndarray,
 
 
 def loss_issues(y_noisy: np.ndarray, proba: np.ndarray, cfg: CleanConfig) -> Detection:
-    """The ``clean.loss_fraction`` of noisy clips with the highest BCE are flagged."""
+    """The ``clean.flag.loss_fraction`` of noisy clips with the highest BCE are flagged."""
     loss = bce_per_clip(y_noisy, proba)
-    n_flag = int(round(cfg.loss_fraction * len(loss)))
+    n_flag = int(round(cfg.flag.loss_fraction * len(loss)))
     flagged = np.zeros(len(loss), dtype=bool)
     flagged[np.argsort(-loss, kind="stable")[:n_flag]] = True
     return Detection(flagged, np.exp(-loss), proba)
@@ -101,12 +102,12 @@ def loss_issues(y_noisy: np.ndarray, proba: np.ndarray, cfg: CleanConfig) -> Det
 def agreement_issues(y_noisy: np.ndarray, proba: np.ndarray, cfg: CleanConfig) -> Detection:
     """Noisy clips whose given labels a curated-only model ranks poorly are flagged."""
     score = clip_lwlrap(y_noisy, proba)
-    passes = ~(score < cfg.threshold)  # clips without labels (NaN) cannot be judged: kept
+    passes = ~(score < cfg.flag.threshold)  # clips without labels (NaN) cannot be judged: kept
     keep = passes & np.isnan(score)
     for c in range(y_noisy.shape[1]):
         rows = np.flatnonzero(passes & (y_noisy[:, c] > 0))
         best = rows[np.argsort(-score[rows], kind="stable")]
-        keep[best[:cfg.max_per_class]] = True  # max_per_class None: slice keeps all
+        keep[best[:cfg.flag.max_per_class]] = True  # max_per_class None: slice keeps all
     return Detection(~keep, np.nan_to_num(score, nan=1.0), proba)
 
 
@@ -123,7 +124,7 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
     """Run ``cfg.method`` on the store's training clips ``part`` (its index rows of role
     ``train``, in store order); the candidates are its noisy rows.
 
-    ``train_cfg``/``model_params``: how the detector ``cfg.detector`` trains (see
+    ``train_cfg``/``model_params``: how the detector ``cfg.detector.model`` trains (see
     :func:`audiotag.cleaning.config.parse_clean`).
     """
     y = labels_to_matrix(part["labels"], classes)
@@ -140,14 +141,14 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
         if noisy.all():
             raise ValueError("clean.method=agreement needs curated clips to train on; "
                              "there are none")
-        proba = fit_predict(store, cfg.detector, model_params, train_cfg, seed,
+        proba = fit_predict(store, cfg.detector.model, model_params, train_cfg, seed,
                             np.flatnonzero(~noisy), np.flatnonzero(noisy),
-                            crop_aggregate=cfg.crop_aggregate)
+                            crop_aggregate=cfg.detector.crop_aggregate)
         return agreement_issues(y[noisy], proba, cfg)
     if cfg.method not in ("cleanlab", "loss"):
         raise ValueError(f"clean.method {cfg.method!r} detects nothing")
-    proba = out_of_fold_proba(store, cfg.detector, model_params, train_cfg, seed,
-                              cfg.n_folds, cfg.crop_aggregate)
+    proba = out_of_fold_proba(store, cfg.detector.model, model_params, train_cfg, seed,
+                              cfg.detector.n_folds, cfg.detector.crop_aggregate)
     if cfg.method == "cleanlab":
         return cleanlab_issues(y, proba, noisy, cfg)
     return loss_issues(y[noisy], proba[noisy], cfg)

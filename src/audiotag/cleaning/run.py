@@ -6,7 +6,7 @@ curated clips inform the detector, validation and test clips are never changed.
 Actions on the flagged noisy clips:
     drop     leave them out of the labels file (they do not train)
     relabel  replace their labels with the suggested ones (see :func:`suggest_labels`)
-    weight   their loss weight times ``clean.flagged_weight`` (every other clip keeps its own)
+    weight   their loss weight times ``clean.fix.flagged_weight`` (every other clip keeps its own)
     keep     change nothing (report only)
 
 Outputs: ``<out>/labels.csv`` (``clip_id, labels, weight`` of every clip that trains; the
@@ -84,7 +84,7 @@ def apply_action(manifest: pd.DataFrame, rows: np.ndarray, flagged: np.ndarray,
     out["weight"] = weight
     hit = rows[flagged]
     if cfg.action == "weight":
-        weight[hit] *= cfg.flagged_weight
+        weight[hit] *= cfg.fix.flagged_weight
         out["weight"] = weight
     elif cfg.action == "relabel":
         col = out.columns.get_loc("labels")
@@ -199,7 +199,7 @@ def clean_labels(features_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         flagged = det.flagged
         given = labels_to_matrix(part["labels"].iloc[rows], classes)
         suggested = [join_labels([classes[c] for c in np.flatnonzero(r)])
-                     for r in suggest_labels(given, det.proba, cfg.relabel_threshold)]
+                     for r in suggest_labels(given, det.proba, cfg.fix.relabel_threshold)]
         issues = _issues(part, rows, det, suggested, classes)
         cleaned = apply_action(part, rows, flagged, suggested, cfg)
     metrics = {**label_metrics(index),

@@ -107,12 +107,30 @@ def format_validation_error(err: ValidationError, prefix: str, where: str = "par
     lines = []
     for problem in err.errors():
         key = ".".join([prefix, *(str(p) for p in problem["loc"])]) if problem["loc"] else prefix
-        if model is not None and problem["type"] == "extra_forbidden" and len(problem["loc"]) == 1:
-            lines.append(unknown_key(where, key, model.model_fields))
+        owner = _nested_model(model, problem["loc"][:-1])
+        if owner is not None and problem["type"] == "extra_forbidden":
+            name = str(problem["loc"][-1])
+            moved = getattr(owner, "moved", {})
+            if name in moved:  # a key of an older layout: say where it lives now
+                lines.append(f"{where}: {key}: moved to {key.rpartition('.')[0]}.{moved[name]}")
+            else:
+                lines.append(unknown_key(where, key, owner.model_fields))
             continue
         got = "" if problem["type"] == "missing" else f" (got {problem.get('input')!r})"
         lines.append(f"{where}: {key}: {problem['msg']}{got}")
     return "\n".join(lines)
+
+
+def _nested_model(model: type[BaseModel] | None,
+                  loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The config class at ``loc`` inside ``model`` (a nested block such as
+    ``clean.flag``), or None where ``loc`` leaves the config classes."""
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        inner = model.model_fields[part].annotation
+        model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
+    return model
 
 
 def parse_group(raw: dict[str, Any], key: str, model: type[M], where: str = "params.yaml") -> M:

@@ -2,10 +2,10 @@
 
 Every model maps a normalised log-mel batch ``(batch, n_mels, frames)`` to logits
 ``(batch, num_classes)``; build one by name with :func:`create_model`. Importing this
-package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``, ``resstn``,
-``autoencoder``, ``resautoencoder``, ``mixnet`` (waveform + log-mel branches, on raw
-waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``, ``regnet_y_800mf``,
-``efficientnet_v2_s`` and ``swin_v2_t``.
+package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``,
+``autoencoder`` (both with a ``residual`` setting), ``mixnet`` (waveform + log-mel
+branches, on raw waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``,
+``regnet_y_800mf``, ``efficientnet_v2_s`` and ``swin_v2_t``.
 
 Capabilities that training relies on are declared on the registry entry
 (:class:`ModelSpec`): ``input`` (``spectrogram``, ``waveform``: ``(B, 1, samples)``
@@ -15,7 +15,7 @@ attribute ``accepts_lengths`` marks a ``forward(x, lengths)`` for padded variabl
 batches (see :mod:`audiotag.models.rnn`).
 """
 
-from audiotag.models.autoencoder import Autoencoder, AutoencoderConfig, ResAutoencoder
+from audiotag.models.autoencoder import Autoencoder, AutoencoderConfig
 from audiotag.models.backbones import BACKBONES, BackboneConfig, ImageNetBackbone
 from audiotag.models.cnn1d import Cnn1d, Cnn1dConfig
 from audiotag.models.cnn2d import Cnn2d, Cnn2dConfig
@@ -34,7 +34,7 @@ from audiotag.models.registry import (
     validate_model_params,
 )
 from audiotag.models.rnn import Gru, Lstm, RnnConfig
-from audiotag.models.stn import ResStn, Stn, StnConfig
+from audiotag.models.stn import Stn, StnConfig
 
 __all__ = [
     "BACKBONES",
@@ -50,8 +50,6 @@ __all__ = [
     "Lstm",
     "MixNet",
     "MixNetConfig",
-    "ResAutoencoder",
-    "ResStn",
     "RnnConfig",
     "Stn",
     "StnConfig",

@@ -1,23 +1,22 @@
-"""``autoencoder`` / ``resautoencoder``: a conv autoencoder with a classifier on its latent.
+"""``autoencoder``: a conv autoencoder with a classifier on its latent.
 
 The encoder (conv blocks pooling 2x2, then a 1x1 conv) maps the log-mel image to a
 latent map; the decoder (upsample + conv blocks) reconstructs the image from it; the
 classifier head reads the latent map. Training runs in two phases (registered with
 ``two_phase=True``):
 
-1. reconstruct: minimise :meth:`AutoencoderNet.reconstruction_loss` (MSE of
-   :meth:`~AutoencoderNet.reconstruct` against the input) over
-   :meth:`~AutoencoderNet.autoencoder_parameters` (encoder + decoder);
+1. reconstruct: minimise :meth:`Autoencoder.reconstruction_loss` (MSE of
+   :meth:`~Autoencoder.reconstruct` against the input) over
+   :meth:`~Autoencoder.autoencoder_parameters` (encoder + decoder);
 2. classify: the usual tagging loss on ``model(x)`` logits, over all parameters (or
-   over :meth:`~AutoencoderNet.classifier_parameters` only, to keep the encoder fixed).
+   over :meth:`~Autoencoder.classifier_parameters` only, to keep the encoder fixed).
 
-``resautoencoder`` uses residual blocks in the encoder and the decoder.
+``residual: true`` uses residual blocks in the encoder and the decoder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
 
 from pydantic import ConfigDict, Field
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from audiotag.models.registry import ChannelList, register_model
 
 
 class AutoencoderConfig(HeadConfig):
-    """Params of ``autoencoder`` / ``resautoencoder`` (plus the shared head options).
+    """Params of ``autoencoder`` (plus the shared head options).
 
     Attributes:
         channels: output channels of each encoder block (each pools 2x2); the decoder
@@ -38,6 +37,7 @@ class AutoencoderConfig(HeadConfig):
         pretrain_epochs: phase-1 (reconstruction) epochs before the ``train.epochs`` of
             classification; 0 skips phase 1.
         freeze_encoder: phase 2 trains the classifier head only.
+        residual: residual blocks (two convs + shortcut) in the encoder and the decoder.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,6 +46,7 @@ class AutoencoderConfig(HeadConfig):
     latent_channels: int = Field(default=32, ge=1)
     pretrain_epochs: int = Field(default=5, ge=0)
     freeze_encoder: bool = False
+    residual: bool = False
 
 
 class UpBlock2d(nn.Sequential):
@@ -62,20 +63,20 @@ class UpBlock2d(nn.Sequential):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), block)
 
 
-class AutoencoderNet(nn.Module):
-    """Conv encoder -> latent map -> (decoder | classifier head).
+@register_model("autoencoder", config=AutoencoderConfig, two_phase=True)
+class Autoencoder(nn.Module):
+    """Conv encoder -> latent map -> (decoder | classifier head); blocks plain or residual.
 
     ``forward``: ``(B, n_mels, T) -> (B, num_classes)`` logits from the latent map
     (mean over frequency, then max+mean over time and the shared head).
     """
 
-    residual: ClassVar[bool]
 
     def __init__(self, num_classes: int, n_mels: int, cfg: AutoencoderConfig) -> None:
         super().__init__()
         self.n_mels = n_mels
         self.cfg = cfg
-        act, res = cfg.activation, self.residual
+        act, res = cfg.activation, cfg.residual
         self.encoder = nn.Sequential(conv_stack_2d(cfg.channels, act, res),
                                      nn.Conv2d(cfg.channels[-1], cfg.latent_channels, 1))
         widths = [cfg.latent_channels, *reversed(cfg.channels)]  # e.g. 32, 64, 32, 16
@@ -112,16 +113,3 @@ class AutoencoderNet(nn.Module):
         """Parameters of the classifier head only (phase 2 with a frozen encoder)."""
         yield from self.head.parameters()
 
-
-@register_model("autoencoder", config=AutoencoderConfig, two_phase=True)
-class Autoencoder(AutoencoderNet):
-    """Conv autoencoder with plain conv blocks; see :class:`AutoencoderNet`."""
-
-    residual = False
-
-
-@register_model("resautoencoder", config=AutoencoderConfig, two_phase=True)
-class ResAutoencoder(AutoencoderNet):
-    """Conv autoencoder with residual blocks; see :class:`AutoencoderNet`."""
-
-    residual = True

@@ -2,10 +2,12 @@
 
 Every model config inherits :class:`HeadConfig`, so ``models.<name>.head_layers``,
 ``head_hidden``, ``dropout``, ``activation`` and ``init`` mean the same thing for every
-model, and the vanishing-gradient study (sigmoid vs ReLU, default vs Kaiming vs Xavier
-init, deeper heads) is a params change::
+model; params.yaml writes them once, in ``models.defaults`` (under each model unless it
+sets the key: :func:`audiotag.models.registry.parse_model_params`), and the
+vanishing-gradient study (sigmoid vs ReLU, default vs Kaiming vs Xavier init, deeper
+heads) is a params change (``++`` adds the model's own copy)::
 
-    dvc exp run -S models.cnn2d.activation=sigmoid -S models.cnn2d.init=xavier
+    dvc exp run -S ++models.cnn2d.activation=sigmoid -S ++models.cnn2d.init=xavier
 
 Shapes: ``B`` batch, ``D`` features, ``H`` hidden units, ``K`` classes.
 """

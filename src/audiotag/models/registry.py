@@ -23,8 +23,9 @@ from pydantic import BaseModel, Field, ValidationError
 from torch import nn
 
 from audiotag.core.errors import ParamsError
-from audiotag.core.params import unknown_key
+from audiotag.core.params import format_validation_error, unknown_key
 from audiotag.core.registry import Registry
+from audiotag.models.heads import HeadConfig
 
 # Config field types shared by the model configs.
 ChannelList = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
@@ -89,6 +90,9 @@ def register_model(
         raise TypeError(f"model {name!r}: config must be a pydantic BaseModel subclass")
     if config.model_config.get("extra") != "forbid":
         raise TypeError(f"model {name!r}: config {config.__name__} must set extra='forbid'")
+    if name == SHARED:
+        raise ValueError(f"model {name!r}: the name of params.yaml's models.{SHARED} block "
+                         "(the options every model shares)")
 
     def add(factory: F) -> F:
         registry.register(name)(ModelSpec(name=name, factory=factory, config=config,
@@ -168,16 +172,43 @@ def _unknown_key_reason(key: str, config: type[BaseModel]) -> str:
     return f"unknown parameter{hint}; valid: {', '.join(valid) or 'none'}"
 
 
+SHARED = "defaults"
+"""``models.defaults``: the options every model shares (the head options of
+:class:`audiotag.models.heads.HeadConfig`), under each ``models.<name>`` unless the model
+sets the key itself. Not a model name."""
+
+
+def shared_model_defaults(raw: dict[str, Any], where: str = "params.yaml") -> dict[str, Any]:
+    """``models.defaults`` checked against the shared options (unknown keys, bad values)."""
+    shared = (raw.get("models") or {}).get(SHARED) or {}
+    if not isinstance(shared, dict):
+        raise ParamsError(f"{where}: models.{SHARED}: expected a mapping of shared settings")
+    try:
+        HeadConfig.model_validate(shared)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, f"models.{SHARED}", where,
+                                                  HeadConfig)) from None
+    return dict(shared)
+
+
 def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml",
                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``models.<name>`` validated against the model's config; returns the validated dict."""
+    """``models.<name>`` over ``models.defaults`` (the keys the model's config has), with
+    ``overrides`` over both, validated against the model's config; returns the validated
+    dict."""
     models = raw.get("models") or {}
     if not isinstance(models, dict):
         raise ParamsError(f"{where}: models: expected a mapping of model name -> settings")
     for other in models:
-        if other not in list_models():
-            raise ParamsError(unknown_key(where, f"models.{other}", list_models()))
-    params = {**(models.get(name) or {}), **(overrides or {})}
+        if other != SHARED and other not in list_models():
+            raise ParamsError(unknown_key(where, f"models.{other}", [SHARED, *list_models()]))
+    if name == SHARED:  # params_check walks every block: the shared one alone
+        shared_model_defaults(raw, where)
+        return {}
+    shared = shared_model_defaults(raw, where)
+    fields = model_config_class(name).model_fields if name in list_models() else {}
+    params = {**{k: v for k, v in shared.items() if k in fields},
+              **(models.get(name) or {}), **(overrides or {})}
     try:
         return validate_model_params(name, params).model_dump()
     except (ValueError, KeyError) as err:

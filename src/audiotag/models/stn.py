@@ -1,16 +1,14 @@
-"""``stn`` / ``resstn``: a spatial transformer (Jaderberg et al. 2015) in front of a CNN.
+"""``stn``: a spatial transformer (Jaderberg et al. 2015) in front of a CNN.
 
 A small localisation net looks at the whole log-mel image and predicts an affine
 transform (6 numbers); the image is resampled through it (``affine_grid`` +
 ``grid_sample``) before the classifier CNN sees it, so the net can learn to shift, scale
 or shear the time-frequency image. The transform starts as the identity (the last layer
 of the localisation net is zero with an identity bias), so at init the model is the
-plain CNN. ``resstn`` uses residual conv blocks in the classifier CNN.
+plain CNN. ``residual: true`` uses residual conv blocks in the classifier CNN.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 import torch
 from pydantic import ConfigDict, Field
@@ -25,10 +23,11 @@ IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # affine (2, 3) row-major
 
 
 class StnConfig(HeadConfig):
-    """Params of ``stn`` / ``resstn`` (plus the shared head options of :class:`HeadConfig`).
+    """Params of ``stn`` (plus the shared head options of :class:`HeadConfig`).
 
     Attributes:
         channels: output channels of each classifier conv block (each pools 2x2).
+        residual: residual classifier conv blocks (two convs + shortcut) instead of plain.
         loc_channels: channels of the localisation net's conv blocks (each pools 2x2).
         loc_hidden: units of the localisation net's hidden linear layer.
     """
@@ -38,6 +37,7 @@ class StnConfig(HeadConfig):
     channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
     loc_channels: ChannelList = Field(default_factory=lambda: [8, 16])
     loc_hidden: int = Field(default=32, ge=1)
+    residual: bool = False
 
 
 class SpatialTransformer(nn.Module):
@@ -73,21 +73,21 @@ class SpatialTransformer(nn.Module):
                              align_corners=False)  # (B, 1, F, T)
 
 
-class StnNet(nn.Module):
-    """Spatial transformer -> conv blocks -> mean over frequency -> max+mean head.
+@register_model("stn", config=StnConfig)
+class Stn(nn.Module):
+    """Spatial transformer -> conv blocks (plain or residual) -> mean over frequency ->
+    max+mean head.
 
     ``(B, n_mels, T) -> (B, num_classes)`` logits; :meth:`transform` gives the resampled
     image ``(B, n_mels, T)``.
     """
-
-    residual: ClassVar[bool]
 
     def __init__(self, num_classes: int, n_mels: int, cfg: StnConfig) -> None:
         super().__init__()
         self.n_mels = n_mels
         self.cfg = cfg
         self.stn = SpatialTransformer(cfg)
-        self.features = conv_stack_2d(cfg.channels, cfg.activation, self.residual)
+        self.features = conv_stack_2d(cfg.channels, cfg.activation, cfg.residual)
         self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
         self.stn.reset_identity()  # whatever ``init`` did, start from the identity
@@ -101,16 +101,3 @@ class StnNet(nn.Module):
         h = self.features(self.transform(x).unsqueeze(1))  # (B, C, F', T')
         return self.head(h.mean(dim=2))  # (B, C, T') -> (B, K)
 
-
-@register_model("stn", config=StnConfig)
-class Stn(StnNet):
-    """Spatial transformer + plain conv blocks (conv-BN-act-maxpool)."""
-
-    residual = False
-
-
-@register_model("resstn", config=StnConfig)
-class ResStn(StnNet):
-    """Spatial transformer + residual conv blocks."""
-
-    residual = True

@@ -10,6 +10,10 @@ import torch
 from audiotag.core.io import atomic_path
 from audiotag.models import create_model
 
+RENAMED_MODELS = {"resstn": "stn", "resautoencoder": "autoencoder"}
+"""Registry entries folded into a ``residual`` setting (issue 22): an older checkpoint
+naming one loads as the model with ``residual: true`` (same layers and weights)."""
+
 
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` atomically and byte-reproducibly: the same ``obj`` gives the same bytes.
@@ -44,8 +48,11 @@ def load_checkpoint(path: str | os.PathLike[str],
     params = dict(ckpt["model_params"])
     if params.get("pretrained_weights"):  # the checkpoint holds the trained weights already
         params["pretrained_weights"] = None
-    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
-                         n_mels=ckpt["n_mels"], **params)
+    name = ckpt["model_name"]
+    if name in RENAMED_MODELS:
+        name, params["residual"] = RENAMED_MODELS[name], True
+    model = create_model(name, num_classes=ckpt["num_classes"], n_mels=ckpt["n_mels"],
+                         **params)
     model.load_state_dict(state)
     return model.to(device).eval(), ckpt
 

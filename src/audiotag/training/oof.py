@@ -55,7 +55,7 @@ def score_crops(data: FeatureSet) -> int:
 def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str, Any],
                 cfg: TrainConfig, seed: int, train_rows: np.ndarray,
                 score_rows: np.ndarray,
-                device_key: str = "clean.detector_train.device",
+                device_key: str = "clean.detector.train.device",
                 crop_aggregate: str = "mean") -> np.ndarray:
     """Train ``name`` on the store's training clips at positions ``train_rows`` (in the
     order of ``FeatureSet(store, ("train",))``), keep the epoch with the best validation
@@ -116,7 +116,8 @@ def out_of_fold_proba(store: str | os.PathLike[str], name: str, model_params: di
     seeded with ``seed + k``."""
     n = len(FeatureSet(store, ("train",)))
     if n < n_folds:
-        raise ValueError(f"clean.n_folds={n_folds} exceeds the {n} training clips to score")
+        raise ValueError(f"clean.detector.n_folds={n_folds} exceeds the {n} training clips "
+                         "to score")
     folds = np.random.default_rng(seed).permutation(np.arange(n) % n_folds)
     out: np.ndarray | None = None
     for k in range(n_folds):
