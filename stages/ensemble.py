@@ -12,6 +12,7 @@ from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group, read_params
 from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.evaluation.ensemble import evaluate_ensemble
+from audiotag.training.config import parse_train
 
 
 def main() -> None:
@@ -32,11 +33,12 @@ def main() -> None:
     if args.name not in ensembles:
         raise ParamsError(f"{args.params}: ensembles has no {args.name!r}")
     cfg = ensembles[args.name]
+    members = cfg.members(parse_train(raw, args.params).models)
     eval_cfg = parse_group(raw, "evaluate", EvaluateConfig, args.params)
     root = Path(args.predictions)
-    evaluate_ensemble(args.name, cfg, eval_cfg,
-                      {m: root / f"{m}.csv" for m in cfg.models},
-                      {m: root / "valid" / f"{m}.csv" for m in cfg.models},
+    evaluate_ensemble(args.name, cfg.method, eval_cfg,
+                      {m: root / f"{m}.csv" for m in members},
+                      {m: root / "valid" / f"{m}.csv" for m in members},
                       args.metrics, args.details, args.plots, args.out)
 
 

@@ -155,3 +155,8 @@ def test_report_shows_an_ensemble_as_a_row(tmp_path):
     assert "| Zipper | 0.900 | 0.200 | 0.700 |" in text  # b's, not the ensemble's
     assert "- `ens`: [per-class lwlrap](ens/per_class_lwlrap.csv)\n" in text
     assert "ens" in set(pd.read_csv(out / "per_class_lwlrap.csv")["model"])
+    # skipped (one model trained): no metrics, no row
+    (metrics / "details" / "ens.json").write_text(json.dumps({"skipped": "fewer than two"}))
+    text = write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png",
+                        ensembles=["ens"])
+    assert "| ens |" not in text and "`ens`" not in text

@@ -18,7 +18,7 @@ from scipy.stats import rankdata
 
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import read_params
-from audiotag.evaluation.config import EnsembleConfig, EvaluateConfig, parse_ensembles
+from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.evaluation.ensemble import (
     combine,
     ensemble_predictions,
@@ -98,8 +98,7 @@ def test_evaluate_ensemble_scores_the_average(tmp_path):
     test = {m: _write(tmp_path / f"p/{m}.csv", s) for m, s in truth_scores.items()}
     valid = {m: _write(tmp_path / f"p/valid/{m}.csv", _scores(s + 5, n=6))
              for m, s in (("m1", 0), ("m2", 1))}
-    cfg = EnsembleConfig(models=["m1", "m2"], method="mean")
-    metrics = evaluate_ensemble("ens", cfg, EvaluateConfig(), test, valid, tmp_path / "e.json",
+    metrics = evaluate_ensemble("ens", "mean", EvaluateConfig(), test, valid, tmp_path / "e.json",
                                 tmp_path / "d.json", tmp_path / "plots", tmp_path / "e.csv")
     pred = read_predictions(test["m1"])
     expected = per_class_lwlrap(pred.targets, (truth_scores["m1"] + truth_scores["m2"]) / 2)
@@ -136,12 +135,33 @@ def test_ensemble_params_are_checked(tmp_path, repo_root):
     for text, message in bad.items():
         with pytest.raises(ParamsError, match=message):
             parse_ensembles(_raw(tmp_path, text))
-    # stage check_params: the default ensemble's members leave train.models with the models
+    # the default ensemble: every model of train.models, so another train.models stays valid
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    (default,) = parse_ensembles(params).values()
+    assert default.members(params["train"]["models"]) == ["cnn1d", "crnn"]
+    for models in (["cnn2d"], ["cnn1d", "cnn2d", "crnn"]):
+        params["train"]["models"] = models
+        (tmp_path / "all.yaml").write_text(yaml.safe_dump(params))
+        check_params(tmp_path / "all.yaml")
+        assert default.members(models) == models
+    # stage check_params: members listed by name must be trained
+    params["ensembles"]["ensemble"]["models"] = ["cnn1d", "crnn"]
     params["train"]["models"] = ["cnn1d", "cnn2d"]
     (tmp_path / "all.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match=r"ensembles\.ensemble\.models\[1\]: 'crnn' is not"):
         check_params(tmp_path / "all.yaml")
+
+
+def test_an_ensemble_of_one_model_is_skipped_with_empty_files(tmp_path):
+    test = {"m1": _write(tmp_path / "p/m1.csv", _scores(0))}
+    valid = {"m1": _write(tmp_path / "p/valid/m1.csv", _scores(1))}
+    details = evaluate_ensemble("ens", "mean", EvaluateConfig(), test, valid,
+                                tmp_path / "e.json", tmp_path / "d.json", tmp_path / "plots",
+                                tmp_path / "e.csv")
+    assert "fewer than two" in details["skipped"]
+    assert json.loads((tmp_path / "e.json").read_text()) == {}  # no column, no report row
+    assert pd.read_csv(tmp_path / "e.csv").empty
+    assert pd.read_csv(tmp_path / "plots/per_class_lwlrap.csv").empty
 
 
 def _declared(stage: dict, name: str) -> set[str]:

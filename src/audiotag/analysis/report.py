@@ -308,8 +308,10 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
     """Write the markdown summary and the leaderboard plot (and, given ``models_plots``,
     the CSVs of :func:`write_model_plots` there), the ``ensembles`` in rows after the
     models; returns the markdown."""
-    ensembles = list(ensembles)
-    records = collect(models, metrics_dir, ensembles)
+    records = collect(models, metrics_dir, list(ensembles))
+    # an ensemble skipped (fewer than two models trained) has no metrics: no row
+    ensembles = [e for e in ensembles if "lwlrap" in records[e]["eval"]]
+    records = {k: r for k, r in records.items() if k in models or k in ensembles}
     plot_leaderboard(records, leaderboard_path)
     if models_plots is not None:
         write_model_plots(records, metrics_dir, models_plots)

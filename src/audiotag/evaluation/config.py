@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -31,13 +31,19 @@ class EnsembleConfig(Strict):
     """One entry of the ``ensembles`` group: stage ``ensemble@<name>`` (see
     ``audiotag.evaluation.ensemble``)."""
 
-    models: list[str] = Field(min_length=2)  # members, each in train.models
+    # members, each in train.models; None: every model of train.models (the ensemble is
+    # skipped while there are fewer than two)
+    models: Annotated[list[str], Field(min_length=2)] | None
     method: Literal["mean", "geometric", "rank"]
+
+    def members(self, trained: list[str]) -> list[str]:
+        """The models averaged, given ``train.models``."""
+        return list(trained) if self.models is None else list(self.models)
 
 
 def parse_ensembles(raw: dict[str, Any], where: str = "params.yaml") -> dict[str, EnsembleConfig]:
     """The ``ensembles`` group (``{}`` or missing: none). A name must be a plain file name and
-    no model's; every member a model of ``train.models``, listed once."""
+    no model's; every member listed (``models`` not null) a model of ``train.models``, once."""
     group = raw.get("ensembles") or {}
     if not isinstance(group, dict):
         raise ParamsError(f"{where}: ensembles: expected a mapping of name: settings, "
@@ -53,11 +59,11 @@ def parse_ensembles(raw: dict[str, Any], where: str = "params.yaml") -> dict[str
             raise ParamsError(f"{where}: {key}: {name!r} is a model's name (its metrics file "
                               "would be the model's); rename the ensemble")
         cfg = parse_group(raw, key, EnsembleConfig, where)
-        for i, member in enumerate(cfg.models):
+        for i, member in enumerate(cfg.models or []):
             if member not in trained:
                 raise ParamsError(f"{where}: {key}.models[{i}]: {member!r} is not in "
                                   f"train.models {trained}")
-        if len(set(cfg.models)) != len(cfg.models):
+        if cfg.models is not None and len(set(cfg.models)) != len(cfg.models):
             raise ParamsError(f"{where}: {key}.models: a model is listed twice")
         out[name] = cfg
     return out

@@ -32,7 +32,7 @@ from scipy.stats import rankdata
 
 from audiotag.core.io import write_json
 from audiotag.data.manifest import labels_to_matrix, split_labels
-from audiotag.evaluation.config import EnsembleConfig, EvaluateConfig
+from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import (
     PER_CLASS_CSV,
     TARGET_PREFIX,
@@ -133,27 +133,46 @@ def ensemble_metrics(test: ClipPredictions, valid: ClipPredictions | None,
     return metrics, per_class
 
 
-def evaluate_ensemble(name: str, cfg: EnsembleConfig, eval_cfg: EvaluateConfig,
+def _write_skipped(members: list[str], method: str, metrics_path, details_path, plots_dir,
+                   predictions_path) -> dict[str, Any]:
+    """The declared files of an ensemble with fewer than two members: no metrics (the report
+    and ``audiotag compare`` leave it out), header-only CSVs."""
+    reason = f"fewer than two models to average ({members})"
+    details = {"skipped": reason, "members": members, "method": method}
+    _write_csv(pd.DataFrame(columns=["class", "lwlrap"]), Path(plots_dir) / PER_CLASS_CSV)
+    _write_csv(pd.DataFrame(columns=["clip_id", "labels"]), Path(predictions_path))
+    write_json(details_path, details)
+    write_json(metrics_path, {})
+    return details
+
+
+def evaluate_ensemble(name: str, method: str, eval_cfg: EvaluateConfig,
                       test_paths: dict[str, str | os.PathLike[str]],
                       valid_paths: dict[str, str | os.PathLike[str]],
                       metrics_path: str | os.PathLike[str],
                       details_path: str | os.PathLike[str],
                       plots_dir: str | os.PathLike[str],
                       predictions_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Combine the members' test (and validation) predictions by ``cfg.method``; write the
-    headline metrics, every metric, the per-class CSV and the ensemble's test predictions
-    (see the module doc). Returns every metric."""
-    test = ensemble_predictions(test_paths, cfg.method)
-    valid = ensemble_predictions(valid_paths, cfg.method)
+    """Combine the members' (the keys of ``test_paths``) test and validation predictions by
+    ``method``; write the headline metrics, every metric, the per-class CSV and the
+    ensemble's test predictions (see the module doc). Fewer than two members (``models:
+    null`` with one model trained): the files hold nothing. Returns every metric."""
+    members = list(test_paths)
+    if len(members) < 2:
+        log.warning("%s: skipped, fewer than two models to average (%s)", name, members)
+        return _write_skipped(members, method, metrics_path, details_path, plots_dir,
+                              predictions_path)
+    test = ensemble_predictions(test_paths, method)
+    valid = ensemble_predictions(valid_paths, method)
     if not (test.targets > 0).any():
         raise ValueError(f"{', '.join(map(str, test_paths.values()))}: no labelled test "
                          "clip to evaluate an ensemble on")
     metrics, per_class = ensemble_metrics(test, valid, eval_cfg)
-    metrics.update({"members": list(cfg.models), "method": cfg.method})
+    metrics.update({"members": members, "method": method})
     _write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
     _write_csv(per_clip_table(test, test.classes), Path(predictions_path))
     write_json(details_path, metrics)
     write_json(metrics_path, headline(metrics))
-    log.info("%s (%s of %s): test lwlrap %s on %d clips", name, cfg.method,
-             ", ".join(cfg.models), metrics["lwlrap"], len(test))
+    log.info("%s (%s of %s): test lwlrap %s on %d clips", name, method, ", ".join(members),
+             metrics["lwlrap"], len(test))
     return metrics
