@@ -130,7 +130,8 @@ def test_ensemble_params_are_checked(tmp_path, repo_root):
            "ensembles: {e: {models: [cnn1d, cnn1d], method: mean}}": "listed twice",
            "ensembles: {e: {models: [cnn1d, crnn], method: median}}": r"ensembles\.e\.method",
            "ensembles: {e: {models: [cnn1d, crnn], methd: mean}}": r"ensembles\.e\.methd",
-           "ensembles: {crnn: {models: [cnn1d, crnn], method: mean}}": "a model's name",
+           "ensembles: {crnn: {models: [cnn1d, crnn], method: mean}}": "a model's or",
+           "ensembles: {labels: {models: [cnn1d, crnn], method: mean}}": "another stage's",
            "ensembles: {a/b: {models: [cnn1d, crnn], method: mean}}": "a file name"}
     for text, message in bad.items():
         with pytest.raises(ParamsError, match=message):

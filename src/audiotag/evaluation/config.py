@@ -23,8 +23,11 @@ class EvaluateConfig(Strict):
     bootstrap_seed: int = 0  # seed of those resamples (the same clips drawn in every run)
 
 
-# an ensemble's name is a file name (metrics/<name>.json, ensembles/<name>.csv)
+# an ensemble's name is a file name (metrics/<name>.json, ensembles/<name>.csv), not one
+# of another stage's metrics files (clean_labels: metrics/labels.json; explore:
+# metrics/details/data.json)
 ENSEMBLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_NAMES = ("labels", "data")
 
 
 class EnsembleConfig(Strict):
@@ -55,9 +58,9 @@ def parse_ensembles(raw: dict[str, Any], where: str = "params.yaml") -> dict[str
         if not isinstance(name, str) or not ENSEMBLE_NAME.fullmatch(name):
             raise ParamsError(f"{where}: {key}: an ensemble's name is a file name: letters, "
                               "digits, '_', '-', '.'")
-        if name in list_models():
-            raise ParamsError(f"{where}: {key}: {name!r} is a model's name (its metrics file "
-                              "would be the model's); rename the ensemble")
+        if name in list_models() or name in RESERVED_NAMES:
+            raise ParamsError(f"{where}: {key}: {name!r} is a model's or another stage's name "
+                              "(its metrics file would be theirs); rename the ensemble")
         cfg = parse_group(raw, key, EnsembleConfig, where)
         for i, member in enumerate(cfg.models or []):
             if member not in trained:
