@@ -25,6 +25,9 @@ def main() -> None:
     parser.add_argument("--predictions", default=None,
                         help="CSV of the test clips' scores: clip_id, labels, one column per "
                              "class (and regression target)")
+    parser.add_argument("--valid-predictions", default=None,
+                        help="CSV of the validation clips' scores, as --predictions (the "
+                             "ensemble stage tunes its F1 threshold on them)")
     parser.add_argument("--details", default=None,
                         help="JSON of every metric (per class, per subset, overfitting gap); "
                              "--metrics gets only the headline numbers")
@@ -33,7 +36,7 @@ def main() -> None:
 
     cfg = parse_group(read_params(args.params), "evaluate", EvaluateConfig, args.params)
     evaluate_model(args.checkpoint, args.features, args.metrics, args.plots, cfg,
-                   args.predictions, args.details)
+                   args.predictions, args.details, args.valid_predictions)
 
 
 if __name__ == "__main__":

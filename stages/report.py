@@ -9,6 +9,7 @@ import logging
 from audiotag.analysis.report import write_report
 from audiotag.core.cli import run_stage
 from audiotag.core.params import read_params
+from audiotag.evaluation.config import parse_ensembles
 from audiotag.training.config import parse_train
 
 log = logging.getLogger("report")
@@ -31,9 +32,11 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    models = parse_train(read_params(args.params), args.params).models
+    raw = read_params(args.params)
+    models = parse_train(raw, args.params).models
+    ensembles = list(parse_ensembles(raw, args.params))
     text = write_report(models, args.metrics, args.out, args.leaderboard, args.plots,
-                        args.known_issues, args.models_plots)
+                        args.known_issues, args.models_plots, ensembles)
     log.info("wrote %s\n%s", args.out, text)
 
 

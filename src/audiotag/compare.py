@@ -6,7 +6,9 @@
   (``metrics/<model>.json``); several seeds: mean ± sd (n) — and ``Δ`` against the
   reference row (the baseline commit's row unless ``--ref`` names an experiment).
 - ``Δ`` is tested with a paired bootstrap over the test clips, from each run's per-clip
-  scores ``predictions/<model>.csv`` (read from the DVC cache at the run's revision). Runs
+  scores ``predictions/<model>.csv`` (read from the DVC cache at the run's revision). An
+  ensemble (``ensembles.<name>`` in params.yaml, ``metrics/<name>.json``) is a column like a
+  model, its scores ``ensembles/<name>.csv``. Runs
   that share a test set (same clip ids and labels; with the synthetic dataset, the same
   ``seed``) are paired; within a row, runs on the same test set are averaged clip by clip,
   and the statistic is the mean over shared test sets of the lwlrap difference. ``*``
@@ -39,6 +41,7 @@ SEED_KEY = "seed"
 TARGET_PREFIX = "targets_"
 MODEL_METRICS = "metrics/{model}.json"
 PREDICTIONS = "predictions/{model}.csv"
+ENSEMBLE_PREDICTIONS = "ensembles/{model}.csv"  # of the names in the run's `ensembles` params
 
 
 class CompareError(ValueError):
@@ -164,13 +167,21 @@ def clip_scores(table: pd.DataFrame, where: str) -> ClipScores:
 Loader = Callable[[Run, str], pd.DataFrame]
 
 
+def predictions_path(run: Run, model: str) -> str:
+    """The per-clip scores behind ``metrics/<model>.json``: ``predictions/<model>.csv`` of
+    a model, ``ensembles/<name>.csv`` of an ensemble (a key of the run's ``ensembles``)."""
+    if any(k.startswith(f"ensembles.{model}.") for k in run.params):
+        return ENSEMBLE_PREDICTIONS.format(model=model)
+    return PREDICTIONS.format(model=model)
+
+
 def dvc_loader(repo: str | Path) -> Loader:
-    """Reads ``predictions/<model>.csv`` of a run through ``dvc.api.open`` (the DVC cache
+    """Reads a run's :func:`predictions_path` through ``dvc.api.open`` (the DVC cache
     at the run's revision; ``dvc exp pull`` first for experiments of a teammate)."""
     def load(run: Run, model: str) -> pd.DataFrame:
         import dvc.api
 
-        path = PREDICTIONS.format(model=model)
+        path = predictions_path(run, model)
         try:
             with dvc.api.open(path, repo=str(repo), rev=run.rev) as handle:
                 text = handle.read()
@@ -206,7 +217,7 @@ class Comparer:
     def scores(self, run: Run, model: str) -> ClipScores:
         key = (run.name, model)
         if key not in self._cache:
-            where = f"{run.name}: {PREDICTIONS.format(model=model)}"
+            where = f"{run.name}: {predictions_path(run, model)}"
             self._cache[key] = clip_scores(self.loader(run, model), where)
         return self._cache[key]
 

@@ -25,7 +25,7 @@ from audiotag.data.sources import (
     parse_data,
     parse_max_bad_fraction,
 )
-from audiotag.evaluation.config import EvaluateConfig
+from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.features.config import FeaturesConfig
 from audiotag.models import parse_model_params
 from audiotag.training.config import parse_train
@@ -81,6 +81,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
         attempt(parse_group, raw, group, config, where)
     attempt(parse_train, raw, where)
     attempt(parse_clean, raw, where)  # the detector: a registered model, its overrides
+    attempt(parse_ensembles, raw, where)  # members among train.models
     models = raw.get("models")
     if models is not None:  # every model's settings, listed in train.models or not
         for name in models if isinstance(models, dict) else [""]:

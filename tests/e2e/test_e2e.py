@@ -65,7 +65,8 @@ def test_every_file_the_stages_write_is_a_declared_output(project):
                 for out in stage.get("outs", [])]
     tracked = set(run(["git", "ls-files"], project).stdout.split())
     undeclared = []
-    for top in ("data", "models", "metrics", "plots", "reports", "checkpoints", "predictions"):
+    for top in ("data", "models", "metrics", "plots", "reports", "checkpoints", "predictions",
+                "ensembles"):
         for path in (project / top).rglob("*"):
             rel = path.relative_to(project).as_posix()
             if path.is_file() and rel not in tracked and path.name != ".gitignore" and not any(

@@ -131,3 +131,32 @@ def test_report_writes_the_csvs_that_overlay_the_models(tmp_path):
     assert len(per_class) == 6 and set(per_class["model"]) == {"a", "b"}
     scatter = pd.read_csv(out / "curated_vs_noisy.csv")  # a class without both is left out
     assert scatter.values.tolist() == [["x", "a", 0.9, 0.4], ["x", "b", 0.9, 0.4]]
+
+
+def test_report_shows_an_ensemble_as_a_row(tmp_path):
+    """An ensemble has only its evaluation (no training, no weights): a row with "–" there,
+    in the leaderboard and the overlay CSVs, described under the table; the noisy-label
+    analysis stays the best model's (an ensemble scored only the test clips)."""
+    metrics = tmp_path / "metrics"
+    _metrics(metrics, "a", 0.5)
+    _metrics(metrics, "b", 0.6, noisy_label_suspects=[
+        {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
+    per_class = [{"class": c, "lwlrap": 0.8, "ap": 0.8, "f1": 0.8, "positives": 3}
+                 for c in "xyz"]
+    (metrics / "details" / "ens.json").write_text(json.dumps({
+        "lwlrap": 0.8, "lwlrap_ci_low": 0.75, "lwlrap_ci_high": 0.85, "mAP": 0.7,
+        "per_class": per_class, "members": ["a", "b"], "method": "rank"}))
+    out = tmp_path / "plots/models"
+    text = write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png",
+                        models_plots=out, ensembles=["ens"])
+    row = next(line for line in text.splitlines() if line.startswith("| ens |"))
+    assert "| **0.8000** | [0.750, 0.850] |" in row and "| – |" in row
+    assert "- `ens`: rank of `a`, `b`" in text
+    assert "| Zipper | 0.900 | 0.200 | 0.700 |" in text  # b's, not the ensemble's
+    assert "- `ens`: [per-class lwlrap](ens/per_class_lwlrap.csv)\n" in text
+    assert "ens" in set(pd.read_csv(out / "per_class_lwlrap.csv")["model"])
+    # skipped (one model trained): no metrics, no row
+    (metrics / "details" / "ens.json").write_text(json.dumps({"skipped": "fewer than two"}))
+    text = write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png",
+                        ensembles=["ens"])
+    assert "| ens |" not in text and "`ens`" not in text

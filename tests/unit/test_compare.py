@@ -107,3 +107,37 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     saved.write_text(json.dumps(exp_show()))
     with pytest.raises(SystemExit):  # the runs' predictions are in no DVC repo here
         cli.main(["compare", "--json", str(saved), "--repo", str(tmp_path)])
+
+
+def test_an_ensemble_is_a_column_read_from_its_own_predictions(monkeypatch):
+    """An ensemble (``ensembles.<name>`` in the run's params) has ``metrics/<name>.json`` like
+    a model; its paired bootstrap reads ``ensembles/<name>.csv``, a model's
+    ``predictions/<model>.csv``."""
+    import io
+
+    import dvc.api
+
+    from audiotag.compare import dvc_loader
+
+    shown = exp_show()
+    for record in [shown[1], *(e["revs"][0] for e in shown[1]["experiments"])]:
+        data = record["data"]
+        if "metrics/m.json" not in data["metrics"]:  # the failed run
+            continue
+        data["params"]["params.yaml"]["data"]["ensembles"] = {
+            "ens": {"models": ["m", "m2"], "method": "mean"}}
+        data["metrics"]["metrics/ens.json"] = {"data": dict(data["metrics"]["metrics/m.json"]
+                                                            ["data"])}
+    runs = runs_from_exp_show(shown)
+    opened = []
+
+    def fake_open(path, repo, rev):
+        opened.append(path)
+        run = next(r for r in runs if r.rev == rev)
+        return io.StringIO(loader(run, "m").to_csv(index=False))
+
+    monkeypatch.setattr(dvc.api, "open", fake_open)
+    header, rows = compare_table(runs, dvc_loader("."), resamples=200)
+    assert header[-4:] == ["m test lwlrap", "m Δ", "ens test lwlrap", "ens Δ"]
+    assert {r[1]: r[6] for r in rows}["0.004"].endswith("*")  # tested like the model
+    assert set(opened) == {"predictions/m.csv", "ensembles/ens.csv"}

@@ -198,6 +198,28 @@ def test_evaluate_writes_per_clip_test_predictions(monkeypatch, tmp_path):
         ev.per_clip_table(test, ["labels", "b", "c", "v"])
 
 
+def test_evaluate_writes_per_clip_validation_predictions(monkeypatch, tmp_path):
+    """The ensembles tune their F1 threshold on these; without validation clips: a header."""
+    rng = np.random.default_rng(2)
+    test = _pred(["a", "b;c", "c", "a;b"], ["test"] * 4, rng.random((4, 3)))
+    valid = _pred(["a", "b", "c"], ["curated"] * 3, rng.random((3, 3)))
+    meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "n_parameters": 1}
+    monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
+    for preds in ({"test": test, "valid": valid}, {"test": test, "valid": None}):
+        monkeypatch.setattr(ev, "predict_clips", lambda model, store, roles, bs, dev, spec=None,
+                            p=preds: p[roles[0]] if roles[0] != "train" else None)
+        out = tmp_path / "predictions/valid/m.csv"
+        ev.evaluate_model(tmp_path / "model.pt", tmp_path / "f", tmp_path / "m.json",
+                          tmp_path / "plots", EvaluateConfig(), None, None, out)
+        table = pd.read_csv(out, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+        assert table.columns.tolist() == ["clip_id", "labels", *CLASSES]
+        if preds["valid"] is None:
+            assert table.empty
+        else:
+            assert table["labels"].tolist() == ["a", "b", "c"]
+            np.testing.assert_allclose(table[CLASSES].to_numpy(), valid.scores, rtol=1e-5)
+
+
 def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):
     test = _pred(["a", "b", "c", "a"], ["test"] * 4,
                  [[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.6, 0.1, 0.3], [0.8, 0.1, 0.1]])

@@ -56,19 +56,23 @@ COLUMNS = [
 ]
 
 
-def collect(models: list[str], metrics_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def collect(models: list[str], metrics_dir: str | os.PathLike[str],
+            ensembles: list[str] = ()) -> dict[str, dict[str, Any]]:
     """Every model's evaluation (every metric: ``details/<model>.json``), training summary
-    and weight summary, read from metrics/."""
+    and weight summary, read from metrics/; then every ensemble's evaluation (it has no
+    training or weights: those columns show "–")."""
     root = Path(metrics_dir)
     records = {}
-    for name in models:
-        paths = {"eval": root / "details" / f"{name}.json",
-                 "train": root / "train" / name / "metrics.json",
-                 "weights": root / "weights" / f"{name}.json"}
+    for name in [*models, *ensembles]:
+        paths = {"eval": root / "details" / f"{name}.json"}
+        if name not in ensembles:
+            paths.update(train=root / "train" / name / "metrics.json",
+                         weights=root / "weights" / f"{name}.json")
         missing = [str(p) for p in paths.values() if not p.exists()]
         if missing:
             raise FileNotFoundError(f"report: missing metrics for model {name!r}: {missing[0]}")
-        records[name] = {key: read_json(path) for key, path in paths.items()}
+        records[name] = {"train": {}, "weights": {},
+                         **{key: read_json(path) for key, path in paths.items()}}
     return records
 
 
@@ -181,13 +185,29 @@ PLOT_FILES = {  # per model: (link text, path under the plots directory)
 }
 
 
-def _links_markdown(models: list[str], plots_dir: Path, summary_dir: Path) -> list[str]:
+def _links_markdown(models: list[str], plots_dir: Path, summary_dir: Path,
+                    ensembles: list[str] = ()) -> list[str]:
     lines = ["## Plots", "", "`dvc plots show` renders all of them into one page; "
              "`dvc plots diff <exp-a> <exp-b>` puts two experiments side by side.", ""]
-    for m in models:
+    for m in [*models, *ensembles]:
+        files = PLOT_FILES if m not in ensembles else {"per-class lwlrap":
+                                                       PLOT_FILES["per-class lwlrap"]}
         links = [f"[{text}]({os.path.relpath(plots_dir / p.format(m=m), summary_dir)})"
-                 for text, p in PLOT_FILES.items()]
+                 for text, p in files.items()]
         lines.append(f"- `{m}`: " + " · ".join(links))
+    return lines + [""]
+
+
+def _ensembles_markdown(records: dict[str, dict[str, Any]], ensembles: list[str]) -> list[str]:
+    """One line per ensemble: how its row was made."""
+    if not ensembles:
+        return []
+    lines = ["Ensembles (rows without training or weights): the test scores of their "
+             "members averaged, per clip and class (docs/evaluation.md):", ""]
+    for name in ensembles:
+        e = records[name]["eval"]
+        lines.append(f"- `{name}`: {e.get('method')} of "
+                     + ", ".join(f"`{m}`" for m in e.get("members") or []))
     return lines + [""]
 
 
@@ -283,19 +303,26 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
                  leaderboard_path: str | os.PathLike[str],
                  plots_dir: str | os.PathLike[str] | None = None,
                  known_issues: str | os.PathLike[str] | None = None,
-                 models_plots: str | os.PathLike[str] | None = None) -> str:
+                 models_plots: str | os.PathLike[str] | None = None,
+                 ensembles: list[str] = ()) -> str:
     """Write the markdown summary and the leaderboard plot (and, given ``models_plots``,
-    the CSVs of :func:`write_model_plots` there); returns the markdown."""
-    records = collect(models, metrics_dir)
+    the CSVs of :func:`write_model_plots` there), the ``ensembles`` in rows after the
+    models; returns the markdown."""
+    records = collect(models, metrics_dir, list(ensembles))
+    # an ensemble skipped (fewer than two models trained) has no metrics: no row
+    ensembles = [e for e in ensembles if "lwlrap" in records[e]["eval"]]
+    records = {k: r for k, r in records.items() if k in models or k in ensembles}
     plot_leaderboard(records, leaderboard_path)
     if models_plots is not None:
         write_model_plots(records, metrics_dir, models_plots)
     summary_dir = Path(summary_path).parent
     plots = Path(plots_dir) if plots_dir is not None else Path(leaderboard_path).parent
     rel = os.path.relpath(leaderboard_path, summary_dir)
-    best = max(records, key=lambda m: records[m]["eval"].get("lwlrap") or -1.0)
-    parts = ["# Experiment summary", "", markdown_table(records), "",
-             f"![leaderboard]({rel})", ""]
+    # the model whose training clips are analysed (an ensemble scored only the test clips)
+    best = max(models, key=lambda m: records[m]["eval"].get("lwlrap") or -1.0)
+    parts = ["# Experiment summary", "", markdown_table(records), ""]
+    parts += _ensembles_markdown(records, ensembles)
+    parts += [f"![leaderboard]({rel})", ""]
     parts += _worst_markdown(worst_classes(records))
     parts += _suspects_markdown(records, best)
     vanishing = [m for m, r in records.items()
@@ -305,7 +332,7 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
         parts += [f"- `{m}`: {records[m]['weights']['summary']['verdict']} — "
                   + "; ".join(records[m]["weights"].get("verdict_reasons", [])) for m in vanishing]
         parts.append("")
-    parts += _links_markdown(models, plots, summary_dir)
+    parts += _links_markdown(models, plots, summary_dir, ensembles)
     parts += _data_markdown(Path(metrics_dir))
     parts += _known_issues_markdown(Path(known_issues) if known_issues else None)
     text = "\n".join(parts)

@@ -285,11 +285,14 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                    metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                    cfg: EvaluateConfig,
                    predictions_path: str | os.PathLike[str] | None = None,
-                   details_path: str | os.PathLike[str] | None = None) -> dict:
+                   details_path: str | os.PathLike[str] | None = None,
+                   valid_predictions_path: str | os.PathLike[str] | None = None) -> dict:
     """Score ``checkpoint`` on the test clips; write the headline numbers to
     ``metrics_path`` (:func:`headline`), every metric to ``details_path`` (when given), the
     CSVs of ``plots_dir`` (see the module doc) and, given ``predictions_path``, the test
-    clips' scores (:func:`per_clip_table`). Returns every metric."""
+    clips' scores (:func:`per_clip_table`), given ``valid_predictions_path`` the validation
+    clips' (only the header when there are none; ensembles tune their threshold on them).
+    Returns every metric."""
     set_threads(cfg.threads)
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
@@ -358,6 +361,10 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                             f"{meta['model_name']}: predicted vs true")
     if predictions_path is not None:
         _write_csv(per_clip_table(test, output_names(meta)), Path(predictions_path))
+    if valid_predictions_path is not None:
+        _write_csv(per_clip_table(valid, output_names(meta)) if valid is not None else
+                   pd.DataFrame(columns=["clip_id", "labels", *output_names(meta)]),
+                   Path(valid_predictions_path))
     if details_path is not None:
         write_json(details_path, metrics)
     write_json(metrics_path, headline(metrics))
