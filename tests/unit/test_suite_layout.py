@@ -93,4 +93,15 @@ def test_make_test_fast_runs_the_unit_tests_only_and_make_test_everything():
     fast = _recipe("test-fast")
     assert "pytest" in fast and "tests/unit" in fast and "not e2e and not slow" in fast
     full = _recipe("test")
-    assert "pytest" in full and "tests/unit" not in full and '-m "' not in full  # no marker filter
+    # everything but the `docs` marker (the whole experiments page: make test-docs)
+    assert "pytest" in full and "tests/unit" not in full
+    assert re.findall(r'-m "[^"]*"', full) == ['-m "not docs"']
+    assert "-m docs" in _recipe("test-docs")
+
+
+def test_only_the_full_experiments_page_is_left_to_make_test_docs():
+    marked = [path.relative_to(ROOT).as_posix()
+              for path in (ROOT / "tests").rglob("test_*.py")
+              if "@pytest.mark.docs" in path.read_text() and path.name != Path(__file__).name]
+    assert marked == ["tests/e2e/test_experiments_doc.py"]
+    assert (ROOT / "tests/e2e/test_experiments_doc.py").read_text().count("@pytest.mark.docs") == 1
