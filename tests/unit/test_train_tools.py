@@ -80,10 +80,16 @@ def test_ema_validates_picks_and_saves_the_average(multi, tmp_path):
     assert stats and not any(torch.equal(a[k], b[k]) for k in stats)
 
 
-def test_ema_with_swa_is_a_params_error():
-    with pytest.raises(ParamsError, match="ema_decay and swa_start_epoch"):
-        parse_group({"train": {**TRAIN.model_dump(), "ema_decay": 0.99,
-                               "swa_start_epoch": 1}}, "train", TrainConfig, "params.yaml")
+@pytest.mark.parametrize(("update", "message"), [
+    ({"ema_decay": 0.99, "swa_start_epoch": 1}, "ema_decay and swa_start_epoch"),
+    ({"finetune_curated_epochs": 2, "swa_start_epoch": 1}, "finetune_curated_epochs after"),
+    ({"finetune_curated_epochs": 2, "overfit_batches": 1}, "with overfit_batches"),
+    ({"sampler": "balanced", "processes": 2}, "sampler=balanced needs one process"),
+])
+def test_tools_that_do_not_combine_are_params_errors(update, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_group({"train": {**TRAIN.model_dump(), **update}}, "train", TrainConfig,
+                    "params.yaml")
 
 
 # ---- class-balanced sampling -------------------------------------------------------------

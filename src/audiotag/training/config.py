@@ -81,6 +81,9 @@ class TrainConfig(Strict):
         if self.finetune_curated_epochs and self.swa:
             raise ValueError("finetune_curated_epochs after swa_start_epoch is not supported "
                              "(the SWA average ends the run): set one of them to 0")
+        if self.finetune_curated_epochs and self.overfit_batches:
+            raise ValueError("finetune_curated_epochs with overfit_batches: the sanity check "
+                             "trains on fixed batches only; set one of them to 0")
         if self.finetune_curated_epochs and self.processes * self.nodes > 1:
             raise ValueError("finetune_curated_epochs needs one process (processes=1, nodes=1)")
         if self.sampler == "balanced" and self.processes * self.nodes > 1:
