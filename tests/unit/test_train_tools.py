@@ -207,6 +207,13 @@ def test_signal_augmentation_reaches_training(multi, tmp_path):
     assert aug[0].valid_loss != plain[0].valid_loss
 
 
+def test_signal_augmentation_reaches_training_on_waveforms(tmp_path):
+    store = _store(tmp_path, FEATURES.model_copy(update={"kind": "waveform"}))
+    plain = _train(store, tmp_path / "a", _cfg(epochs=1))
+    aug = _train(store, tmp_path / "b", _cfg(epochs=1, aug_gain_db=6, aug_background=0.5))
+    assert aug[0].train_loss != plain[0].train_loss
+
+
 def test_gain_on_mfcc_is_a_params_error(tmp_path):
     store = _store(tmp_path, FEATURES.model_copy(update={"kind": "mfcc", "n_mfcc": 8}))
     with pytest.raises(ParamsError, match="features.kind=mfcc"):
@@ -227,13 +234,15 @@ def test_finetune_runs_more_epochs_on_curated_clips(multi, tmp_path):
 
 
 def test_finetune_follows_early_stopping_and_resumes(multi, tmp_path):
-    cfg = _cfg(epochs=4, finetune_curated_epochs=2, mixup_alpha=0.4)
+    cfg = _cfg(epochs=4, finetune_curated_epochs=2, mixup_alpha=0.4, ema_decay=0.9,
+               aug_gain_db=3, aug_background=0.5, sampler="balanced")
     whole = _train(multi, tmp_path / "whole", cfg, resume_dir=tmp_path / "whole/ckpt")
     killed = tmp_path / "killed"
     _train(multi, killed, cfg, resume_dir=killed / "ckpt", stop_after=5)
     assert torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)["complete"] is False
     resumed = _train(multi, killed, cfg, resume_dir=killed / "ckpt")
     assert [r.train_loss for r in resumed] == [r.train_loss for r in whole]
+    assert [r.valid_loss for r in resumed] == [r.valid_loss for r in whole]  # the EMA's
     assert [r.phase for r in resumed][-2:] == ["finetune", "finetune"]
     stopped = _train(multi, tmp_path / "stop", _cfg(epochs=30, patience=1, lr=0.05,
                                                     finetune_curated_epochs=1))
