@@ -480,9 +480,9 @@ def fit(run: RunInputs, built: BuiltRun, live: Live, started: float) -> list[Epo
 
     def on_epoch(result: EpochResult, is_best: bool) -> None:
         log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
-                 run.name, result.epoch, " (reconstruct)" if result.phase == "reconstruct"
-                 else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
-                 " (best)" if is_best else "")
+                 run.name, result.epoch, "" if result.phase == "train"
+                 else f" ({result.phase})", result.train_loss, result.valid_loss,
+                 result.valid_lwlrap, " (best)" if is_best else "")
         _log_epoch(live, result)
         _log_lr_steps(live, trainer.history)
         if run.resume_dir is not None:
