@@ -1,12 +1,18 @@
-"""Batch augmentations applied in the training loop: mixup and SpecAugment masks.
+"""Batch augmentations applied in the training loop: signal augmentation (gain, time
+shift, background mixing), mixup and SpecAugment masks.
 
-Both draw from a ``torch.Generator`` owned by the loop, so a seeded run is repeatable.
+All draw from a ``torch.Generator`` owned by the loop, so a seeded run is repeatable.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+
+SIGNAL_DOMAINS = ("waveform", "db", "ln")
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float,
@@ -76,3 +82,75 @@ def spec_augment(x: torch.Tensor, freq_masks: int, freq_width: int, time_masks: 
             shape = (batch, size, 1) if axis == 1 else (batch, 1, size)
             out = torch.where(mask.view(shape), fill.view(batch, 1, 1), out)
     return out
+
+
+@dataclass(frozen=True)
+class SignalAugment:
+    """Gain, circular time shift and background mixing of a batch of normalised features.
+
+    The feature store keeps features un-normalised and the batch is normalised with the
+    training statistics (``x = (raw - shift) / scale`` per band), so each clip is taken
+    back to ``raw``, changed there as its signal would be, and normalised again:
+
+    - ``domain="waveform"``: gain multiplies the samples by ``10^(g/20)``; a background
+      clip is added sample by sample;
+    - ``domain="db"`` / ``"ln"`` (log-power features: logmel, stft): gain adds ``g`` dB
+      (``g ln(10) / 10`` in ln units); a background is added in the power domain,
+      ``log(P + P_background)`` (``log_offset`` and ``top_db`` floors are not undone).
+
+    Per clip (per crop with several crops): gain ``U[-gain_db, gain_db]`` dB, a shift of
+    ``U[-max_shift, max_shift]`` of the frames (circular), and with probability
+    ``background`` another clip of the batch, attenuated by ``U[background_db,
+    background_db + 10]`` dB, as background; the clip keeps its labels.
+    """
+
+    domain: str
+    shift: torch.Tensor  # (dim,) normalisation shift of the store
+    scale: torch.Tensor  # (dim,)
+    gain_db: float = 0.0
+    max_shift: float = 0.0
+    background: float = 0.0
+    background_db: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.domain not in SIGNAL_DOMAINS:
+            raise ValueError(f"unknown signal domain {self.domain!r}; known: "
+                             f"{', '.join(SIGNAL_DOMAINS)}")
+
+    def _gain(self, raw: torch.Tensor, db: torch.Tensor) -> torch.Tensor:  # db (n, 1, 1)
+        if self.domain == "waveform":
+            return raw * 10 ** (db / 20)
+        return raw + (db if self.domain == "db" else db * math.log(10) / 10)
+
+    def _add(self, raw: torch.Tensor, other: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        quiet = self._gain(other, -att)  # the background, attenuated by att dB
+        if self.domain == "waveform":
+            return raw + quiet
+        unit = math.log(10) / 10 if self.domain == "db" else 1.0  # log units -> ln
+        return torch.logaddexp(raw * unit, quiet * unit) / unit  # log(P + P_background)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+        """Augmented copy of ``x`` ``(B, dim, T)`` or ``(B, K, dim, T)``."""
+        shape, device = x.shape, x.device
+        flat = x.reshape(-1, shape[-2], shape[-1])  # (n, dim, T)
+        n, dim, frames = flat.shape
+        shift = self.shift.to(device, x.dtype).view(1, dim, 1)
+        scale = self.scale.to(device, x.dtype).view(1, dim, 1)
+        raw = flat * scale + shift
+        if self.gain_db > 0:
+            db = (torch.rand(n, generator=generator) * 2 - 1) * self.gain_db
+            raw = self._gain(raw, db.to(device, x.dtype).view(n, 1, 1))
+        most = int(self.max_shift * frames)
+        if most > 0:
+            offsets = torch.randint(-most, most + 1, (n,), generator=generator).to(device)
+            pos = (torch.arange(frames, device=device)[None, :] - offsets[:, None]) % frames
+            raw = raw.gather(2, pos[:, None, :].expand(n, dim, frames))
+        if self.background > 0 and n > 1:
+            chosen = torch.rand(n, generator=generator) < self.background
+            partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n
+            att = self.background_db + 10 * torch.rand(n, generator=generator)
+            mixed = self._add(raw, raw[partner.to(device)],
+                              att.to(device, x.dtype).view(n, 1, 1))
+            raw = torch.where(chosen.to(device).view(n, 1, 1), mixed, raw)
+        return ((raw - shift) / scale).view(shape)

@@ -43,6 +43,18 @@ class TrainConfig(Strict):
     noisy_weight: float = Field(1.0, ge=0)  # loss weight of noisy-subset clips
     lsoft_beta: float = Field(1.0, ge=0, le=1)  # 1: plain loss on noisy clips
     patience: int = Field(5, ge=1)
+    ema_decay: float = Field(0.0, ge=0, lt=1)  # 0: no weight EMA
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
+    loss: Literal["bce", "focal"] = "bce"  # classification loss (bce: BCE or softmax CE)
+    focal_gamma: float = Field(2.0, ge=0)  # loss=focal only
+    pos_weight: Literal["none", "balanced"] = "none"  # sigmoid (multi-label) outputs only
+    pos_weight_max: float = Field(10.0, gt=0)  # pos_weight=balanced: upper clip
+    aug_gain_db: float = Field(0.0, ge=0)  # random gain in [-x, x] dB per clip; 0: off
+    aug_shift: float = Field(0.0, ge=0, le=1)  # circular time shift, fraction of the window
+    aug_background: float = Field(0.0, ge=0, le=1)  # probability of a background clip
+    aug_background_db: float = Field(10.0, ge=0)  # the background's least attenuation (dB)
+    finetune_curated_epochs: int = Field(0, ge=0)  # more epochs on curated clips only
+    finetune_lr: float | None = Field(None, gt=0)  # None: train.lr
     amp: bool = False  # mixed precision (CUDA only)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     num_workers: int = Field(0, ge=0)
@@ -63,6 +75,20 @@ class TrainConfig(Strict):
         if self.swa_start_epoch > self.epochs:
             raise ValueError(f"swa_start_epoch ({self.swa_start_epoch}) must be <= epochs "
                              f"({self.epochs}); 0 turns SWA off")
+        if self.ema_decay and self.swa:
+            raise ValueError("ema_decay and swa_start_epoch both average weights: set one "
+                             "of them to 0")
+        if self.finetune_curated_epochs and self.swa:
+            raise ValueError("finetune_curated_epochs after swa_start_epoch is not supported "
+                             "(the SWA average ends the run): set one of them to 0")
+        if self.finetune_curated_epochs and self.overfit_batches:
+            raise ValueError("finetune_curated_epochs with overfit_batches: the sanity check "
+                             "trains on fixed batches only; set one of them to 0")
+        if self.finetune_curated_epochs and self.processes * self.nodes > 1:
+            raise ValueError("finetune_curated_epochs needs one process (processes=1, nodes=1)")
+        if self.sampler == "balanced" and self.processes * self.nodes > 1:
+            raise ValueError("sampler=balanced needs one process (processes=1, nodes=1): "
+                             "DistributedDataParallel shards a plain shuffle")
         if self.freeze_init and not self.init_from:
             raise ValueError("freeze_init needs init_from (a checkpoint to load)")
         if self.target_weights is not None:

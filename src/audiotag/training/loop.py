@@ -32,7 +32,7 @@ from audiotag.features.store import Batch
 from audiotag.metrics import lwlrap
 from audiotag.metrics.classification import accuracy, single_label_rows
 from audiotag.models.layers import eval_frozen
-from audiotag.training.augment import mix_batch, spec_augment
+from audiotag.training.augment import SignalAugment, mix_batch, spec_augment
 from audiotag.training.config import TrainConfig
 from audiotag.training.distributed import agree
 from audiotag.training.inference import clip_losses, crop_logits, predict
@@ -64,7 +64,9 @@ class EpochResult:
     # layer -> mean over steps of |update| / |weights| (1e-3 is the classic healthy value)
     update_ratios: dict[str, float] = field(default_factory=dict)
     valid_accuracy: float = math.nan  # single-label tasks: argmax accuracy
-    phase: str = "train"  # train | reconstruct (autoencoder phase 1) | swa (the average)
+    # train | reconstruct (autoencoder phase 1) | finetune (curated clips only, after
+    # train) | swa (the average)
+    phase: str = "train"
     # the learning rate of each optimizer step (``lr`` is the first: a per-step schedule,
     # e.g. one cyclic triangle per epoch, shows only here)
     lr_steps: list[float] = field(default_factory=list)
@@ -131,12 +133,18 @@ class Trainer:
                  loader_generator: torch.Generator, seed: int, *, two_phase: bool,
                  spectral: bool = True,
                  overfit: bool = False, parallel: torch.nn.Module | None = None,
-                 score_loader: DataLoader | None = None) -> None:
+                 score_loader: DataLoader | None = None,
+                 finetune_loader: DataLoader | None = None,
+                 signal_augment: SignalAugment | None = None) -> None:
         self.model = model.to(device)
         self.net = parallel if parallel is not None else self.model  # DDP wrapper, if any
         self.spec, self.cfg, self.device = spec, cfg, device
         self.train_loader, self.valid_loader = train_loader, valid_loader
         self.score_loader = score_loader  # fixed training clips scored after each epoch
+        self.finetune_loader = finetune_loader  # curated clips (finetune_curated_epochs)
+        self.signal_augment = signal_augment  # gain / shift / background (train.aug_*)
+        if cfg.finetune_curated_epochs and finetune_loader is None:
+            raise ValueError("train.finetune_curated_epochs needs a loader of curated clips")
         self.loader_generator = loader_generator
         self.generator = torch.Generator().manual_seed(seed + 1)  # augmentation draws
         self.overfit = overfit
@@ -162,6 +170,13 @@ class Trainer:
         self.swa_model = (torch.optim.swa_utils.AveragedModel(model, use_buffers=False)
                           if cfg.swa else None)
         self.swa_lr: float | None = None
+        # train.ema_decay: an EMA of the weights and of the buffers (batch-norm statistics
+        # too), updated after every optimizer step; it is what validates, is picked as best
+        # epoch and is saved
+        self.ema_model = (torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+            use_buffers=True) if cfg.ema_decay > 0 else None)
+        self.finetune_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.ae_optimizer = (torch.optim.AdamW(list(model.autoencoder_parameters()),
                                                lr=cfg.lr, weight_decay=cfg.weight_decay)
                              if self.pretrain_epochs else None)
@@ -183,8 +198,23 @@ class Trainer:
         return self.pretrain_epochs + self.cfg.epochs
 
     @property
+    def finetune_done(self) -> int:
+        return sum(r.phase == "finetune" for r in self.history)
+
+    @property
+    def main_done(self) -> bool:
+        """The reconstruction and training epochs are over (run or stopped early)."""
+        return (self.stopped_early
+                or self.epochs_done - self.finetune_done >= self.total_epochs)
+
+    @property
     def finished(self) -> bool:
-        return self.stopped_early or self.epochs_done >= self.total_epochs
+        return self.main_done and self.finetune_done >= self.cfg.finetune_curated_epochs
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that validate, are picked and saved: the EMA, or the model."""
+        return self.ema_model.module if self.ema_model is not None else self.model
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`load_state_dict` needs to continue after the last epoch."""
@@ -196,6 +226,9 @@ class Trainer:
             "ae_optimizer": self.ae_optimizer.state_dict() if self.ae_optimizer else None,
             "swa_model": self.swa_model.state_dict() if self.swa_model else None,
             "swa_lr": self.swa_lr,
+            "ema_model": self.ema_model.state_dict() if self.ema_model else None,
+            "finetune_scheduler": (self.finetune_scheduler.state_dict()
+                                   if self.finetune_scheduler else None),
             "history": [asdict(r) for r in self.history],
             "best_score": self.best_score, "since_best": self.since_best,
             "best_epoch": self.best_epoch, "best_state": self.best_state,
@@ -207,8 +240,13 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if state["finetune_scheduler"] is not None:  # before the optimizer's learning rates
+            self._start_finetune()
+            self.finetune_scheduler.load_state_dict(state["finetune_scheduler"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema_model is not None and state["ema_model"] is not None:
+            self.ema_model.load_state_dict(state["ema_model"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ae_optimizer is not None and state["ae_optimizer"] is not None:
             self.ae_optimizer.load_state_dict(state["ae_optimizer"])
@@ -229,6 +267,8 @@ class Trainer:
         if not self.augment:
             return b
         cfg = self.cfg
+        if self.signal_augment is not None:  # on the clips' signals, before mixing them
+            b = Batch(self.signal_augment(b.x, self.generator), b.y, b.w, b.noisy, b.lengths)
         if cfg.mixup_alpha > 0:
             (x, y, w, noisy), _, perm = mix_batch([b.x, b.y, b.w, b.noisy], cfg.mixup_alpha,
                                                    self.generator)
@@ -259,12 +299,15 @@ class Trainer:
         with torch.autocast("cuda", enabled=self.amp):
             return self.model.reconstruction_loss(x).float()
 
-    def _train_epoch(self, reconstruct: bool) -> tuple[float, dict, dict, list[float]]:
-        """One pass over the training batches; returns the mean weighted loss, per layer the
-        mean gradient norm (before clipping) and update-to-weight ratio, and the learning
-        rate of each step."""
+    def _train_epoch(self, reconstruct: bool, finetune: bool = False
+                     ) -> tuple[float, dict, dict, list[float]]:
+        """One pass over the training batches (``finetune``: the curated clips); returns
+        the mean weighted loss, per layer the mean gradient norm (before clipping) and
+        update-to-weight ratio, and the learning rate of each step."""
         eval_frozen(self.net.train())  # frozen layers (and their batch norms) stay fixed
-        sampler = getattr(self.train_loader, "sampler", None)
+        loader = self.finetune_loader if finetune else self.train_loader
+        scheduler = self.finetune_scheduler if finetune else self.scheduler
+        sampler = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
             sampler.set_epoch(self.epochs_done)
         optimizer = self.ae_optimizer if reconstruct else self.optimizer
@@ -272,7 +315,7 @@ class Trainer:
         norm_sums: dict[str, float] = defaultdict(float)
         ratio_sums: dict[str, float] = defaultdict(float)
         lrs: list[float] = []
-        for batch in self.train_loader:
+        for batch in loader:
             b = batch.to(self.device)
             if not reconstruct:
                 b = self._augment(b)
@@ -296,7 +339,9 @@ class Trainer:
             self.scaler.step(optimizer)
             self.scaler.update()
             if not reconstruct and self.swa_lr is None:
-                self.scheduler.step()  # per step; SWA holds the learning rate instead
+                scheduler.step()  # per step; SWA holds the learning rate instead
+            if self.ema_model is not None and not reconstruct:
+                self.ema_model.update_parameters(self.model)
             for layer, ratio in update_ratios(self.model, before).items():
                 ratio_sums[layer] += ratio
             steps += 1
@@ -335,6 +380,16 @@ class Trainer:
             group["lr"] = self.swa_lr
         log.info("SWA from epoch %d at learning rate %.3g", self.epochs_done + 1, self.swa_lr)
 
+    def _start_finetune(self) -> None:
+        """``train.finetune_curated_epochs``: a fresh cosine from ``finetune_lr`` (else
+        ``lr``) to 0 over those epochs of the curated loader, same optimizer state."""
+        lr = self.cfg.finetune_lr or self.cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = lr
+        self.finetune_scheduler = make_scheduler(
+            self.optimizer, "cosine", self.cfg.finetune_curated_epochs,
+            max(len(self.finetune_loader), 1))
+
     # ------------------------------------------------------------------ the loop
 
     def run(self, on_epoch: Callable[[EpochResult, bool], None],
@@ -346,6 +401,10 @@ class Trainer:
             if stop_after is not None and self.epochs_done >= stop_after:
                 return self.history
             epoch = self.epochs_done + 1
+            finetune = self.main_done  # the main epochs are over: curated clips only
+            if finetune and self.finetune_scheduler is None:
+                log.info("fine-tuning on curated clips from epoch %d", epoch)
+                self._start_finetune()
             reconstruct = epoch <= self.pretrain_epochs
             train_epoch = epoch - self.pretrain_epochs  # 1-based within the training phase
             if (self.swa_model is not None and not reconstruct and self.swa_lr is None
@@ -357,7 +416,7 @@ class Trainer:
             optimizer = self.ae_optimizer if reconstruct else self.optimizer
             lr = optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
-            train_loss, norms, ratios, lrs = self._train_epoch(reconstruct)
+            train_loss, norms, ratios, lrs = self._train_epoch(reconstruct, finetune)
             if reconstruct:
                 result = EpochResult(epoch, train_loss, self._validate_reconstruction(),
                                      math.nan, lr, norms, ratios, phase="reconstruct",
@@ -365,25 +424,26 @@ class Trainer:
             else:
                 if self.swa_model is not None and self.swa_lr is not None:
                     self.swa_model.update_parameters(self.model)
-                loss, score, acc = self._validate(self.model)  # same weights in every process
+                # the same weights in every process
+                loss, score, acc = self._validate(self.eval_model)
                 result = EpochResult(epoch, train_loss, loss, score, lr, norms, ratios, acc,
-                                     lr_steps=lrs)
+                                     phase="finetune" if finetune else "train", lr_steps=lrs)
                 if self.score_loader is not None:
                     _, result.train_lwlrap, result.train_accuracy = self._validate(
-                        self.model, self.score_loader)
+                        self.eval_model, self.score_loader)
             result.seconds = time.perf_counter() - started
             self.history.append(result)
             is_best = result.score > self.best_score
             if epoch == 1:
-                self.first_state = _cpu_state(self.model)
+                self.first_state = _cpu_state(self.eval_model)
             if is_best:
                 self.best_score, self.since_best = result.score, 0
-                self.best_state, self.best_epoch = _cpu_state(self.model), epoch
+                self.best_state, self.best_epoch = _cpu_state(self.eval_model), epoch
             elif not reconstruct:
                 self.since_best += 1
             # early stopping; never with SWA (the average needs its epochs) or overfit_batches
             if (self.swa_model is None and not self.overfit and not reconstruct
-                    and self.since_best >= self.cfg.patience):
+                    and not finetune and self.since_best >= self.cfg.patience):
                 self.stopped_early = True
             self.stopped_early = agree(self.stopped_early, self.device)  # DDP: rank 0 decides
             on_epoch(result, is_best)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from audiotag.core.device import set_threads
 from audiotag.core.errors import ParamsError
@@ -25,10 +25,12 @@ from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
 from audiotag.models import MODELS, create_model, list_models
 from audiotag.training import distributed, resume
+from audiotag.training.augment import SignalAugment
 from audiotag.training.checkpoint import load_compatible, save_state_dict
 from audiotag.training.config import TrainConfig
 from audiotag.training.loop import EpochResult, Trainer
-from audiotag.training.tasks import TaskSpec, resolve_task, task_spec
+from audiotag.training.sampling import clip_sampler
+from audiotag.training.tasks import TaskSpec, balanced_pos_weight, resolve_task, task_spec
 from audiotag.training.utils import count_parameters, layer_names, seed_everything
 
 log = logging.getLogger(__name__)
@@ -157,10 +159,22 @@ def describe_task(cfg: TrainConfig, data: FeatureSet) -> TaskSpec:
     columns = selected_targets(cfg, data)
     task = resolve_task(cfg.task, counts, columns)
     single = task == "multitask" and bool(counts) and all(n == 1 for n in counts)
+    softmax = task == "singlelabel" or single
+    if task == "regression" and (cfg.loss != "bce" or cfg.pos_weight != "none"
+                                 or cfg.sampler != "shuffle"):
+        raise ParamsError("train.loss / train.pos_weight / train.sampler: task regression "
+                          "has no classes (keep loss=bce, pos_weight=none, sampler=shuffle)")
+    if cfg.pos_weight != "none" and softmax:
+        raise ParamsError(f"train.pos_weight={cfg.pos_weight}: weights the positives of "
+                          "sigmoid (multi-label) outputs; this task is single-label (softmax): "
+                          "set it to none (train.sampler=balanced balances classes there)")
+    pos_weight = (balanced_pos_weight(data.targets, cfg.pos_weight_max)
+                  if cfg.pos_weight == "balanced" else ())
     try:
         spec = task_spec(task, len(data.classes), columns, cfg.label_smoothing,
                          cfg.regression_weight, single_label=single,
-                         target_weights=tuple(cfg.target_weights or ()))
+                         target_weights=tuple(cfg.target_weights or ()), loss=cfg.loss,
+                         focal_gamma=cfg.focal_gamma, pos_weight=pos_weight)
     except ValueError as err:
         raise ParamsError(f"train.task={cfg.task}: {err}") from None
     if spec.n_targets:
@@ -211,11 +225,58 @@ def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, s
         return train, _loader(valid_set, cfg, device=device)
     # each clip's random crops come from a seed drawn here, in the main process, from the
     # seeded `generator` (as the shuffle is): the same run whatever train.num_workers
-    sampler = CropSeedSampler(RandomSampler(train_set, generator=generator), generator)
+    sampler = CropSeedSampler(clip_sampler(cfg.sampler, train_set.targets, generator),
+                              generator)
     train = _loader(train_set, cfg, sampler=sampler, generator=generator,
                     drop_last=len(train_set) > cfg.batch_size,  # BatchNorm needs batch > 1
                     device=device)
     return train, _loader(valid_set, cfg, device=device)
+
+
+def _finetune_loader(train_set: FeatureSet, cfg: TrainConfig, generator,
+                     device=None) -> DataLoader | None:
+    """``train.finetune_curated_epochs``: the training clips of the curated subset (not
+    noisy), drawn as ``train.sampler`` says; None when off."""
+    if not cfg.finetune_curated_epochs:
+        return None
+    curated = np.flatnonzero(train_set.is_noisy == 0)
+    if not len(curated):
+        raise ParamsError("train.finetune_curated_epochs: no curated training clips (every "
+                          "training clip is from the noisy subset); set it to 0")
+    if len(curated) == len(train_set):
+        log.info("train.finetune_curated_epochs: no noisy training clips; the fine-tuning "
+                 "epochs train on every clip")
+    sampler = CropSeedSampler(clip_sampler(cfg.sampler, train_set.targets, generator,
+                                           curated.tolist()), generator)
+    return _loader(train_set, cfg, sampler=sampler, drop_last=len(curated) > cfg.batch_size,
+                   device=device)
+
+
+def signal_augment(cfg: TrainConfig, meta: dict[str, Any],
+                   stats: dict[str, Any]) -> SignalAugment | None:
+    """``train.aug_*`` for a store (``features.json`` ``meta``, ``stats.json``): gain and
+    background mixing on raw waveforms or on log-power kinds (logmel, stft, stacked of
+    those); a time shift on any kind of fixed-length features. None when all are off."""
+    if not (cfg.aug_gain_db or cfg.aug_shift or cfg.aug_background):
+        return None
+    kind, config = meta["kind"], meta["config"]
+    if meta.get("variable_length"):
+        raise ParamsError("train.aug_gain_db / aug_shift / aug_background: beat-synchronous "
+                          "features (features.beat_sync) have no fixed window; set them to 0")
+    if kind == "waveform":
+        domain = "waveform"
+    elif all(part in ("logmel", "stft") for part in kind.split("+")):
+        domain = "db" if config.get("to_db", True) else "ln"
+    elif cfg.aug_gain_db or cfg.aug_background:
+        raise ParamsError(f"train.aug_gain_db / aug_background: features.kind={kind} is not a "
+                          "waveform or log-power spectrogram (logmel, stft); set them to 0 "
+                          "(train.aug_shift works on any kind)")
+    else:
+        domain = "db"  # a shift only: the domain does not matter
+    return SignalAugment(domain, torch.tensor(stats["shift"], dtype=torch.float32),
+                         torch.tensor(stats["scale"], dtype=torch.float32),
+                         cfg.aug_gain_db, cfg.aug_shift, cfg.aug_background,
+                         cfg.aug_background_db)
 
 
 def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: int,
@@ -390,7 +451,10 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
                       spectral=run.kind != "waveform", overfit=cfg.overfit_batches > 0,
                       parallel=parallel,
                       score_loader=_score_loader(run.features_dir, spec, cfg, run.seed, labels,
-                                                device))
+                                                device),
+                      finetune_loader=(None if cfg.overfit_batches else
+                                       _finetune_loader(train_set, cfg, generator, device)),
+                      signal_augment=signal_augment(cfg, train_set.meta, train_set.stats))
     train_params = cfg.model_dump()
     if labels is not None:  # other labels, another run
         train_params["labels_file"] = resume.file_digest(labels)
@@ -416,9 +480,9 @@ def fit(run: RunInputs, built: BuiltRun, live: Live, started: float) -> list[Epo
 
     def on_epoch(result: EpochResult, is_best: bool) -> None:
         log.info("%s epoch %d%s: train loss %.4f, valid loss %.4f, valid lwlrap %.4f%s",
-                 run.name, result.epoch, " (reconstruct)" if result.phase == "reconstruct"
-                 else "", result.train_loss, result.valid_loss, result.valid_lwlrap,
-                 " (best)" if is_best else "")
+                 run.name, result.epoch, "" if result.phase == "train"
+                 else f" ({result.phase})", result.train_loss, result.valid_loss,
+                 result.valid_lwlrap, " (best)" if is_best else "")
         _log_epoch(live, result)
         _log_lr_steps(live, trainer.history)
         if run.resume_dir is not None:
@@ -433,7 +497,8 @@ def final_model(trainer: Trainer, history: list[EpochResult]) -> FinalModel:
     """The best training epoch's weights, or (``train.swa_start_epoch``) the SWA average
     with recomputed batch-norm statistics."""
     swa = trainer.finish_swa()
-    best = max((r for r in history if r.phase == "train"), key=lambda r: r.score)
+    best = max((r for r in history if r.phase in ("train", "finetune")),
+               key=lambda r: r.score)
     if swa is None:
         return FinalModel(trainer.best_state,
                           {"epoch": best.epoch, "valid_lwlrap": best.valid_lwlrap,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812  (torch's own convention)
 
@@ -41,6 +42,9 @@ class TaskSpec:
     single_label: bool = False  # multitask: classes are one-of-C (softmax) not multi-hot
     targets: tuple[str, ...] = ()  # the targets_* columns of the regression outputs (if known)
     target_weights: tuple[float, ...] = ()  # per target, scales its squared error; (): all 1
+    loss: str = "bce"  # classification loss: bce (BCE / softmax CE) | focal
+    focal_gamma: float = 0.0  # loss=focal: the focusing exponent
+    pos_weight: tuple[float, ...] = ()  # sigmoid outputs: per class, weight of positives
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -58,6 +62,11 @@ class TaskSpec:
             raise ValueError("task regression has no class outputs")
         if self.targets and len(self.targets) != self.n_targets:
             raise ValueError(f"{self.n_targets} regression outputs, {len(self.targets)} names")
+        if self.loss not in ("bce", "focal"):
+            raise ValueError(f"unknown loss {self.loss!r}; known: bce, focal")
+        if self.pos_weight and (self.softmax or len(self.pos_weight) != self.n_classes):
+            raise ValueError("pos_weight: one weight per class, for sigmoid (multi-label) "
+                             "outputs only")
         if self.target_weights and len(self.target_weights) != self.n_targets:
             raise ValueError(f"target_weights: {len(self.target_weights)} weights for "
                              f"{self.n_targets} regression targets")
@@ -88,18 +97,39 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor,
 
 
 def class_loss(logits: torch.Tensor, targets: torch.Tensor, softmax: bool,
-               label_smoothing: float = 0.0) -> torch.Tensor:
-    """Per-clip classification loss ``(B,)``: softmax CE against (possibly mixed) target
-    distributions, or BCE averaged over classes."""
+               label_smoothing: float = 0.0, focal_gamma: float = 0.0,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-clip classification loss ``(B,)``: softmax CE against (possibly mixed or
+    smoothed) target distributions, or BCE averaged over classes.
+
+    ``focal_gamma > 0``: the focal loss (Lin et al. 2017), each term scaled by
+    ``(1 - p_t) ** gamma``. It takes soft targets (mixup, label smoothing, L_soft): for
+    BCE ``p_t = p * t + (1 - p) * (1 - t)``, for softmax CE ``-sum_c t_c (1 - p_c)^gamma
+    log p_c``; ``gamma = 0`` is the plain loss. ``pos_weight`` ``(C,)`` (sigmoid only)
+    multiplies the positive term of each class's BCE.
+    """
     if softmax:
-        return F.cross_entropy(logits, targets, label_smoothing=label_smoothing,
-                               reduction="none")
-    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=1)
+        if not focal_gamma:
+            return F.cross_entropy(logits, targets, label_smoothing=label_smoothing,
+                                   reduction="none")
+        c = logits.shape[1]
+        t = targets * (1 - label_smoothing) + label_smoothing / c  # as cross_entropy smooths
+        log_p = F.log_softmax(logits, dim=1)
+        return -(t * (1 - log_p.exp()).pow(focal_gamma) * log_p).sum(dim=1)
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none",
+                                             pos_weight=pos_weight)
+    if focal_gamma:
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        bce = bce * (1 - p_t).pow(focal_gamma)
+    return bce.mean(dim=1)
 
 
 def make_loss(spec: TaskSpec) -> ClipLoss:
     """The per-clip loss ``(outputs (B, K), targets (B, K)) -> (B,)`` of a task."""
     c = spec.n_classes
+    gamma = spec.focal_gamma if spec.loss == "focal" else 0.0
+    pos_weight = torch.tensor(spec.pos_weight) if spec.pos_weight else None
 
     def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if outputs.shape != targets.shape or outputs.shape[1] != spec.n_outputs:
@@ -108,7 +138,9 @@ def make_loss(spec: TaskSpec) -> ClipLoss:
         total = torch.zeros(outputs.shape[0], device=outputs.device)
         if c:
             total = total + class_loss(outputs[:, :c], targets[:, :c], spec.softmax,
-                                       spec.label_smoothing)
+                                       spec.label_smoothing, gamma,
+                                       pos_weight.to(outputs.device)
+                                       if pos_weight is not None else None)
         if spec.n_targets:
             weight = spec.regression_weight if c else 1.0
             total = total + weight * masked_mse(outputs[:, c:], targets[:, c:],
@@ -140,7 +172,8 @@ def resolve_task(task: str, label_counts: list[int], target_columns: list[str]) 
 def task_spec(task: str, n_classes: int, target_columns: list[str],
               label_smoothing: float = 0.0, regression_weight: float = 1.0,
               single_label: bool = False,
-              target_weights: tuple[float, ...] = ()) -> TaskSpec:
+              target_weights: tuple[float, ...] = (), loss: str = "bce",
+              focal_gamma: float = 0.0, pos_weight: tuple[float, ...] = ()) -> TaskSpec:
     """The :class:`TaskSpec` of a resolved ``task`` on a dataset with ``n_classes`` classes
     and regression columns ``target_columns`` (those the model learns, in output order)."""
     uses_classes = task != "regression"
@@ -150,7 +183,19 @@ def task_spec(task: str, n_classes: int, target_columns: list[str],
                     label_smoothing=label_smoothing, regression_weight=regression_weight,
                     single_label=single_label,
                     targets=tuple(target_columns) if uses_targets else (),
-                    target_weights=tuple(target_weights) if uses_targets else ())
+                    target_weights=tuple(target_weights) if uses_targets else (),
+                    loss=loss, focal_gamma=focal_gamma,
+                    pos_weight=tuple(pos_weight) if uses_classes else ())
+
+
+def balanced_pos_weight(targets: np.ndarray, clip: float) -> tuple[float, ...]:
+    """``pos_weight: balanced``: per class, negatives / positives among the training clips'
+    targets ``(N, C)`` (multi-hot), at most ``clip`` (also for a class with no positive)."""
+    positives = (np.asarray(targets) > 0).sum(axis=0).astype(np.float64)
+    negatives = len(targets) - positives
+    ratio = np.divide(negatives, positives, out=np.full_like(positives, np.inf),
+                      where=positives > 0)
+    return tuple(float(v) for v in np.minimum(ratio, clip))
 
 
 def output_scores(outputs: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
