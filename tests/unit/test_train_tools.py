@@ -84,7 +84,8 @@ def test_ema_validates_picks_and_saves_the_average(multi, tmp_path):
     ({"ema_decay": 0.99, "swa_start_epoch": 1}, "ema_decay and swa_start_epoch"),
     ({"finetune_curated_epochs": 2, "swa_start_epoch": 1}, "finetune_curated_epochs after"),
     ({"finetune_curated_epochs": 2, "overfit_batches": 1}, "with overfit_batches"),
-    ({"sampler": "balanced", "processes": 2}, "sampler=balanced needs one process"),
+    ({"sampler": "balanced", "processes": 2},  # parsed, not run
+     "sampler=balanced needs one process"),
 ])
 def test_tools_that_do_not_combine_are_params_errors(update, message):
     with pytest.raises(ParamsError, match=message):
