@@ -112,6 +112,70 @@ def test_params_reach_the_model() -> None:
     assert create_model("crnn", 3, 32, gru_layers=2, gru_hidden=8).gru.num_layers == 2
 
 
+def _blob(band: int, frame: int, n_mels: int = N_MELS, frames: int = 48) -> torch.Tensor:
+    """One ``(1, n_mels, frames)`` clip: zeros but a 4x4 bump at ``band``, ``frame``."""
+    x = torch.zeros(1, n_mels, frames)
+    x[0, band:band + 4, frame:frame + 4] = torch.tensor([1.0, 2.0, 2.0, 1.0])[:, None]
+    return x
+
+
+def test_cnn2d_default_tells_a_pattern_from_the_same_pattern_higher_up() -> None:
+    """A pitch-blind net (shallow convs, then the mean over frequency) gives the same
+    clip features for a pattern and the pattern shifted up by a multiple of its pooling
+    grid; the default cnn2d must not (a tone's pitch is what tells many classes apart)."""
+    model = create_model("cnn2d", NUM_CLASSES, N_MELS).eval()
+    seen: list[torch.Tensor] = []
+    model.head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    with torch.no_grad():
+        for x in (_blob(16, 20), _blob(40, 20), torch.zeros(1, N_MELS, 48)):
+            model(x)
+    low, high, empty = seen  # the head's inputs (1, D)
+    # moving the bump changes what the head sees about as much as the bump itself does
+    assert (low - high).norm() > 0.5 * (low - empty).norm() > 0
+
+
+def test_cnn2d_default_learns_pitch_in_a_few_steps() -> None:
+    """Two classes that differ only in the frequency of one bump (its time varies):
+    the default cnn2d separates them after 30 steps."""
+    gen = torch.Generator().manual_seed(0)
+    bands, labels = [12, 36], torch.arange(64) % 2
+    x = torch.cat([_blob(bands[int(y)], int(torch.randint(0, 40, (1,), generator=gen)))
+                   for y in labels])
+    x = x + 0.1 * torch.randn(x.shape, generator=gen)
+    model = create_model("cnn2d", 2, N_MELS)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), labels).backward()
+        opt.step()
+    with torch.no_grad():
+        accuracy = (model.eval()(x).argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.95
+
+
+def test_cnn2d_block_layout_follows_the_params() -> None:
+    """PANNs-style blocks: ``convs_per_block`` conv-BN-act layers, then 2x2 average
+    pooling; ``pool: max`` and one conv per block give the plain blocks."""
+    blocks = create_model("cnn2d", 3, 32, channels=[4, 8]).features
+    assert [type(m) for m in blocks[0]] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] * 2 + [nn.AvgPool2d]
+    single = create_model("cnn2d", 3, 32, channels=[4, 8], convs_per_block=3, pool="max")
+    assert [type(m) for m in single.features[1]] == ([nn.Conv2d, nn.BatchNorm2d, nn.ReLU] * 3
+                                                     + [nn.MaxPool2d])
+    # a ceil-mode window over the edge averages the real cells only: a flat map stays flat
+    ones = torch.ones(1, 1, 5, 7)
+    assert torch.equal(blocks[0][-1](ones), torch.ones(1, 1, 3, 4))
+
+
+def test_cnn2d_freq_reduce_sets_the_head_width() -> None:
+    """``flatten``: channels x pooled bands per frame (64 mels, 4 blocks -> 4 bands);
+    ``mean``: channels only."""
+    flat = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8])
+    mean = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], freq_reduce="mean")
+    assert flat.head.fc.in_features == 2 * 8 * 4 and mean.head.fc.in_features == 2 * 8
+    odd = create_model("cnn2d", 3, 40, channels=[4, 4, 8])  # 40 -> 20 -> 10 -> 5 bands
+    assert odd(torch.randn(2, 40, 33)).shape == (2, 3) and odd.head.fc.in_features == 2 * 8 * 5
+
+
 def test_duplicate_name_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_model("cnn2d", config=Cnn2dConfig)(Cnn2d)
@@ -157,6 +221,10 @@ def test_misspelt_param_names_the_key() -> None:
         ("cnn2d", {"channels": []}, "models.cnn2d.channels"),
         ("cnn2d", {"channels": "abc"}, "models.cnn2d.channels"),
         ("cnn2d", {"channels": [8, 0]}, "models.cnn2d.channels[1]"),
+        ("cnn2d", {"convs_per_block": 0}, "models.cnn2d.convs_per_block"),
+        ("cnn2d", {"residual": True, "convs_per_block": 3}, "models.cnn2d.convs_per_block"),
+        ("cnn2d", {"pool": "median"}, "models.cnn2d.pool"),
+        ("cnn2d", {"freq_reduce": "sum"}, "models.cnn2d.freq_reduce"),
         ("cnn1d", {"kernel_size": 4}, "models.cnn1d.kernel_size"),
         ("cnn1d", {"kernel_size": 0}, "models.cnn1d.kernel_size"),
         ("crnn", {"gru_hidden": 0}, "models.crnn.gru_hidden"),

@@ -338,7 +338,7 @@ def test_wrong_pretrained_file_names_the_key(tmp_path: Path) -> None:
 
 def test_parameter_cap_names_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "MAX_PARAMETERS", 10_000)
-    with pytest.raises(ValueError, match=r"models\.cnn2d: 2\d,\d{3} parameters exceed the cap"):
+    with pytest.raises(ValueError, match=r"models\.cnn2d: 76,\d{3} parameters exceed the cap"):
         create_model("cnn2d", K, 64)
     create_model("cnn2d", K, 64, channels=[8, 8])  # under the cap
 

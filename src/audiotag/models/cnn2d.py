@@ -1,37 +1,67 @@
-"""``cnn2d``: a small 2-D CNN on the log-mel image."""
+"""``cnn2d``: a 2-D CNN on the log-mel image, after the PANNs / DCASE baseline CNNs."""
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field
+from typing import Literal
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from audiotag.models.heads import HeadConfig, init_weights
-from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_2d
+from audiotag.models.layers import MaxMeanHead, PoolKind, check_input, conv_stack_2d
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
+
+FreqReduce = Literal["mean", "flatten"]
 
 
 class Cnn2dConfig(HeadConfig):
     """Params of ``cnn2d`` (plus the shared head options of :class:`HeadConfig`).
 
     Attributes:
-        channels: output channels of each conv block (conv3x3-BN-act-maxpool 2x2).
+        channels: output channels of each conv block; each block halves frequency and time.
         residual: residual blocks (two conv3x3 and a shortcut, :class:`ResBlock2d`).
+        convs_per_block: conv3x3-BN-act layers per plain block (PANNs: 2); residual blocks
+            always have two.
+        pool: the 2x2 pooling ending each block: ``avg`` (PANNs) or ``max``.
+        freq_reduce: how the last map's frequency bands become one feature vector per
+            frame: ``flatten`` keeps each band's channels apart (``C * F'`` features), so
+            the head knows *where* in frequency a pattern is; ``mean`` averages them (as
+            PANNs, whose receptive field spans the whole spectrum), which makes a shallow
+            net blind to pitch: a pattern one octave up gives the same features.
         dropout: dropout before each head layer.
         block_dropout: dropout after every conv block (0: none).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
+    channels: ChannelList = Field(default_factory=lambda: [8, 16, 32, 64])
     residual: bool = False
+    convs_per_block: int = Field(default=2, ge=1)
+    pool: PoolKind = "avg"
+    freq_reduce: FreqReduce = "flatten"
     dropout: DropoutRate = 0.2
     block_dropout: DropoutRate = 0.0
+
+    @field_validator("convs_per_block")
+    @classmethod
+    def _residual_has_two(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("residual") and value != 2:  # residual is validated first
+            raise ValueError(f"{value} with residual: true; a residual block has two "
+                             "convolutions (set 2, or residual: false)")
+        return value
+
+
+def pooled_bands(n_mels: int, blocks: int) -> int:
+    """Frequency bands left after ``blocks`` ceil-mode 2x poolings of ``n_mels``."""
+    for _ in range(blocks):
+        n_mels = -(-n_mels // 2)
+    return n_mels
 
 
 @register_model("cnn2d", config=Cnn2dConfig)
 class Cnn2d(nn.Module):
-    """2-D CNN: conv blocks (plain or residual) halve frequency and time; mean over
-    frequency, max+mean over time.
+    """2-D CNN: conv blocks (plain or residual) halve frequency and time; the bands are
+    flattened (or averaged), then max+mean over time and the head.
 
     ``(B, n_mels, T) -> (B, num_classes)`` logits.
     """
@@ -41,11 +71,17 @@ class Cnn2d(nn.Module):
         self.n_mels = n_mels
         self.cfg = cfg
         self.features = conv_stack_2d(cfg.channels, cfg.activation, cfg.residual,
-                                      dropout=cfg.block_dropout)
-        self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
+                                      dropout=cfg.block_dropout, convs=cfg.convs_per_block,
+                                      pool=cfg.pool)
+        bands = pooled_bands(n_mels, len(cfg.channels)) if cfg.freq_reduce == "flatten" else 1
+        self.head = MaxMeanHead(cfg.channels[-1] * bands, num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.n_mels)
         h = self.features(x.unsqueeze(1))  # (B, C, F', T')
-        return self.head(h.mean(dim=2))  # (B, C, T') -> (B, K)
+        if self.cfg.freq_reduce == "flatten":
+            h = h.flatten(1, 2)  # (B, C * F', T'): channel c of band f is feature c * F' + f
+        else:
+            h = h.mean(dim=2)  # (B, C, T')
+        return self.head(h)  # (B, K)

@@ -44,6 +44,16 @@ def check_input(x: Tensor, n_mels: int) -> None:
         raise ValueError(f"expected input of shape (batch, {n_mels}, frames), got {tuple(x.shape)}")
 
 
+PoolKind = Literal["max", "avg"]
+
+
+def _pool2d(kind: PoolKind, size: tuple[int, int]) -> nn.Module:
+    if kind == "avg":
+        # count_include_pad=False: a ceil-mode window over the edge averages real cells only
+        return nn.AvgPool2d(size, ceil_mode=True, count_include_pad=False)
+    return nn.MaxPool2d(size, ceil_mode=True)
+
+
 def _block_dropout(p: float) -> list[nn.Module]:
     # appended after a block's own layers, so the parameter names stay those of a block
     # without dropout (checkpoints and init_from load either way)
@@ -51,18 +61,23 @@ def _block_dropout(p: float) -> list[nn.Module]:
 
 
 class ConvBlock2d(nn.Sequential):
-    """conv3x3 -> BatchNorm -> act -> max-pool (-> dropout):
-    ``(B, C_in, F, T) -> (B, C_out, F', T')``."""
+    """``convs`` x (conv3x3 -> BatchNorm -> act), then a 2-D pool (-> dropout):
+    ``(B, C_in, F, T) -> (B, C_out, F', T')``.
+
+    ``pool`` is the window; ``pool_kind`` ``max`` or ``avg`` (PANNs and the DCASE
+    baselines average: every cell of the window passes gradient, not only the largest).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int],
-                 activation: Activation = "relu", dropout: float = 0.0) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            make_activation(activation, inplace=True),
-            nn.MaxPool2d(pool, ceil_mode=True),
-            *_block_dropout(dropout),
-        )
+                 activation: Activation = "relu", dropout: float = 0.0, convs: int = 1,
+                 pool_kind: PoolKind = "max") -> None:
+        layers: list[nn.Module] = []
+        for i in range(convs):
+            layers += [nn.Conv2d(in_channels if i == 0 else out_channels, out_channels,
+                                 kernel_size=3, padding=1, bias=False),
+                       nn.BatchNorm2d(out_channels),
+                       make_activation(activation, inplace=True)]
+        super().__init__(*layers, _pool2d(pool_kind, pool), *_block_dropout(dropout))
 
 
 class ConvBlock1d(nn.Sequential):
@@ -196,7 +211,8 @@ class ResBlock2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, pool: tuple[int, int],
-                 activation: Activation = "relu", dropout: float = 0.0) -> None:
+                 activation: Activation = "relu", dropout: float = 0.0,
+                 pool_kind: PoolKind = "max") -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
@@ -210,7 +226,7 @@ class ResBlock2d(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
                                           nn.BatchNorm2d(out_channels))
         self.act = make_activation(activation)
-        self.pool = nn.MaxPool2d(pool, ceil_mode=True)
+        self.pool = _pool2d(pool_kind, pool)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -219,13 +235,18 @@ class ResBlock2d(nn.Module):
 
 
 def conv_stack_2d(channels: list[int], activation: Activation, residual: bool,
-                  in_channels: int = 1, dropout: float = 0.0) -> nn.Sequential:
-    """Conv blocks (plain or residual), each halving frequency and time (ceil), each
-    followed by ``dropout`` when above 0:
+                  in_channels: int = 1, dropout: float = 0.0, convs: int = 1,
+                  pool: PoolKind = "max") -> nn.Sequential:
+    """Conv blocks (plain with ``convs`` convolutions, or residual), each halving frequency
+    and time (ceil) with a ``pool`` pooling, each followed by ``dropout`` when above 0:
     ``(B, in_channels, F, T) -> (B, channels[-1], ceil(F / 2^n), ceil(T / 2^n))``."""
-    block = ResBlock2d if residual else ConvBlock2d
     widths = [in_channels, *channels]
-    return nn.Sequential(*(block(widths[i], widths[i + 1], (2, 2), activation, dropout)
+    if residual:
+        return nn.Sequential(*(ResBlock2d(widths[i], widths[i + 1], (2, 2), activation, dropout,
+                                          pool_kind=pool)
+                               for i in range(len(channels))))
+    return nn.Sequential(*(ConvBlock2d(widths[i], widths[i + 1], (2, 2), activation, dropout,
+                                       convs=convs, pool_kind=pool)
                            for i in range(len(channels))))
 
 
