@@ -391,3 +391,23 @@ def test_a_checkpoint_of_a_former_twin_entry_still_loads(tmp_path, old, new) -> 
     assert type(loaded) is type(model) and loaded.cfg.residual
     x = torch.randn(2, 16, 24)
     torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_a_cnn2d_checkpoint_from_before_its_block_keys_still_loads(tmp_path) -> None:
+    """cnn2d checkpoints saved before ``convs_per_block``, ``pool`` and ``freq_reduce``
+    existed hold none of them: they load as the network they were trained as (one conv per
+    block, max pooling, mean over frequency), not as today's defaults."""
+    from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
+
+    model = create_model("cnn2d", K, 16, channels=[8, 16], convs_per_block=1, pool="max",
+                         freq_reduce="mean")
+    params = model.cfg.model_dump()
+    for key in ("convs_per_block", "pool", "freq_reduce"):
+        del params[key]
+    save_checkpoint(tmp_path / "model.pt", model, {"model_name": "cnn2d", "model_params": params,
+                                                   "num_classes": K, "n_mels": 16})
+    loaded, _ = load_checkpoint(tmp_path / "model.pt")
+    assert (loaded.cfg.convs_per_block, loaded.cfg.pool, loaded.cfg.freq_reduce) == \
+        (1, "max", "mean")
+    x = torch.randn(2, 16, 24)
+    torch.testing.assert_close(loaded(x), model.eval()(x))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
@@ -33,6 +33,9 @@ class Cnn2dConfig(HeadConfig):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # what a checkpoint saved before these keys existed was built with (load_checkpoint)
+    ABSENT_IN_OLD_CHECKPOINTS: ClassVar[dict[str, Any]] = {
+        "convs_per_block": 1, "pool": "max", "freq_reduce": "mean"}
 
     channels: ChannelList = Field(default_factory=lambda: [8, 16, 32, 64])
     residual: bool = False

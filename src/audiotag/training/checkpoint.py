@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from audiotag.core.io import atomic_path
-from audiotag.models import create_model
+from audiotag.models import MODELS, create_model
 
 RENAMED_MODELS = {"resstn": "stn", "resautoencoder": "autoencoder"}
 """Registry entries folded into a ``residual`` setting (issue 22): an older checkpoint
@@ -51,6 +51,9 @@ def load_checkpoint(path: str | os.PathLike[str],
     name = ckpt["model_name"]
     if name in RENAMED_MODELS:
         name, params["residual"] = RENAMED_MODELS[name], True
+    # a key added to a model's config later: an older checkpoint was built without it
+    for key, value in getattr(MODELS.get(name).config, "ABSENT_IN_OLD_CHECKPOINTS", {}).items():
+        params.setdefault(key, value)
     model = create_model(name, num_classes=ckpt["num_classes"], n_mels=ckpt["n_mels"],
                          **params)
     model.load_state_dict(state)
