@@ -48,3 +48,21 @@ def write_tone_dataset(root: Path, counts=(("curated", 12), ("noisy", 8), ("test
     df = pd.DataFrame(rows)
     write_manifest(df, CLASSES, root)
     return df, CLASSES
+
+
+def tone_store(root: Path, features=None, **kwargs) -> Path:
+    """A feature store of :func:`write_tone_dataset` clips (24 curated, 12 noisy, 9 test)
+    under ``root``: the training tests' small data."""
+    from audiotag.data.config import SplitConfig
+    from audiotag.data.manifest import read_manifest
+    from audiotag.features.config import FeaturesConfig
+    from audiotag.features.store import extract_features
+
+    features = features or FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128,
+                                          n_mels=16, fmin=50, fmax=4000, clip_seconds=1.0)
+    write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
+                       **kwargs)
+    manifest, classes = read_manifest(root / "raw")
+    extract_features(manifest, classes, root / "raw", root / "features", features,
+                     SplitConfig(valid_fold=0))
+    return root / "features"

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from helpers import write_tone_dataset
+from helpers import tone_store
 
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group
-from audiotag.data.config import SplitConfig
-from audiotag.data.manifest import read_manifest
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.store import extract_features
 from audiotag.training.augment import SignalAugment
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
@@ -34,12 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _store(root, features=FEATURES, **kwargs):
-    write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
-                       **kwargs)
-    manifest, classes = read_manifest(root / "raw")
-    extract_features(manifest, classes, root / "raw", root / "features", features,
-                     SplitConfig(valid_fold=0))
-    return root / "features"
+    return tone_store(root, features, **kwargs)
 
 
 @pytest.fixture(scope="module")
