@@ -59,7 +59,9 @@ def test_same_seed_same_run_and_a_self_describing_checkpoint(store, tmp_path):
     model, meta = load_checkpoint(tmp_path / "a/model/model.pt")
     best = max(first, key=lambda r: r.valid_lwlrap)
     assert meta["epoch"] == best.epoch and meta["classes"] == ["low", "mid", "high"]
-    assert meta["model_params"] == {"channels": [16, 16]} and len(meta["stats"]["mean"]) == 16
+    # the params given plus every default the network was built with
+    assert meta["model_params"] == model.cfg.model_dump(mode="json")
+    assert meta["model_params"]["channels"] == [16, 16] and len(meta["stats"]["mean"]) == 16
     assert model(torch.zeros(2, 16, 63)).shape == (2, 3)
 
     history = json.loads((tmp_path / "a/model/history.json").read_text())

@@ -380,13 +380,13 @@ def test_params_yaml_configures_every_model(repo_root: Path) -> None:
 def test_a_checkpoint_of_a_former_twin_entry_still_loads(tmp_path, old, new) -> None:
     """Checkpoints written before issue 22 name ``resstn``/``resautoencoder``: they load as
     the model with ``residual: true`` (same layers, same weights)."""
-    from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
+    from audiotag.training.checkpoint import load_checkpoint, save_torch
 
     model = create_model(new, K, 16, channels=[8, 16], residual=True)
     params = model.cfg.model_dump()
     del params["residual"]
-    save_checkpoint(tmp_path / "model.pt", model, {"model_name": old, "model_params": params,
-                                                   "num_classes": K, "n_mels": 16})
+    save_torch({"state_dict": model.state_dict(), "model_name": old, "model_params": params,
+                "num_classes": K, "n_mels": 16}, tmp_path / "model.pt")  # a file of that time
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
     assert type(loaded) is type(model) and loaded.cfg.residual
     x = torch.randn(2, 16, 24)
@@ -397,17 +397,33 @@ def test_a_cnn2d_checkpoint_from_before_its_block_keys_still_loads(tmp_path) -> 
     """cnn2d checkpoints saved before ``convs_per_block``, ``pool`` and ``freq_reduce``
     existed hold none of them: they load as the network they were trained as (one conv per
     block, max pooling, mean over frequency), not as today's defaults."""
-    from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
+    from audiotag.training.checkpoint import load_checkpoint, save_torch
 
     model = create_model("cnn2d", K, 16, channels=[8, 16], convs_per_block=1, pool="max",
                          freq_reduce="mean")
     params = model.cfg.model_dump()
     for key in ("convs_per_block", "pool", "freq_reduce"):
         del params[key]
-    save_checkpoint(tmp_path / "model.pt", model, {"model_name": "cnn2d", "model_params": params,
-                                                   "num_classes": K, "n_mels": 16})
+    save_torch({"state_dict": model.state_dict(), "model_name": "cnn2d", "model_params": params,
+                "num_classes": K, "n_mels": 16}, tmp_path / "model.pt")  # a file of that time
     loaded, _ = load_checkpoint(tmp_path / "model.pt")
     assert (loaded.cfg.convs_per_block, loaded.cfg.pool, loaded.cfg.freq_reduce) == \
         (1, "max", "mean")
+    x = torch.randn(2, 16, 24)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_a_checkpoint_saved_with_partial_params_holds_every_config_key(tmp_path) -> None:
+    """A checkpoint saved with only the overridden keys records the defaults it was built
+    with, so it still loads after a default changes (the old-checkpoint rule above only
+    fills keys that a file of that time could not hold)."""
+    from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
+
+    model = create_model("cnn2d", K, 16, channels=[4, 8])
+    save_checkpoint(tmp_path / "model.pt", model, {"model_name": "cnn2d",
+                                                   "model_params": {"channels": [4, 8]},
+                                                   "num_classes": K, "n_mels": 16})
+    loaded, meta = load_checkpoint(tmp_path / "model.pt")
+    assert meta["model_params"] == model.cfg.model_dump(mode="json")
     x = torch.randn(2, 16, 24)
     torch.testing.assert_close(loaded(x), model.eval()(x))

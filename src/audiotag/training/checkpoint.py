@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from audiotag.core.io import atomic_path
-from audiotag.models import MODELS, create_model
+from audiotag.models import MODELS, create_model, validate_model_params
 
 RENAMED_MODELS = {"resstn": "stn", "resautoencoder": "autoencoder"}
 """Registry entries folded into a ``residual`` setting (issue 22): an older checkpoint
@@ -36,7 +36,15 @@ def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module,
 
 def save_state_dict(path: str | os.PathLike[str], state: dict[str, torch.Tensor],
                     meta: dict[str, Any]) -> None:
-    """:func:`save_checkpoint` of weights already taken from a model."""
+    """:func:`save_checkpoint` of weights already taken from a model.
+
+    ``model_params`` is saved complete (every key of the model's config, defaults filled
+    in), so the checkpoint rebuilds the same network when a later version changes a default.
+    """
+    meta = dict(meta)
+    name, params = meta.get("model_name"), meta.get("model_params")
+    if isinstance(params, dict) and name in MODELS.names():
+        meta["model_params"] = validate_model_params(name, params).model_dump(mode="json")
     save_torch({"state_dict": state, **meta}, path)
 
 
@@ -51,7 +59,8 @@ def load_checkpoint(path: str | os.PathLike[str],
     name = ckpt["model_name"]
     if name in RENAMED_MODELS:
         name, params["residual"] = RENAMED_MODELS[name], True
-    # a key added to a model's config later: an older checkpoint was built without it
+    # a key added to a model's config later: a checkpoint saved before it existed was built
+    # without it (checkpoints saved since hold every key)
     for key, value in getattr(MODELS.get(name).config, "ABSENT_IN_OLD_CHECKPOINTS", {}).items():
         params.setdefault(key, value)
     model = create_model(name, num_classes=ckpt["num_classes"], n_mels=ckpt["n_mels"],
