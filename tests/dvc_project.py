@@ -3,10 +3,13 @@ project with tiny params, driven through the real `dvc` CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -88,3 +91,44 @@ def experiments(shown: list[dict]) -> list[dict]:
     """Every experiment run record of ``dvc exp show --json`` output."""
     return [run_ for rev in shown for exp in (rev.get("experiments") or [])
             for run_ in (exp.get("revs") or [])]
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, key: str = "team-key", secret: str = "team-secret"):
+    """A real S3 API (moto's server) on a loopback port with ``bucket`` created; yields
+    ``(endpoint_url, boto3 client)`` and stops the server afterwards."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id=key, aws_secret_access_key=secret)
+        client.create_bucket(Bucket=bucket)
+        yield url, client
+    finally:
+        server.stop()
+
+
+def wait_for_queue(root: Path, timeout_s: float, poll_s: float = 3.0) -> str:
+    """Poll `dvc queue status` until nothing is queued or running (or ``timeout_s``
+    passes); asserts no task failed or was left queued and returns the last status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = run(["dvc", "queue", "status"], root).stdout
+        if ("Queued" not in status and "Running" not in status) or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    assert "Failed" not in status and "Queued" not in status, status
+    return status

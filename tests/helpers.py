@@ -9,8 +9,16 @@ import pandas as pd
 import soundfile as sf
 
 from audiotag.data.manifest import write_manifest
+from audiotag.features.config import FeaturesConfig
+from audiotag.training.config import TrainConfig
 
 CLASSES = ["low", "mid", "high"]
+# the tone clips' small front end and a short cnn1d training: what the training tests share
+TONE_FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
+                               fmax=4000, clip_seconds=1.0)
+TONE_TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5,
+                         device="cpu")
+SMALL_CNN1D = {"channels": [16, 16]}
 FREQS = {"low": 300.0, "mid": 1200.0, "high": 3000.0}
 
 

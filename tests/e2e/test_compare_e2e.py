@@ -7,10 +7,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import pytest
-from dvc_project import commit, env_for, make_project, run
+from dvc_project import commit, env_for, make_project, run, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +29,7 @@ def test_compare_groups_seeds_and_marks_significance(repo_root, tmp_path):
     # the workers inherit the command's output pipes: not captured, or `run` waits for them
     subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=root, env=env_for(root),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    deadline = time.monotonic() + 1500
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], root).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
-    assert "Failed" not in status and "Queued" not in status, status
+    wait_for_queue(root, 1500, poll_s=5)
     check_compare(root, repo_root)
 
 

@@ -9,16 +9,14 @@ import sys
 
 import pytest
 import yaml
-from helpers import write_tone_dataset
+from helpers import TONE_FEATURES, write_tone_dataset
 
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
-from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 from audiotag.training.checkpoint import load_checkpoint
 
-FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
+FEATURES = TONE_FEATURES
 pytestmark = pytest.mark.e2e  # torchrun starts two training processes
 
 

@@ -3,32 +3,24 @@ on a loopback endpoint, two "nodes" of one gloo process each (two launches of th
 stage, as two machines would run it); the result must equal a 2-process single-node run."""
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
-from helpers import write_tone_dataset
+from dvc_project import free_port
+from helpers import TONE_FEATURES, write_tone_dataset
 
 from audiotag.core.errors import ParamsError
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
-from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import extract_features
 from audiotag.training.config import parse_train
 from audiotag.training.distributed import torchrun_args
 
 pytestmark = pytest.mark.e2e  # torchrun processes on loopback
-FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FEATURES = TONE_FEATURES
 
 
 def _launch(repo_root, tmp_path, out: str, **train):
@@ -55,7 +47,7 @@ def test_two_nodes_train_like_two_processes_on_one_node(repo_root, tmp_path):
     manifest, classes = read_manifest(tmp_path / "raw")
     extract_features(manifest, classes, tmp_path / "raw", tmp_path / "features", FEATURES,
                      SplitConfig(valid_fold=0))
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     nodes = [_launch(repo_root, tmp_path, f"node{i}", nodes=2, processes=1,
                      rdzv_endpoint=endpoint) for i in range(2)]
     logs = [p.communicate(timeout=600)[0] for p in nodes]

@@ -5,14 +5,12 @@ Optuna search whose trials are DVC experiments."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from dvc_project import commit, experiments, make_project, run
+from dvc_project import commit, experiments, make_project, moto_s3, run, wait_for_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -55,26 +53,11 @@ def test_teammate_pulls_from_a_local_remote_and_repro_runs_nothing(team):
     _assert_nothing_to_run(bob)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def s3_server():
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id="team-key", aws_secret_access_key="team-secret")
-    client.create_bucket(Bucket="audio-cache")
-    yield url, client
-    server.stop()
+    pytest.importorskip("boto3")
+    with moto_s3("audio-cache") as server:
+        yield server
 
 
 def _add_s3_remote(clone: Path, url: str) -> None:
@@ -128,13 +111,7 @@ def test_a_queue_runs_two_experiments_in_parallel(team):
     _, project = team
     run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.001,0.004"], project)
     run(["dvc", "queue", "start", "-j", "2"], project)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
-    assert "Failed" not in status and "Queued" not in status, status
+    wait_for_queue(project, 600)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     runs = {r["data"]["params"]["params.yaml"]["data"]["train"]["lr"]: r["data"]["metrics"]
             for r in experiments(shown)}

@@ -16,7 +16,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,18 +23,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from dvc_project import env_for, experiments
+from dvc_project import env_for, experiments, free_port, moto_s3
 from mini_project import clone, make_origin
 
 pytestmark = pytest.mark.e2e
 
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "team-key", "AWS_SECRET_ACCESS_KEY": "team-secret"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _postgres_bin() -> Path | None:
@@ -63,7 +56,7 @@ def postgres():
     if user:
         os.chown(root, user.pw_uid, user.pw_gid)
     as_user = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
-    port = _free_port()
+    port = free_port()
     data = root / "data"
 
     def pg(*args: str) -> None:
@@ -87,17 +80,9 @@ def postgres():
 
 @pytest.fixture()
 def s3_url():
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="team-key",
-                 aws_secret_access_key="team-secret").create_bucket(Bucket="team")
-    yield url
-    server.stop()
+    pytest.importorskip("boto3")
+    with moto_s3("team") as (url, _):
+        yield url
 
 
 def _env(repo_root: Path, cwd: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
-from helpers import write_tone_dataset
+from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, write_tone_dataset
 
 from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.explore import explore_dataset
@@ -23,7 +23,6 @@ from audiotag.data.manifest import read_manifest
 from audiotag.data.split import assign_roles
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import evaluate_model
-from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.metrics import lwlrap
 from audiotag.models import create_model
@@ -40,10 +39,9 @@ from audiotag.training.run import (
 )
 from audiotag.training.tasks import TaskSpec, make_loss
 
-FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
-TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
-SMALL = {"channels": [16, 16]}
+FEATURES = TONE_FEATURES
+TRAIN = TONE_TRAIN
+SMALL = SMALL_CNN1D
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

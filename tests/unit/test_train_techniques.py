@@ -9,12 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import tone_store
+from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, tone_store
 
 from audiotag.core.errors import ParamsError
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import evaluate_model
-from audiotag.features.config import FeaturesConfig
 from audiotag.models import MODELS
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
@@ -23,10 +22,9 @@ from audiotag.training.resume import STATE_NAME
 from audiotag.training.run import _datasets, check_model_accepts, train_model
 from audiotag.training.tasks import TaskSpec, soft_bootstrap
 
-FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
-TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
-SMALL = {"channels": [16, 16]}
+FEATURES = TONE_FEATURES
+TRAIN = TONE_TRAIN
+SMALL = SMALL_CNN1D
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from helpers import tone_store
+from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, tone_store
 
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group
-from audiotag.features.config import FeaturesConfig
 from audiotag.training.augment import SignalAugment
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
@@ -22,10 +21,9 @@ from audiotag.training.run import train_model
 from audiotag.training.sampling import clip_sampler, rarest_label_weights
 from audiotag.training.tasks import TaskSpec, balanced_pos_weight, class_loss, make_loss
 
-FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
-TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
-SMALL = {"channels": [16, 16]}
+FEATURES = TONE_FEATURES
+TRAIN = TONE_TRAIN
+SMALL = SMALL_CNN1D
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

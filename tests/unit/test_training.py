@@ -4,16 +4,14 @@ import time
 import pytest
 import torch
 from dvclive import Live
-from helpers import write_tone_dataset
+from helpers import TONE_FEATURES, TONE_TRAIN, write_tone_dataset
 from torch.utils.data import DataLoader
 
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
-from audiotag.features.config import FeaturesConfig
 from audiotag.features.store import FeatureSet, extract_features
 from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_checkpoint, save_state_dict
-from audiotag.training.config import TrainConfig
 from audiotag.training.loop import multilabel_bce, weighted_mean
 from audiotag.training.run import (
     RunInputs,
@@ -25,9 +23,8 @@ from audiotag.training.run import (
 )
 from audiotag.training.utils import grad_norms, layer_names, update_ratios
 
-FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
-TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
+FEATURES = TONE_FEATURES
+TRAIN = TONE_TRAIN
 
 
 @pytest.fixture(scope="module")
