@@ -60,9 +60,9 @@ def parse_ensembles(raw: dict[str, Any], where: str = "params.yaml") -> dict[str
                               "digits, '_', '-', '.'")
         if (name in list_models() or name in RESERVED_NAMES
                 or name.removesuffix(CV_SUFFIX) in list_models()):
-            raise ParamsError(f"{where}: {key}: {name!r} is a model's, a fold ensemble's "
-                              "(<model>_cv) or another stage's name (its metrics file would "
-                              "be theirs); rename the ensemble")
+            raise ParamsError(f"{where}: {key}: {name!r} is a model's or another stage's name, "
+                              "or a fold ensemble's (<model>_cv) (its metrics file would be "
+                              "theirs); rename the ensemble")
         cfg = parse_group(raw, key, EnsembleConfig, where)
         for i, member in enumerate(cfg.models or []):
             if member not in trained:
