@@ -10,7 +10,7 @@ from audiotag.analysis.report import write_report
 from audiotag.core.cli import run_stage
 from audiotag.core.params import read_params
 from audiotag.evaluation.config import parse_ensembles
-from audiotag.training.config import parse_train
+from audiotag.training.config import cv_name, parse_cv, parse_train
 
 log = logging.getLogger("report")
 
@@ -35,6 +35,8 @@ def main() -> None:
     raw = read_params(args.params)
     models = parse_train(raw, args.params).models
     ensembles = list(parse_ensembles(raw, args.params))
+    # k-fold CV: each cross-validated model's fold ensemble, a row like an ensemble's
+    ensembles += [cv_name(m) for m in parse_cv(raw, args.params).models]
     text = write_report(models, args.metrics, args.out, args.leaderboard, args.plots,
                         args.known_issues, args.models_plots, ensembles)
     log.info("wrote %s\n%s", args.out, text)

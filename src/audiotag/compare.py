@@ -7,8 +7,9 @@
   reference row (the baseline commit's row unless ``--ref`` names an experiment).
 - ``Δ`` is tested with a paired bootstrap over the test clips, from each run's per-clip
   scores ``predictions/<model>.csv`` (read from the DVC cache at the run's revision). An
-  ensemble (``ensembles.<name>`` in params.yaml, ``metrics/<name>.json``) is a column like a
-  model, its scores ``ensembles/<name>.csv``. Runs
+  ensemble (``ensembles.<name>`` in params.yaml, ``metrics/<name>.json``) and a k-fold CV's
+  fold ensemble (``<model>_cv`` of ``cv.models``) are columns like a model, their scores
+  ``ensembles/<name>.csv``. Runs
   that share a test set (same clip ids and labels; with the synthetic dataset, the same
   ``seed``) are paired; within a row, runs on the same test set are averaged clip by clip,
   and the statistic is the mean over shared test sets of the lwlrap difference. ``*``
@@ -42,6 +43,7 @@ TARGET_PREFIX = "targets_"
 MODEL_METRICS = "metrics/{model}.json"
 PREDICTIONS = "predictions/{model}.csv"
 ENSEMBLE_PREDICTIONS = "ensembles/{model}.csv"  # of the names in the run's `ensembles` params
+CV_SUFFIX = "_cv"  # and of <model>_cv, the fold ensemble of a model in `cv.models`
 
 
 class CompareError(ValueError):
@@ -172,7 +174,15 @@ def predictions_path(run: Run, model: str) -> str:
     a model, ``ensembles/<name>.csv`` of an ensemble (a key of the run's ``ensembles``)."""
     if any(k.startswith(f"ensembles.{model}.") for k in run.params):
         return ENSEMBLE_PREDICTIONS.format(model=model)
+    if model.endswith(CV_SUFFIX) and model.removesuffix(CV_SUFFIX) in _listed(run, "cv.models"):
+        return ENSEMBLE_PREDICTIONS.format(model=model)  # k-fold CV's fold ensemble
     return PREDICTIONS.format(model=model)
+
+
+def _listed(run: Run, key: str) -> list[Any]:
+    """A list param of the run (flattened as JSON text), [] when absent."""
+    value = run.params.get(key)
+    return json.loads(value) if isinstance(value, str) else list(value or [])
 
 
 def dvc_loader(repo: str | Path) -> Loader:

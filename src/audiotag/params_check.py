@@ -28,7 +28,7 @@ from audiotag.data.sources import (
 from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.features.config import FeaturesConfig
 from audiotag.models import parse_model_params
-from audiotag.training.config import parse_train
+from audiotag.training.config import parse_cv, parse_train
 
 GROUPS: dict[str, type[BaseModel]] = {
     "split": SplitConfig, "clean": CleanConfig, "features": FeaturesConfig,
@@ -80,6 +80,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     for group, config in GROUPS.items():
         attempt(parse_group, raw, group, config, where)
     attempt(parse_train, raw, where)
+    attempt(parse_cv, raw, where)  # k-fold cross-validation: registered models, folds < k
     attempt(parse_clean, raw, where)  # the detector: a registered model, its overrides
     attempt(parse_ensembles, raw, where)  # members among train.models
     models = raw.get("models")

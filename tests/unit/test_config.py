@@ -7,7 +7,7 @@ from audiotag.data.config import DataChecksConfig
 from audiotag.data.sources import parse_data, parse_data_checks
 from audiotag.features.config import FeaturesConfig
 from audiotag.models import parse_model_params
-from audiotag.training.config import TrainConfig, parse_train
+from audiotag.training.config import CVConfig, TrainConfig, parse_train
 
 
 def _write(tmp_path, text):
@@ -169,6 +169,7 @@ def _params_groups(raw):
     yield "clean", CleanConfig, raw["clean"]
     yield "features", FeaturesConfig, raw["features"]
     yield "train", TrainConfig, raw["train"]
+    yield "cv", CVConfig, raw["cv"]
     yield "evaluate", EvaluateConfig, raw["evaluate"]
     yield "weights", WeightsConfig, raw["weights"]
     from audiotag.models.heads import HeadConfig

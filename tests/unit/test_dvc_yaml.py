@@ -75,3 +75,37 @@ def test_model_stages_depend_on_the_shared_model_defaults(repo_root, tmp_path):
         for address in (f"evaluate@{name}", f"weights@{name}"):
             deps = {str(dep.def_path) for dep in stages[address].deps}
             assert f"models/{name}" in deps, address
+
+
+def test_cv_fold_stage_declares_every_train_key_but_models(repo_root):
+    params = _load(repo_root, "params.yaml")
+    declared = set(_load(repo_root, "dvc.yaml")["stages"]["cv_fold"]["params"])
+    wanted = {f"train.{key}" for key in params["train"] if key != "models"}
+    assert wanted <= declared, f"add to dvc.yaml cv_fold params: {sorted(wanted - declared)}"
+    assert not {"train", "cv", "cv.folds", "cv.models"} & declared  # another fold: not this one
+
+
+def test_cv_stages_exist_only_for_the_models_and_folds_listed(repo_root, tmp_path):
+    """k-fold CV: the default (cv.models: []) renders no cv stage (an empty matrix and
+    foreach are allowed); each listed model x fold is a stage of its own, whose params
+    leave out cv.folds and cv.models (adding a fold or a model leaves it unchanged)."""
+    from dvc.repo import Repo
+
+    params = _load(repo_root, "params.yaml")
+    (tmp_path / "dvc.yaml").write_text((repo_root / "dvc.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    repo = Repo.init(tmp_path, no_scm=True)
+    names = {stage.name for stage in repo.index.stages}
+    assert "train@cnn1d" in names and not {n for n in names if n.startswith("cv")}
+
+    params["cv"].update(models=["cnn1d"], k=3, folds=[0, 2])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stages = {stage.name: stage for stage in Repo(tmp_path).index.stages}
+    assert {n for n in stages if n.startswith("cv")} == {"cv_fold@cnn1d-0", "cv_fold@cnn1d-2",
+                                                         "cv@cnn1d"}
+    keys = {key for dep in stages["cv_fold@cnn1d-2"].params for key in dep.params}
+    assert {"cv.k", "seed", "models.cnn1d", "train.lr"} <= keys
+    outs = {str(out.def_path) for out in stages["cv_fold@cnn1d-2"].outs}
+    assert outs == {"cv/cnn1d/folds/2"}
+    deps = {str(dep.def_path) for dep in stages["cv@cnn1d"].deps}
+    assert "cv/cnn1d/folds" in deps

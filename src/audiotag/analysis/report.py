@@ -206,9 +206,20 @@ def _ensembles_markdown(records: dict[str, dict[str, Any]], ensembles: list[str]
              "members averaged, per clip and class (docs/evaluation.md):", ""]
     for name in ensembles:
         e = records[name]["eval"]
+        if "cv_folds" in e:  # k-fold CV's fold ensemble (audiotag.evaluation.cv)
+            folds = e.get("folds") or [{}]
+            lines.append(f"- `{name}`: {e.get('method')} of the {e['cv_folds']} fold models of "
+                         f"`{folds[0].get('model')}` (k={folds[0].get('k')}); CV lwlrap "
+                         f"{_fmt(e.get('cv_lwlrap_mean'))} ± {_fmt(e.get('cv_lwlrap_sd'))} over "
+                         f"the folds, out-of-fold {_fmt(e.get('oof_lwlrap'))}")
+            continue
         lines.append(f"- `{name}`: {e.get('method')} of "
                      + ", ".join(f"`{m}`" for m in e.get("members") or []))
     return lines + [""]
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike[str]) -> None:

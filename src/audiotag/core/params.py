@@ -31,8 +31,8 @@ from pydantic import (
 from audiotag.core.errors import ParamsError
 
 KNOWN_GROUPS = (
-    "seed", "data", "split", "clean", "features", "train", "models", "evaluate", "ensembles",
-    "weights",
+    "seed", "data", "split", "clean", "features", "train", "cv", "models", "evaluate",
+    "ensembles", "weights",
 )
 
 

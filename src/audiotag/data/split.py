@@ -52,3 +52,45 @@ def keep_fraction(manifest: pd.DataFrame, candidates: np.ndarray, fraction: floa
         n = max(1, round(fraction * len(rows)))
         keep[rng.permutation(rows)[:n]] = True
     return keep
+
+
+def iterative_stratification(targets: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold ``0..k-1`` of each row of the multi-hot ``targets`` ``(N, C)``: multi-label
+    iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011, Algorithm 1), seeded.
+
+    Each fold wants ``N / k`` rows and ``n_c / k`` rows of every class ``c``. The class with
+    the fewest rows still unassigned goes first (rare classes are the hard ones to spread):
+    each of its rows, in a seeded random order, joins the fold that still wants most rows
+    of that class (ties: the fold that wants most rows overall, then a seeded draw), and
+    that fold's wants of each of the row's classes drop by one. Rows without a label fill
+    the folds that want most rows. With one label per row this is stratified k-fold: each
+    class's rows are dealt to the folds in turn (per-fold counts differ by at most one).
+    """
+    y = np.asarray(targets) > 0
+    n = y.shape[0]
+    rng = np.random.default_rng(seed)
+    folds = np.full(n, -1, dtype=np.int64)
+    wants = np.full(k, n / k)  # (k,) rows each fold still wants
+    wants_class = np.tile(y.sum(axis=0) / k, (k, 1))  # (k, C)
+
+    def pick(scores: np.ndarray) -> int:
+        best = np.flatnonzero(scores == scores.max())
+        best = best[wants[best] == wants[best].max()]
+        return int(best[0] if len(best) == 1 else rng.choice(best))
+
+    def place(row: int, fold: int) -> None:
+        folds[row] = fold
+        wants[fold] -= 1
+        wants_class[fold, y[row]] -= 1
+
+    while True:
+        left = (y & (folds < 0)[:, None]).sum(axis=0)  # (C,) unassigned rows per class
+        if not left.any():
+            break
+        rarest = np.flatnonzero(left == left[left > 0].min())
+        label = int(rarest[0] if len(rarest) == 1 else rng.choice(rarest))
+        for row in rng.permutation(np.flatnonzero(y[:, label] & (folds < 0))):
+            place(int(row), pick(wants_class[:, label]))
+    for row in rng.permutation(np.flatnonzero(folds < 0)):  # rows without a label
+        place(int(row), pick(wants))
+    return folds

@@ -10,7 +10,7 @@ from pydantic import Field
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import Strict, parse_group
 from audiotag.models import list_models
-from audiotag.training.config import parse_train
+from audiotag.training.config import CV_SUFFIX, parse_train
 
 
 class EvaluateConfig(Strict):
@@ -58,9 +58,11 @@ def parse_ensembles(raw: dict[str, Any], where: str = "params.yaml") -> dict[str
         if not isinstance(name, str) or not ENSEMBLE_NAME.fullmatch(name):
             raise ParamsError(f"{where}: {key}: an ensemble's name is a file name: letters, "
                               "digits, '_', '-', '.'")
-        if name in list_models() or name in RESERVED_NAMES:
-            raise ParamsError(f"{where}: {key}: {name!r} is a model's or another stage's name "
-                              "(its metrics file would be theirs); rename the ensemble")
+        if (name in list_models() or name in RESERVED_NAMES
+                or name.removesuffix(CV_SUFFIX) in list_models()):
+            raise ParamsError(f"{where}: {key}: {name!r} is a model's or another stage's name, "
+                              "or a fold ensemble's (<model>_cv) (its metrics file would be "
+                              "theirs); rename the ensemble")
         cfg = parse_group(raw, key, EnsembleConfig, where)
         for i, member in enumerate(cfg.models or []):
             if member not in trained:

@@ -334,13 +334,19 @@ LABELS_COLUMNS = ["clip_id", "labels", "weight"]
 """Columns of a labels file (label cleaning's ``data/clean/labels.csv``)."""
 
 
-def relabel_index(index: pd.DataFrame, path: str | os.PathLike[str]) -> pd.DataFrame:
+def relabel_index(index: pd.DataFrame,
+                  path: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
     """The rows of ``index`` that the labels file at ``path`` lists, in ``index`` order, with
     its ``labels`` and ``weight``: the file lists the clips to train on (a clip it leaves
     out, e.g. one label cleaning dropped, does not train). A listed clip missing from
     ``index``, a clip listed twice or a weight that is not a finite number >= 0 is an error
-    naming the file and row."""
-    table = pd.read_csv(path, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+    naming the file and row. ``path`` may be the table itself (a k-fold CV fold's clips)."""
+    from_file = not isinstance(path, pd.DataFrame)
+    if not from_file:
+        table, path = path.reset_index(drop=True), "labels table"
+    else:
+        table = pd.read_csv(path, dtype={"clip_id": str, "labels": str},
+                            keep_default_na=False)
     missing = [c for c in LABELS_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: no column {missing[0]!r} (a labels file has "
@@ -363,7 +369,7 @@ def relabel_index(index: pd.DataFrame, path: str | os.PathLike[str]) -> pd.DataF
     out["labels"] = by_id.loc[out["clip_id"], "labels"].to_numpy()
     out["weight"] = by_id.loc[out["clip_id"], "weight"].to_numpy()
     dropped = len(index) - len(out)
-    if dropped:
+    if dropped and from_file:  # a table lists a subset on purpose (a k-fold CV fold)
         log.info("%s: %d of %d clips not listed (dropped by label cleaning)", path, dropped,
                  len(index))
     return out
@@ -393,7 +399,7 @@ class FeatureSet(torch.utils.data.Dataset):
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
                  train: bool = False, crops: int | None = None,
                  with_noisy: bool = False,
-                 labels: str | os.PathLike[str] | None = None) -> None:
+                 labels: str | os.PathLike[str] | pd.DataFrame | None = None) -> None:
         store = Path(store_dir)
         index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
                             keep_default_na=False)

@@ -130,3 +130,49 @@ def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
     if len(set(cfg.models)) != len(cfg.models):
         raise ParamsError(f"{where}: train.models: a model is listed twice")
     return cfg
+
+
+class CVConfig(Strict):
+    """The ``cv`` group: k-fold cross-validation (stages ``cv_fold@<model>-<fold>`` and
+    ``cv@<model>``, :mod:`audiotag.training.cv`). The folds are fixed by ``k`` (and
+    ``seed``); ``folds`` says which of them train a model, so adding one trains only it."""
+
+    models: list[str] = []  # models cross-validated; []: none (no cv stage exists)
+    k: int = Field(5, ge=2)  # K: the training clips are split into K folds
+    folds: list[int] = [0, 1, 2, 3, 4]  # the folds that train a model, each of 0..k-1
+
+    @model_validator(mode="after")
+    def _folds(self) -> CVConfig:
+        for i, fold in enumerate(self.folds):
+            if not 0 <= fold < self.k:
+                raise ValueError(f"folds[{i}]: fold {fold} is not one of the k={self.k} folds "
+                                 f"0..{self.k - 1}")
+        if len(set(self.folds)) != len(self.folds):
+            raise ValueError("folds: a fold is listed twice")
+        if self.models and not self.folds:
+            raise ValueError("folds: empty while cv.models lists models; list the folds "
+                             f"to train (all: {list(range(self.k))})")
+        return self
+
+
+CV_SUFFIX = "_cv"  # metrics/<model>_cv.json: the fold ensemble of <model>
+
+
+def cv_name(model: str) -> str:
+    """A cross-validated model's fold ensemble: its row of the report, its column of
+    ``audiotag compare``, its metrics/<name>.json and ensembles/<name>.csv."""
+    return f"{model}{CV_SUFFIX}"
+
+
+def parse_cv(raw: dict[str, Any], where: str = "params.yaml") -> CVConfig:
+    """``cv`` group; every name in ``cv.models`` must be a registered model, once."""
+    cfg = parse_group(raw, "cv", CVConfig, where)
+    known = list_models()
+    for i, name in enumerate(cfg.models):
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+            raise ParamsError(f"{where}: cv.models[{i}]: unknown model {name!r}; {hint}")
+    if len(set(cfg.models)) != len(cfg.models):
+        raise ParamsError(f"{where}: cv.models: a model is listed twice")
+    return cfg

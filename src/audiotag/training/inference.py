@@ -117,8 +117,10 @@ class ClipPredictions:
 
 def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
                   roles: tuple[str, ...], batch_size: int, device: torch.device,
-                  spec: TaskSpec | None = None) -> ClipPredictions:
-    """Scores of ``model`` (already on ``device``) for the store's clips with ``roles``.
+                  spec: TaskSpec | None = None,
+                  labels: pd.DataFrame | None = None) -> ClipPredictions:
+    """Scores of ``model`` (already on ``device``) for the store's clips with ``roles`` (with
+    ``labels``, a ``clip_id, labels, weight`` table: only its clips, with its labels).
 
     One row per clip: with ``features.eval_crops: N`` the store yields N windows per clip
     and their scores are averaged (see :func:`predict`);
@@ -126,7 +128,7 @@ def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
     which outputs are class scores (softmax or sigmoid) and which are regression outputs;
     without it every output is a sigmoid score.
     """
-    data = FeatureSet(store_dir, roles)
+    data = FeatureSet(store_dir, roles, labels=labels)
     if len(data) == 0:
         raise ValueError(f"{store_dir}: no clips with role {' or '.join(roles)}")
     started = time.perf_counter()

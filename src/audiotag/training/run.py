@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -185,13 +186,40 @@ def describe_task(cfg: TrainConfig, data: FeatureSet) -> TaskSpec:
     return spec
 
 
-def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
+@dataclass(frozen=True)
+class ClipChoice:
+    """The clips of a run when they are not the store's roles ``train`` and ``valid``: labels
+    tables (``clip_id, labels, weight``) of the clips that train and of those that validate,
+    among the store's clips with ``roles`` (a k-fold CV fold, :mod:`audiotag.training.cv`)."""
+
+    roles: tuple[str, ...]
+    train: pd.DataFrame
+    valid: pd.DataFrame
+
+    def digest(self) -> str:  # the resume fingerprint of a run on these clips
+        text = self.train.to_csv(index=False) + self.valid.to_csv(index=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+Labels = Path | pd.DataFrame | None  # a labels file, or a ClipChoice's table
+
+
+def _train_clips(labels: Path | None, clips: ClipChoice | None) -> tuple[tuple[str, ...], Labels]:
+    """Roles and labels of the clips that train: the store's ``train`` clips (with
+    ``labels``, those of that labels file), or the ``clips`` chosen."""
+    return (("train",), labels) if clips is None else (clips.roles, clips.train)
+
+
+def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None,
+              clips: ClipChoice | None = None):
     """Training set (noisy flags, noisy clips weighted by ``train.noisy_weight``; with
     ``labels``, the clips, labels and weights of that labels file), validation set and the
-    task, with items' ``y`` laid out for the task."""
-    train_set = FeatureSet(features_dir, ("train",), train=True, with_noisy=True,
-                           labels=labels)
-    valid_set = FeatureSet(features_dir, ("valid",))
+    task, with items' ``y`` laid out for the task; ``clips`` replaces both sets' clips."""
+    roles, train_labels = _train_clips(labels, clips)
+    train_set = FeatureSet(features_dir, roles, train=True, with_noisy=True,
+                           labels=train_labels)
+    valid_set = (FeatureSet(features_dir, ("valid",)) if clips is None else
+                 FeatureSet(features_dir, clips.roles, labels=clips.valid))
     for name, data in (("training", train_set), ("validation", valid_set)):
         if len(data) == 0:
             raise ValueError(f"{features_dir}: no {name} clips (check the split params)")
@@ -208,11 +236,11 @@ def _datasets(features_dir: Path, cfg: TrainConfig, labels: Path | None = None):
 
 def _loaders(features_dir: Path, train_set: FeatureSet, valid_set: FeatureSet, spec: TaskSpec,
              cfg: TrainConfig, generator, ctx: distributed.Context, seed: int,
-             labels: Path | None = None, device=None):
+             labels: Labels = None, device=None, roles: tuple[str, ...] = ("train",)):
     """Shuffled training loader and validation loader; with ``overfit_batches: N`` both
     are the same N fixed batches of training clips (deterministic crops, no shuffling)."""
     if cfg.overfit_batches:
-        fixed = FeatureSet(features_dir, ("train",), with_noisy=True, labels=labels)
+        fixed = FeatureSet(features_dir, roles, with_noisy=True, labels=labels)
         fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
         subset = Subset(fixed, range(min(len(fixed), cfg.overfit_batches * cfg.batch_size)))
         loader = _loader(subset, cfg, device=device)
@@ -280,13 +308,14 @@ def signal_augment(cfg: TrainConfig, meta: dict[str, Any],
 
 
 def _score_loader(features_dir: Path, spec: TaskSpec, cfg: TrainConfig, seed: int,
-                  labels: Path | None = None, device=None) -> DataLoader | None:
+                  labels: Labels = None, device=None,
+                  roles: tuple[str, ...] = ("train",)) -> DataLoader | None:
     """``train.train_score_clips`` training clips (a seeded choice, the same every epoch)
     with their evaluation crops: scoring them after each epoch gives a train lwlrap /
     accuracy curve beside the validation one at a small, fixed cost. None when off."""
     if not cfg.train_score_clips or cfg.overfit_batches:
         return None
-    fixed = FeatureSet(features_dir, ("train",), labels=labels)
+    fixed = FeatureSet(features_dir, roles, labels=labels)
     fixed.select_outputs(spec.n_classes > 0, list(spec.targets))
     chosen = np.random.default_rng(seed).permutation(len(fixed))[:cfg.train_score_clips]
     return _loader(Subset(fixed, sorted(chosen.tolist())), cfg, device=device)
@@ -319,7 +348,8 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
                 cfg: TrainConfig, seed: int,
                 resume_dir: str | os.PathLike[str] | None = None,
                 stop_after: int | None = None,
-                labels: str | os.PathLike[str] | None = None) -> list[EpochResult]:
+                labels: str | os.PathLike[str] | None = None,
+                clips: ClipChoice | None = None) -> list[EpochResult]:
     """Train ``name``; writes ``model_dir/{model.pt,first_epoch.pt,history.json}``
     atomically at the end.
 
@@ -334,7 +364,9 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     :mod:`audiotag.training.resume`); ``stop_after`` ends the run after that many epochs
     without writing outputs (to simulate a killed run in tests). ``labels``: a labels file
     (label cleaning's ``data/clean/labels.csv``) that gives the training clips, their
-    labels and loss weights instead of the store's.
+    labels and loss weights instead of the store's. ``clips``: the clips that train and
+    those that validate instead of the store's ``train`` and ``valid`` roles (a k-fold CV
+    fold; ``labels`` is then not read).
     """
     features_dir = Path(features_dir)
     kind = read_json(features_dir / "features.json")["kind"]
@@ -344,7 +376,7 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
                           "features.kind=waveform has none (set the mask counts to 0)")
     run = RunInputs(name, model_params, features_dir, Path(model_dir), Path(live_dir), cfg,
                     seed, kind, Path(labels) if labels is not None else None,
-                    Path(resume_dir) if resume_dir is not None else None, stop_after)
+                    Path(resume_dir) if resume_dir is not None else None, stop_after, clips)
     set_threads(cfg.threads)
     ctx, device = distributed.setup(cfg.device)
     try:
@@ -371,6 +403,7 @@ class RunInputs:
     labels: Path | None  # a labels file replacing the store's training labels
     resume_dir: Path | None
     stop_after: int | None
+    clips: ClipChoice | None = None  # instead of the store's train and valid roles
 
 
 @dataclass(frozen=True)
@@ -416,11 +449,12 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
     """Seed, datasets, loaders, the model (``train.init_from`` loaded, DDP-wrapped with
     several processes), its checkpoint metadata and the trainer, resumed from
     ``run.resume_dir`` when a state of this very run is there."""
-    name, cfg, labels = run.name, run.cfg, run.labels
+    name, cfg = run.name, run.cfg
+    roles, labels = _train_clips(run.labels, run.clips)
     generator = seed_everything(run.seed)
-    train_set, valid_set, spec = _datasets(run.features_dir, cfg, labels)
+    train_set, valid_set, spec = _datasets(run.features_dir, cfg, run.labels, run.clips)
     train_loader, valid_loader = _loaders(run.features_dir, train_set, valid_set, spec, cfg,
-                                          generator, ctx, run.seed, labels, device)
+                                          generator, ctx, run.seed, labels, device, roles)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **run.model_params)
     meta = {"model_name": name, "model_params": run.model_params,
@@ -451,13 +485,15 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
                       spectral=run.kind != "waveform", overfit=cfg.overfit_batches > 0,
                       parallel=parallel,
                       score_loader=_score_loader(run.features_dir, spec, cfg, run.seed, labels,
-                                                device),
+                                                device, roles),
                       finetune_loader=(None if cfg.overfit_batches else
                                        _finetune_loader(train_set, cfg, generator, device)),
                       signal_augment=signal_augment(cfg, train_set.meta, train_set.stats))
     train_params = cfg.model_dump()
-    if labels is not None:  # other labels, another run
-        train_params["labels_file"] = resume.file_digest(labels)
+    if run.clips is not None:  # other clips, another run
+        train_params["clips"] = run.clips.digest()
+    elif run.labels is not None:  # other labels, another run
+        train_params["labels_file"] = resume.file_digest(run.labels)
     fp = resume.fingerprint(name, run.model_params, train_params, run.seed, run.features_dir)
     saved = resume.load_state(run.resume_dir, fp)
     if saved is not None:
