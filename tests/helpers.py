@@ -59,7 +59,8 @@ def tone_store(root: Path, features=None, **kwargs) -> Path:
     from audiotag.features.store import extract_features
 
     features = features or FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128,
-                                          n_mels=16, fmin=50, fmax=4000, clip_seconds=1.0)
+                                          n_mels=16, fmin=50, fmax=4000, clip_seconds=1.0,
+                                          eval_crops="center")
     write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
                        **kwargs)
     manifest, classes = read_manifest(root / "raw")

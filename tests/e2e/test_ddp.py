@@ -18,7 +18,7 @@ from audiotag.features.store import extract_features
 from audiotag.training.checkpoint import load_checkpoint
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
+                          fmax=4000, clip_seconds=1.0, eval_crops="center")
 pytestmark = pytest.mark.e2e  # torchrun starts two training processes
 
 

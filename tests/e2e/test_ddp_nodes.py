@@ -22,7 +22,7 @@ from audiotag.training.distributed import torchrun_args
 
 pytestmark = pytest.mark.e2e  # torchrun processes on loopback
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
+                          fmax=4000, clip_seconds=1.0, eval_crops="center")
 
 
 def _free_port() -> int:

@@ -26,7 +26,7 @@ from audiotag.training.run import (
 from audiotag.training.utils import grad_norms, layer_names, update_ratios
 
 FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                          fmax=4000, clip_seconds=1.0)
+                          fmax=4000, clip_seconds=1.0, eval_crops="center")
 TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5, device="cpu")
 
 
