@@ -4,6 +4,10 @@
         --out /tmp/tools-synthetic
     python benchmarks/train_tools.py --features /tmp/fsdd/features --out /tmp/tools-fsdd \\
         --arms baseline ema focal
+    python benchmarks/train_tools.py --features data/features --labels data/clean/labels.csv \\
+        --out /tmp/goals --model crnn --arms baseline --seeds 1 2 3 \\
+        --arm lr4 train.lr=0.004 --arm gru32 models.crnn.gru_hidden=32 \\
+        --also-eval crops3=/tmp/features-crops3
 
 Each arm is params.yaml's ``train`` group (``train.threads: 1``, CPU) with the arm's
 overrides; every arm x seed trains ``--model`` (default cnn1d) on the given feature store
@@ -18,11 +22,14 @@ the task refuses (e.g. ``pos_weight`` on a single-label set) is listed with the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing
 import statistics
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -40,8 +47,20 @@ ARMS: dict[str, dict] = {
 }
 
 
+def _apply(raw: dict, overrides: dict) -> dict:
+    """``raw`` with each dotted ``train.*`` / ``models.*`` key of ``overrides`` set."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        parts = key.split(".") if key.split(".")[0] in ("train", "models") else ["train", key]
+        target = raw
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return raw
+
+
 def _job(args: tuple) -> dict:
-    arm, seed, model, features, labels, out, params = args
+    arm, seed, model, features, labels, out, params, overrides, also = args
     import torch
 
     torch.set_num_threads(1)
@@ -53,11 +72,11 @@ def _job(args: tuple) -> dict:
     from audiotag.training.config import parse_train
     from audiotag.training.run import train_model
 
-    raw = read_params(params)
-    raw["train"] = {**raw["train"], **ARMS[arm], "threads": 1, "device": "cpu"}
+    raw = _apply(read_params(params), overrides)
+    raw["train"] = {**raw["train"], "threads": 1, "device": "cpu"}
     cfg = parse_train(raw, params)
-    run = Path(out) / arm / str(seed)
-    record = {"arm": arm, "seed": seed}
+    run = Path(out) / model / arm / str(seed)
+    record = {"model": model, "arm": arm, "seed": seed}
     try:
         history = train_model(model, parse_model_params(raw, model, params), features,
                               run / "model", run / "live", cfg, seed, labels=labels)
@@ -67,6 +86,9 @@ def _job(args: tuple) -> dict:
         update={"score_train": False})
     metrics = evaluate_model(run / "model/model.pt", features, run / "metrics.json",
                              run / "plots", evaluate)
+    for name, store in also.items():
+        record[name] = evaluate_model(run / "model/model.pt", store, run / f"{name}.json",
+                                      run / f"plots-{name}", evaluate).get("lwlrap")
     summary = json.loads((run / "live/metrics.json").read_text())
     return {**record, "lwlrap": metrics.get("lwlrap"), "accuracy": metrics.get("accuracy"),
             "epochs": len(history), "train_seconds": summary["train_seconds"]}
@@ -80,45 +102,72 @@ def _cell(values: list) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+def _arm(values: list[str]) -> tuple[str, dict]:
+    """``NAME KEY=VALUE ...`` -> ``(NAME, {KEY: value})``."""
+    name, *items = values
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--arm {name}: {item!r} is not KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return name, overrides
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", required=True, help="feature store directory")
     parser.add_argument("--labels", default=None, help="labels file (data/clean/labels.csv)")
     parser.add_argument("--out", required=True, help="directory of the runs and results")
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="*", default=None, choices=list(ARMS),
+                        help="built-in arms (default: all of them, unless --arm is given)")
+    parser.add_argument("--arm", nargs="+", action="append", default=[],
+                        metavar="NAME [KEY=VALUE]", help="an arm of train.*/models.* overrides")
+    parser.add_argument("--also-eval", nargs="+", default=[], metavar="NAME=STORE",
+                        help="also score each model on these stores (same clips and features)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--model", default="cnn1d")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     args = parser.parse_args()
+    arms = {name: ARMS[name] for name in (args.arms if args.arms is not None
+                                          else [] if args.arm else ARMS)}
+    arms.update(_arm(values) for values in args.arm)
+    also = dict(item.split("=", 1) for item in args.also_eval)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     done = [json.loads(line) for line in results.read_text().splitlines()] \
         if results.exists() else []
+    done = [r for r in done if r.get("model", "cnn1d") == args.model]
     have = {(r["arm"], r["seed"]) for r in done}
-    todo = [(arm, seed, args.model, args.features, args.labels, str(out), args.params)
-            for arm in args.arms for seed in args.seeds if (arm, seed) not in have]
+    todo = [(arm, seed, args.model, args.features, args.labels, str(out), args.params,
+             overrides, also)
+            for arm, overrides in arms.items() for seed in args.seeds if (arm, seed) not in have]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         for record in pool.imap_unordered(_job, todo):
             done.append(record)
             with results.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)
-    print("\n| arm | overrides | test lwlrap | test accuracy | epochs | train s |")
-    print("|---|---|---:|---:|---:|---:|")
-    for arm in args.arms:
+    extra = "".join(f" {name} |" for name in also)
+    print(f"\n{args.model}: | arm | overrides | test lwlrap |{extra} test accuracy | epochs "
+          "| train s | lwlrap per seed |")
+    print("|---|---|---:|" + "---:|" * len(also) + "---:|---:|---:|---|")
+    for arm, overrides in arms.items():
         rows = sorted((r for r in done if r["arm"] == arm and r["seed"] in args.seeds),
                       key=lambda r: r["seed"])
-        overrides = ", ".join(f"{k}={v}" for k, v in ARMS[arm].items()) or "defaults"
+        text = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
         if any("refused" in r for r in rows):
-            print(f"| {arm} | {overrides} | n/a: {rows[0]['refused']} | | | |")
+            print(f"| {arm} | {text} | n/a: {rows[0]['refused']} | | | |")
             continue
-        print(f"| {arm} | {overrides} | {_cell([r['lwlrap'] for r in rows])} "
-              f"| {_cell([r['accuracy'] for r in rows])} "
+        cells = "".join(f" {_cell([r.get(name) for r in rows])} |" for name in also)
+        seeds = " ".join(f"{r['seed']}:{r['lwlrap']:.3f}" for r in rows)
+        print(f"| {arm} | {text} | {_cell([r['lwlrap'] for r in rows])} |{cells}"
+              f" {_cell([r['accuracy'] for r in rows])} "
               f"| {_cell([r['epochs'] for r in rows])} "
-              f"| {_cell([r['train_seconds'] for r in rows])} |")
+              f"| {_cell([r['train_seconds'] for r in rows])} | {seeds} |")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from audiotag.training.config import TrainConfig
 CLASSES = ["low", "mid", "high"]
 # the tone clips' small front end and a short cnn1d training: what the training tests share
 TONE_FEATURES = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                               fmax=4000, clip_seconds=1.0)
+                               fmax=4000, clip_seconds=1.0, eval_crops="center")
 TONE_TRAIN = TrainConfig(models=["cnn1d"], epochs=3, batch_size=8, lr=0.01, patience=5,
                          device="cpu")
 SMALL_CNN1D = {"channels": [16, 16]}
@@ -63,11 +63,9 @@ def tone_store(root: Path, features=None, **kwargs) -> Path:
     under ``root``: the training tests' small data."""
     from audiotag.data.config import SplitConfig
     from audiotag.data.manifest import read_manifest
-    from audiotag.features.config import FeaturesConfig
     from audiotag.features.store import extract_features
 
-    features = features or FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128,
-                                          n_mels=16, fmin=50, fmax=4000, clip_seconds=1.0)
+    features = features or TONE_FEATURES
     write_tone_dataset(root / "raw", counts=(("curated", 24), ("noisy", 12), ("test", 9)),
                        **kwargs)
     manifest, classes = read_manifest(root / "raw")

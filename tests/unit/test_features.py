@@ -15,7 +15,7 @@ from audiotag.features.logmel import LogMel, n_frames
 from audiotag.features.store import FeatureSet, extract_features
 
 CFG = FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50,
-                     fmax=4000, clip_seconds=1.0, batch_size=4)
+                     fmax=4000, clip_seconds=1.0, batch_size=4, eval_crops="center")
 SPLIT = SplitConfig(valid_fold=0)
 
 

@@ -44,6 +44,7 @@ def _store_and_checkpoint(tmp_path, **features):
 
 
 @pytest.mark.parametrize("features", [{}, {"eval_crops": "3"},
+                                      {"eval_crops": 3, "eval_aggregate": "max"},
                                       {"kind": "logmel+mfcc", "n_mfcc": 8}])
 def test_predict_files_reproduces_the_feature_store_scores(tmp_path, features):
     # long clips (up to 1.5 s against a 0.6 s window) are cropped, short ones padded: the

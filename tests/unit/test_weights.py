@@ -180,7 +180,7 @@ def test_autoencoder_analysis_covers_both_phases(tmp_path, freeze_encoder):
     manifest, classes = read_manifest(tmp_path / "raw")
     extract_features(manifest, classes, tmp_path / "raw", tmp_path / "features",
                      FeaturesConfig(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16,
-                                    fmin=50, fmax=4000, clip_seconds=1.0),
+                                    fmin=50, fmax=4000, clip_seconds=1.0, eval_crops="center"),
                      SplitConfig(valid_fold=0))
     params = {"channels": [4, 4], "latent_channels": 4, "pretrain_epochs": 2,
               "freeze_encoder": freeze_encoder, "head_layers": 1, "head_hidden": 8}

@@ -21,7 +21,8 @@ class DetectorConfig(Strict):
     model: str = "cnn1d"  # a registered model name
     params: dict[str, Any] = {}  # over models.<model>
     # over TrainConfig's defaults (not train.*)
-    train: dict[str, Any] = {"epochs": 12, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1}
+    train: dict[str, Any] = {"epochs": 12, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1,
+                             "batch_size": 32}
     n_folds: int = Field(5, ge=2)  # cleanlab, loss: out-of-fold detectors
     crop_aggregate: Literal["mean", "max"] = "mean"  # a scored clip's windows: mean | max
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -18,7 +18,12 @@ class FeaturesConfig(Strict):
 
     One clip -> ``(dim, frames)`` with ``frames = 1 + samples // hop_length`` (``waveform``:
     ``(1, samples)``); ``dim`` depends on ``kind`` (see ``audiotag.features.frontend``).
+    ``eval_crops`` windows cover a clip at evaluation; ``eval_aggregate`` turns their
+    scores into the clip's (``max``: a sound heard in any window is present).
     """
+
+    # what a store or checkpoint saved before these keys existed was made with (:meth:`saved`)
+    ABSENT_IN_OLD_DUMPS: ClassVar[dict[str, Any]] = {"eval_aggregate": "mean"}
 
     kind: FeatureKind = "logmel"
     sample_rate: int = Field(16000, ge=1000)
@@ -37,7 +42,8 @@ class FeaturesConfig(Strict):
     pad_mode: PadMode = "wrap"
     train_crop: Literal["random", "center"] = "random"
     crops_per_clip: int = Field(1, ge=1)
-    eval_crops: Literal["center"] | Annotated[int, Field(ge=1)] = "center"
+    eval_crops: Literal["center"] | Annotated[int, Field(ge=1)] = 2
+    eval_aggregate: Literal["mean", "max"] = "max"
     normalize: Literal["standard", "minmax", "none"] = "standard"
     batch_size: int = Field(32, ge=1)
     workers: int = Field(2, ge=0)
@@ -56,10 +62,16 @@ class FeaturesConfig(Strict):
         if self.beat_sync:
             if self.kind == "waveform":
                 raise ValueError("beat_sync needs a spectral kind, not kind=waveform")
-            if self.crops_per_clip > 1 or self.eval_crops not in ("center", 1):
+            if self.crops_per_clip > 1:  # eval_crops: ignored, a sequence is scored whole
                 raise ValueError("beat_sync keeps whole variable-length sequences: "
-                                 "use crops_per_clip=1 and eval_crops=center")
+                                 "use crops_per_clip=1")
         return self
+
+    @classmethod
+    def saved(cls, dump: dict[str, Any]) -> FeaturesConfig:
+        """The config a feature store's ``features.json`` or a checkpoint holds; keys added
+        since it was saved get the value it was made with, not today's default."""
+        return cls.model_validate({**cls.ABSENT_IN_OLD_DUMPS, **dump})
 
     @property
     def n_eval_crops(self) -> int:

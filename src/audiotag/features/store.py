@@ -111,7 +111,7 @@ class ClipPipeline:
     """
 
     def __init__(self, features: dict, stats: dict) -> None:
-        self.config = FeaturesConfig.model_validate(features)
+        self.config = FeaturesConfig.saved(features)
         self.extract = ClipExtractor(self.config)
         self.window = n_frames(self.config)
         self.n_crops = self.config.n_eval_crops
@@ -409,7 +409,7 @@ class FeatureSet(torch.utils.data.Dataset):
         self.classes = read_classes(store / CLASSES_NAME)
         self.stats = read_json(store / "stats.json")
         self.meta = read_json(store / "features.json")
-        self.config = FeaturesConfig.model_validate(self.meta["config"])
+        self.config = FeaturesConfig.saved(self.meta["config"])
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
         self.targets = labels_to_matrix(self.index["labels"], self.classes)  # (N, C)

@@ -24,7 +24,7 @@ class TrainConfig(Strict):
     targets: list[str] | None = None  # targets_* columns learnt (prefix optional); None: all
     target_weights: list[float] | None = None  # per name in targets: scales its squared error
     epochs: int = Field(12, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only

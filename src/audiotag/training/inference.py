@@ -123,7 +123,8 @@ def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
     ``labels``, a ``clip_id, labels, weight`` table: only its clips, with its labels).
 
     One row per clip: with ``features.eval_crops: N`` the store yields N windows per clip
-    and their scores are averaged (see :func:`predict`);
+    and their scores are averaged, or with ``features.eval_aggregate: max`` their maximum
+    taken (see :func:`predict`);
     ``batch_size`` counts clips. ``spec`` (from the checkpoint, see :func:`task_of`) says
     which outputs are class scores (softmax or sigmoid) and which are regression outputs;
     without it every output is a sigmoid score.
@@ -133,7 +134,8 @@ def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
         raise ValueError(f"{store_dir}: no clips with role {' or '.join(roles)}")
     started = time.perf_counter()
     loader = DataLoader(data, batch_size=batch_size, collate_fn=collate_clips)
-    scores, targets, _ = predict(model, loader, device, spec=spec)
+    scores, targets, _ = predict(model, loader, device, spec=spec,
+                                 crop_aggregate=data.config.eval_aggregate)
     seconds = time.perf_counter() - started
     return ClipPredictions(data.classes, data.index, scores, targets, seconds)
 
@@ -195,7 +197,8 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: list[str], batch_si
     runs; ``progress`` shows a bar (None: only on a terminal). Unreadable files go to
     ``skipped`` with the reason.
     """
-    data = AudioFiles([str(p) for p in paths], ClipPipeline(meta["features"], meta["stats"]))
+    pipeline = ClipPipeline(meta["features"], meta["stats"])
+    data = AudioFiles([str(p) for p in paths], pipeline)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=list)
     done: list[int] = []
     skipped: list[tuple[str, str]] = []
@@ -215,7 +218,8 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: list[str], batch_si
 
     started = time.perf_counter()
     try:
-        scores, _, _ = predict(model, batches(), device, spec=task_of(meta))
+        scores, _, _ = predict(model, batches(), device, spec=task_of(meta),
+                               crop_aggregate=pipeline.config.eval_aggregate)
     except ValueError:  # no file could be read
         if done:
             raise

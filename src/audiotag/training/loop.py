@@ -135,7 +135,8 @@ class Trainer:
                  overfit: bool = False, parallel: torch.nn.Module | None = None,
                  score_loader: DataLoader | None = None,
                  finetune_loader: DataLoader | None = None,
-                 signal_augment: SignalAugment | None = None) -> None:
+                 signal_augment: SignalAugment | None = None,
+                 crop_aggregate: str = "mean") -> None:
         self.model = model.to(device)
         self.net = parallel if parallel is not None else self.model  # DDP wrapper, if any
         self.spec, self.cfg, self.device = spec, cfg, device
@@ -143,6 +144,7 @@ class Trainer:
         self.score_loader = score_loader  # fixed training clips scored after each epoch
         self.finetune_loader = finetune_loader  # curated clips (finetune_curated_epochs)
         self.signal_augment = signal_augment  # gain / shift / background (train.aug_*)
+        self.crop_aggregate = crop_aggregate  # of a clip's windows (features.eval_aggregate)
         if cfg.finetune_curated_epochs and finetune_loader is None:
             raise ValueError("train.finetune_curated_epochs needs a loader of curated clips")
         self.loader_generator = loader_generator
@@ -355,7 +357,7 @@ class Trainer:
                   loader: DataLoader | None = None) -> tuple[float, float, float]:
         """``(loss, lwlrap, accuracy)`` of ``model`` on ``loader`` (default: validation)."""
         scores, targets, loss = predict(model, loader or self.valid_loader, self.device,
-                                        self.loss_fn, self.spec)
+                                        self.loss_fn, self.spec, self.crop_aggregate)
         c = self.spec.n_classes
         if not c:
             return loss, math.nan, math.nan

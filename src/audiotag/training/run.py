@@ -488,7 +488,8 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
                                                 device, roles),
                       finetune_loader=(None if cfg.overfit_batches else
                                        _finetune_loader(train_set, cfg, generator, device)),
-                      signal_augment=signal_augment(cfg, train_set.meta, train_set.stats))
+                      signal_augment=signal_augment(cfg, train_set.meta, train_set.stats),
+                      crop_aggregate=valid_set.config.eval_aggregate)
     train_params = cfg.model_dump()
     if run.clips is not None:  # other clips, another run
         train_params["clips"] = run.clips.digest()
