@@ -4,9 +4,10 @@
     python benchmarks/train.py --models cnn2d resnet18 --seconds 10 --threads 2
     python benchmarks/train.py --skip-data              # throughput only
 
-Throughput (clips/s): each model (its params.yaml settings, 12 classes, 64 mels x 201 frames,
-the default synthetic set's shape: 4 s at 16 kHz, hop 320) trains on random tensors with
-AdamW + BCE, batch 32, on the CPU; one warm-up step, then steps until ``--seconds`` have
+Throughput (clips/s): each model (its params.yaml settings) trains on random tensors of the
+default run's shape (params.yaml: ``data.synthetic.num_classes`` classes, ``features.n_mels``
+mels x the frames of ``features.clip_seconds`` at ``features.hop_length``) with AdamW + BCE,
+batch ``train.batch_size``, on the CPU; one warm-up step, then steps until ``--seconds`` have
 passed (at least 2). Data-wait share: a small tone dataset (``tests/helpers.py``) goes
 through the real ``extract_features`` into a FeatureSet store; ``cnn2d`` (and
 ``--data-models``) then train on it through the same DataLoader settings as the train
@@ -40,7 +41,12 @@ from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.store import FeatureSet, collate_clips, extract_features  # noqa: E402
 from audiotag.models import MODELS, create_model, list_models, parse_model_params  # noqa: E402
 
-NUM_CLASSES, N_MELS, FRAMES, BATCH = 12, 64, 201, 32
+_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+_F = _PARAMS["features"]
+NUM_CLASSES = _PARAMS["data"]["synthetic"]["num_classes"]
+N_MELS = _F["n_mels"]
+FRAMES = int(_F["clip_seconds"] * _F["sample_rate"]) // _F["hop_length"] + 1  # centred STFT
+BATCH = _PARAMS["train"]["batch_size"]
 
 
 def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
