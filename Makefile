@@ -16,10 +16,11 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# uv installs the same versions as pip (torch's CUDA wheels: ~1.5 min instead of ~3);
-	# pip does it where uv cannot be had
+	# uv installs the same versions as pip, faster (torch's CUDA wheels); it compiles the
+	# bytecode as pip does (with PYTHONDONTWRITEBYTECODE set, every stage process would
+	# otherwise compile torch again: twice the import time); pip where uv cannot be had
 	$(BIN)/python -m pip install --quiet uv && \
-	  $(BIN)/uv pip install --quiet --python $(BIN)/python $(TORCH_PINS) -e '.[dev]' || \
+	  $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(TORCH_PINS) -e '.[dev]' || \
 	  $(BIN)/python -m pip install --quiet -e '.[dev]' $(TORCH_PINS)
 	# the `dvc plots show/diff` page template with Vega inline (.dvc/plots.html): offline pages
 	$(BIN)/python -m audiotag.plots.offline
