@@ -1,9 +1,9 @@
 """End to end: feature kinds, pad modes, normalisations and crops through `dvc exp run`.
 
 The shared tiny project (tests/e2e/conftest.py: 2 epochs, 8 kHz clips); each case is one
-`dvc exp run -S ...` of the stages up to `evaluate@cnn1d`. Together with the default run the
-cases cover every `pad_mode` and `normalize` value, the raw waveform and a stack with crops;
-every `kind` (and beat-synchronous frames) trains in tests/unit/test_frontends.py.
+`dvc exp run -S ...` of the stages up to `evaluate@cnn1d`: a stack with crops, and the raw
+waveform. Every `kind` (and beat-synchronous frames) trains in tests/unit/test_frontends.py,
+with every `normalize` value; every `pad_mode` is checked in tests/unit/test_audio.py.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from dvc_project import commit, run
 pytestmark = pytest.mark.e2e
 
 CASES = {
-    "stft-zeros-minmax": ["features.kind=stft", "features.pad_mode=zeros",
-                          "features.normalize=minmax"],
-    "stack-mirror-none-crops": ["features.kind=logmel+chroma", "features.pad_mode=mirror",
-                                "features.normalize=none", "features.crops_per_clip=2",
-                                "features.eval_crops=3"],
+    "stack-mirror-minmax-crops": ["features.kind=logmel+chroma", "features.pad_mode=mirror",
+                                  "features.normalize=minmax", "features.crops_per_clip=2",
+                                  "features.eval_crops=3"],
     "waveform-reflect": ["features.kind=waveform", "features.pad_mode=reflect"],
 }
 
