@@ -44,7 +44,7 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	  echo "warning: could not install chromium; the HTML render test will be skipped"
 
-# tests/test_tune_workers.py starts a PostgreSQL server (initdb + pg_ctl on a loopback port,
+# tests/e2e/test_tune_workers.py starts a PostgreSQL server (initdb + pg_ctl on a loopback port,
 # data in a temp dir) for a study shared by two tuning workers: Debian's package, as above.
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \

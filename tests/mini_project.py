@@ -1,7 +1,7 @@
 """A one-stage DVC project without torch (a train.py writing a model file and a metric
 from ``train.lr``) for tests of the team workflow across clones, where each experiment
 must take seconds: what is under test is DVC's and the tuner's machinery, not the audio
-pipeline (tests/test_team.py runs that)."""
+pipeline (tests/e2e/test_team.py runs that)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ that crashed, and push each finished trial as a DVC experiment (git refs to a ba
 remote, outputs to an S3 remote served by moto); a third clone pulls the whole study.
 
 The project is a one-stage DVC project (no torch) so the trials take seconds: what is under
-test is the tuner's distribution of work, not the audio pipeline (tests/test_team.py runs
+test is the tuner's distribution of work, not the audio pipeline (tests/e2e/test_team.py runs
 the tuner on that)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The `dvc plots` page template that renders offline (issue 18): Vega inline from the
 vl-convert-python wheel, no CDN, and the project's DVC config points at it. The headless
-Chromium render with the network blocked is in tests/test_report_render.py."""
+Chromium render with the network blocked is in tests/e2e/test_report_render.py."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ CONFUSION_CSV = "confusion.csv"
 REPORT_CSV = "per_class_report.csv"
 REGRESSION_CSV = "regression.csv"
 # the headline numbers of `metrics:` (`dvc metrics show`, `dvc exp show` columns): the first
-# MAX_HEADLINE of these a model has, in this order (tests/test_headline_metrics.py); every
+# MAX_HEADLINE of these a model has, in this order (tests/e2e/test_headline_metrics.py); every
 # metric is in the details file. valid_lwlrap is what `audiotag tune` optimises.
 HEADLINE = ("lwlrap", "lwlrap_ci_low", "lwlrap_ci_high", "valid_lwlrap", "mAP", "f1_micro",
             "accuracy", "regression_mse", "best_epoch", "n_parameters",

@@ -33,7 +33,7 @@ PAGE = """<!DOCTYPE html>
     </script>
     <script type="text/javascript">
         // SVG instead of vega-embed's default canvas: sharp when zoomed, text searchable,
-        // and the marks are in the page (tests/test_report_render.py counts them)
+        // and the marks are in the page (tests/e2e/test_report_render.py counts them)
         (function () {
             var embed = window.vegaEmbed;
             window.vegaEmbed = function (el, spec, opts) {
