@@ -176,6 +176,20 @@ def test_cnn2d_freq_reduce_sets_the_head_width() -> None:
     assert odd(torch.randn(2, 40, 33)).shape == (2, 3) and odd.head.fc.in_features == 2 * 8 * 5
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_cnn2d_time_pools_keeps_the_later_blocks_time_steps(residual: bool) -> None:
+    """The first ``time_pools`` blocks halve frequency and time, the others frequency only:
+    100 frames -> 50 -> 25 -> 25 -> 25 with 2 of 4; the head pools the frames it gets."""
+    x = torch.randn(2, 64, 100)
+    every = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], residual=residual)
+    two = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], residual=residual, time_pools=2)
+    assert every.features(x.unsqueeze(1)).shape == (2, 8, 4, 7)
+    assert two.features(x.unsqueeze(1)).shape == (2, 8, 4, 25)
+    assert two(x).shape == (2, 3)
+    # the same weights: only the pooling windows differ
+    assert [p.shape for p in every.parameters()] == [p.shape for p in two.parameters()]
+
+
 def test_duplicate_name_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
         register_model("cnn2d", config=Cnn2dConfig)(Cnn2d)
@@ -225,6 +239,8 @@ def test_misspelt_param_names_the_key() -> None:
         ("cnn2d", {"residual": True, "convs_per_block": 3}, "models.cnn2d.convs_per_block"),
         ("cnn2d", {"pool": "median"}, "models.cnn2d.pool"),
         ("cnn2d", {"freq_reduce": "sum"}, "models.cnn2d.freq_reduce"),
+        ("cnn2d", {"time_pools": -1}, "models.cnn2d.time_pools"),
+        ("cnn2d", {"channels": [8, 16], "time_pools": 3}, "models.cnn2d.time_pools"),
         ("cnn1d", {"kernel_size": 4}, "models.cnn1d.kernel_size"),
         ("cnn1d", {"kernel_size": 0}, "models.cnn1d.kernel_size"),
         ("crnn", {"gru_hidden": 0}, "models.crnn.gru_hidden"),

@@ -22,7 +22,10 @@ class Cnn2dConfig(HeadConfig):
         residual: residual blocks (two conv3x3 and a shortcut, :class:`ResBlock2d`).
         convs_per_block: conv3x3-BN-act layers per plain block (PANNs: 2); residual blocks
             always have two.
-        pool: the 2x2 pooling ending each block: ``avg`` (PANNs) or ``max``.
+        pool: the pooling ending each block: ``avg`` (PANNs) or ``max``.
+        time_pools: how many blocks (the first ones) halve time as well as frequency;
+            the others halve frequency only (None: every block), so the head sees finer
+            time steps: pitch trajectories (vibrato, chirps) survive, at more compute.
         freq_reduce: how the last map's frequency bands become one feature vector per
             frame: ``flatten`` keeps each band's channels apart (``C * F'`` features), so
             the head knows *where* in frequency a pattern is; ``mean`` averages them (as
@@ -35,15 +38,24 @@ class Cnn2dConfig(HeadConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
     # what a checkpoint saved before these keys existed was built with (load_checkpoint)
     ABSENT_IN_OLD_CHECKPOINTS: ClassVar[dict[str, Any]] = {
-        "convs_per_block": 1, "pool": "max", "freq_reduce": "mean"}
+        "convs_per_block": 1, "pool": "max", "freq_reduce": "mean", "time_pools": None}
 
     channels: ChannelList = Field(default_factory=lambda: [8, 16, 32, 64])
     residual: bool = False
     convs_per_block: int = Field(default=2, ge=1)
     pool: PoolKind = "avg"
+    time_pools: int | None = Field(default=None, ge=0)
     freq_reduce: FreqReduce = "flatten"
     dropout: DropoutRate = 0.2
     block_dropout: DropoutRate = 0.0
+
+    @field_validator("time_pools")
+    @classmethod
+    def _at_most_every_block(cls, value: int | None, info: ValidationInfo) -> int | None:
+        blocks = len(info.data.get("channels") or [])  # channels is validated first
+        if value is not None and blocks and value > blocks:
+            raise ValueError(f"{value} with {blocks} blocks (channels); at most {blocks}")
+        return value
 
     @field_validator("convs_per_block")
     @classmethod
@@ -75,7 +87,7 @@ class Cnn2d(nn.Module):
         self.cfg = cfg
         self.features = conv_stack_2d(cfg.channels, cfg.activation, cfg.residual,
                                       dropout=cfg.block_dropout, convs=cfg.convs_per_block,
-                                      pool=cfg.pool)
+                                      pool=cfg.pool, time_pools=cfg.time_pools)
         bands = pooled_bands(n_mels, len(cfg.channels)) if cfg.freq_reduce == "flatten" else 1
         self.head = MaxMeanHead(cfg.channels[-1] * bands, num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)

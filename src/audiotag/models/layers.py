@@ -236,16 +236,19 @@ class ResBlock2d(nn.Module):
 
 def conv_stack_2d(channels: list[int], activation: Activation, residual: bool,
                   in_channels: int = 1, dropout: float = 0.0, convs: int = 1,
-                  pool: PoolKind = "max") -> nn.Sequential:
+                  pool: PoolKind = "max", time_pools: int | None = None) -> nn.Sequential:
     """Conv blocks (plain with ``convs`` convolutions, or residual), each halving frequency
-    and time (ceil) with a ``pool`` pooling, each followed by ``dropout`` when above 0:
-    ``(B, in_channels, F, T) -> (B, channels[-1], ceil(F / 2^n), ceil(T / 2^n))``."""
+    (ceil) with a ``pool`` pooling, the first ``time_pools`` of them (None: all) time as
+    well, each followed by ``dropout`` when above 0: ``(B, in_channels, F, T) ->
+    (B, channels[-1], ceil(F / 2^n), ceil(T / 2^time_pools))``."""
     widths = [in_channels, *channels]
+    n_time = len(channels) if time_pools is None else time_pools
+    windows = [(2, 2) if i < n_time else (2, 1) for i in range(len(channels))]
     if residual:
-        return nn.Sequential(*(ResBlock2d(widths[i], widths[i + 1], (2, 2), activation, dropout,
-                                          pool_kind=pool)
+        return nn.Sequential(*(ResBlock2d(widths[i], widths[i + 1], windows[i], activation,
+                                          dropout, pool_kind=pool)
                                for i in range(len(channels))))
-    return nn.Sequential(*(ConvBlock2d(widths[i], widths[i + 1], (2, 2), activation, dropout,
+    return nn.Sequential(*(ConvBlock2d(widths[i], widths[i + 1], windows[i], activation, dropout,
                                        convs=convs, pool_kind=pool)
                            for i in range(len(channels))))
 
