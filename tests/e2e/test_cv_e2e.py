@@ -39,9 +39,11 @@ def test_adding_a_fold_trains_only_that_fold(project):
     head = json.loads((project / "metrics/cnn1d_cv.json").read_text())
     assert head["cv_folds"] == 2 and 0 < head["lwlrap"] <= 1
     assert head["cv_lwlrap_sd"] is not None and 0 < head["oof_lwlrap"] <= 1
+    assert "| cnn1d_cv |" in (project / "reports/summary.md").read_text()
 
-    out = run(["dvc", "exp", "run", *two, "-S", "cv.folds=[0,1,2]"], project).stdout
-    assert _ran(out) == {"check_params", "cv_fold@cnn1d-2", "cv@cnn1d", "report"}, out
+    # up to cv@cnn1d (the report of the first run is checked above)
+    out = run(["dvc", "exp", "run", *two, "-S", "cv.folds=[0,1,2]", "cv@cnn1d"], project).stdout
+    assert _ran(out) == {"check_params", "cv_fold@cnn1d-2", "cv@cnn1d"}, out
     head = json.loads((project / "metrics/cnn1d_cv.json").read_text())
     assert head["cv_folds"] == 3
     oof = pd.read_csv(project / "cv/cnn1d/oof.csv", dtype={"clip_id": str})
@@ -51,7 +53,6 @@ def test_adding_a_fold_trains_only_that_fold(project):
     scores = pd.read_csv(project / "ensembles/cnn1d_cv.csv", dtype={"clip_id": str})
     single = pd.read_csv(project / "predictions/cnn1d.csv", dtype={"clip_id": str})
     assert scores["clip_id"].tolist() == single["clip_id"].tolist()
-    assert "| cnn1d_cv |" in (project / "reports/summary.md").read_text()
 
     table = run([sys.executable, "-m", "audiotag", "compare"], project).stdout
     assert "cnn1d_cv test lwlrap" in table.splitlines()[0]
