@@ -63,7 +63,7 @@ test-docs: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m docs tests/e2e/test_experiments_doc.py
 
 test-fast: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not e2e and not slow" tests/unit
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 -m "not e2e and not slow" tests/unit
 
 lint: install
 	$(BIN)/ruff check src stages tests benchmarks
