@@ -74,13 +74,17 @@ def _add_s3_remote(clone: Path, url: str) -> None:
 
 
 def test_round_trip_through_s3_keeps_credentials_out_of_git(team, s3_server):
-    base, project = team
+    base, _ = team
     url, client = s3_server
-    _add_s3_remote(project, url)
-    run(["git", "check-ignore", "-q", ".dvc/config.local"], project)
-    assert "team-secret" not in (project / ".dvc/config").read_text()
-    assert "team-secret" in (project / ".dvc/config.local").read_text()
-    run(["dvc", "push", "-r", "s3"], project)
+    # a clone of its own: the remote it adds is not committed, and DVC cannot read a
+    # committed revision of a project whose config.local names a remote the revision lacks
+    sam = _clone(base, "sam")
+    run(["dvc", "pull"], sam)
+    _add_s3_remote(sam, url)
+    run(["git", "check-ignore", "-q", ".dvc/config.local"], sam)
+    assert "team-secret" not in (sam / ".dvc/config").read_text()
+    assert "team-secret" in (sam / ".dvc/config.local").read_text()
+    run(["dvc", "push", "-r", "s3"], sam)
     stored = client.list_objects_v2(Bucket="audio-cache", Prefix="dvc/")
     assert stored.get("KeyCount", 0) > 10, "the cache objects are in the bucket"
 
@@ -115,9 +119,7 @@ def test_experiments_travel_between_clones(team):
 def test_a_queue_runs_in_parallel_and_compare_groups_seeds(team, repo_root):
     """2 configs x 2 seeds queued with `dvc exp run --queue`, run by two workers, compared
     as docs/experiments.md says. The printed table is kept in test-artifacts/compare.txt."""
-    base, _ = team
-    project = _clone(base, "frank")  # the baseline commit alone (no other test's config)
-    run(["dvc", "pull"], project)
+    _, project = team
     # up to the test metrics that `compare` reads (weights and report are other tests')
     run(["dvc", "exp", "run", "--queue", "-S", "seed=1,2", "-S", "train.lr=0.00001,0.01",
          "evaluate@cnn1d"], project)
