@@ -41,7 +41,7 @@ def _seed(seed: int, args) -> dict:
 
     raw = read_params(args.params)
     raw["train"] = {**raw["train"], "threads": 1, "device": "cpu"}
-    cfg = parse_train(raw, args.params)
+    cfg = parse_train(raw, args.params, args.model)
     split = parse_group(raw, "split", SplitConfig, args.params)
     evaluate = parse_group(raw, "evaluate", EvaluateConfig, args.params).model_copy(
         update={"score_train": False})

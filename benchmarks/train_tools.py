@@ -9,11 +9,13 @@
         --arm lr4 train.lr=0.004 --arm gru32 models.crnn.gru_hidden=32 \\
         --also-eval crops3=/tmp/features-crops3
 
-Each arm is params.yaml's ``train`` group (``train.threads: 1``, CPU) with the arm's
-overrides; every arm x seed trains ``--model`` (default cnn1d) on the given feature store
-(``--labels``: label cleaning's labels file, as the train stage reads it) and evaluates it
-on the store's test clips (params.yaml's ``evaluate`` group, no train-set scoring), in
-``--jobs`` processes at once. Results go to ``<out>/results.jsonl`` (a rerun skips the
+Each arm is params.yaml's ``train`` group under the model's own ``models.<model>.train``
+(``train.threads: 1``, CPU), with the arm's overrides (``train.epochs=1`` does not reach a
+model whose own block sets ``epochs``: give ``models.<model>.train.epochs=1``); every arm
+x seed trains ``--model`` (default cnn1d) on the given feature store (``--labels``: label
+cleaning's labels file, as the train stage reads it) and evaluates it on the store's test
+clips (params.yaml's ``evaluate`` group, no train-set scoring), in ``--jobs`` processes at
+once. Results go to ``<out>/results.jsonl`` (a rerun skips the
 arm x seed pairs already there); the table printed at the end gives test lwlrap (and
 accuracy for single-label sets) as mean ± sample sd, and the training seconds. An arm
 the task refuses (e.g. ``pos_weight`` on a single-label set) is listed with the reason.
@@ -73,8 +75,7 @@ def _job(args: tuple) -> dict:
     from audiotag.training.run import train_model
 
     raw = _apply(read_params(params), overrides)
-    raw["train"] = {**raw["train"], "threads": 1, "device": "cpu"}
-    cfg = parse_train(raw, params)
+    cfg = parse_train(raw, params, model).model_copy(update={"threads": 1, "device": "cpu"})
     run = Path(out) / model / arm / str(seed)
     record = {"model": model, "arm": arm, "seed": seed}
     try:

@@ -30,7 +30,7 @@ def main() -> None:
 
     raw = read_params(args.params)
     seed = parse_seed(raw, args.params)
-    cfg = parse_train(raw, args.params)
+    cfg = parse_train(raw, args.params, args.model)
     cv = parse_cv(raw, args.params)
     if args.model not in cv.models:
         raise ParamsError(f"{args.params}: cv.models: {args.model!r} is not listed")

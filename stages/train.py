@@ -33,7 +33,7 @@ def main() -> None:
 
     raw = read_params(args.params)
     seed = parse_seed(raw, args.params)
-    cfg = parse_train(raw, args.params)
+    cfg = parse_train(raw, args.params, args.model)
     if args.model not in cfg.models:
         raise ParamsError(f"{args.params}: train.models: {args.model!r} is not listed")
     model_params = parse_model_params(raw, args.model, args.params)

@@ -65,6 +65,9 @@ def make_project(repo_root: Path, root: Path, *overrides: dict) -> Path:
     params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
     for override in overrides:
         merge(params, override)
+    for settings in params["models"].values():  # a model's own epochs (cnn2d's 20) are tiny too
+        if "epochs" in (settings or {}).get("train", {}):
+            settings["train"]["epochs"] = params["train"]["epochs"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], root)
     run(["dvc", "init", "-q"], root)

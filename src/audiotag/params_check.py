@@ -27,7 +27,7 @@ from audiotag.data.sources import (
 )
 from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.features.config import FeaturesConfig
-from audiotag.models import parse_model_params
+from audiotag.models import list_models, parse_model_params
 from audiotag.training.config import parse_cv, parse_train
 
 GROUPS: dict[str, type[BaseModel]] = {
@@ -87,5 +87,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     if models is not None:  # every model's settings, listed in train.models or not
         for name in models if isinstance(models, dict) else [""]:
             attempt(parse_model_params, raw, name, where)
+            if name in list_models():
+                attempt(parse_train, raw, where, name)  # models.<name>.train
     if problems:
         raise ParamsError("\n".join(problems))

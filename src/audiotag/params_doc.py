@@ -130,8 +130,9 @@ def _models(entries: list[Entry]) -> list[str]:
     models = [e for e in entries if e.key.count(".") == 1 and not e.value]
     leaves = [e for e in entries if e.key.count(".") == 2]
     by_model: dict[str, list[Entry]] = {m.name: [] for m in models}
-    for e in leaves:
-        by_model[e.key.split(".")[1]].append(e)
+    for e in entries:  # a model's keys, and those of its blocks (models.cnn2d.train.epochs)
+        if e.key.count(".") >= 2:
+            by_model[e.key.split(".")[1]].append(e)
     groups: dict[tuple[str, str, str], list[str]] = {}
     for e in leaves:
         groups.setdefault((e.name, e.value, e.comment), []).append(e.key.split(".")[1])

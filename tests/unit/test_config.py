@@ -40,6 +40,32 @@ def test_default_training_takes_batches_of_16_and_cleaning_keeps_32(repo_root):
     assert parse_clean(raw)[1].batch_size == 32
 
 
+def test_a_models_train_block_changes_that_models_training_only(tmp_path):
+    raw = read_params(_write(tmp_path, "train: {models: [cnn2d, crnn], epochs: 12, lr: 0.002}\n"
+                                       "models: {cnn2d: {channels: [8, 16], "
+                                       "train: {epochs: 20, lr: 0.001}}}"))
+    cnn2d, crnn = parse_train(raw, model="cnn2d"), parse_train(raw, model="crnn")
+    assert (cnn2d.epochs, cnn2d.lr, cnn2d.models) == (20, 0.001, ["cnn2d", "crnn"])
+    assert (crnn.epochs, crnn.lr) == (12, 0.002) == (parse_train(raw).epochs, parse_train(raw).lr)
+    assert parse_model_params(raw, "cnn2d")["channels"] == [8, 16]  # train is not a model key
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("{epochz: 20}", r"models\.cnn2d\.train\.epochz: unknown key; did you mean "
+                     r"models\.cnn2d\.train\.epochs\?"),
+    ("{epochs: 0}", r"models\.cnn2d\.train\.epochs: .*greater than or equal to 1"),
+    ("{models: [crnn]}", r"models\.cnn2d\.train\.models: not a per-model setting"),
+    ("{swa_start_epoch: 30}", r"models\.cnn2d\.train: .*swa_start_epoch \(30\) must be <= "
+                              r"epochs \(12\)"),
+    ("20", r"models\.cnn2d\.train: expected a mapping"),
+])
+def test_a_bad_models_train_block_names_the_key(tmp_path, block, message):
+    raw = read_params(_write(tmp_path, "train: {models: [cnn2d], epochs: 12}\n"
+                                       f"models: {{cnn2d: {{train: {block}}}}}"))
+    with pytest.raises(ParamsError, match=message):
+        parse_train(raw, model="cnn2d")
+
+
 def test_negative_learning_rate_names_the_key(tmp_path):
     raw = read_params(_write(tmp_path, "train: {models: [cnn2d], lr: -0.1}"))
     with pytest.raises(ParamsError, match=r"train\.lr: .*greater than 0.*-0\.1"):

@@ -168,12 +168,14 @@ def test_cnn2d_block_layout_follows_the_params() -> None:
 
 def test_cnn2d_freq_reduce_sets_the_head_width() -> None:
     """``flatten``: channels x pooled bands per frame (64 mels, 4 blocks -> 4 bands);
-    ``mean``: channels only."""
+    ``mean``: channels only; ``maxmean`` pooling doubles them (max and mean)."""
     flat = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8])
     mean = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], freq_reduce="mean")
-    assert flat.head.fc.in_features == 2 * 8 * 4 and mean.head.fc.in_features == 2 * 8
+    assert flat.head.frame.in_features == 8 * 4 and mean.head.frame.in_features == 8
     odd = create_model("cnn2d", 3, 40, channels=[4, 4, 8])  # 40 -> 20 -> 10 -> 5 bands
-    assert odd(torch.randn(2, 40, 33)).shape == (2, 3) and odd.head.fc.in_features == 2 * 8 * 5
+    assert odd(torch.randn(2, 40, 33)).shape == (2, 3) and odd.head.frame.in_features == 8 * 5
+    maxmean = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], clip_pool="maxmean")
+    assert maxmean.head.fc.in_features == 2 * 8 * 4
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -188,6 +190,23 @@ def test_cnn2d_time_pools_keeps_the_later_blocks_time_steps(residual: bool) -> N
     assert two(x).shape == (2, 3)
     # the same weights: only the pooling windows differ
     assert [p.shape for p in every.parameters()] == [p.shape for p in two.parameters()]
+
+
+def test_cnn2d_attention_pooling_weights_its_frames_logits() -> None:
+    """``clip_pool: attention``: per class, softmax weights over the pooled frames (100
+    frames -> 7) and the clip logit is their weighted mean of the frame logits, so it lies
+    between the smallest and the largest frame logit; ``maxmean`` has no frame outputs."""
+    torch.manual_seed(0)
+    model = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], clip_pool="attention").eval()
+    x = torch.randn(2, 64, 100)
+    clip, frames, weights = model.frame_outputs(x)
+    assert frames.shape == weights.shape == (2, 7, 3)
+    assert torch.allclose(weights.sum(dim=1), torch.ones(2, 3))
+    assert torch.allclose(clip, (weights * frames).sum(dim=1)) and torch.equal(clip, model(x))
+    assert (frames.amin(dim=1) <= clip + 1e-6).all() and (clip <= frames.amax(dim=1) + 1e-6).all()
+    assert not torch.allclose(weights, torch.full_like(weights, 1 / 7))  # learnt, not uniform
+    with pytest.raises(ValueError, match="clip_pool: attention"):
+        create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], clip_pool="maxmean").frame_outputs(x)
 
 
 def test_duplicate_name_raises() -> None:

@@ -36,6 +36,8 @@ def test_the_repository_params_pass(repo_root):
     (lambda p: p["data"]["fsdd"].update(locl_dir="x"), r"data\.fsdd\.locl_dir: unknown key; "
                                                        r"did you mean data\.fsdd\.local_dir\?"),
     (lambda p: p["weights"].update(hist_bin=3), r"weights\.hist_bin: unknown key"),
+    (lambda p: p["models"]["crnn"].update(train={"epochz": 3}),
+     r"models\.crnn\.train\.epochz: unknown key; did you mean models\.crnn\.train\.epochs\?"),
 ])
 def test_a_misspelt_key_anywhere_names_it_and_suggests_the_close_match(params, edit, message):
     with pytest.raises(ParamsError, match=message):
@@ -53,6 +55,8 @@ def test_a_misspelt_key_anywhere_names_it_and_suggests_the_close_match(params, e
     (lambda p: p["clean"].update(method="magic"), r"clean\.method"),
     (lambda p: p["split"].update(valid_fold=-1), r"split\.valid_fold"),
     (lambda p: p.update(seed=-3), r"seed: expected a non-negative integer"),
+    (lambda p: p["models"]["cnn1d"].update(train={"lr": -1}),
+     r"models\.cnn1d\.train\.lr: .*greater than 0"),
 ])
 def test_errors_of_every_group_are_caught_by_the_whole_file_check(params, edit, message):
     # these used to surface only in train/report, after download, cleaning and features

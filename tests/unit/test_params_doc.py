@@ -79,3 +79,13 @@ def test_shared_model_keys_are_collapsed_and_nested_groups_get_sections():
     assert "| `models.{lstm,gru}.pooling` |" in page
     assert "### `data.synthetic`" in page and "### `clean.detector.train`" in page
     assert "| `data.synthetic.num_classes` | `12` |" in page
+
+
+def test_a_models_own_block_is_listed_under_that_model():
+    text = ("models:  # per model\n  a:  # model a\n    width: 4  # a width\n"
+            "    train:  # a's own training\n      epochs: 20  # a's epochs\n"
+            "  b:  # model b\n    width: 4  # a width\n")
+    page = render(text)
+    a, b = page.index("### `models.a`"), page.index("### `models.b`")
+    assert a < page.index("| `models.a.train.epochs` | `20` | a's epochs |") < b
+    assert "| `models.<any>.width` | `4` |" in page  # shared keys still collapse

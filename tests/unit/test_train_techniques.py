@@ -362,3 +362,25 @@ def test_bad_train_params_name_the_key():
         TrainConfig(models=["cnn1d"], epochs=3, swa_start_epoch=4)
     with pytest.raises(ValueError, match="freeze_init needs init_from"):
         TrainConfig(models=["cnn1d"], freeze_init=True)
+
+
+def test_the_train_stage_trains_a_model_for_its_own_epochs(multi, tmp_path, monkeypatch,
+                                                           repo_root):
+    """``models.<name>.train`` reaches training: ``train.epochs`` is 3, cnn1d's own 1."""
+    import runpy
+    import sys
+
+    import yaml
+
+    params = {"seed": 0, "train": {"models": ["cnn1d"], "epochs": 3, "batch_size": 8,
+                                   "device": "cpu"},
+              "models": {"cnn1d": {**SMALL, "train": {"epochs": 1}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage = runpy.run_path(str(repo_root / "stages/train.py"), run_name="stage")
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "--model", "cnn1d", "--features", str(multi), "--out",
+        str(tmp_path / "model"), "--live", str(tmp_path / "live"),
+        "--params", str(tmp_path / "params.yaml")])
+    stage["main"]()
+    history = json.loads((tmp_path / "model/history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1]

@@ -24,6 +24,7 @@ from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
 from audiotag.models.mixnet import MixNet, MixNetConfig
 from audiotag.models.registry import (
     MAX_PARAMETERS,
+    MODEL_TRAIN,
     MODELS,
     ModelSpec,
     create_model,
@@ -39,6 +40,7 @@ from audiotag.models.stn import Stn, StnConfig
 __all__ = [
     "BACKBONES",
     "MAX_PARAMETERS",
+    "MODEL_TRAIN",
     "MODELS",
     "Autoencoder",
     "AutoencoderConfig",

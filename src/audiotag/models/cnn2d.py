@@ -8,10 +8,11 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from audiotag.models.heads import HeadConfig, init_weights
-from audiotag.models.layers import MaxMeanHead, PoolKind, check_input, conv_stack_2d
+from audiotag.models.layers import AttentionHead, MaxMeanHead, PoolKind, check_input, conv_stack_2d
 from audiotag.models.registry import ChannelList, DropoutRate, register_model
 
 FreqReduce = Literal["mean", "flatten"]
+ClipPool = Literal["maxmean", "attention"]
 
 
 class Cnn2dConfig(HeadConfig):
@@ -31,6 +32,9 @@ class Cnn2dConfig(HeadConfig):
             the head knows *where* in frequency a pattern is; ``mean`` averages them (as
             PANNs, whose receptive field spans the whole spectrum), which makes a shallow
             net blind to pitch: a pattern one octave up gives the same features.
+        clip_pool: how frame features become clip logits: ``maxmean`` concatenates the
+            max and the mean over time before the head; ``attention`` gives each frame
+            logits and a softmax weight over time per class (as ``crnn``).
         dropout: dropout before each head layer.
         block_dropout: dropout after every conv block (0: none).
     """
@@ -38,14 +42,16 @@ class Cnn2dConfig(HeadConfig):
     model_config = ConfigDict(extra="forbid", frozen=True)
     # what a checkpoint saved before these keys existed was built with (load_checkpoint)
     ABSENT_IN_OLD_CHECKPOINTS: ClassVar[dict[str, Any]] = {
-        "convs_per_block": 1, "pool": "max", "freq_reduce": "mean", "time_pools": None}
+        "convs_per_block": 1, "pool": "max", "freq_reduce": "mean", "time_pools": None,
+        "clip_pool": "maxmean"}
 
-    channels: ChannelList = Field(default_factory=lambda: [8, 16, 32, 64])
+    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
     residual: bool = False
     convs_per_block: int = Field(default=2, ge=1)
     pool: PoolKind = "avg"
     time_pools: int | None = Field(default=None, ge=0)
     freq_reduce: FreqReduce = "flatten"
+    clip_pool: ClipPool = "attention"
     dropout: DropoutRate = 0.2
     block_dropout: DropoutRate = 0.0
 
@@ -76,7 +82,8 @@ def pooled_bands(n_mels: int, blocks: int) -> int:
 @register_model("cnn2d", config=Cnn2dConfig)
 class Cnn2d(nn.Module):
     """2-D CNN: conv blocks (plain or residual) halve frequency and time; the bands are
-    flattened (or averaged), then max+mean over time and the head.
+    flattened (or averaged), then attention pooling of frame logits (or max+mean over
+    time and the head).
 
     ``(B, n_mels, T) -> (B, num_classes)`` logits.
     """
@@ -89,14 +96,33 @@ class Cnn2d(nn.Module):
                                       dropout=cfg.block_dropout, convs=cfg.convs_per_block,
                                       pool=cfg.pool, time_pools=cfg.time_pools)
         bands = pooled_bands(n_mels, len(cfg.channels)) if cfg.freq_reduce == "flatten" else 1
-        self.head = MaxMeanHead(cfg.channels[-1] * bands, num_classes, cfg=cfg)
+        width = cfg.channels[-1] * bands
+        self.head: nn.Module
+        if cfg.clip_pool == "attention":
+            self.dropout = nn.Dropout(cfg.dropout)
+            self.head = AttentionHead(width, num_classes, cfg)
+        else:
+            self.head = MaxMeanHead(width, num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
 
     def forward(self, x: Tensor) -> Tensor:
+        h = self._frames(x)  # (B, D, T')
+        if self.cfg.clip_pool == "attention":
+            return self.head(self.dropout(h.transpose(1, 2)))  # (B, T', D) -> (B, K)
+        return self.head(h)  # (B, K)
+
+    def frame_outputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``clip_pool: attention``: ``(clip_logits (B, K), frame_logits (B, T', K),
+        attention weights (B, T', K))``."""
+        if self.cfg.clip_pool != "attention":
+            raise ValueError("models.cnn2d: frame outputs need clip_pool: attention")
+        assert isinstance(self.head, AttentionHead)
+        return self.head.pool(self.dropout(self._frames(x).transpose(1, 2)))
+
+    def _frames(self, x: Tensor) -> Tensor:
+        """``(B, n_mels, T) -> (B, D, T')``: one feature vector per pooled frame."""
         check_input(x, self.n_mels)
         h = self.features(x.unsqueeze(1))  # (B, C, F', T')
         if self.cfg.freq_reduce == "flatten":
-            h = h.flatten(1, 2)  # (B, C * F', T'): channel c of band f is feature c * F' + f
-        else:
-            h = h.mean(dim=2)  # (B, C, T')
-        return self.head(h)  # (B, K)
+            return h.flatten(1, 2)  # (B, C * F', T'): channel c of band f is feature c * F' + f
+        return h.mean(dim=2)  # (B, C, T')

@@ -178,6 +178,11 @@ SHARED = "defaults"
 sets the key itself. Not a model name."""
 
 
+MODEL_TRAIN = "train"
+"""``models.<name>.train``: that model's ``train.*`` settings
+(:func:`audiotag.training.config.parse_train`), not a setting of the model itself."""
+
+
 def shared_model_defaults(raw: dict[str, Any], where: str = "params.yaml") -> dict[str, Any]:
     """``models.defaults`` checked against the shared options (unknown keys, bad values)."""
     shared = (raw.get("models") or {}).get(SHARED) or {}
@@ -195,7 +200,7 @@ def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml
                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """``models.<name>`` over ``models.defaults`` (the keys the model's config has), with
     ``overrides`` over both, validated against the model's config; returns the validated
-    dict."""
+    dict. ``models.<name>.train`` is not a model setting: ``parse_train`` reads it."""
     models = raw.get("models") or {}
     if not isinstance(models, dict):
         raise ParamsError(f"{where}: models: expected a mapping of model name -> settings")
@@ -207,8 +212,8 @@ def parse_model_params(raw: dict[str, Any], name: str, where: str = "params.yaml
         return {}
     shared = shared_model_defaults(raw, where)
     fields = model_config_class(name).model_fields if name in list_models() else {}
-    params = {**{k: v for k, v in shared.items() if k in fields},
-              **(models.get(name) or {}), **(overrides or {})}
+    own = {k: v for k, v in (models.get(name) or {}).items() if k != MODEL_TRAIN}
+    params = {**{k: v for k, v in shared.items() if k in fields}, **own, **(overrides or {})}
     try:
         return validate_model_params(name, params).model_dump()
     except (ValueError, KeyError) as err:

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from audiotag.core.errors import ParamsError
-from audiotag.core.params import Strict, parse_group
-from audiotag.models import list_models
+from audiotag.core.params import Strict, parse_group, unknown_key
+from audiotag.models import MODEL_TRAIN, list_models
 
 
 class TrainConfig(Strict):
@@ -118,8 +118,44 @@ class TrainConfig(Strict):
             (self.specaug_time_masks > 0 and self.specaug_time_width > 0)
 
 
-def parse_train(raw: dict[str, Any], where: str = "params.yaml") -> TrainConfig:
-    """``train`` group; every name in ``train.models`` must be a registered model."""
+def parse_train(raw: dict[str, Any], where: str = "params.yaml",
+                model: str | None = None) -> TrainConfig:
+    """``train`` group; every name in ``train.models`` must be a registered model.
+
+    With ``model``, the keys of ``models.<model>.train`` replace those of ``train`` (a bad
+    one is named ``models.<model>.train.<key>``); ``train.models`` is never one of them.
+    """
+    cfg = _parse_train_group(raw, where)
+    overrides = model_train_overrides(raw, model, where) if model else {}
+    if not overrides:
+        return cfg
+    key = f"models.{model}.{MODEL_TRAIN}"
+    merged = {**(raw.get("train") or {}), **overrides}
+    return parse_group({"models": {model: {MODEL_TRAIN: merged}}}, key, TrainConfig, where)
+
+
+def model_train_overrides(raw: dict[str, Any], model: str,
+                          where: str = "params.yaml") -> dict[str, Any]:
+    """``models.<model>.train`` (``{}`` when absent), its keys checked against ``train``'s."""
+    settings = (raw.get("models") or {}).get(model)
+    overrides = settings.get(MODEL_TRAIN) if isinstance(settings, dict) else None
+    if overrides is None:
+        return {}
+    key = f"models.{model}.{MODEL_TRAIN}"
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{where}: {key}: expected a mapping of train.* settings, "
+                          f"got {overrides!r}")
+    per_model = [name for name in TrainConfig.model_fields if name != "models"]
+    for name in overrides:
+        if name == "models":
+            raise ParamsError(f"{where}: {key}.models: not a per-model setting; "
+                              "list the model in train.models")
+        if name not in per_model:
+            raise ParamsError(unknown_key(where, f"{key}.{name}", per_model))
+    return dict(overrides)
+
+
+def _parse_train_group(raw: dict[str, Any], where: str) -> TrainConfig:
     cfg = parse_group(raw, "train", TrainConfig, where)
     known = list_models()
     for i, name in enumerate(cfg.models):
