@@ -197,7 +197,8 @@ def _hidden_linears(model):
 
 def test_head_with_batch_norm_and_tapered_widths():
     model = create_model("cnn2d", 4, 16, head_layers=2, head_hidden=[64, 32],
-                         head_norm="batch", activation="prelu", clip_pool="maxmean")
+                         head_norm="batch", activation="prelu", clip_pool="maxmean",
+                         channels=[8, 16, 32, 64])  # 16 bands -> 1: 64 features, max and mean
     assert [(m.in_features, m.out_features) for m in _hidden_linears(model)] == \
         [(2 * 64, 64), (64, 32)]
     kinds = [type(m).__name__ for m in model.head.hidden]
