@@ -40,8 +40,8 @@ def _seed(seed: int, args) -> dict:
     from audiotag.training.run import train_model
 
     raw = read_params(args.params)
-    raw["train"] = {**raw["train"], "threads": 1, "device": "cpu"}
-    cfg = parse_train(raw, args.params, args.model)
+    cfg = parse_train(raw, args.params, args.model).model_copy(
+        update={"threads": 1, "device": "cpu"})
     split = parse_group(raw, "split", SplitConfig, args.params)
     evaluate = parse_group(raw, "evaluate", EvaluateConfig, args.params).model_copy(
         update={"score_train": False})

@@ -4,11 +4,14 @@ phases, and what each writes into the checkpoint and the dvclive logs."""
 
 import json
 import math
+import runpy
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, tone_store
 
 from audiotag.core.errors import ParamsError
@@ -367,11 +370,6 @@ def test_bad_train_params_name_the_key():
 def test_the_train_stage_trains_a_model_for_its_own_epochs(multi, tmp_path, monkeypatch,
                                                            repo_root):
     """``models.<name>.train`` reaches training: ``train.epochs`` is 3, cnn1d's own 1."""
-    import runpy
-    import sys
-
-    import yaml
-
     params = {"seed": 0, "train": {"models": ["cnn1d"], "epochs": 3, "batch_size": 8,
                                    "device": "cpu"},
               "models": {"cnn1d": {**SMALL, "train": {"epochs": 1}}}}

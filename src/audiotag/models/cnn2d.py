@@ -108,7 +108,7 @@ class Cnn2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self._frames(x)  # (B, D, T')
         if self.cfg.clip_pool == "attention":
-            return self.head(self.dropout(h.transpose(1, 2)))  # (B, T', D) -> (B, K)
+            h = self.dropout(h.transpose(1, 2))  # (B, T', D): the attention head's frames
         return self.head(h)  # (B, K)
 
     def frame_outputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -117,7 +117,7 @@ class Cnn2d(nn.Module):
         if self.cfg.clip_pool != "attention":
             raise ValueError("models.cnn2d: frame outputs need clip_pool: attention")
         assert isinstance(self.head, AttentionHead)
-        return self.head.pool(self.dropout(self._frames(x).transpose(1, 2)))
+        return self.head.pool(self.dropout(self._frames(x).transpose(1, 2)))  # (B, T', D)
 
     def _frames(self, x: Tensor) -> Tensor:
         """``(B, n_mels, T) -> (B, D, T')``: one feature vector per pooled frame."""

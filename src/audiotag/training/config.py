@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from audiotag.core.errors import ParamsError
-from audiotag.core.params import Strict, parse_group, unknown_key
+from audiotag.core.params import Strict, parse_group
 from audiotag.models import MODEL_TRAIN, list_models
 
 
@@ -125,37 +125,6 @@ def parse_train(raw: dict[str, Any], where: str = "params.yaml",
     With ``model``, the keys of ``models.<model>.train`` replace those of ``train`` (a bad
     one is named ``models.<model>.train.<key>``); ``train.models`` is never one of them.
     """
-    cfg = _parse_train_group(raw, where)
-    overrides = model_train_overrides(raw, model, where) if model else {}
-    if not overrides:
-        return cfg
-    key = f"models.{model}.{MODEL_TRAIN}"
-    merged = {**(raw.get("train") or {}), **overrides}
-    return parse_group({"models": {model: {MODEL_TRAIN: merged}}}, key, TrainConfig, where)
-
-
-def model_train_overrides(raw: dict[str, Any], model: str,
-                          where: str = "params.yaml") -> dict[str, Any]:
-    """``models.<model>.train`` (``{}`` when absent), its keys checked against ``train``'s."""
-    settings = (raw.get("models") or {}).get(model)
-    overrides = settings.get(MODEL_TRAIN) if isinstance(settings, dict) else None
-    if overrides is None:
-        return {}
-    key = f"models.{model}.{MODEL_TRAIN}"
-    if not isinstance(overrides, dict):
-        raise ParamsError(f"{where}: {key}: expected a mapping of train.* settings, "
-                          f"got {overrides!r}")
-    per_model = [name for name in TrainConfig.model_fields if name != "models"]
-    for name in overrides:
-        if name == "models":
-            raise ParamsError(f"{where}: {key}.models: not a per-model setting; "
-                              "list the model in train.models")
-        if name not in per_model:
-            raise ParamsError(unknown_key(where, f"{key}.{name}", per_model))
-    return dict(overrides)
-
-
-def _parse_train_group(raw: dict[str, Any], where: str) -> TrainConfig:
     cfg = parse_group(raw, "train", TrainConfig, where)
     known = list_models()
     for i, name in enumerate(cfg.models):
@@ -165,7 +134,26 @@ def _parse_train_group(raw: dict[str, Any], where: str) -> TrainConfig:
             raise ParamsError(f"{where}: train.models[{i}]: unknown model {name!r}; {hint}")
     if len(set(cfg.models)) != len(cfg.models):
         raise ParamsError(f"{where}: train.models: a model is listed twice")
-    return cfg
+    own = _own_train(raw, model, where) if model else {}
+    if not own:
+        return cfg
+    merged = {**(raw.get("train") or {}), **own}
+    return parse_group({"models": {model: {MODEL_TRAIN: merged}}},
+                       f"models.{model}.{MODEL_TRAIN}", TrainConfig, where)
+
+
+def _own_train(raw: dict[str, Any], model: str, where: str) -> dict[str, Any]:
+    """``models.<model>.train`` (``{}`` when absent); ``parse_group`` checks its keys but
+    ``models``, which is the ``train`` group's alone."""
+    settings = (raw.get("models") or {}).get(model)
+    own = settings.get(MODEL_TRAIN) if isinstance(settings, dict) else None
+    key = f"models.{model}.{MODEL_TRAIN}"
+    if own is not None and not isinstance(own, dict):
+        raise ParamsError(f"{where}: {key}: expected a mapping of train.* settings, got {own!r}")
+    if own and "models" in own:
+        raise ParamsError(f"{where}: {key}.models: not a per-model setting; list the model "
+                          "in train.models")
+    return own or {}
 
 
 class CVConfig(Strict):
