@@ -15,6 +15,10 @@
   and the statistic is the mean over shared test sets of the lwlrap difference. ``*``
   marks p < ``--alpha`` (two-sided); the row is not tested (``n/a``) when it shares no
   test set with the reference.
+- Predictions not at hand (a fresh clone before ``dvc pull``, an experiment pulled
+  without its cache) do not stop the table: the metrics come from ``dvc exp show``, the
+  runs whose predictions are missing are left out of the tests (``n/a`` when none is
+  left), and a note under the table names them and the command that fetches them.
 
 The clip bootstrap measures how much the test clips leave open; the spread over seeds
 (sd) shows how much training noise adds. A difference is worth believing when it is
@@ -48,6 +52,15 @@ CV_SUFFIX = "_cv"  # and of <model>_cv, the fold ensemble of a model in `cv.mode
 
 class CompareError(ValueError):
     """Bad input to ``audiotag compare`` (unreadable JSON, no experiments, bad CSV)."""
+
+
+class PredictionsMissing(CompareError):
+    """A run's per-clip predictions are not at hand (not in the local DVC cache nor on a
+    reachable remote); ``fetch`` is the command that gets them."""
+
+    def __init__(self, run: str, path: str, reason: str, fetch: str) -> None:
+        super().__init__(f"{run}: {path} {reason} (`{fetch}` fetches it)")
+        self.run, self.path, self.reason, self.fetch = run, path, reason, fetch
 
 
 @dataclass
@@ -185,17 +198,36 @@ def _listed(run: Run, key: str) -> list[Any]:
     return json.loads(value) if isinstance(value, str) else list(value or [])
 
 
+NOT_CACHED = "not in the local DVC cache"
+NO_COMMIT = "at a commit this clone lacks"
+
+
+def fetch_command(run: Run) -> str:
+    """The command that brings ``run``'s outputs into the local cache: ``dvc pull`` for the
+    workspace and the baseline commit, ``dvc exp pull`` (git refs + cache) for an experiment."""
+    if run.baseline or run.rev is None:
+        return "dvc pull"
+    return f"dvc exp pull origin {run.name}"
+
+
 def dvc_loader(repo: str | Path) -> Loader:
-    """Reads a run's :func:`predictions_path` through ``dvc.api.open`` (the DVC cache
-    at the run's revision; ``dvc exp pull`` first for experiments of a teammate)."""
+    """Reads a run's :func:`predictions_path` through ``dvc.api.open`` (the DVC cache at
+    the run's revision, else the default remote); :class:`PredictionsMissing` when neither
+    has it (or the run's commit is not in this clone)."""
     def load(run: Run, model: str) -> pd.DataFrame:
         import dvc.api
+        from dvc.exceptions import FileMissingError, PathMissingError
+        from dvc.scm import RevError
 
         path = predictions_path(run, model)
         try:
             with dvc.api.open(path, repo=str(repo), rev=run.rev) as handle:
                 text = handle.read()
-        except Exception as err:  # missing from the cache, not an out at that revision
+        except (PathMissingError, FileMissingError):  # what dvc raises for an empty cache
+            raise PredictionsMissing(run.name, path, NOT_CACHED, fetch_command(run)) from None
+        except RevError:  # an experiment of a saved --json that this clone lacks
+            raise PredictionsMissing(run.name, path, NO_COMMIT, fetch_command(run)) from None
+        except Exception as err:  # not a DVC repo, an unreadable remote, ...
             raise CompareError(f"{run.name}: cannot read {path} ({type(err).__name__}: "
                                f"{err})") from None
         return pd.read_csv(io.StringIO(text), dtype={"clip_id": str, "labels": str},
@@ -218,24 +250,31 @@ def _fmt_value(group: Group, model: str) -> tuple[str, list[float]]:
 
 
 class Comparer:
-    """Per-clip scores (cached per run and model) and the paired tests between groups."""
+    """Per-clip scores (cached per run and model) and the paired tests between groups;
+    ``missing`` collects the predictions that were not at hand."""
 
     def __init__(self, loader: Loader, resamples: int, seed: int, alpha: float) -> None:
         self.loader, self.resamples, self.seed, self.alpha = loader, resamples, seed, alpha
-        self._cache: dict[tuple[str, str], ClipScores] = {}
+        self._cache: dict[tuple[str, str], ClipScores | None] = {}
+        self.missing: list[PredictionsMissing] = []
 
-    def scores(self, run: Run, model: str) -> ClipScores:
+    def scores(self, run: Run, model: str) -> ClipScores | None:
+        """The run's clip scores for ``model``; None when its predictions are not at hand."""
         key = (run.name, model)
         if key not in self._cache:
             where = f"{run.name}: {predictions_path(run, model)}"
-            self._cache[key] = clip_scores(self.loader(run, model), where)
+            try:
+                self._cache[key] = clip_scores(self.loader(run, model), where)
+            except PredictionsMissing as missing:
+                self._cache[key] = None
+                self.missing.append(missing)
         return self._cache[key]
 
     def _by_test_set(self, group: Group, model: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         sets: dict[str, list[ClipScores]] = {}
         for run in group.runs:
-            if model in run.metrics:
-                s = self.scores(run, model)
+            s = self.scores(run, model) if model in run.metrics else None
+            if s is not None:
                 sets.setdefault(s.test_set, []).append(s)
         return {k: (np.mean([s.precisions for s in v], axis=0), v[0].n_labels)
                 for k, v in sets.items()}
@@ -258,10 +297,30 @@ def _param_text(value: Any) -> str:
     return str(value)
 
 
+@dataclass
+class Comparison:
+    """The table (``header``, ``rows``) and the predictions that were not at hand."""
+
+    header: list[str]
+    rows: list[list[str]]
+    missing: list[PredictionsMissing] = field(default_factory=list)
+
+    def notes(self) -> str:
+        """One line per run whose predictions were missing: which, and how to fetch them."""
+        by_run: dict[str, list[PredictionsMissing]] = {}
+        for m in self.missing:
+            by_run.setdefault(m.run, []).append(m)
+        lines = [f"{run}: {', '.join(m.path for m in ms)} {ms[0].reason}; "
+                 f"`{ms[0].fetch}` fetches them" for run, ms in by_run.items()]
+        if not lines:
+            return ""
+        return "\n".join(["Predictions not at hand (their runs are left out of Δ; the "
+                          "metrics above are complete):", *(f"  {x}" for x in lines)])
+
+
 def compare_table(runs: list[Run], loader: Loader, ref: str | None = None,
-                  resamples: int = 1000, seed: int = 0,
-                  alpha: float = 0.05) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)`` of the comparison (see the module doc)."""
+                  resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> Comparison:
+    """The comparison (see the module doc)."""
     if not runs:
         raise CompareError("no experiment with metrics in `dvc exp show`: run or queue some "
                            "(docs/experiments.md)")
@@ -294,7 +353,7 @@ def compare_table(runs: list[Run], loader: Loader, ref: str | None = None,
                 delta = comparer.delta(group, reference, m)
             row += [text, delta]
         rows.append(row)
-    return header, rows
+    return Comparison(header, rows, comparer.missing)
 
 
 def render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
@@ -312,7 +371,7 @@ def render(header: list[str], rows: list[list[str]], markdown: bool) -> str:
 LEGEND = ("test lwlrap: one run: value [95 % bootstrap CI over the test clips]; several "
           "seeds: mean ± sd (n). Δ: difference of the mean to the reference row (ref), from "
           "a paired bootstrap over the test clips; * p < {alpha} (two-sided); n/a: no test "
-          "set shared with the reference.")
+          "set shared with the reference, or its predictions not at hand.")
 
 
 def exp_show(repo: str | Path) -> list[dict[str, Any]]:
@@ -340,7 +399,8 @@ def run_compare(repo: str | Path = ".", exp_json: str | None = None, markdown: b
         raise CompareError("--alpha must be in (0, 1) and --resamples at least 100")
     shown = (parse_json(Path(exp_json).read_text(), exp_json) if exp_json
              else exp_show(repo))
-    header, rows = compare_table(runs_from_exp_show(shown), dvc_loader(repo), ref, resamples,
-                                 seed, alpha)
-    legend = LEGEND.format(alpha=f"{alpha:g}")
-    return render(header, rows, markdown) + "\n\n" + legend
+    table = compare_table(runs_from_exp_show(shown), dvc_loader(repo), ref, resamples, seed,
+                          alpha)
+    parts = [render(table.header, table.rows, markdown), LEGEND.format(alpha=f"{alpha:g}"),
+             table.notes()]
+    return "\n\n".join(p for p in parts if p)

@@ -112,6 +112,15 @@ def test_experiments_travel_between_clones(team):
     data = mine[0]["data"]
     assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.006
     assert 0.0 < data["metrics"]["metrics/cnn1d.json"]["data"]["lwlrap"] <= 1.0
+    # the baseline's predictions are in no cache of erin's (no `dvc pull`) and, with the
+    # remote out of reach, nowhere: compare still gives the metrics, Δ n/a and the command
+    # that fetches them, exit status 0 (issue 29)
+    run(["dvc", "remote", "modify", "--local", "shared", "url", str(base / "nowhere")], erin)
+    out = run([sys.executable, "-m", "audiotag", "compare"], erin).stdout
+    (erin / ".dvc/config.local").unlink()
+    fast = next(line.split() for line in out.splitlines() if line.startswith("fast-lr "))
+    assert fast[-1] == "n/a" and "fast-lr:" not in out, out  # its own are in the cache
+    assert "predictions/cnn1d.csv not in the local DVC cache; `dvc pull` fetches them" in out
     run(["dvc", "exp", "apply", "fast-lr"], erin)  # its outputs come from the remote
     assert (erin / "models/cnn1d/model.pt").exists()
 

@@ -6,6 +6,7 @@ hand-made `dvc exp show --json` and fake per-clip predictions; the e2e test runs
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 
 import numpy as np
@@ -60,7 +61,9 @@ def test_seeds_are_grouped_and_differences_marked():
     runs = runs_from_exp_show(exp_show())
     names = [r.name for r in runs]
     assert names[:2] == ["main", "bad-1"] and "broken" not in names and "running" not in names
-    header, rows = compare_table(runs, loader, resamples=500)
+    result = compare_table(runs, loader, resamples=500)
+    header, rows = result.header, result.rows
+    assert not result.missing and not result.notes()
     assert header == ["experiments", "train.lr", "n", "m test lwlrap", "m Δ"]  # seed: grouped
     table = {r[1]: r for r in rows}
     assert table["0.002"][2:] == ["1", "0.600 [0.500, 0.700]", "ref"]
@@ -68,7 +71,7 @@ def test_seeds_are_grouped_and_differences_marked():
     # the baseline shares seed 1's test set with both rows: tested, and clearly different
     assert table["0.004"][4].startswith("+") and table["0.004"][4].endswith("*")
     assert table["0.001"][4].startswith("-") and table["0.001"][4].endswith("*")
-    _, rows = compare_table(runs, loader, ref="bad-2", resamples=500)
+    rows = compare_table(runs, loader, ref="bad-2", resamples=500).rows
     assert {r[1]: r[4] for r in rows}["0.001"] == "ref"
     md = render(header, rows, markdown=True)
     assert md.splitlines()[1] == "|---|---:|---:|---:|---:|"
@@ -80,11 +83,11 @@ def test_same_predictions_are_not_significant_and_unshared_test_sets_are_na():
     def same(run, model):  # every run scores like the baseline, each on its seed's clips
         return loader(type(run)("main", None, run.params, run.metrics), model)
 
-    _, rows = compare_table(runs, same, resamples=500)
+    rows = compare_table(runs, same, resamples=500).rows
     assert all(r[4] in ("ref", "+0.000") for r in rows), rows
     for run in runs:  # the baseline on a test set no experiment has
         run.params["seed"] = 7 if run.baseline else run.params["seed"]
-    _, rows = compare_table(runs, loader, resamples=500)
+    rows = compare_table(runs, loader, resamples=500).rows
     assert {r[1]: r[4] for r in rows}["0.004"] == "n/a"
 
 
@@ -137,7 +140,94 @@ def test_an_ensemble_is_a_column_read_from_its_own_predictions(monkeypatch):
         return io.StringIO(loader(run, "m").to_csv(index=False))
 
     monkeypatch.setattr(dvc.api, "open", fake_open)
-    header, rows = compare_table(runs, dvc_loader("."), resamples=200)
+    table = compare_table(runs, dvc_loader("."), resamples=200)
+    header, rows = table.header, table.rows
     assert header[-4:] == ["m test lwlrap", "m Δ", "ens test lwlrap", "ens Δ"]
     assert {r[1]: r[6] for r in rows}["0.004"].endswith("*")  # tested like the model
     assert set(opened) == {"predictions/m.csv", "ensembles/ens.csv"}
+
+
+def _missing_open(missing: dict[str, Exception], runs):
+    """A ``dvc.api.open`` that raises, for the runs named in ``missing``, the exception the
+    real DVC raises (PathMissingError: an output whose object is neither in the cache nor on
+    the remote, wrapping FileMissingError; RevError: a commit this clone lacks)."""
+    import io
+
+    def fake_open(path, repo, rev):
+        run = next(r for r in runs if r.rev == rev)
+        if run.name in missing:
+            raise missing[run.name]
+        return io.StringIO(loader(run, "m").to_csv(index=False))
+    return fake_open
+
+
+def test_predictions_not_at_hand_give_na_and_say_how_to_fetch_them(monkeypatch, tmp_path,
+                                                                    capsys):
+    """A fresh clone before `dvc pull` (issue 29): the metrics still fill the table, Δ is
+    n/a where a side has no predictions, the runs at hand are still tested, and a note
+    names the missing runs and the command that fetches each; exit status 0."""
+    import dvc.api
+    from dvc.exceptions import FileMissingError, PathMissingError
+    from dvc.scm import RevError
+
+    from audiotag.compare import dvc_loader
+
+    runs = runs_from_exp_show(exp_show())
+    missing = {"main": PathMissingError("predictions/m.csv", "."),
+               "good-2": FileMissingError("predictions/m.csv"),
+               "bad-1": RevError("unknown Git revision")}
+    monkeypatch.setattr(dvc.api, "open", _missing_open(missing, runs))
+    table = compare_table(runs, dvc_loader("."), resamples=200)
+    by_lr = {r[1]: r for r in table.rows}
+    assert by_lr["0.002"][3:] == ["0.600 [0.500, 0.700]", "ref"]
+    assert by_lr["0.004"][3:] == ["0.600 ± 0.000 (3)", "n/a"]  # the reference is missing
+    assert {m.run for m in table.missing} == {"main", "good-2", "bad-1"}
+    notes = {line.split(":")[0].strip(): line for line in table.notes().splitlines()[1:]}
+    assert notes["main"].endswith("predictions/m.csv not in the local DVC cache; `dvc pull` "
+                                  "fetches them")
+    assert notes["good-2"].endswith("not in the local DVC cache; `dvc exp pull origin good-2` "
+                                    "fetches them")
+    assert "at a commit this clone lacks; `dvc exp pull origin bad-1`" in notes["bad-1"]
+
+    # against bad-2: good-1 and good-3 are at hand and still tested; bad-1 is left out
+    table = compare_table(runs, dvc_loader("."), ref="bad-2", resamples=200)
+    by_lr = {r[1]: r for r in table.rows}
+    assert by_lr["0.004"][4].startswith("+") and by_lr["0.004"][4].endswith("*")
+    assert by_lr["0.002"][4] == "n/a" and by_lr["0.001"][4] == "ref"
+
+    saved = tmp_path / "exp.json"
+    saved.write_text(json.dumps(exp_show()))
+    cli.main(["compare", "--json", str(saved)])  # no SystemExit: exit status 0
+    out = capsys.readouterr().out
+    assert "n/a" in out and "`dvc pull` fetches them" in out
+
+
+def test_an_empty_cache_in_a_real_dvc_repo_is_predictions_missing(tmp_path):
+    """The real DVC: an output committed, its cache object deleted, no remote (a clone
+    before `dvc pull`): both the workspace and the commit give PredictionsMissing."""
+    import shutil
+    import subprocess
+
+    from audiotag.compare import PredictionsMissing, Run, dvc_loader
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    (tmp_path / "predictions").mkdir()
+    loader(Run("main", None, {"seed": 1}, {}), "m").to_csv(tmp_path / "predictions/m.csv",
+                                                            index=False)
+    dvc = [sys.executable, "-m", "dvc"]
+    for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"],
+                [*dvc, "add", "-q", "predictions/m.csv"], [*git, "add", "-A"],
+                [*git, "commit", "-qm", "predictions"]):
+        subprocess.run(cmd, cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    load = dvc_loader(tmp_path)
+    assert len(load(Run("main", head, {}, {}, baseline=True), "m")) == 60  # while cached
+    shutil.rmtree(tmp_path / ".dvc/cache")
+    (tmp_path / "predictions/m.csv").unlink()
+    for run in (Run("main", head, {}, {}, baseline=True), Run("workspace", None, {}, {}),
+                Run("exp-1", head, {}, {})):
+        with pytest.raises(PredictionsMissing) as err:
+            load(run, "m")
+        assert err.value.fetch == ("dvc exp pull origin exp-1" if run.name == "exp-1"
+                                   else "dvc pull")
