@@ -30,9 +30,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from audiotag.export import export_model
 
-    out = args.out or f"{args.checkpoint.rsplit('.', 1)[0]}." + (
-        "onnx" if args.format == "onnx" else "ts.pt")
-    export_model(args.checkpoint, args.format, out)
+    export_model(args.checkpoint, args.format, args.out)
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -76,8 +74,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="models/<model>/model.pt")
     e.add_argument("--format", choices=("torchscript", "onnx"), required=True)
     e.add_argument("--out", default=None,
-                   help="file to write (default: beside the checkpoint, .ts.pt or .onnx); "
-                        "a <out>.json sidecar holds classes and feature settings")
+                   help="file to write (default: exports/<model>.ts.pt or .onnx here, "
+                        "outside the DVC outputs); a <out>.json sidecar holds classes and "
+                        "feature settings")
     e.set_defaults(run=_export)
 
     c = sub.add_parser("compare", help="experiments of `dvc exp show` as one table: differing "

@@ -8,6 +8,11 @@ targets, task (sigmoid or softmax scores), the features config, the normalisatio
 ``shift``/``scale`` and the window length. Each export is checked against the eager model
 (largest absolute difference of the logits at most ``PARITY_ATOL``) before it is kept.
 
+Without ``out`` the file goes to ``exports/<model>.onnx`` or ``exports/<model>.ts.pt`` under
+the current directory (:func:`default_out`; ``exports/`` is git-ignored): never beside the
+checkpoint, whose folder (``models/<model>/``) is a DVC output that a new file would mark
+changed, so the next ``dvc repro`` would retrain the model.
+
 Not exportable (:class:`ExportError`): waveform models (``features.kind: waveform``) and
 variable-length ``beat_sync`` sequences, whose input is not a fixed spectrogram window.
 """
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
 PARITY_ATOL = 1e-4  # largest |exported - eager| logit accepted
 ONNX_OPSET = 18
+EXPORTS_DIR = Path("exports")  # the default place of exports: outside every DVC output
+SUFFIXES = {"torchscript": ".ts.pt", "onnx": ".onnx"}
 
 
 class ExportError(ValueError):
@@ -106,16 +113,24 @@ def check_parity(fmt: str, path: Path, model: torch.nn.Module,
     return diff
 
 
+def default_out(model_name: str, fmt: str) -> Path:
+    """``exports/<model>.ts.pt`` or ``exports/<model>.onnx``, relative to the current
+    directory: where an export goes unless ``--out`` says otherwise."""
+    return EXPORTS_DIR / f"{model_name}{SUFFIXES[fmt]}"
+
+
 def export_model(checkpoint: str | os.PathLike[str], fmt: str,
-                 out: str | os.PathLike[str]) -> dict[str, Any]:
-    """Export ``checkpoint`` to ``out`` in ``fmt`` plus the ``<out>.json`` sidecar; returns
-    the sidecar's content (with the parity figure)."""
+                 out: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Export ``checkpoint`` to ``out`` (default: :func:`default_out`; its folder is
+    created) in ``fmt`` plus the ``<out>.json`` sidecar; returns the sidecar's content
+    (with the parity figure)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model, meta = load_checkpoint(checkpoint, "cpu")
     shape = input_shape(meta)
     example = torch.zeros(2, *shape)  # (B, dim, frames)
-    out = Path(out)
+    out = default_out(meta["model_name"], fmt) if out is None else Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         (_torchscript if fmt == "torchscript" else _onnx)(model, example, out)
         diff = check_parity(fmt, out, model, shape)

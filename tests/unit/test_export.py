@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,11 +67,29 @@ def test_waveform_and_beat_sync_models_are_refused(tmp_path):
         export_model(ckpt, "onnx", tmp_path / "b.onnx")
 
 
-def test_export_cli_default_path_and_clear_error(tmp_path, caplog):
-    ckpt = _checkpoint(tmp_path, "cnn2d", SMALL["cnn2d"])
+def test_export_cli_default_path_and_clear_error(tmp_path, caplog, monkeypatch):
+    """Without --out the export goes to exports/<model>.<ext> of the current directory,
+    never beside the checkpoint (models/<model>/ is a DVC output: a new file there marks
+    train@<model> changed, issue 29); --out is honoured anywhere, even there."""
+    ckpt_dir = tmp_path / "models/cnn2d"
+    ckpt_dir.mkdir(parents=True)
+    ckpt = _checkpoint(ckpt_dir, "cnn2d", SMALL["cnn2d"])
+    monkeypatch.chdir(tmp_path)
     cli_main(["export", "--checkpoint", str(ckpt), "--format", "torchscript"])
-    assert (tmp_path / "cnn2d.ts.pt").exists() and (tmp_path / "cnn2d.ts.pt.json").exists()
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["cnn2d.pt"]
+    exported = tmp_path / "exports/cnn2d.ts.pt"
+    assert exported.is_file() and json.loads(exported.with_name("cnn2d.ts.pt.json")
+                                             .read_text())["model_name"] == "cnn2d"
+    cli_main(["export", "--checkpoint", str(ckpt), "--format", "torchscript",
+              "--out", str(ckpt_dir / "asked.ts.pt")])
+    assert (ckpt_dir / "asked.ts.pt").is_file()
     wave = _checkpoint(tmp_path, "cnn1d", kind="waveform")
     with pytest.raises(SystemExit) as stop:
         cli_main(["export", "--checkpoint", str(wave), "--format", "torchscript"])
     assert stop.value.code == 2 and "features.kind=waveform" in caplog.text
+
+
+def test_the_default_export_folder_is_git_ignored():
+    root = Path(__file__).resolve().parents[2]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "exports/crnn.onnx"], cwd=root)
+    assert ignored.returncode == 0, "exports/ (audiotag export's default) is not git-ignored"
