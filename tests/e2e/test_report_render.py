@@ -125,6 +125,9 @@ def test_plots_diff_puts_two_experiments_side_by_side(project, repo_root):
     dom = render(project / "diff/index.html", repo_root / "test-artifacts/dvc_plots_diff.png",
                  2400)
     assert drawn_charts(dom) and all(n > 0 for n in drawn_charts(dom))
+    # each model of each revision its own colour and legend entry (issue 29)
+    missing = [f"{m} @ {rev}" for m in MODELS for rev in revs if f"{m} @ {rev}" not in dom]
+    assert not missing, missing
 
 
 def test_exp_show_has_the_headline_metrics_and_verdict(project):
