@@ -9,8 +9,12 @@ processes) can be told apart; CPU time / cores is the figure to judge on a busy 
 
     python benchmarks/pipeline.py            # default params (the README's `make pipeline`)
     python benchmarks/pipeline.py --keep     # keep the temporary repo to look at
+    python benchmarks/pipeline.py --pinning  # the cold run with the CPU kernels pinned (the
+                                             # default) and with AUDIOTAG_CPU_ISA=native
 
-Prints one row per stage, the total, and the no-op repro.
+Prints one row per stage, the total, and the no-op repro; with ``--pinning`` both runs'
+CPU seconds per stage side by side, their ratio, and how many outputs differ between them
+(docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -27,24 +31,29 @@ import time
 from graphlib import TopologicalSorter
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", "src", "stages"]
 
 
-def _env(cwd: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(cwd / "src"),
+def _env(cwd: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, **(extra or {}), "PYTHONPATH": str(cwd / "src"),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
             "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
 
 
-def run_command(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+def run_command(cmd: list[str], cwd: Path,
+                env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Wall seconds, CPU seconds (user + sys of the command and every process it waited
     for), stdout. The CPU time is that one command's (``os.wait4``), so it stays right when
-    other threads run commands at the same time (``benchmarks/cleaning_study.py --jobs``)."""
+    other threads run commands at the same time (``benchmarks/cleaning_study.py --jobs``).
+    ``env``: variables over this process's environment."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(cwd), stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=_env(cwd, env), stdout=out, stderr=err,
+                                text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -83,12 +92,13 @@ def make_project(work: Path, params: str | None = None) -> None:
         run_command(cmd, work)
 
 
-def stage_times(work: Path, echo: bool = True) -> dict[str, tuple[float, float, float]]:
+def stage_times(work: Path, echo: bool = True,
+                env: dict[str, str] | None = None) -> dict[str, tuple[float, float, float]]:
     """Each stage of ``work`` run alone in DAG order: wall s, CPU s, peak RSS (MiB, the
     largest of the stage's processes so far: a lower bound per stage)."""
     out = {}
     for stage in _stage_order(run_command(["dvc", "dag", "--dot"], work)[2]):
-        wall, cpu, _ = run_command(["dvc", "repro", "--single-item", stage], work)
+        wall, cpu, _ = run_command(["dvc", "repro", "--single-item", stage], work, env)
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         out[stage] = (wall, cpu, rss)
         if echo:
@@ -96,10 +106,54 @@ def stage_times(work: Path, echo: bool = True) -> dict[str, tuple[float, float, 
     return out
 
 
+def _outputs(work: Path) -> dict[str, str]:
+    """Every output's md5 in ``work``'s dvc.lock."""
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values()
+            for out in stage.get("outs", [])}
+
+
+def compare_pinning() -> None:
+    """The cold default run twice in fresh projects: the CPU kernels pinned (the default)
+    and ``AUDIOTAG_CPU_ISA=native``; CPU seconds per stage and outputs that differ."""
+    from audiotag.core.platform import OPT_OUT, PINNED
+
+    runs = {"pinned": {OPT_OUT: "avx2"}, "native": {OPT_OUT: "native"}}
+    base = {key: value for key, value in os.environ.items() if key not in PINNED}
+    os.environ.clear()
+    os.environ.update(base)  # a value exported by hand would decide for both runs
+    times, outputs = {}, {}
+    for label, env in runs.items():
+        work = Path(tempfile.mkdtemp(prefix=f"audiotag-bench-{label}-"))
+        try:
+            make_project(work)
+            print(f"# {label}", flush=True)
+            times[label] = stage_times(work, echo=False, env=env)
+            outputs[label] = _outputs(work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"{'stage':28s} {'pinned cpu s':>12s} {'native cpu s':>12s} {'ratio':>6s}")
+    for stage in times["pinned"]:
+        pinned, native = times["pinned"][stage][1], times["native"][stage][1]
+        print(f"{stage:28s} {pinned:12.1f} {native:12.1f} {pinned / max(native, 1e-9):6.2f}")
+    total = {label: sum(t[1] for t in stages.values()) for label, stages in times.items()}
+    print(f"{'total':28s} {total['pinned']:12.1f} {total['native']:12.1f} "
+          f"{total['pinned'] / total['native']:6.2f}")
+    results = [p for p in outputs["pinned"] if "timings" not in p]
+    differ = [p for p in results if outputs["pinned"][p] != outputs["native"].get(p)]
+    print(f"outputs (timings aside) that differ between the two: {len(differ)} of "
+          f"{len(results)}{': ' + ', '.join(differ) if differ else ''}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary repository")
+    parser.add_argument("--pinning", action="store_true",
+                        help="compare the pinned CPU kernels with AUDIOTAG_CPU_ISA=native")
     args = parser.parse_args()
+    if args.pinning:
+        compare_pinning()
+        return
     work = Path(tempfile.mkdtemp(prefix="audiotag-bench-"))
     cores = os.cpu_count() or 1
     try:

@@ -1,4 +1,5 @@
-"""Where torch runs: the device (``auto`` picks one) and the CPU threads of a process."""
+"""Where torch runs: the device (``auto`` picks one), the CPU threads of a process and the
+platform record a result keeps."""
 
 from __future__ import annotations
 
@@ -30,3 +31,15 @@ def set_threads(threads: int) -> None:
     cnn1d 1.6 s on 1 thread, 8.2 s on 2)."""
     if threads:
         torch.set_num_threads(threads)
+
+
+def platform_record(device: torch.device) -> dict[str, str]:
+    """Where a result was computed, kept beside it: torch's version, the device (a GPU's
+    model name), the CPU kernels' instruction set (``AVX2`` when pinned, the default:
+    :mod:`audiotag.core.platform`). The same on every machine whose results are the same
+    bits, so it may sit inside results."""
+    name = str(device)
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    return {"torch": torch.__version__.split("+")[0], "device": name,
+            "cpu_kernels": torch.backends.cpu.get_cpu_capability()}

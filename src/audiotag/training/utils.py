@@ -11,16 +11,24 @@ import torch
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; returns a generator for DataLoader shuffling.
+    """Seed Python, NumPy and torch and ask torch for deterministic kernels; returns a
+    generator for DataLoader shuffling.
 
-    Same seed + same params on the CPU -> the same metrics, run after run.
+    Same seed + same params on the CPU -> the same bits, run after run and (with the CPU
+    kernels pinned, :mod:`audiotag.core.platform`) machine after machine. On one GPU model
+    and driver: the same bits run after run where torch has deterministic kernels (it warns
+    where it has none); other GPU models differ (docs/reproducibility.md).
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = False  # the same convolution algorithm every run
+    # full float32 on Ampere and newer: TF32 (cuDNN's default for convolutions) rounds
+    # inputs to 10 bits, which older GPUs and the CPU do not
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
