@@ -44,6 +44,8 @@ from typing import Any
 import yaml
 from pipeline import ROOT, make_project, run_command
 
+from audiotag.core.headline import headline_values
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "none": {"method": "none"},
     "default": {},
@@ -156,7 +158,8 @@ def _one_run(work: Path, params: dict[str, Any], models: list[str]) -> dict[str,
     for m in models:
         for stage in (f"train@{m}", f"evaluate@{m}"):
             model_cpu += run_command(["dvc", "repro", "--single-item", stage], work)[1]
-        lwlrap[m] = json.loads((work / "metrics" / f"{m}.json").read_text())["lwlrap"]
+        lwlrap[m] = headline_values(json.loads((work / "metrics" / f"{m}.json").read_text()),
+                                    m)["lwlrap"]
     labels = json.loads((work / "metrics" / "labels.json").read_text())
     return {"lwlrap": lwlrap, "detection": {k: labels[k] for k in DETECTION if k in labels},
             "clean_wall": clean_wall, "clean_cpu": clean_cpu, "model_cpu": model_cpu}

@@ -80,7 +80,8 @@ def _job(args: tuple) -> dict:
     record = {"model": model, "arm": arm, "seed": seed}
     try:
         history = train_model(model, parse_model_params(raw, model, params), features,
-                              run / "model", run / "live", cfg, seed, labels=labels)
+                              run / "model", run / "live", cfg, seed, labels=labels,
+                              timings=run / "timings.json")
     except ParamsError as err:
         return {**record, "refused": str(err)}
     evaluate = parse_group(raw, "evaluate", EvaluateConfig, params).model_copy(
@@ -90,9 +91,9 @@ def _job(args: tuple) -> dict:
     for name, store in also.items():
         record[name] = evaluate_model(run / "model/model.pt", store, run / f"{name}.json",
                                       run / f"plots-{name}", evaluate).get("lwlrap")
-    summary = json.loads((run / "live/metrics.json").read_text())
+    timings = json.loads((run / "timings.json").read_text())
     return {**record, "lwlrap": metrics.get("lwlrap"), "accuracy": metrics.get("accuracy"),
-            "epochs": len(history), "train_seconds": summary["train_seconds"]}
+            "epochs": len(history), "train_seconds": timings["train_seconds"]}
 
 
 def _cell(values: list) -> str:

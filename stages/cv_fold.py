@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--labels", default=None,
                         help="labels file of the training clips (label cleaning's "
                              "data/clean/labels.csv); default: the store's labels")
+    parser.add_argument("--timings", default=None,
+                        help="JSON of the training's wall-clock times (apart from the results)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -39,7 +41,7 @@ def main() -> None:
     split = parse_group(raw, "split", SplitConfig, args.params)
     model_params = parse_model_params(raw, args.model, args.params)
     run_fold(args.model, model_params, args.features, args.out, cfg, split, cv.k, args.fold,
-             seed, labels=args.labels)
+             seed, labels=args.labels, timings=args.timings)
 
 
 if __name__ == "__main__":

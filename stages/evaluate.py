@@ -1,6 +1,6 @@
 """Stage ``evaluate@<model>``: test-set metrics (lwlrap, mAP, F1, single-label accuracy and
-confusion, regression correlations), per-class tables, per-clip test predictions, inference
-time and overfitting gap."""
+confusion, regression correlations), per-class tables, per-clip test predictions and
+overfitting gap; the inference time apart (``--timings``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def main() -> None:
                         help="models/<model>/model.pt (history.json beside it)")
     parser.add_argument("--features", required=True, help="feature store directory")
     parser.add_argument("--metrics", required=True,
-                        help="JSON of the headline metrics to write (test lwlrap and its CI, "
-                             "mAP, F1 or accuracy, best epoch, times, parameters)")
+                        help="JSON of the headline metrics to write (test and validation "
+                             "lwlrap; accuracy or MSE where the task has them)")
     parser.add_argument("--plots", required=True,
                         help="directory for the per-class, confusion and regression CSVs")
     parser.add_argument("--predictions", default=None,
@@ -31,12 +31,15 @@ def main() -> None:
     parser.add_argument("--details", default=None,
                         help="JSON of every metric (per class, per subset, overfitting gap); "
                              "--metrics gets only the headline numbers")
+    parser.add_argument("--timings", default=None,
+                        help="JSON of the wall-clock inference time (apart from the results: "
+                             "it differs between runs and machines)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
     cfg = parse_group(read_params(args.params), "evaluate", EvaluateConfig, args.params)
     evaluate_model(args.checkpoint, args.features, args.metrics, args.plots, cfg,
-                   args.predictions, args.details, args.valid_predictions)
+                   args.predictions, args.details, args.valid_predictions, args.timings)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ def main() -> None:
                         help="directory for the CSVs of the top-level plots that overlay "
                              "the models (validation curves, per-class and curated-vs-noisy "
                              "lwlrap)")
+    parser.add_argument("--timings", default=None,
+                        help="markdown file of the models' wall-clock times (apart from the "
+                             "summary, which is the same on every machine)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -38,7 +41,7 @@ def main() -> None:
     # k-fold CV: each cross-validated model's fold ensemble, a row like an ensemble's
     ensembles += [cv_name(m) for m in parse_cv(raw, args.params).models]
     text = write_report(models, args.metrics, args.out, args.leaderboard, args.plots,
-                        args.known_issues, args.models_plots, ensembles)
+                        args.known_issues, args.models_plots, ensembles, args.timings)
     log.info("wrote %s\n%s", args.out, text)
 
 

@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--labels", default=None,
                         help="labels file of the training clips (label cleaning's "
                              "data/clean/labels.csv); default: the store's labels")
+    parser.add_argument("--timings", default=None,
+                        help="JSON of the wall-clock times of the run and of each epoch "
+                             "(apart from the results: they differ between runs and machines)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
@@ -44,7 +47,7 @@ def main() -> None:
                   *torchrun_args(cfg, args.model), __file__, *sys.argv[1:]]
         sys.exit(subprocess.run(launch, check=False).returncode)
     train_model(args.model, model_params, args.features, args.out, args.live, cfg, seed,
-                resume_dir=args.resume_dir, labels=args.labels)
+                resume_dir=args.resume_dir, labels=args.labels, timings=args.timings)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 - Rows are configurations: experiments whose params differ only in ``seed`` are one row.
 - Columns: the params that differ between the experiments (``seed`` aside), ``n`` (runs
-  in the row), then per model the test lwlrap — one run: its value and 95 % bootstrap CI
-  (``metrics/<model>.json``); several seeds: mean ± sd (n) — and ``Δ`` against the
-  reference row (the baseline commit's row unless ``--ref`` names an experiment).
+  in the row), then per model the test lwlrap — one run: its value (``metrics/<model>.json``)
+  and 95 % bootstrap CI (``metrics/details/<model>.json`` at its revision); several seeds:
+  mean ± sd (n) — and ``Δ`` against the reference row (the baseline commit's row unless
+  ``--ref`` names an experiment).
 - ``Δ`` is tested with a paired bootstrap over the test clips, from each run's per-clip
   scores ``predictions/<model>.csv`` (read from the DVC cache at the run's revision). An
   ensemble (``ensembles.<name>`` in params.yaml, ``metrics/<name>.json``) and a k-fold CV's
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.core.headline import headline_values
 from audiotag.metrics.lwlrap import clip_precisions, paired_bootstrap_blocks
 
 SEED_KEY = "seed"
@@ -70,7 +72,7 @@ class Run:
     name: str
     rev: str | None  # git revision to read its predictions at; None = the workspace
     params: dict[str, Any]  # params.yaml, flattened (``train.lr``)
-    metrics: dict[str, dict[str, Any]]  # model -> its metrics/<model>.json
+    metrics: dict[str, dict[str, Any]]  # model -> its metrics/<model>.json's numbers
     baseline: bool = False
 
 
@@ -98,10 +100,11 @@ def _run(record: dict[str, Any], name: str | None, baseline: bool) -> Run | None
     params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
     metrics = {}
     for path, entry in (data.get("metrics") or {}).items():
-        values = (entry or {}).get("data") or {}
         parts = path.replace("\\", "/").split("/")
+        name_ = parts[-1].removesuffix(".json")
+        values = headline_values((entry or {}).get("data"), name_)
         if len(parts) == 2 and parts[0] == "metrics" and "lwlrap" in values:
-            metrics[parts[1].removesuffix(".json")] = values
+            metrics[name_] = values
     if not metrics:  # failed, queued or running: nothing to compare
         return None
     rev = record.get("rev")
@@ -233,6 +236,31 @@ def dvc_loader(repo: str | Path) -> Loader:
         return pd.read_csv(io.StringIO(text), dtype={"clip_id": str, "labels": str},
                            keep_default_na=False)
     return load
+
+
+DETAILS = "metrics/details/{model}.json"  # every metric, committed to git (cache: false)
+CI_KEYS = ("lwlrap_ci_low", "lwlrap_ci_high")
+
+
+def add_intervals(runs: list[Run], repo: str | Path) -> None:
+    """Each run's test lwlrap 95 % CI (not a headline number: ``dvc exp show`` stays
+    narrow) from its details file, read from git at the run's revision (the workspace's
+    from disk); a run or model without one keeps its value alone."""
+    for run in runs:
+        for model, values in run.metrics.items():
+            path = DETAILS.format(model=model)
+            if run.rev is None:
+                file = Path(repo) / path
+                text = file.read_text() if file.exists() else None
+            else:
+                shown = subprocess.run(["git", "show", f"{run.rev}:{path}"], cwd=repo,
+                                       capture_output=True, text=True, check=False)
+                text = shown.stdout if shown.returncode == 0 else None
+            try:
+                details = json.loads(text) if text else {}
+            except json.JSONDecodeError:
+                details = {}
+            values.update({k: details[k] for k in CI_KEYS if details.get(k) is not None})
 
 
 def _fmt_value(group: Group, model: str) -> tuple[str, list[float]]:
@@ -399,8 +427,9 @@ def run_compare(repo: str | Path = ".", exp_json: str | None = None, markdown: b
         raise CompareError("--alpha must be in (0, 1) and --resamples at least 100")
     shown = (parse_json(Path(exp_json).read_text(), exp_json) if exp_json
              else exp_show(repo))
-    table = compare_table(runs_from_exp_show(shown), dvc_loader(repo), ref, resamples, seed,
-                          alpha)
+    runs = runs_from_exp_show(shown)
+    add_intervals(runs, repo)
+    table = compare_table(runs, dvc_loader(repo), ref, resamples, seed, alpha)
     parts = [render(table.header, table.rows, markdown), LEGEND.format(alpha=f"{alpha:g}"),
              table.notes()]
     return "\n\n".join(p for p in parts if p)

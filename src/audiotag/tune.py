@@ -48,6 +48,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
+from audiotag.core.headline import headline_values
 from audiotag.core.params import format_validation_error, read_params
 
 log = logging.getLogger("tune")
@@ -133,8 +134,9 @@ def load_space(path: str | Path, params: dict[str, Any]) -> dict[str, Dimension]
 
 @dataclass(frozen=True)
 class Metric:
-    """``lwlrap`` (best over the trial's models' ``metrics/<model>.json``) or an explicit
-    ``metrics/cnn2d.json:lwlrap`` (nested keys with dots: ``file.json:best.valid_lwlrap``)."""
+    """``valid_lwlrap`` (best over the trial's models' ``metrics/<model>.json``) or an
+    explicit ``metrics/cnn2d.json:lwlrap`` (a headline file's numbers are found under its
+    name; other nested keys with dots: ``file.json:best.valid_lwlrap``)."""
 
     spec: str
 
@@ -148,11 +150,14 @@ class Metric:
             candidates = [(f"metrics/{m}.json", self.spec) for m in models]
         values = []
         for path, key in candidates:
-            node: Any = (metrics.get(path) or {}).get("data") or {}
-            for part in key.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, int | float) and not isinstance(node, bool):
-                values.append(float(node))
+            data: Any = (metrics.get(path) or {}).get("data") or {}
+            # a headline file's numbers sit under its name (audiotag.core.headline)
+            for node in (data, headline_values(data, Path(path).stem)):
+                for part in key.split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, int | float) and not isinstance(node, bool):
+                    values.append(float(node))
+                    break
         if not values:
             raise KeyError(f"metric {self.spec!r} not found in the experiment's metrics "
                            f"(files: {', '.join(sorted(metrics)) or 'none'})")

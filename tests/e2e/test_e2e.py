@@ -91,8 +91,40 @@ def test_experiment_reruns_training_but_not_features(project):
                if r["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.005]
     assert changed, "the experiment and its changed param appear in dvc exp show"
     metrics = changed[0]["data"]["metrics"]
+    for name in _models(project):  # the headline under the model's name: column <name>.lwlrap
+        assert 0.0 < metrics[f"metrics/{name}.json"]["data"][name]["lwlrap"] <= 1.0
+    assert "metrics/labels.json" not in metrics  # label cleaning's figures: its own page
+
+
+def test_exp_show_fits_200_columns_with_every_models_lwlrap(project):
+    """The lab notebook is readable (issue 29): after the experiment above, `dvc exp show
+    --only-changed` at 200 columns shows the experiment, the changed param and every
+    model's test lwlrap in full; DVC folds only the hashes of intermediate outputs into
+    `…`, and the README's --drop recipe leaves none."""
+    env = {**os.environ, "COLUMNS": "200", "PATH": f"{Path(sys.executable).parent}:"
+           f"{os.environ['PATH']}"}
+
+    def show(*extra: str) -> list[str]:
+        out = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager", *extra],
+                             cwd=project, env=env, capture_output=True, text=True, check=True)
+        return out.stdout.splitlines()
+
+    lines = show()
+    assert max(len(line) for line in lines) <= 200, "\n".join(lines)
+    header = lines[1].split()
     for name in _models(project):
-        assert 0.0 < metrics[f"metrics/{name}.json"]["data"]["lwlrap"] <= 1.0
+        assert f"{name}.lwlrap" in header, lines[1]
+    assert "train.lr" in header and "0.005" in "\n".join(lines)
+    column = {name: lines[1].index(f"{name}.lwlrap") for name in _models(project)}
+    for line in lines[3:]:  # the rows: no value of a lwlrap column folded
+        for name, start in column.items():
+            assert "…" not in line[start - 2:start + len(name) + 8], line
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    drop = next(line for line in readme.splitlines() if "--only-changed --drop" in line)
+    recipe = drop.split("--drop ", 1)[1].split("'")[1]
+    clean = show("--drop", recipe)
+    assert "…" not in "\n".join(clean) and max(len(line) for line in clean) <= 200, \
+        "\n".join(clean)
 
 
 def test_editing_a_model_reruns_training_only(project):

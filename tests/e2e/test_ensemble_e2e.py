@@ -43,8 +43,8 @@ def test_repro_runs_the_ensemble_and_exp_show_has_its_metrics(project):
     runs = [r for rev in shown for e in (rev.get("experiments") or []) for r in e["revs"]]
     (exp,) = [r for r in runs if r["data"]["params"]["params.yaml"]["data"]["ensembles"]
               ["ensemble"]["method"] == "rank"]
-    ranked = exp["data"]["metrics"]["metrics/ensemble.json"]["data"]
-    assert 0.0 < ranked["lwlrap"] <= 1.0 and "mAP" in ranked
+    ranked = exp["data"]["metrics"]["metrics/ensemble.json"]["data"]["ensemble"]
+    assert 0.0 < ranked["lwlrap"] <= 1.0
 
     table = run([sys.executable, "-m", "audiotag", "compare"], project).stdout
     header = table.splitlines()[0]

@@ -270,7 +270,7 @@ def run_page(lines: list[str], project: Path, trim: bool, queue_jobs: str | None
             assert _param(values, key) == value, f"{name}: {key}"
         models = _param(values, "train.models")
         for model in models:
-            lwlrap = data["metrics"][f"metrics/{model}.json"]["data"]["lwlrap"]
+            lwlrap = data["metrics"][f"metrics/{model}.json"]["data"][model]["lwlrap"]
             assert 0.0 < lwlrap <= 1.0, f"{name}: {model} lwlrap {lwlrap}"
 
 

@@ -51,11 +51,14 @@ def _metrics(root, name, score, ci=0.05, **extra):
                  for c, v in zip("xyz", (score, score / 2, 1.0), strict=True)]
     (root / "details" / f"{name}.json").write_text(json.dumps({
         "lwlrap": score, "lwlrap_ci_low": score - ci, "lwlrap_ci_high": score + ci,
-        "valid_lwlrap": score, "best_epoch": 3, "n_parameters": 1000,
-        "inference_ms_per_clip": 2.0 if name == "a" else 3.0, "per_class": per_class,
+        "valid_lwlrap": score, "best_epoch": 3, "n_parameters": 1000, "per_class": per_class,
         "overfit": {"lwlrap_gap": -0.07 if name == "a" else 0.02}, **extra}))
-    (root / "train" / name / "metrics.json").write_text(json.dumps(
-        {"epochs_run": 4, "train_seconds": 12.0}))
+    (root / "train" / name / "metrics.json").write_text(json.dumps({"epochs_run": 4}))
+    for stage, times in (("train", {"train_seconds": 12.0, "epoch_seconds": [3.0, 2.0, 4.0],
+                                    "device": "cpu"}),
+                         ("evaluate", {"inference_ms_per_clip": 2.0 if name == "a" else 3.0})):
+        (root / "timings" / stage).mkdir(parents=True, exist_ok=True)
+        (root / "timings" / stage / f"{name}.json").write_text(json.dumps(times))
     (root / "weights" / f"{name}.json").write_text(json.dumps(
         {"summary": {"verdict": "vanishing" if name == "a" else "healthy"},
          "verdict_reasons": ["first/last gradient ratio 1e-07 < 0.001"]}))
@@ -66,10 +69,16 @@ def test_report_marks_the_best_model(tmp_path):
     _metrics(metrics, "a", 0.5)
     _metrics(metrics, "b", 0.75, noisy_label_suspects=[
         {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
-    text = write_report(["a", "b"], metrics, tmp_path / "r/summary.md", tmp_path / "p/lb.png")
+    text = write_report(["a", "b"], metrics, tmp_path / "r/summary.md", tmp_path / "p/lb.png",
+                        timings_path=tmp_path / "r/timings.md")
     # b's CI [0.70, 0.80] lies above a's [0.45, 0.55]: a finding, in bold
     assert "| a | 0.5000 | [0.450, 0.550] |" in text and "| b | **0.7500** |" in text
-    assert text.count("**") == 2  # nothing else ranked: not timings, sizes or gaps
+    assert text.count("**") == 2  # nothing else ranked: not sizes or gaps
+    # wall-clock times: a page of their own, linked; none in the summary (same bits anywhere)
+    assert "[timings.md](timings.md)" in text and "12" not in text.split("\n\n")[1]
+    timings = (tmp_path / "r/timings.md").read_text()
+    assert "| a | 12 | 3.00 | 2.00 | cpu |" in timings
+    assert "| b | 12 | 3.00 | 3.00 | cpu |" in timings
     assert "| -0.070 |" in text  # the gap is shown signed, never as "best"
     assert "accuracy" not in text  # no model has it: no column
     assert "](../p/lb.png)" in text

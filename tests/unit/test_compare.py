@@ -20,8 +20,10 @@ CLASSES = ["a", "b", "c", "d"]
 
 
 def _record(rev, name, seed, lr, lwlrap=0.5):
-    metrics = {"metrics/m.json": {"data": {"lwlrap": lwlrap, "lwlrap_ci_low": lwlrap - 0.1,
-                                           "lwlrap_ci_high": lwlrap + 0.1}},
+    # the headline under the model's name, with the CI that add_intervals reads from the
+    # details file (tested on its own below)
+    metrics = {"metrics/m.json": {"data": {"m": {"lwlrap": lwlrap, "lwlrap_ci_low": lwlrap - 0.1,
+                                                 "lwlrap_ci_high": lwlrap + 0.1}}},
                "metrics/labels.json": {"data": {"flagged_fraction": 0.1}}}
     return {"rev": rev, "name": name, "data": {
         "params": {"params.yaml": {"data": {"seed": seed, "train": {"lr": lr, "epochs": 2}}}},
@@ -129,8 +131,8 @@ def test_an_ensemble_is_a_column_read_from_its_own_predictions(monkeypatch):
             continue
         data["params"]["params.yaml"]["data"]["ensembles"] = {
             "ens": {"models": ["m", "m2"], "method": "mean"}}
-        data["metrics"]["metrics/ens.json"] = {"data": dict(data["metrics"]["metrics/m.json"]
-                                                            ["data"])}
+        data["metrics"]["metrics/ens.json"] = {"data": {"ens": dict(
+            data["metrics"]["metrics/m.json"]["data"]["m"])}}
     runs = runs_from_exp_show(shown)
     opened = []
 
@@ -231,3 +233,32 @@ def test_an_empty_cache_in_a_real_dvc_repo_is_predictions_missing(tmp_path):
             load(run, "m")
         assert err.value.fetch == ("dvc exp pull origin exp-1" if run.name == "exp-1"
                                    else "dvc pull")
+
+
+def test_a_single_runs_interval_comes_from_its_details_at_its_revision(tmp_path):
+    """The 95 % CI is not a headline number (dvc exp show stays narrow): compare reads it
+    from metrics/details/<model>.json, committed to git, at each run's revision."""
+    import subprocess
+
+    from audiotag.compare import Run, add_intervals
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    details = tmp_path / "metrics/details/m.json"
+    details.parent.mkdir(parents=True)
+    details.write_text(json.dumps({"lwlrap": 0.6, "lwlrap_ci_low": 0.5, "lwlrap_ci_high": 0.7}))
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    details.write_text(json.dumps({"lwlrap": 0.8, "lwlrap_ci_low": 0.75, "lwlrap_ci_high": 0.85}))
+    runs = [Run("main", rev, {}, {"m": {"lwlrap": 0.6}, "gone": {"lwlrap": 0.1}}),
+            Run("workspace", None, {}, {"m": {"lwlrap": 0.8}})]
+    add_intervals(runs, tmp_path)
+    assert runs[0].metrics["m"] == {"lwlrap": 0.6, "lwlrap_ci_low": 0.5, "lwlrap_ci_high": 0.7}
+    assert runs[0].metrics["gone"] == {"lwlrap": 0.1}  # no details file: the value alone
+    assert runs[1].metrics["m"]["lwlrap_ci_low"] == 0.75  # the workspace: from disk
+    table = compare_table(runs[:1], loader, resamples=200)
+    assert table.rows[0][table.header.index("m test lwlrap")] == "0.600 [0.500, 0.700]"

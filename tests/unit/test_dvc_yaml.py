@@ -106,6 +106,6 @@ def test_cv_stages_exist_only_for_the_models_and_folds_listed(repo_root, tmp_pat
     keys = {key for dep in stages["cv_fold@cnn1d-2"].params for key in dep.params}
     assert {"cv.k", "seed", "models.cnn1d", "train.lr"} <= keys
     outs = {str(out.def_path) for out in stages["cv_fold@cnn1d-2"].outs}
-    assert outs == {"cv/cnn1d/folds/2"}
+    assert outs == {"cv/cnn1d/folds/2", "metrics/timings/cv/cnn1d-2.json"}
     deps = {str(dep.def_path) for dep in stages["cv@cnn1d"].deps}
     assert "cv/cnn1d/folds" in deps

@@ -141,12 +141,12 @@ def _fake(monkeypatch, tmp_path, preds, meta_extra=None, predictions=None):
                         lambda model, store, roles, bs, dev, spec=None: preds[roles[0]])
     history = {"epochs": [{"epoch": 1, "train_loss": 0.9, "valid_loss": 0.8},
                           {"epoch": 2, "train_loss": 0.3, "valid_loss": 0.5}]}
-    history["train_seconds"] = 7.5
     (tmp_path / "model").mkdir()
     (tmp_path / "model/history.json").write_text(json.dumps(history))
     return ev.evaluate_model(tmp_path / "model/model.pt", tmp_path / "features",
                              tmp_path / "m.json", tmp_path / "plots", EvaluateConfig(),
-                             predictions, tmp_path / "details.json")
+                             predictions, tmp_path / "details.json",
+                             timings_path=tmp_path / "timings/m.json")
 
 
 def test_evaluate_model_multilabel(monkeypatch, tmp_path):
@@ -164,7 +164,11 @@ def test_evaluate_model_multilabel(monkeypatch, tmp_path):
     assert metrics["lwlrap_by_subset"]["train"] == {"curated": 1.0,
                                                     "noisy": pytest.approx(1 / 3, abs=1e-6)}
     assert {s["class"] for s in metrics["noisy_label_suspects"]} == set(CLASSES)
-    assert metrics["inference_ms_per_clip"] == pytest.approx(12.5)
+    # wall-clock time: in the timings file, not among the results
+    assert json.loads((tmp_path / "timings/m.json").read_text())["inference_ms_per_clip"] == \
+        pytest.approx(12.5)
+    assert not any("seconds" in key or "_ms_" in key for key in metrics)
+    assert metrics["platform"]["evaluate"]["device"] == "cpu"
     assert "singlelabel" not in metrics and "accuracy" not in metrics  # multi-label clips
     assert metrics["n_parameters"] == 123 and metrics["best_epoch"] == 2
     assert isinstance(metrics["per_class"], list)  # a list: hidden from `dvc exp show`
@@ -174,12 +178,10 @@ def test_evaluate_model_multilabel(monkeypatch, tmp_path):
     assert len(pd.read_csv(plots / "confusion.csv")) == 2  # the single-label test clips
     assert pd.read_csv(plots / "regression.csv").empty
     # metrics/<model>.json: the headline only (`dvc metrics show`); details: every metric
+    # under the file's name, so that `dvc exp show` names the columns m.lwlrap, ...
     saved = json.loads((tmp_path / "m.json").read_text())
-    assert list(saved) == ["lwlrap", "lwlrap_ci_low", "lwlrap_ci_high", "valid_lwlrap", "mAP",
-                           "f1_micro", "best_epoch", "n_parameters", "inference_ms_per_clip",
-                           "train_seconds"]
-    assert saved["lwlrap"] == metrics["lwlrap"] and saved["train_seconds"] == 7.5
-    assert saved["lwlrap_ci_low"] <= saved["lwlrap"] <= saved["lwlrap_ci_high"]
+    assert saved == {"m": {"lwlrap": metrics["lwlrap"], "valid_lwlrap": 0.75}}
+    assert metrics["lwlrap_ci_low"] <= metrics["lwlrap"] <= metrics["lwlrap_ci_high"]
     assert json.loads((tmp_path / "details.json").read_text()) == metrics
 
 
@@ -230,7 +232,7 @@ def test_evaluate_model_singlelabel_data(monkeypatch, tmp_path):
     assert single["accuracy"] == 0.75 and single["n_clips"] == 4
     assert single["f1_micro"] == 0.75
     assert metrics["accuracy"] == 0.75  # top level too, beside lwlrap
-    saved = json.loads((tmp_path / "m.json").read_text())
+    saved = json.loads((tmp_path / "m.json").read_text())["m"]
     assert saved["accuracy"] == 0.75 and "f1_micro" not in saved  # the task's decision metric
     confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
     assert confusion.values.tolist() == [["a", "a"], ["b", "b"], ["c", "a"], ["a", "a"]]

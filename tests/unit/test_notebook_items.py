@@ -81,14 +81,18 @@ def _tsv(path):
 # ---- 7: per-epoch train metric on a fixed subset, seconds per epoch -------------------------
 
 def test_train_metric_per_epoch_on_a_fixed_subset_and_epoch_seconds(multi, tmp_path):
-    history = _train(multi, tmp_path / "a", _cfg(train_score_clips=10))
+    history = _train(multi, tmp_path / "a", _cfg(train_score_clips=10),
+                     timings=tmp_path / "a/timings.json")
     assert all(0 < r.train_lwlrap <= 1 for r in history)
     assert all(r.seconds > 0 for r in history)
     plots = tmp_path / "a/live/plots/metrics"
     assert _tsv(plots / "train/lwlrap.tsv") == pytest.approx([r.train_lwlrap for r in history])
-    assert len(_tsv(plots / "epoch_seconds.tsv")) == 3
+    # seconds per epoch: in the timings file (metrics/timings/train/<model>.json), apart from
+    # the curves, which are the same bits on every machine
+    timings = json.loads((tmp_path / "a/timings.json").read_text())
+    assert timings["epoch_seconds"] == [round(r.seconds, 3) for r in history]
     live = json.loads((tmp_path / "a/live/metrics.json").read_text())
-    assert 0 < live["train"]["lwlrap"] <= 1 and live["epoch_seconds"] > 0
+    assert 0 < live["train"]["lwlrap"] <= 1 and "epoch_seconds" not in live
     # fixed clips, fixed crops: the saved weights of epoch 1 and of the best epoch score
     # on the subset exactly what their epochs logged
     spec = TaskSpec("multilabel", 3)

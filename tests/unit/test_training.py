@@ -85,11 +85,30 @@ def test_a_run_is_built_fitted_and_saved_in_typed_steps(store, tmp_path):
     assert [r.train_loss for r in history] == [r.train_loss for r in expected]
     final = final_model(built.trainer, history)
     assert final.swa is None and final.record["epoch"] == final.best.epoch
-    save_outputs(run, built, history, final, train_seconds=1.5)
+    save_outputs(run, built, history, final)
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
     assert meta["epoch"] == final.record["epoch"] and meta["classes"] == built.meta["classes"]
+    assert meta["platform"]["device"] == "cpu" and meta["platform"]["cpu_kernels"]
     saved = json.loads((tmp_path / "model/history.json").read_text())
-    assert saved["train_seconds"] == 1.5 and len(saved["epochs"]) == 2
+    assert len(saved["epochs"]) == 2
+    assert "train_seconds" not in saved and "seconds" not in saved["epochs"][0]
+
+
+def test_wall_clock_times_go_to_the_timings_file_only(store, tmp_path):
+    """Two runs of the same params: the model directory and the curves are the same bits,
+    the times (which differ between runs and machines) are in the timings file alone."""
+    cfg = TRAIN.model_copy(update={"epochs": 2})
+    for name in ("a", "b"):
+        train_model("cnn1d", {"channels": [16, 16]}, store, tmp_path / name / "model",
+                    tmp_path / name / "live", cfg, seed=0,
+                    timings=tmp_path / name / "timings.json")
+    for rel in ("model/model.pt", "model/history.json", "live/metrics.json",
+                "live/plots/metrics/train/loss.tsv"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert not list((tmp_path / "a/live").rglob("*seconds*"))
+    timings = json.loads((tmp_path / "a/timings.json").read_text())
+    assert timings["train_seconds"] > 0 and len(timings["epoch_seconds"]) == 2
+    assert timings["device"] == "cpu"
 
 
 def test_the_tone_task_is_learnt(store, tmp_path):

@@ -72,11 +72,13 @@ def _exp(name, metrics):
 
 
 def test_metric_is_the_best_model_or_an_explicit_file():
-    exp = _exp("t-0", {"metrics/cnn2d.json": {"valid_lwlrap": 0.6, "lwlrap": 0.5},
-                       "metrics/crnn.json": {"valid_lwlrap": 0.7, "lwlrap": 0.4},
+    # headline files hold their numbers under their name (audiotag.core.headline)
+    exp = _exp("t-0", {"metrics/cnn2d.json": {"cnn2d": {"valid_lwlrap": 0.6, "lwlrap": 0.5}},
+                       "metrics/crnn.json": {"crnn": {"valid_lwlrap": 0.7, "lwlrap": 0.4}},
                        "metrics/weights/cnn2d.json": {"summary": {"grad_ratio": 3.0}}})
     assert Metric("valid_lwlrap").read(exp) == 0.7
     assert Metric("metrics/cnn2d.json:lwlrap").read(exp) == 0.5
+    assert Metric("metrics/cnn2d.json:cnn2d.lwlrap").read(exp) == 0.5  # as dvc exp show names it
     assert Metric("metrics/weights/cnn2d.json:summary.grad_ratio").read(exp) == 3.0
     with pytest.raises(KeyError, match="metric 'f1' not found"):
         Metric("f1").read(exp)

@@ -27,7 +27,7 @@ class Column:
     fmt: str
     # per-model record -> (low, high): the value's 95 % CI. Only a column with a CI marks a
     # best model, and only when its CI lies above every other model's (a difference inside
-    # the noise of one run is not a finding); gaps, sizes and timings are never "best"
+    # the noise of one run is not a finding); gaps and sizes are never "best"
     ci: Callable[[dict], tuple[float, float]] | None = None
 
 
@@ -48,8 +48,6 @@ COLUMNS = [
     Column("best epoch", lambda r: r["eval"]["best_epoch"], "{}"),
     Column("epochs run", lambda r: r["train"]["epochs_run"], "{}"),
     Column("parameters", lambda r: r["eval"]["n_parameters"], "{:,}"),
-    Column("ms / clip", lambda r: r["eval"]["inference_ms_per_clip"], "{:.2f}"),
-    Column("train s", lambda r: r["train"]["train_seconds"], "{:.0f}"),
     Column("grad ratio first/last",
            lambda r: r["weights"]["summary"]["grad_ratio_first_last"], "{:.3g}"),
     Column("gradients", lambda r: r["weights"]["summary"]["verdict"], "{}"),
@@ -59,8 +57,9 @@ COLUMNS = [
 def collect(models: list[str], metrics_dir: str | os.PathLike[str],
             ensembles: list[str] = ()) -> dict[str, dict[str, Any]]:
     """Every model's evaluation (every metric: ``details/<model>.json``), training summary
-    and weight summary, read from metrics/; then every ensemble's evaluation (it has no
-    training or weights: those columns show "–")."""
+    and weight summary, read from metrics/, and its wall-clock times where they are
+    (``timings/{train,evaluate}/<model>.json``); then every ensemble's evaluation (it has
+    no training or weights: those columns show "–")."""
     root = Path(metrics_dir)
     records = {}
     for name in [*models, *ensembles]:
@@ -71,9 +70,46 @@ def collect(models: list[str], metrics_dir: str | os.PathLike[str],
         missing = [str(p) for p in paths.values() if not p.exists()]
         if missing:
             raise FileNotFoundError(f"report: missing metrics for model {name!r}: {missing[0]}")
+        timings = {stage: root / "timings" / stage / f"{name}.json"
+                   for stage in ("train", "evaluate")}
         records[name] = {"train": {}, "weights": {},
-                         **{key: read_json(path) for key, path in paths.items()}}
+                         **{key: read_json(path) for key, path in paths.items()},
+                         "timings": {stage: read_json(path) for stage, path in timings.items()
+                                     if path.exists()}}
     return records
+
+
+# reports/timings.md: wall-clock times, apart from the summary (whose bits are the same on
+# every machine); facts of one run on one machine, never rankings
+TIMING_COLUMNS = [
+    Column("train s", lambda r: r["timings"]["train"]["train_seconds"], "{:.0f}"),
+    Column("median s / epoch",
+           lambda r: float(np.median([s for s in r["timings"]["train"]["epoch_seconds"]
+                                      if s is not None])), "{:.2f}"),
+    Column("ms / test clip", lambda r: r["timings"]["evaluate"]["inference_ms_per_clip"],
+           "{:.2f}"),
+    Column("device", lambda r: r["timings"]["train"]["device"], "{}"),
+]
+
+
+def timings_markdown(records: dict[str, dict[str, Any]]) -> str:
+    """The models' wall-clock times (``reports/timings.md``): training, per epoch and
+    inference, and the device they ran on."""
+    lines = ["# Wall-clock times", "",
+             "Times of the last run of each stage on the machine that ran it; they differ "
+             "between identical runs and machines, so they live apart from the results "
+             "(docs/reproducibility.md). `dvc metrics show metrics/timings` lists every "
+             "figure; `dvc metrics diff --targets metrics/timings -- <rev>` compares runs.", "",
+             "| model | " + " | ".join(c.title for c in TIMING_COLUMNS) + " |",
+             "|---|" + "---:|" * len(TIMING_COLUMNS)]
+    for name, record in records.items():
+        if not record["timings"]:
+            continue
+        cells = [_value(record, c) for c in TIMING_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(
+            "–" if v is None else c.fmt.format(v) for c, v in zip(TIMING_COLUMNS, cells,
+                                                                  strict=True)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _value(record: dict, column: Column) -> Any:
@@ -111,8 +147,8 @@ def markdown_table(records: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + (
         "\n\nBold: a test lwlrap whose 95 % CI (bootstrap over the test clips) lies above "
         "every other model's; overlapping CIs mean the difference is within one run's noise "
-        "(compare seeds with `audiotag compare`, docs/experiments.md). Gaps, sizes and "
-        "timings are facts, not rankings (timings vary between identical runs).")
+        "(compare seeds with `audiotag compare`, docs/experiments.md). Gaps and sizes are "
+        "facts, not rankings.")
 
 
 def worst_classes(records: dict[str, dict[str, Any]], n: int = N_WORST) -> pd.DataFrame:
@@ -315,10 +351,12 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
                  plots_dir: str | os.PathLike[str] | None = None,
                  known_issues: str | os.PathLike[str] | None = None,
                  models_plots: str | os.PathLike[str] | None = None,
-                 ensembles: list[str] = ()) -> str:
+                 ensembles: list[str] = (),
+                 timings_path: str | os.PathLike[str] | None = None) -> str:
     """Write the markdown summary and the leaderboard plot (and, given ``models_plots``,
-    the CSVs of :func:`write_model_plots` there), the ``ensembles`` in rows after the
-    models; returns the markdown."""
+    the CSVs of :func:`write_model_plots` there; given ``timings_path``, the models'
+    wall-clock times there: :func:`timings_markdown`), the ``ensembles`` in rows after the
+    models; returns the summary's markdown."""
     records = collect(models, metrics_dir, list(ensembles))
     # an ensemble skipped (fewer than two models trained) has no metrics: no row
     ensembles = [e for e in ensembles if "lwlrap" in records[e]["eval"]]
@@ -344,6 +382,11 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
                   + "; ".join(records[m]["weights"].get("verdict_reasons", [])) for m in vanishing]
         parts.append("")
     parts += _links_markdown(models, plots, summary_dir, ensembles)
+    if timings_path is not None:
+        write_text(timings_path, timings_markdown(records))
+        parts += [f"Wall-clock times (training, per epoch, inference): "
+                  f"[{Path(timings_path).name}]({os.path.relpath(timings_path, summary_dir)})",
+                  ""]
     parts += _data_markdown(Path(metrics_dir))
     parts += _known_issues_markdown(Path(known_issues) if known_issues else None)
     text = "\n".join(parts)

@@ -32,6 +32,10 @@ def headline(name: str, details: dict[str, Any], keys: tuple[str, ...] = KEYS) -
 
 def headline_values(data: dict[str, Any] | None, name: str) -> dict[str, Any]:
     """The numbers of headline file content ``data`` written for run ``name`` (``{}`` when
-    it has none, e.g. an ensemble skipped for lack of members)."""
-    values = (data or {}).get(name)
-    return values if isinstance(values, dict) else {}
+    it has none, e.g. an ensemble skipped for lack of members). Experiments made before the
+    numbers were nested hold them at the top level: read as they are."""
+    data = data or {}
+    values = data.get(name)
+    if isinstance(values, dict):
+        return values
+    return data if "lwlrap" in data else {}

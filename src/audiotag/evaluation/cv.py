@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.core.headline import CV_KEYS
 from audiotag.core.io import read_json, write_json
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.ensemble import (
@@ -32,18 +33,16 @@ from audiotag.evaluation.ensemble import (
     read_predictions,
 )
 from audiotag.evaluation.evaluate import (
-    MAX_HEADLINE,
     PER_CLASS_CSV,
     _r,
     _write_csv,
-    headline,
     per_clip_table,
+    write_headline,
 )
 from audiotag.training.cv import FOLD_JSON, OOF_CSV, TEST_CSV
 from audiotag.training.inference import ClipPredictions
 
 log = logging.getLogger(__name__)
-CV_HEADLINE = ("cv_lwlrap_mean", "cv_lwlrap_sd", "cv_folds", "oof_lwlrap")
 
 
 def assemble_oof(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
@@ -111,8 +110,8 @@ def evaluate_cv(name: str, model: str, k: int, folds: list[int],
                 details_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                 predictions_path: str | os.PathLike[str]) -> dict[str, Any]:
     """Gather ``folds`` (of ``k``) of ``model`` from ``folds_dir/<fold>/`` and write the
-    out-of-fold scores, the headline metrics (CV lwlrap mean and sd, folds, out-of-fold
-    lwlrap, then the fold ensemble's test lwlrap, CI, mAP, F1 or accuracy), every metric,
+    out-of-fold scores, the headline metrics (CV lwlrap mean and sd, then the fold
+    ensemble's test lwlrap, as a model's), every metric,
     the per-class CSV and the fold ensemble's test scores. Returns every metric."""
     root = Path(folds_dir)
     summaries, tables = {}, {}
@@ -131,8 +130,7 @@ def evaluate_cv(name: str, model: str, k: int, folds: list[int],
     _write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
     _write_csv(per_clip_table(test, test.classes), Path(predictions_path))
     write_json(details_path, metrics)
-    head = {key: metrics[key] for key in CV_HEADLINE if metrics.get(key) is not None}
-    write_json(metrics_path, dict(list({**head, **headline(metrics)}.items())[:MAX_HEADLINE]))
+    write_headline(metrics_path, metrics, CV_KEYS)
     log.info("%s: CV lwlrap %s ± %s over %d folds (out-of-fold %s); fold ensemble test "
              "lwlrap %s", name, metrics["cv_lwlrap_mean"], metrics["cv_lwlrap_sd"],
              len(folds), metrics["oof_lwlrap"], metrics.get("lwlrap"))

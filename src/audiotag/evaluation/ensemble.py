@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from audiotag.core.headline import ENSEMBLE_KEYS
 from audiotag.core.io import write_json
 from audiotag.data.manifest import labels_to_matrix, split_labels
 from audiotag.evaluation.config import EvaluateConfig
@@ -39,10 +40,10 @@ from audiotag.evaluation.evaluate import (
     _per_class_list,
     _r,
     _write_csv,
-    headline,
     multilabel_metrics,
     per_clip_table,
     singlelabel_metrics,
+    write_headline,
 )
 from audiotag.metrics.lwlrap import bootstrap_lwlrap, per_class_lwlrap
 from audiotag.training.inference import ClipPredictions
@@ -172,7 +173,7 @@ def evaluate_ensemble(name: str, method: str, eval_cfg: EvaluateConfig,
     _write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
     _write_csv(per_clip_table(test, test.classes), Path(predictions_path))
     write_json(details_path, metrics)
-    write_json(metrics_path, headline(metrics))
+    write_headline(metrics_path, metrics, ENSEMBLE_KEYS)
     log.info("%s (%s of %s): test lwlrap %s on %d clips", name, method, ", ".join(members),
              metrics["lwlrap"], len(test))
     return metrics

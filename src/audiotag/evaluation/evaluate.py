@@ -12,7 +12,7 @@ What is computed (``metrics/<model>.json`` and the CSVs in ``plots/<model>/``):
   averages, a confusion matrix (``confusion.csv``: one ``actual,predicted`` row per clip;
   written for the single-label test clips of any dataset);
 - regression (``task: regression | multitask``): Spearman, Pearson and MSE per target;
-- always: inference time per clip, parameter count, best epoch, and the train-vs-
+- always: parameter count, best epoch, the platform it ran on, and the train-vs-
   validation gap at the best epoch (losses from ``history.json``, lwlrap re-scored).
 
 Model output layout assumed for regression/multitask checkpoints: the class logits come
@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from audiotag.core.device import pick_device, set_threads
+from audiotag.core.device import pick_device, platform_record, set_threads
+from audiotag.core.headline import KEYS, headline
 from audiotag.core.io import atomic_path, read_json, write_json
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.metrics.classification import (
@@ -59,13 +60,6 @@ BY_SUBSET_CSV = "lwlrap_by_subset.csv"
 CONFUSION_CSV = "confusion.csv"
 REPORT_CSV = "per_class_report.csv"
 REGRESSION_CSV = "regression.csv"
-# the headline numbers of `metrics:` (`dvc metrics show`, `dvc exp show` columns): the first
-# MAX_HEADLINE of these a model has, in this order (tests/e2e/test_headline_metrics.py); every
-# metric is in the details file. valid_lwlrap is what `audiotag tune` optimises.
-HEADLINE = ("lwlrap", "lwlrap_ci_low", "lwlrap_ci_high", "valid_lwlrap", "mAP", "f1_micro",
-            "accuracy", "regression_mse", "best_epoch", "n_parameters",
-            "inference_ms_per_clip", "train_seconds")
-MAX_HEADLINE = 10
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -264,21 +258,21 @@ def per_clip_table(pred: ClipPredictions, outputs: list[str]) -> pd.DataFrame:
     return table
 
 
-def headline(details: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers of ``metrics/<model>.json`` (:data:`HEADLINE`, those the task has:
-    F1 for multi-label test clips, accuracy instead when every test clip has one label, MSE
-    for regression), taken from every metric."""
+def write_headline(path: str | os.PathLike[str], details: dict[str, Any],
+                   keys: tuple[str, ...] = KEYS) -> None:
+    """``metrics/<name>.json``: the few numbers of :mod:`audiotag.core.headline` the run has
+    (MSE for regression), under the file's name, taken from every metric."""
     values = {**details, "regression_mse": (details.get("regression") or {}).get("mse")}
-    if "accuracy" in values:  # single-label: accuracy is the decision metric, not F1
-        values.pop("f1_micro", None)
-    present = [k for k in HEADLINE if values.get(k) is not None][:MAX_HEADLINE]
-    return {k: values[k] for k in present}
+    write_json(path, headline(Path(path).stem, values, keys))
 
 
-def _train_seconds(history_path: Path) -> float | None:
-    if not history_path.exists():
-        return None
-    return read_json(history_path).get("train_seconds")
+def write_timings(path: str | os.PathLike[str] | None, test: ClipPredictions,
+                  device: str) -> None:
+    """``metrics/timings/evaluate/<model>.json``: the wall-clock inference time, apart
+    from the results (it differs from run to run and machine to machine)."""
+    if path is not None:
+        write_json(path, {"inference_ms_per_clip": _r(1000 * test.seconds / max(len(test), 1), 4),
+                          "test_clips": len(test), "device": device})
 
 
 def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
@@ -286,9 +280,11 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                    cfg: EvaluateConfig,
                    predictions_path: str | os.PathLike[str] | None = None,
                    details_path: str | os.PathLike[str] | None = None,
-                   valid_predictions_path: str | os.PathLike[str] | None = None) -> dict:
+                   valid_predictions_path: str | os.PathLike[str] | None = None,
+                   timings_path: str | os.PathLike[str] | None = None) -> dict:
     """Score ``checkpoint`` on the test clips; write the headline numbers to
-    ``metrics_path`` (:func:`headline`), every metric to ``details_path`` (when given), the
+    ``metrics_path`` (:func:`write_headline`), the inference time to ``timings_path``
+    (when given), every metric to ``details_path`` (when given), the
     CSVs of ``plots_dir`` (see the module doc) and, given ``predictions_path``, the test
     clips' scores (:func:`per_clip_table`), given ``valid_predictions_path`` the validation
     clips' (only the header when there are none; ensembles tune their threshold on them).
@@ -320,8 +316,8 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
         "valid_lwlrap": _r(meta.get("valid_lwlrap")),
         "best_epoch": int(meta["epoch"]),
         "n_parameters": int(meta["n_parameters"]),
-        "inference_ms_per_clip": _r(1000 * test.seconds / max(len(test), 1), 4),
-        "train_seconds": _train_seconds(Path(checkpoint).parent / "history.json"),
+        # where it ran, to explain a difference between machines (docs/reproducibility.md)
+        "platform": {"train": meta.get("platform"), "evaluate": platform_record(device)},
     })
     by_subset, overfit_lwlrap, subset_table = split_analysis(train, valid if n_classes else None,
                                                            test.classes)
@@ -367,7 +363,8 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                    Path(valid_predictions_path))
     if details_path is not None:
         write_json(details_path, metrics)
-    write_json(metrics_path, headline(metrics))
+    write_headline(metrics_path, metrics)
+    write_timings(timings_path, test, str(device))
     log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
-             metrics.get("lwlrap"), len(test), metrics["inference_ms_per_clip"] or 0)
+             metrics.get("lwlrap"), len(test), 1000 * test.seconds / max(len(test), 1))
     return metrics

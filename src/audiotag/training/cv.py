@@ -128,11 +128,13 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
 def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[str],
              out: str | os.PathLike[str], cfg: TrainConfig, split: SplitConfig, k: int,
              fold: int, seed: int,
-             labels: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+             labels: str | os.PathLike[str] | None = None,
+             timings: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train fold ``fold`` of ``k`` of model ``name`` and score its held-out clips and the
     test clips. Writes to ``out``: ``model/`` and ``live/`` (:func:`train_model`'s model and
     dvclive directories), ``oof.csv`` (every clip of the fold), ``test.csv`` and
-    ``fold.json`` (clip counts, the validation clips and their lwlrap). Returns fold.json."""
+    ``fold.json`` (clip counts, the validation clips and their lwlrap); to ``timings`` (when
+    given) the training's wall-clock times. Returns fold.json."""
     if cfg.processes * cfg.nodes > 1:
         raise ParamsError("cv: fold models train in one process (train.processes=1, "
                           "train.nodes=1)")
@@ -144,7 +146,7 @@ def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[s
     log.info("%s fold %d of %d: %d clips train, %d validate, %d held out", name, fold, k,
              len(clips.train), len(clips.valid), int((folds == fold).sum()))
     train_model(name, model_params, store, out / MODEL_DIR, out / LIVE_DIR, cfg, seed + fold,
-                clips=clips)
+                clips=clips, timings=timings)
     device = pick_device(cfg.device)
     model, meta = load_checkpoint(out / MODEL_DIR / CHECKPOINT_NAME, device)
     spec, outputs = task_of(meta), output_names(meta)

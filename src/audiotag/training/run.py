@@ -18,7 +18,7 @@ from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from audiotag.core.device import set_threads
+from audiotag.core.device import platform_record, set_threads
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
 from audiotag.data.manifest import TARGET_PREFIX
@@ -68,8 +68,6 @@ def _log_epoch(live: Live, result: EpochResult) -> None:
         live.log_metric("train/lwlrap", result.train_lwlrap)
     if _finite(result.train_accuracy):
         live.log_metric("train/accuracy", result.train_accuracy)
-    if _finite(result.seconds):
-        live.log_metric("epoch_seconds", result.seconds)
     live.log_metric("lr", result.lr)
     for layer, norm in result.grad_norms.items():
         live.log_metric(f"grad_norm/{layer}", norm)
@@ -93,8 +91,9 @@ def _log_lr_steps(live: Live, history: list[EpochResult]) -> None:
 
 
 def _saved(result: EpochResult) -> dict[str, Any]:
-    """An epoch as history.json keeps it: without its wall time, so that the model
-    directory (a DVC out) has the same hash whenever the same params train it."""
+    """An epoch as history.json keeps it: without its wall time (in the timings file), so
+    that the model directory (a DVC out) has the same hash whenever the same params train
+    it, on any machine (docs/reproducibility.md)."""
     record = asdict(result)
     record.pop("seconds")
     return record
@@ -349,9 +348,10 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
                 resume_dir: str | os.PathLike[str] | None = None,
                 stop_after: int | None = None,
                 labels: str | os.PathLike[str] | None = None,
-                clips: ClipChoice | None = None) -> list[EpochResult]:
+                clips: ClipChoice | None = None,
+                timings: str | os.PathLike[str] | None = None) -> list[EpochResult]:
     """Train ``name``; writes ``model_dir/{model.pt,first_epoch.pt,history.json}``
-    atomically at the end.
+    atomically at the end, and the wall-clock times to ``timings`` (when given).
 
     ``model.pt`` holds the weights of the epoch with the best validation score (lwlrap;
     minus the validation loss for regression), or the SWA average with ``swa_start_epoch``,
@@ -376,7 +376,8 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
                           "features.kind=waveform has none (set the mask counts to 0)")
     run = RunInputs(name, model_params, features_dir, Path(model_dir), Path(live_dir), cfg,
                     seed, kind, Path(labels) if labels is not None else None,
-                    Path(resume_dir) if resume_dir is not None else None, stop_after, clips)
+                    Path(resume_dir) if resume_dir is not None else None, stop_after, clips,
+                    Path(timings) if timings is not None else None)
     set_threads(cfg.threads)
     ctx, device = distributed.setup(cfg.device)
     try:
@@ -404,6 +405,7 @@ class RunInputs:
     resume_dir: Path | None
     stop_after: int | None
     clips: ClipChoice | None = None  # instead of the store's train and valid roles
+    timings: Path | None = None  # where the wall-clock times go (:func:`write_timings`)
 
 
 @dataclass(frozen=True)
@@ -438,8 +440,9 @@ def _train(run: RunInputs, ctx: distributed.Context, device: torch.device) -> li
         if not built.trainer.finished:
             return history
         final = final_model(built.trainer, history)
-        train_seconds = log_summary(live, run, built, history, final, started)
-        save_outputs(run, built, history, final, train_seconds)
+        log_summary(live, run, built, history, final)
+        save_outputs(run, built, history, final)
+        write_timings(run.timings, history, time.perf_counter() - started, device)
     if run.resume_dir is not None:
         resume.mark_complete(run.resume_dir, built.fingerprint, [_saved(r) for r in history])
     return history
@@ -463,7 +466,8 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
             "classes": train_set.classes,
             "targets": list(spec.targets),
             "features": train_set.meta["config"], "stats": train_set.stats,
-            "n_parameters": count_parameters(model)}
+            "n_parameters": count_parameters(model),
+            "platform": platform_record(device)}  # explains a difference
     if cfg.init_from:
         loaded, skipped = init_from_checkpoints(model, name, cfg)
         log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
@@ -546,9 +550,9 @@ def final_model(trainer: Trainer, history: list[EpochResult]) -> FinalModel:
 
 
 def log_summary(live: Live, run: RunInputs, built: BuiltRun, history: list[EpochResult],
-                final: FinalModel, started: float) -> float:
-    """The dvclive summary of a finished run (best epoch, SWA, task, size, time); returns
-    the training time in seconds as logged."""
+                final: FinalModel) -> None:
+    """The dvclive summary of a finished run (best epoch, SWA, task, size); no wall time,
+    which is in the timings file (:func:`write_timings`)."""
     best, swa = final.best, final.swa
     if swa is not None:
         live.summary["swa"] = json_safe({"valid_lwlrap": swa.valid_lwlrap,
@@ -562,15 +566,25 @@ def log_summary(live: Live, run: RunInputs, built: BuiltRun, history: list[Epoch
     live.summary["task"] = built.spec.task
     live.summary["epochs_run"] = len(history)
     live.summary["n_parameters"] = built.meta["n_parameters"]
-    live.summary["train_seconds"] = round(time.perf_counter() - started, 1)
     if run.cfg.overfit_batches:
         live.summary["overfit_final_loss"] = history[-1].train_loss
     live.sync()
-    return live.summary["train_seconds"]
+
+
+def write_timings(path: Path | None, history: list[EpochResult], seconds: float,
+                  device: torch.device) -> None:
+    """The run's wall-clock times (``metrics/timings/train/<model>.json``): the whole run
+    and each epoch, in seconds. Kept apart from the model and the curves, whose bits are
+    the same on every machine while times are not (docs/reproducibility.md)."""
+    if path is None:
+        return
+    write_json(path, {"train_seconds": round(seconds, 1), "device": str(device),
+                      "epoch_seconds": [None if r.seconds is None else round(r.seconds, 3)
+                                        for r in history]})
 
 
 def save_outputs(run: RunInputs, built: BuiltRun, history: list[EpochResult],
-                 final: FinalModel, train_seconds: float) -> None:
+                 final: FinalModel) -> None:
     """``model.pt`` (the final weights), ``first_epoch.pt`` and ``history.json``, written
     to ``run.model_dir`` as a whole (see :func:`train_model`)."""
     meta, first = built.meta, history[0]
@@ -580,7 +594,6 @@ def save_outputs(run: RunInputs, built: BuiltRun, history: list[EpochResult],
                         {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
         write_json(tmp / HISTORY_NAME, json_safe({
             "model": run.name, "task": built.spec.task, "best_epoch": final.record["epoch"],
-            "train_seconds": train_seconds,
             "layers": layer_names(built.trainer.model),  # model order of the per-layer records
             "epochs": [_saved(r) for r in history],
             "swa": _saved(final.swa) if final.swa is not None else None}))
