@@ -1,5 +1,6 @@
-"""Shared setup of the end-to-end tests: a copy of this repository as a fresh git + DVC
-project with tiny params, driven through the real `dvc` CLI."""
+"""Shared setup of the end-to-end tests: this repository as a fresh clone would hold it (every
+file git tracks or would add) in a new git repo with tiny params, driven through the real
+`dvc` CLI."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ from pathlib import Path
 
 import yaml
 
-COPY = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".gitignore", "tune.yaml",
-        "src", "stages"]
 # seconds, not minutes: a handful of short clips at 8 kHz, two epochs
 TINY = {
     "data": {"synthetic": {"n_curated": 20, "n_noisy": 20, "n_test": 12, "sample_rate": 8000,
@@ -53,15 +52,26 @@ def run(cmd: list[str], cwd: Path, check: bool = True,
     return result
 
 
+def clone_files(repo_root: Path) -> list[str]:
+    """What a clone of ``repo_root`` holds once its work in progress is committed: every file
+    git tracks and every untracked file git does not ignore (paths relative to ``repo_root``).
+    Not a `git clone`: that would leave out the uncommitted work a test run is meant to check
+    (and point `origin` at this repository)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=repo_root, capture_output=True, check=True).stdout.decode()
+    return [path for path in listed.split("\0") if path]
+
+
 def make_project(repo_root: Path, root: Path, *overrides: dict) -> Path:
-    """Copy this repository to ``root`` as a committed git + DVC repo with tiny params."""
+    """This repository's files (:func:`clone_files`: committed outputs, dvc.lock and nested
+    .gitignore files included) at ``root``, as a committed git repo with tiny params."""
     root.mkdir(parents=True, exist_ok=True)
-    for name in COPY:
-        src = repo_root / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, root / name)
+    for rel in clone_files(repo_root):
+        src = repo_root / rel
+        if src.is_file():  # a tracked file deleted in the work tree: gone at the next commit
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, root / rel)
+    assert (root / ".dvc/config").is_file(), "the repository commits .dvc/config"
     params = merge(yaml.safe_load((root / "params.yaml").read_text()), TINY)
     for override in overrides:
         merge(params, override)
@@ -70,8 +80,6 @@ def make_project(repo_root: Path, root: Path, *overrides: dict) -> Path:
             settings["train"]["epochs"] = params["train"]["epochs"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], root)
-    run(["dvc", "init", "-q"], root)
-    run(["dvc", "config", "core.analytics", "false"], root)
     # what `make install` does in a clone: the offline `dvc plots show` page template
     run([sys.executable, "-m", "audiotag.plots.offline"], root)
     commit(root, "init")

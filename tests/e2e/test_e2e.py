@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_outputs import misplaced_outs
 from dvc_project import run
 
 pytestmark = pytest.mark.e2e
@@ -73,6 +74,14 @@ def test_every_file_the_stages_write_is_a_declared_output(project):
                     rel == out or rel.startswith(out.rstrip("/") + "/") for out in declared):
                 undeclared.append(rel)
     assert not undeclared, f"written by a stage but not declared in dvc.yaml: {undeclared}"
+
+
+def test_every_output_travels_in_git_or_the_dvc_remote(project):
+    """Issue 29: in a project made of this repository's own files (its committed nested
+    .gitignore files included), git would commit every `cache: false` out the tiny run wrote
+    and ignores every cached one (what `dvc push` carries): nothing is left behind."""
+    problems = misplaced_outs(project)
+    assert not problems, "\n".join(problems)
 
 
 def test_experiment_reruns_training_but_not_features(project):
