@@ -140,9 +140,11 @@ def compare_pinning() -> None:
     print(f"{'total':28s} {total['pinned']:12.1f} {total['native']:12.1f} "
           f"{total['pinned'] / total['native']:6.2f}")
     results = [p for p in outputs["pinned"] if "timings" not in p]
-    differ = [p for p in results if outputs["pinned"][p] != outputs["native"].get(p)]
-    print(f"outputs (timings aside) that differ between the two: {len(differ)} of "
-          f"{len(results)}{': ' + ', '.join(differ) if differ else ''}")
+    committed = _outputs(ROOT)
+    for label, other in (("native", outputs["native"]), ("this checkout's dvc.lock", committed)):
+        differ = [p for p in results if outputs["pinned"][p] != other.get(p)]
+        print(f"outputs (timings aside) of the pinned run that differ from {label}: "
+              f"{len(differ)} of {len(results)}{': ' + ', '.join(differ) if differ else ''}")
 
 
 def main() -> None:
