@@ -29,7 +29,7 @@ DOCS = ROOT / "docs"
 # commands whose arguments are not checked here (dvc's own subcommands, shell builtins)
 OTHER_COMMANDS = {"dvc", "source", "cat", "git", "cd", "export", "ls"}
 TOPICS = ["parameters", "datasets", "features", "models", "training", "label-cleaning",
-          "evaluation", "team", "benchmarks", "experiments", "using-a-model"]
+          "evaluation", "team", "benchmarks", "experiments", "using-a-model", "reproducibility"]
 
 
 def bash_lines(markdown: str) -> list[str]:

@@ -20,8 +20,9 @@ from collections.abc import MutableMapping
 
 OPT_OUT = "AUDIOTAG_CPU_ISA"  # "avx2" (the default) or "native"
 CHOICES = ("avx2", "native")
-# The smallest set that made an AVX-512 machine reproduce an AVX2 machine's outputs bit for
-# bit (benchmarks/isa_pinning.py; docs/benchmarks.md#pinned-cpu-kernels)
+# With these an AVX-512 machine reproduced an AVX2 machine's outputs bit for bit; on AMD the
+# first two were needed and enough, MKL's is for Intel's AVX-512 code path
+# (benchmarks/isa_pinning.py; docs/benchmarks.md#pinned-cpu-kernels)
 PINNED = {
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own vectorised kernels (softmax, exp, reductions)
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN's convolutions and matmuls
