@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -343,7 +345,7 @@ def test_folder_source_without_subset_splits_by_seed(tmp_path):
     ("missing.wav,Bark", r"line 3 \(fname='missing\.wav'\): no such file"),
     ("b.wav,Bark,valid", r"line 3 \(fname='b\.wav'\): subset 'valid'"),
     ("../etc/passwd,Bark", r"line 3 .*relative to audio_dir"),
-    ("a.wav,Purr", r"line 3 \(fname='a\.wav'\): same clip as line 2"),
+    ("a.wav,Purr", r"line 3 \(fname='a\.wav'\): same file as line 2"),
     (",Bark", r"line 3 .*empty fname"),
 ])
 def test_folder_source_errors_name_the_csv_row(tmp_path, row, message):
@@ -710,3 +712,24 @@ def test_fsdkaggle2019_label_outside_the_vocabulary_names_the_csv_row(tmp_path):
                                               r"\(fname='n0000001\.wav'\): label 'Meow' is not "
                                               r"in vocabulary\.csv"):
         _build("fsdkaggle2019", settings, tmp_path / "out2", max_bad=0.2)
+
+
+@pytest.mark.parametrize(("second", "linked"), [
+    ("sub\\c.flac", None),  # a Windows separator: the same path
+    ("./sub//c.flac", None),
+    ("e.flac", "symlink"),  # another name for the same file
+    ("e.flac", "hardlink"),
+])
+def test_folder_duplicates_are_found_by_the_file_they_open(tmp_path, second, linked):
+    # issue 33 item 2: `low\low_0.wav` beside `low/low_0.wav` put one clip in curated and test
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                                    "sub/c.flac,Bark,curated", f"{second},Bark,test"])
+    if linked == "symlink":
+        (audio / "e.flac").symlink_to(audio / "sub" / "c.flac")
+    elif linked == "hardlink":
+        os.link(audio / "sub" / "c.flac", audio / "e.flac")
+    fname = re.escape(repr(second))
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: line 4 \(fname={fname}\): same "
+                                              r"file as line 3 \(fname='sub/c\.flac'\)"):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.csv").exists()

@@ -76,16 +76,30 @@ def _row_error(csv: Path, line: int, fname: object, message: str) -> DataSourceE
     return DataSourceError(f"{csv}: line {line} (fname={fname!r}): {message}")
 
 
-def _check_row(csv: Path, line: int, fname: object, audio_dir: Path) -> Path:
+def _check_row(csv: Path, line: int, fname: object, audio_dir: Path) -> str:
+    """``fname`` as a clean relative POSIX path (``\\`` read as ``/``) of a file in
+    ``audio_dir``."""
     if not isinstance(fname, str) or not fname.strip():
         raise _row_error(csv, line, fname, "empty fname")
     norm = posixpath.normpath(fname.replace("\\", "/"))
     if norm.startswith(("/", "../")) or norm == "..":
         raise _row_error(csv, line, fname, "fname must be relative to audio_dir")
-    path = audio_dir / norm
-    if not path.is_file():
+    if not (audio_dir / norm).is_file():
         raise _row_error(csv, line, fname, f"no such file in {audio_dir}")
-    return path
+    return norm
+
+
+def _check_unique(csv: Path, line: int, fname: str, norm: str, audio_dir: Path,
+                  seen: dict[object, tuple[int, str]]) -> None:
+    """A file listed twice (under two spellings, a symlink or a hard link: found by device
+    and inode) or two files of one clip id would put one clip in two subsets."""
+    info = (audio_dir / norm).stat()  # follows a symlink
+    for key, what in (((info.st_dev, info.st_ino), "file"), (posixpath.splitext(norm)[0], "clip")):
+        if key in seen:
+            first, first_name = seen[key]
+            raise _row_error(csv, line, fname, f"same {what} as line {first} "
+                                               f"(fname={first_name!r})")
+        seen[key] = (line, fname)
 
 
 def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
@@ -95,15 +109,14 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
     table = common.read_csv(csv, "clip list", ("fname", "labels"), dtype=str,
                             keep_default_na=False)
     has_subset = "subset" in table.columns
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[object, tuple[int, str]] = {}
     known = set(cfg.classes or ())
     for i, r in enumerate(table.to_dict("records")):
         line = i + 2  # a header line, and people count from 1
-        src = _check_row(csv, line, r["fname"], audio_dir)
-        clip_id = posixpath.splitext(posixpath.normpath(r["fname"]))[0]
-        if clip_id in seen:
-            raise _row_error(csv, line, r["fname"], f"same clip as line {seen[clip_id]}")
-        seen[clip_id] = line
+        norm = _check_row(csv, line, r["fname"], audio_dir)
+        _check_unique(csv, line, r["fname"], norm, audio_dir, seen)
+        clip_id = posixpath.splitext(norm)[0]
         labels = parse_labels(r["labels"])
         bad = [name for name in labels if LABEL_SEP in name]
         if bad:
@@ -117,8 +130,8 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         if subset not in SUBSETS:
             raise _row_error(csv, line, r["fname"],
                              f"subset {subset!r} is not one of {', '.join(SUBSETS)} (or train)")
-        dst = out_dir / "folder" / posixpath.normpath(r["fname"])
-        common.place(src, dst)
+        dst = out_dir / "folder" / norm
+        common.place(audio_dir / norm, dst)
         rows.append({"clip_id": clip_id, "path": common.relpath(dst, out_dir),
                      "labels": join_labels(labels), "subset": subset,
                      common.ORIGIN: f"{csv}: line {line} (fname={r['fname']!r})"})
