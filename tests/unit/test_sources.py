@@ -733,3 +733,32 @@ def test_folder_duplicates_are_found_by_the_file_they_open(tmp_path, second, lin
                                               r"file as line 3 \(fname='sub/c\.flac'\)"):
         _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
     assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_folder_labels_in_two_unicode_forms_or_with_invisible_characters_are_one_class(
+        tmp_path, caplog):
+    # issue 33 item 3: 'Café' NFC and NFD, and 'mid' + a zero-width space, were 2 classes each
+    nfc, nfd = "Caf\u00e9", "Cafe\u0301"
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", f"a.wav,{nfc},curated",
+                                    f'b.wav,"{nfd},mid",curated', "d.wav,mid,test",
+                                    "sub/c.flac,\ufeffmid\u200b,test"])
+    with caplog.at_level(logging.WARNING):
+        df, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)},
+                             tmp_path / "out")
+    assert classes == [nfc, "mid"]
+    assert df["labels"].tolist() == [nfc, f"{nfc};mid", "mid", "mid"]
+    assert "invisible characters removed from the labels of line 5" in caplog.text
+    settings = {"audio_dir": str(audio), "csv": str(csv), "classes": [nfd, "mid\u200b"]}
+    _, classes = _build("folder", settings, tmp_path / "out2")  # the class list too
+    assert classes == [nfc, "mid"]
+    with pytest.raises(ParamsError, match=r"data\.folder\.classes.*'Café' is listed twice"):
+        parse_data({"data": {"dataset": "folder", "folder": {**settings,
+                                                             "classes": [nfc, nfd]}}})
+
+
+def test_folder_look_alike_classes_include_compatibility_forms(tmp_path, caplog):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,mid,curated",
+                                    "b.wav,\uff4d\uff49\uff44,curated", "d.wav,mid,test"])
+    with caplog.at_level(logging.WARNING):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+    assert "differ only in case or spaces: 'mid' / 'ｍｉｄ'" in caplog.text
