@@ -153,3 +153,33 @@ def test_a_symlinked_folder_in_an_input_must_itself_be_an_input(params, tmp_path
                                           r"into; add it to data\.inputs"):
         check_params(folder({"audio": str(audio)}))
     check_params(folder({"audio": str(audio), "other": str(other)}))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["train"].update(lr=float("inf")), r"train\.lr: .*finite"),
+    (lambda p: p["features"].update(fmin=float("nan")), r"features\.fmin: .*finite"),
+    (lambda p: p["split"].update(valid_fold=7),
+     r"split\.valid_fold: 7 is not a fold of data\.synthetic \(n_folds: 5"),
+    (lambda p: p["features"].update(n_fft=16, n_mels=64),
+     r"features: .*n_fft=16 gives 9 frequency bins, too few for n_mels=64: empty mel filters"),
+    (lambda p: p["features"].update(clip_seconds=0.001),
+     r"features: .*clip_seconds=0\.001 s is shorter than one frame"),
+    (lambda p: (p["data"].update(dataset="fsdd"), p["clean"].update(method="oracle")),
+     r"clean\.method: oracle needs the true labels .*data\.dataset: fsdd"),
+])
+def test_late_errors_are_caught_by_check_params(params, edit, message):
+    # issue 33 item 6: these failed in a later stage, or as a traceback
+    with pytest.raises(ParamsError, match=message):
+        check_params(params(edit))
+
+
+def test_a_duplicate_key_in_params_yaml_is_refused_naming_it_and_its_line(repo_root, tmp_path):
+    # issue 33 item 6: DVC refuses duplicate keys, check_params kept the last one
+    lines = (repo_root / "params.yaml").read_text().splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("train:")))
+    lines.insert(at + 1, "  lr: 0.5")
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: line \d+: train\.lr: a duplicate key "
+                                          rf"\(first at line {at + 2}\)"):
+        check_params(path)

@@ -41,23 +41,26 @@ class Source:
     config: type[BaseModel]
     write: Writer
     description: str
+    true_labels: bool = False  # its manifest has true_labels (what clean.method: oracle reads)
 
 
 SOURCES: Registry[Source] = Registry("dataset source")
 
 
-def register_source(name: str, config: type[BaseModel], description: str):
+def register_source(name: str, config: type[BaseModel], description: str,
+                    true_labels: bool = False):
     """Decorator registering ``write(cfg, out_dir, seed)`` as source ``name``."""
 
     def add(write: Writer) -> Writer:
-        SOURCES.register(name)(Source(config, write, description))
+        SOURCES.register(name)(Source(config, write, description, true_labels))
         return write
 
     return add
 
 
 @register_source("synthetic", synthetic.SyntheticConfig,
-                 "generated FSDKaggle2019-like tagging set with known label noise")
+                 "generated FSDKaggle2019-like tagging set with known label noise",
+                 true_labels=True)
 def _write_synthetic(cfg: synthetic.SyntheticConfig, out_dir: Path, seed: int):
     return synthetic.generate(cfg, out_dir, seed, progress=True)
 
