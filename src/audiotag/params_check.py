@@ -56,9 +56,20 @@ def _other_sources(raw: dict[str, Any], where: str) -> list[str]:
 
 
 def _data(raw: dict[str, Any], where: str) -> None:
-    """The chosen source's settings, and every path it reads listed in ``data.inputs``."""
+    """The chosen source's settings, every path it reads listed in ``data.inputs``, and the
+    settings of other groups that depend on the source."""
     name, cfg = parse_data(raw, where)
     check_inputs_tracked(raw, name, cfg, where)
+    split = parse_group(raw, "split", SplitConfig, where)
+    n_folds = getattr(cfg, "n_folds", None)
+    if n_folds is not None and split.valid_fold >= n_folds:
+        raise ParamsError(f"{where}: split.valid_fold: {split.valid_fold} is not a fold of "
+                          f"data.{name} (n_folds: {n_folds}, folds 0-{n_folds - 1})")
+    clean = (raw.get("clean") or {}).get("method") if isinstance(raw.get("clean"), dict) else None
+    if clean == "oracle" and not SOURCES.get(name).true_labels:
+        having = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).true_labels)
+        raise ParamsError(f"{where}: clean.method: oracle needs the true labels of the noisy "
+                          f"clips, which data.dataset: {name} does not have (only {having})")
 
 
 def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:

@@ -20,7 +20,7 @@ Search space format (``tune.yaml``)::
 
     train.lr:         {type: float, low: 0.0003, high: 0.01, log: true}
     train.batch_size: {type: categorical, choices: [16, 32, 64]}
-    models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}
+    models.crnn.dropout: {type: float, low: 0.0, high: 0.5}
     features.n_mels:  {type: int, low: 32, high: 128, step: 32}
 """
 
@@ -107,8 +107,11 @@ def _lookup(params: dict[str, Any], dotted: str) -> bool:
     return True
 
 
-def load_space(path: str | Path, params: dict[str, Any]) -> dict[str, Dimension]:
-    """Read and validate a search-space YAML file; every key must exist in params.yaml."""
+def load_space(path: str | Path, params: dict[str, Any],
+               fixed: dict[str, Any] | None = None) -> dict[str, Dimension]:
+    """Read and validate a search-space YAML file; every key must exist in params.yaml, and
+    a ``models.<name>.*`` key must name a model that is trained (in params.yaml, with the
+    ``fixed`` ``--set`` values over it, or among a dimension's choices)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -129,7 +132,51 @@ def load_space(path: str | Path, params: dict[str, Any]) -> dict[str, Dimension]
             space[key] = Dimension.model_validate(spec)
         except ValidationError as err:
             raise ParamsError(format_validation_error(err, key, str(path))) from None
+    _check_trained(path, space, params, fixed or {})
     return space
+
+
+# keys naming the models a run trains: what a models.<name>.* dimension must be among
+_MODEL_LISTS = ("train.models", "cv.models")
+_DETECTOR = "clean.detector.model"
+
+
+def _value(params: dict[str, Any], fixed: dict[str, Any], dotted: str) -> Any:
+    """``dotted``'s value: a ``--set`` one, else params.yaml's (None where absent)."""
+    if dotted in fixed:
+        return fixed[dotted]
+    node: Any = params
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _trained(space: dict[str, Dimension], params: dict[str, Any],
+             fixed: dict[str, Any]) -> set[str]:
+    """Every model some trial trains: ``train.models``, ``cv.models``, the label-cleaning
+    detector (unless ``clean.method`` is none or oracle), and the choices of a dimension
+    over one of those keys."""
+    names = {m for key in _MODEL_LISTS for m in _value(params, fixed, key) or []}
+    if _value(params, fixed, "clean.method") not in ("none", "oracle"):
+        names.add(_value(params, fixed, _DETECTOR))
+    for key in (*_MODEL_LISTS, _DETECTOR):
+        for choice in space[key].choices or [] if key in space else []:
+            names.update(choice if isinstance(choice, list) else [choice])
+    return {name for name in names if isinstance(name, str)}
+
+
+def _check_trained(path: Path, space: dict[str, Dimension], params: dict[str, Any],
+                   fixed: dict[str, Any]) -> None:
+    """A ``models.<name>.*`` dimension tunes a model that is trained: otherwise it changes
+    nothing and the study wastes a dimension (``models.defaults.*`` reach every model)."""
+    trained = _trained(space, params, fixed)
+    for key in space:
+        group, name = (key.split(".") + [""])[:2]
+        if group == "models" and name != "defaults" and name not in trained:
+            models = ", ".join(_value(params, fixed, "train.models") or []) or "none"
+            raise ParamsError(f"{path}: {key}: {name} is not trained (train.models: {models}), "
+                              f"so this dimension would change nothing; tune a trained "
+                              f"model's key, or models.defaults.{key.split('.', 2)[-1]}")
 
 
 @dataclass(frozen=True)
@@ -338,7 +385,7 @@ def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: 
     + running + queued trials are fewer than ``trials``, and otherwise waits for the other
     workers' running trials (one that fails or goes stale is retried here or there)."""
     params = read_params(repo / "params.yaml")
-    space = load_space(space_path, params)
+    space = load_space(space_path, params, fixed)
     for key in fixed:
         if not _lookup(params, key):
             raise ParamsError(f"--set {key}: not a key of params.yaml")

@@ -113,3 +113,73 @@ def test_fingerprint_changes_with_content_not_location(tmp_path):
     (tmp_path / "b" / "labels.csv").write_text("fname,labels\nsub/x.wav,cat\n")
     assert fingerprint(tmp_path / "b") != first
     assert fingerprint(tmp_path / "a" / "labels.csv") != fingerprint(tmp_path / "b/labels.csv")
+
+
+def test_fingerprint_looks_through_symlinks_and_stops_at_cycles(tmp_path):
+    # issue 33 item 1: a clip reached through a symlinked folder was invisible to it
+    from audiotag.data.inputs import fingerprint
+
+    (tmp_path / "audio" / "own").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "audio" / "own" / "a.wav").write_bytes(b"RIFF-a")
+    (tmp_path / "elsewhere" / "b.wav").write_bytes(b"RIFF-b")
+    (tmp_path / "elsewhere" / "c.wav").write_bytes(b"RIFF-c")
+    (tmp_path / "audio" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "audio" / "one.wav").symlink_to(tmp_path / "elsewhere" / "c.wav")
+    (tmp_path / "audio" / "own" / "loop").symlink_to(tmp_path / "audio")  # a cycle
+    first = fingerprint(tmp_path / "audio")
+    assert first["files"] == 4  # own/a, linked/b, linked/c, one.wav; the loop once only
+    (tmp_path / "elsewhere" / "b.wav").write_bytes(b"RIFF-B")  # overwritten through the link
+    assert fingerprint(tmp_path / "audio") != first
+
+
+def test_a_symlinked_folder_in_an_input_must_itself_be_an_input(params, tmp_path):
+    # DVC does not look into a symlinked folder, so only an input of its own makes a change
+    # there re-run download (issue 33 item 1)
+    audio, other = tmp_path / "audio", tmp_path / "elsewhere"
+    audio.mkdir()
+    other.mkdir()
+    (audio / "linked").symlink_to(other)
+    (audio / "loop").symlink_to(audio)  # inside the input already: fine
+
+    def folder(inputs):
+        def edit(p):
+            p["data"].update(dataset="folder", inputs=inputs)
+            p["data"]["folder"].update(audio_dir=str(audio), csv=str(audio / "labels.csv"))
+        return params(edit)
+
+    with pytest.raises(ParamsError, match=r"data\.inputs\.audio: .*audio/linked is a symlink "
+                                          r"to the folder .*elsewhere, which DVC does not look "
+                                          r"into; add it to data\.inputs"):
+        check_params(folder({"audio": str(audio)}))
+    check_params(folder({"audio": str(audio), "other": str(other)}))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["train"].update(lr=float("inf")), r"train\.lr: .*finite"),
+    (lambda p: p["features"].update(fmin=float("nan")), r"features\.fmin: .*finite"),
+    (lambda p: p["split"].update(valid_fold=7),
+     r"split\.valid_fold: 7 is not a fold of data\.synthetic \(n_folds: 5"),
+    (lambda p: p["features"].update(n_fft=16, n_mels=64),
+     r"features: .*n_fft=16 gives 9 frequency bins, too few for n_mels=64: empty mel filters"),
+    (lambda p: p["features"].update(clip_seconds=0.001),
+     r"features: .*clip_seconds=0\.001 s is shorter than one frame"),
+    (lambda p: (p["data"].update(dataset="fsdd"), p["clean"].update(method="oracle")),
+     r"clean\.method: oracle needs the true labels .*data\.dataset: fsdd"),
+])
+def test_late_errors_are_caught_by_check_params(params, edit, message):
+    # issue 33 item 6: these failed in a later stage, or as a traceback
+    with pytest.raises(ParamsError, match=message):
+        check_params(params(edit))
+
+
+def test_a_duplicate_key_in_params_yaml_is_refused_naming_it_and_its_line(repo_root, tmp_path):
+    # issue 33 item 6: DVC refuses duplicate keys, check_params kept the last one
+    lines = (repo_root / "params.yaml").read_text().splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("train:")))
+    lines.insert(at + 1, "  lr: 0.5")
+    path = tmp_path / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml: line \d+: train\.lr: a duplicate key "
+                                          rf"\(first at line {at + 2}\)"):
+        check_params(path)

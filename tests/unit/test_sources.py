@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -343,7 +345,7 @@ def test_folder_source_without_subset_splits_by_seed(tmp_path):
     ("missing.wav,Bark", r"line 3 \(fname='missing\.wav'\): no such file"),
     ("b.wav,Bark,valid", r"line 3 \(fname='b\.wav'\): subset 'valid'"),
     ("../etc/passwd,Bark", r"line 3 .*relative to audio_dir"),
-    ("a.wav,Purr", r"line 3 \(fname='a\.wav'\): same clip as line 2"),
+    ("a.wav,Purr", r"line 3 \(fname='a\.wav'\): same file as line 2"),
     (",Bark", r"line 3 .*empty fname"),
 ])
 def test_folder_source_errors_name_the_csv_row(tmp_path, row, message):
@@ -710,3 +712,53 @@ def test_fsdkaggle2019_label_outside_the_vocabulary_names_the_csv_row(tmp_path):
                                               r"\(fname='n0000001\.wav'\): label 'Meow' is not "
                                               r"in vocabulary\.csv"):
         _build("fsdkaggle2019", settings, tmp_path / "out2", max_bad=0.2)
+
+
+@pytest.mark.parametrize(("second", "linked"), [
+    ("sub\\c.flac", None),  # a Windows separator: the same path
+    ("./sub//c.flac", None),
+    ("e.flac", "symlink"),  # another name for the same file
+    ("e.flac", "hardlink"),
+])
+def test_folder_duplicates_are_found_by_the_file_they_open(tmp_path, second, linked):
+    # issue 33 item 2: `low\low_0.wav` beside `low/low_0.wav` put one clip in curated and test
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                                    "sub/c.flac,Bark,curated", f"{second},Bark,test"])
+    if linked == "symlink":
+        (audio / "e.flac").symlink_to(audio / "sub" / "c.flac")
+    elif linked == "hardlink":
+        os.link(audio / "sub" / "c.flac", audio / "e.flac")
+    fname = re.escape(repr(second))
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: line 4 \(fname={fname}\): same "
+                                              r"file as line 3 \(fname='sub/c\.flac'\)"):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_folder_labels_in_two_unicode_forms_or_with_invisible_characters_are_one_class(
+        tmp_path, caplog):
+    # issue 33 item 3: 'Café' NFC and NFD, and 'mid' + a zero-width space, were 2 classes each
+    nfc, nfd = "Caf\u00e9", "Cafe\u0301"
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", f"a.wav,{nfc},curated",
+                                    f'b.wav,"{nfd},mid",curated', "d.wav,mid,test",
+                                    "sub/c.flac,\ufeffmid\u200b,test"])
+    with caplog.at_level(logging.WARNING):
+        df, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)},
+                             tmp_path / "out")
+    assert classes == [nfc, "mid"]
+    assert df["labels"].tolist() == [nfc, f"{nfc};mid", "mid", "mid"]
+    assert "invisible characters removed from the labels of line 5" in caplog.text
+    settings = {"audio_dir": str(audio), "csv": str(csv), "classes": [nfd, "mid\u200b"]}
+    _, classes = _build("folder", settings, tmp_path / "out2")  # the class list too
+    assert classes == [nfc, "mid"]
+    with pytest.raises(ParamsError, match=r"data\.folder\.classes.*'Café' is listed twice"):
+        parse_data({"data": {"dataset": "folder", "folder": {**settings,
+                                                             "classes": [nfc, nfd]}}})
+
+
+def test_folder_look_alike_classes_include_compatibility_forms(tmp_path, caplog):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,mid,curated",
+                                    "b.wav,\uff4d\uff49\uff44,curated", "d.wav,mid,test"])
+    with caplog.at_level(logging.WARNING):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+    assert "differ only in case or spaces: 'mid' / 'ｍｉｄ'" in caplog.text

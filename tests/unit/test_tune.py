@@ -54,7 +54,7 @@ def test_set_args_are_what_dvc_exp_run_parses():
 def test_a_shared_model_option_is_tuned_per_model(tmp_path):
     """Issue 22: models.defaults holds the options every model shares; a space may still
     tune one model's copy (``models.cnn2d.dropout``), which ``++`` adds to its block."""
-    params = {"train": {"lr": 0.001}, "models": {"defaults": {"dropout": 0.2},
+    params = {"train": {"lr": 0.001, "models": ["cnn2d"]}, "models": {"defaults": {"dropout": 0.2},
                                                  "cnn2d": {"channels": [8]}}}
     path = tmp_path / "space.yaml"
     path.write_text("models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}\n")
@@ -208,3 +208,29 @@ def test_workers_and_resumed_runs_do_not_repeat_each_others_samples(monkeypatch,
     again.optimize(tune.DvcObjective(tmp_path, space, Metric("metrics/m.json:score"), "t",
                                      {}, seed=0), n_trials=1)
     assert again.trials[0].params == study.trials[0].params  # the same seed, the same start
+
+
+def test_a_dimension_over_a_model_that_is_not_trained_is_refused(tmp_path, repo_root):
+    # issue 33 item 5: tune.yaml searched models.cnn2d.dropout while train.models had no
+    # cnn2d, so one of the default study's dimensions did nothing
+    import yaml
+
+    params = {"train": {"models": ["cnn1d", "crnn"]}, "cv": {"models": []},
+              "clean": {"method": "cleanlab", "detector": {"model": "cnn1d"}},
+              "models": {"defaults": {"dropout": 0.2}, "cnn2d": {"dropout": 0.1}, "crnn": {},
+                         "cnn1d": {}}}
+    path = tmp_path / "space.yaml"
+    path.write_text("models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}\n")
+    with pytest.raises(ParamsError, match=r"space\.yaml: models\.cnn2d\.dropout: cnn2d is not "
+                                          r"trained \(train\.models: cnn1d, crnn"):
+        load_space(path, params)
+    for key in ("models.crnn.dropout", "models.cnn1d.dropout", "models.defaults.dropout"):
+        path.write_text(f"{key}: {{type: float, low: 0.0, high: 0.5}}\n")
+        load_space(path, params)  # trained, the cleaning detector, or every model
+    path.write_text("models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}\n"
+                    "train.models: {type: categorical, choices: [[crnn], [cnn2d]]}\n")
+    load_space(path, params)  # trained in the trials that choose it
+    path.write_text("models.cnn2d.dropout: {type: float, low: 0.0, high: 0.5}\n")
+    load_space(path, params, {"train.models": ["cnn2d"]})  # --set for every trial
+    repo = yaml.safe_load((repo_root / "params.yaml").read_text())
+    load_space(repo_root / "tune.yaml", repo)  # the default study

@@ -64,9 +64,22 @@ def gradient_matrix(history: dict[str, Any],
     seen = list(dict.fromkeys(layer for e in epochs for layer in e.get(key) or {}))
     rank = {layer: i for i, layer in enumerate(history.get("layers") or [])}
     layers = sorted(seen, key=lambda layer: rank.get(layer, len(rank)))  # stable: unknown last
-    matrix = np.array([[(e.get(key) or {}).get(layer, np.nan) for e in epochs]
+    matrix = np.array([[_number((e.get(key) or {}).get(layer)) for e in epochs]
                        for layer in layers], dtype=np.float64)
     return layers, matrix.reshape(len(layers), len(epochs))
+
+
+def _number(value: float | str | None) -> float:
+    """A recorded value: a number, or the string ``"inf"``/``"nan"`` that history.json keeps
+    for a non-finite one; None (no record) is NaN."""
+    return np.nan if value is None else float(value)
+
+
+def _non_finite(history: dict[str, Any]) -> list[str]:
+    """``"<layer> (epoch <n>)"`` for every recorded gradient norm that is NaN or infinite."""
+    return [f"{layer} (epoch {e.get('epoch')})" for e in history["epochs"]
+            for layer, value in (e.get("grad_norms") or {}).items()
+            if value is not None and not math.isfinite(float(value))]
 
 
 def classification_history(history: dict[str, Any]) -> dict[str, Any]:
@@ -100,8 +113,8 @@ def gradient_verdict(history: dict[str, Any], cfg: WeightsConfig) -> tuple[str, 
     from the classification epochs."""
     _, grads = gradient_matrix(classification_history(history))
     reasons: list[str] = []
-    if grads.size and not np.isfinite(grads[~np.isnan(grads)]).all():
-        reasons.append("a gradient norm is not finite")
+    if bad := _non_finite(classification_history(history)):
+        reasons.append(f"a gradient norm is not finite: {', '.join(bad[:3])}")
     elif grads.size and np.nanmax(grads) > cfg.exploding_norm:
         reasons.append(f"max gradient norm {np.nanmax(grads):.3g} > {cfg.exploding_norm:g}")
     first, last, ratio = _first_last(history)

@@ -71,7 +71,7 @@ class Strict(BaseModel):
     """Base of every params config: unknown keys are errors, and a boolean is never taken
     for a number (pydantic's lax mode reads ``epochs: true`` as 1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -84,13 +84,55 @@ class Strict(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key written twice in one mapping (as DVC does),
+    instead of keeping the last value."""
+
+    root: yaml.Node | None = None
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self.root = node
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: {_key_path(self, node, key)}: a duplicate key "
+                                    f"(first at line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _key_path(loader: _UniqueKeyLoader, node: yaml.MappingNode, key: Any) -> str:
+    """The dotted path of ``key`` in ``node``, found from the document's root."""
+    def find(current: yaml.Node, prefix: list[str]) -> list[str] | None:
+        if current is node:
+            return [*prefix, str(key)]
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                if (found := find(v, [*prefix, str(k.value)])) is not None:
+                    return found
+        return None
+
+    return ".".join(find(loader.root, []) or [str(key)])
+
+
 def read_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
     """Read params.yaml; unknown top-level groups (a misspelt ``trian:``) are an error."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file") from None
+    except _DuplicateKey as err:
+        raise ParamsError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

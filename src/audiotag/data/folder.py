@@ -8,7 +8,8 @@ column a seeded ``test_fraction`` of the clips becomes the test set. Classes are
 ``classes`` when given (its order; a label outside it is an error), else the sorted set of
 all labels, logged with their clip counts; classes with fewer than 2 clips and classes
 that differ only in case or spaces (``Low`` beside ``low``, a likely typo) are warned
-about. A bad row stops the stage with the CSV's line number.
+about. Labels (and ``classes``) are read in Unicode NFC form without invisible format
+characters (:func:`normalise_label`). A bad row stops the stage with the CSV's line number.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Self
@@ -55,6 +57,7 @@ class FolderConfig(Strict):
             return None
         if not classes:
             raise ValueError("empty list (null derives the classes from the CSV)")
+        classes = [normalise_label(name) for name in classes]
         for name in classes:
             if not name or name != name.strip() or LABEL_SEP in name or "," in name:
                 raise ValueError(f"invalid class name {name!r} (empty, padded, or contains "
@@ -65,27 +68,55 @@ class FolderConfig(Strict):
         return classes
 
 
+def has_invisible(text: str) -> bool:
+    """Whether ``text`` holds a format character (category Cf: zero-width space, BOM, ...)."""
+    return any(unicodedata.category(c) == "Cf" for c in text)
+
+
+def normalise_label(name: str) -> str:
+    """``name`` in Unicode NFC form, without format characters (zero-width space, BOM,
+    direction marks): what a reader sees, so ``Café`` typed precomposed or
+    with a combining accent, or ``mid`` pasted with a zero-width space, is one class."""
+    text = unicodedata.normalize("NFC", name)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
 def parse_labels(text: object) -> list[str]:
-    """``"Bark, Growling"`` -> ``["Bark", "Growling"]`` (the CSV reader removed the quotes)."""
+    """``"Bark, Growling"`` -> ``["Bark", "Growling"]`` (the CSV reader removed the quotes),
+    each :func:`normalise_label`-ed."""
     if not isinstance(text, str):
         return []
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return [name for part in text.split(",") if (name := normalise_label(part).strip())]
 
 
 def _row_error(csv: Path, line: int, fname: object, message: str) -> DataSourceError:
     return DataSourceError(f"{csv}: line {line} (fname={fname!r}): {message}")
 
 
-def _check_row(csv: Path, line: int, fname: object, audio_dir: Path) -> Path:
+def _check_row(csv: Path, line: int, fname: object, audio_dir: Path) -> str:
+    """``fname`` as a clean relative POSIX path (``\\`` read as ``/``) of a file in
+    ``audio_dir``."""
     if not isinstance(fname, str) or not fname.strip():
         raise _row_error(csv, line, fname, "empty fname")
     norm = posixpath.normpath(fname.replace("\\", "/"))
     if norm.startswith(("/", "../")) or norm == "..":
         raise _row_error(csv, line, fname, "fname must be relative to audio_dir")
-    path = audio_dir / norm
-    if not path.is_file():
+    if not (audio_dir / norm).is_file():
         raise _row_error(csv, line, fname, f"no such file in {audio_dir}")
-    return path
+    return norm
+
+
+def _check_unique(csv: Path, line: int, fname: str, norm: str, audio_dir: Path,
+                  seen: dict[object, tuple[int, str]]) -> None:
+    """A file listed twice (under two spellings, a symlink or a hard link: found by device
+    and inode) or two files of one clip id would put one clip in two subsets."""
+    info = (audio_dir / norm).stat()  # follows a symlink
+    for key, what in (((info.st_dev, info.st_ino), "file"), (posixpath.splitext(norm)[0], "clip")):
+        if key in seen:
+            first, first_name = seen[key]
+            raise _row_error(csv, line, fname, f"same {what} as line {first} "
+                                               f"(fname={first_name!r})")
+        seen[key] = (line, fname)
 
 
 def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
@@ -95,16 +126,18 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
     table = common.read_csv(csv, "clip list", ("fname", "labels"), dtype=str,
                             keep_default_na=False)
     has_subset = "subset" in table.columns
-    rows, seen = [], {}
+    rows: list[dict] = []
+    seen: dict[object, tuple[int, str]] = {}
+    invisible: list[int] = []
     known = set(cfg.classes or ())
     for i, r in enumerate(table.to_dict("records")):
         line = i + 2  # a header line, and people count from 1
-        src = _check_row(csv, line, r["fname"], audio_dir)
-        clip_id = posixpath.splitext(posixpath.normpath(r["fname"]))[0]
-        if clip_id in seen:
-            raise _row_error(csv, line, r["fname"], f"same clip as line {seen[clip_id]}")
-        seen[clip_id] = line
+        norm = _check_row(csv, line, r["fname"], audio_dir)
+        _check_unique(csv, line, r["fname"], norm, audio_dir, seen)
+        clip_id = posixpath.splitext(norm)[0]
         labels = parse_labels(r["labels"])
+        if isinstance(r["labels"], str) and has_invisible(r["labels"]):
+            invisible.append(line)
         bad = [name for name in labels if LABEL_SEP in name]
         if bad:
             raise _row_error(csv, line, r["fname"], f"label {bad[0]!r} contains {LABEL_SEP!r}")
@@ -117,13 +150,16 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         if subset not in SUBSETS:
             raise _row_error(csv, line, r["fname"],
                              f"subset {subset!r} is not one of {', '.join(SUBSETS)} (or train)")
-        dst = out_dir / "folder" / posixpath.normpath(r["fname"])
-        common.place(src, dst)
+        dst = out_dir / "folder" / norm
+        common.place(audio_dir / norm, dst)
         rows.append({"clip_id": clip_id, "path": common.relpath(dst, out_dir),
                      "labels": join_labels(labels), "subset": subset,
                      common.ORIGIN: f"{csv}: line {line} (fname={r['fname']!r})"})
     if not rows:
         raise DataSourceError(f"{csv}: no clips listed")
+    if invisible:
+        logger.warning("%s: invisible characters removed from the labels of line %s",
+                       csv, ", ".join(map(str, invisible)))
     df = pd.DataFrame(rows)
     if not has_subset:
         rng = np.random.default_rng([seed, _TEST_STREAM])
@@ -155,7 +191,8 @@ def _flag_classes(csv: Path, classes: list[str], counts: Counter) -> None:
         logger.warning("%s: class(es) with fewer than 2 clips: %s", csv, ", ".join(rare))
     groups: dict[str, list[str]] = {}
     for name in classes:
-        groups.setdefault(re.sub(r"[\s_]+", " ", name).strip().casefold(), []).append(name)
+        plain = unicodedata.normalize("NFKC", name)  # full-width letters, ligatures, ...
+        groups.setdefault(re.sub(r"[\s_]+", " ", plain).strip().casefold(), []).append(name)
     alike = [" / ".join(repr(n) for n in names) for names in groups.values() if len(names) > 1]
     if alike:
         logger.warning("%s: classes that differ only in case or spaces: %s (a typo? list the "

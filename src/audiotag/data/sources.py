@@ -26,6 +26,7 @@ from audiotag.core.registry import Registry
 from audiotag.data import common, esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
 from audiotag.data.classes import reshape_classes
 from audiotag.data.config import DataChecksConfig
+from audiotag.data.inputs import walk
 from audiotag.data.manifest import split_labels
 from audiotag.data.screen import screen_clips
 
@@ -40,23 +41,26 @@ class Source:
     config: type[BaseModel]
     write: Writer
     description: str
+    true_labels: bool = False  # its manifest has true_labels (what clean.method: oracle reads)
 
 
 SOURCES: Registry[Source] = Registry("dataset source")
 
 
-def register_source(name: str, config: type[BaseModel], description: str):
+def register_source(name: str, config: type[BaseModel], description: str,
+                    true_labels: bool = False):
     """Decorator registering ``write(cfg, out_dir, seed)`` as source ``name``."""
 
     def add(write: Writer) -> Writer:
-        SOURCES.register(name)(Source(config, write, description))
+        SOURCES.register(name)(Source(config, write, description, true_labels))
         return write
 
     return add
 
 
 @register_source("synthetic", synthetic.SyntheticConfig,
-                 "generated FSDKaggle2019-like tagging set with known label noise")
+                 "generated FSDKaggle2019-like tagging set with known label noise",
+                 true_labels=True)
 def _write_synthetic(cfg: synthetic.SyntheticConfig, out_dir: Path, seed: int):
     return synthetic.generate(cfg, out_dir, seed, progress=True)
 
@@ -220,3 +224,17 @@ def check_inputs_tracked(raw: dict[str, Any], name: str, cfg: BaseModel,
             raise ParamsError(
                 f"{where}: data.{name}.{key}: {path} is not in data.inputs, so DVC would not "
                 f"see it change; add it (e.g. data.inputs.{key}: {path})")
+    _check_linked_folders(inputs, where)
+
+
+def _check_linked_folders(inputs: dict[str, Path], where: str) -> None:
+    """A symlinked folder inside an input points into an input too: DVC does not look into
+    symlinked folders, so a clip overwritten there would leave ``download`` up to date."""
+    for key, root in inputs.items():
+        links = walk(root)[1] if root.is_dir() else []
+        for link, target in links:
+            if not any(target == top or top in target.parents for top in inputs.values()):
+                raise ParamsError(
+                    f"{where}: data.inputs.{key}: {link} is a symlink to the folder {target}, "
+                    f"which DVC does not look into; add it to data.inputs (e.g. "
+                    f"data.inputs.{target.name}: {target}) so a change there re-runs download")

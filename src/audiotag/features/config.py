@@ -48,6 +48,21 @@ class FeaturesConfig(Strict):
     batch_size: int = Field(32, ge=1)
     workers: int = Field(2, ge=0)
 
+    def _check_frames(self) -> None:
+        """At least one frame per clip, and every mel filter over some frequency bin (an
+        empty one is a constant feature; torchaudio only warns)."""
+        if round(self.clip_seconds * self.sample_rate) < self.n_fft:
+            raise ValueError(f"clip_seconds={self.clip_seconds:g} s is shorter than one frame "
+                             f" (n_fft={self.n_fft} samples at "
+                             f"{self.sample_rate} Hz)")
+        if self.kind == "waveform":
+            return
+        bins = self.n_fft // 2 + 1
+        if bins < self.n_mels:
+            raise ValueError(f"n_fft={self.n_fft} gives {bins} frequency bins, too few for "
+                             f"n_mels={self.n_mels}: empty mel filters (raise n_fft to at least "
+                             f"{2 * (self.n_mels - 1)} or lower n_mels)")
+
     @model_validator(mode="after")
     def _check_band(self) -> FeaturesConfig:
         nyquist = self.sample_rate / 2
@@ -57,6 +72,7 @@ class FeaturesConfig(Strict):
                              f"got fmin={self.fmin:g}, fmax={fmax:g}")
         if self.win_length is not None and self.win_length > self.n_fft:
             raise ValueError(f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        self._check_frames()
         if "mfcc" in self.kind and self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc ({self.n_mfcc}) must be <= n_mels ({self.n_mels})")
         if self.beat_sync:

@@ -55,6 +55,22 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def _marked(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its non-finite gradient norms as the strings ``"inf"``, ``"-inf"``,
+    ``"nan"``: JSON has no such numbers, and :func:`json_safe`'s null reads as "no record",
+    which would hide an exploding gradient from the weight analysis."""
+    norms = record.get("grad_norms") or {}
+    return {**record, "grad_norms": {layer: str(v) if isinstance(v, float) and
+                                     not math.isfinite(v) else v for layer, v in norms.items()}}
+
+
+def history_json(history: dict[str, Any]) -> dict[str, Any]:
+    """``history.json``'s content: :func:`json_safe`, gradient norms :func:`_marked`."""
+    swa = history.get("swa")
+    return json_safe({**history, "epochs": [_marked(e) for e in history["epochs"]],
+                      "swa": _marked(swa) if swa is not None else None})
+
+
 def _log_epoch(live: Live, result: EpochResult) -> None:
     live.step = result.epoch  # x axis of every curve = epoch number, 1-based
     prefix = "reconstruct/" if result.phase == "reconstruct" else ""
@@ -592,7 +608,7 @@ def save_outputs(run: RunInputs, built: BuiltRun, history: list[EpochResult],
         save_state_dict(tmp / CHECKPOINT_NAME, final.state, {**meta, **json_safe(final.record)})
         save_state_dict(tmp / FIRST_EPOCH_NAME, built.trainer.first_state,
                         {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
-        write_json(tmp / HISTORY_NAME, json_safe({
+        write_json(tmp / HISTORY_NAME, history_json({
             "model": run.name, "task": built.spec.task, "best_epoch": final.record["epoch"],
             "layers": layer_names(built.trainer.model),  # model order of the per-layer records
             "epochs": [_saved(r) for r in history],
