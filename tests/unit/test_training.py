@@ -107,7 +107,8 @@ def test_wall_clock_times_go_to_the_timings_file_only(store, tmp_path):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     assert not list((tmp_path / "a/live").rglob("*seconds*"))
     timings = json.loads((tmp_path / "a/timings.json").read_text())
-    assert timings["train_seconds"] > 0 and len(timings["epoch_seconds"]) == 2
+    assert timings["train_seconds"] >= sum(timings["epoch_seconds"]) - 0.01 > 0
+    assert len(timings["epoch_seconds"]) == 2
     assert timings["device"] == "cpu"
 
 

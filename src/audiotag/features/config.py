@@ -50,13 +50,12 @@ class FeaturesConfig(Strict):
 
     def _check_frames(self) -> None:
         """At least one frame per clip, and every mel filter over some frequency bin (an
-        empty one is a constant feature; torchaudio only warns)."""
-        if round(self.clip_seconds * self.sample_rate) < self.n_fft:
-            raise ValueError(f"clip_seconds={self.clip_seconds:g} s is shorter than one frame "
-                             f" (n_fft={self.n_fft} samples at "
-                             f"{self.sample_rate} Hz)")
+        empty one is a constant feature; torchaudio only warns). A waveform has no frames."""
         if self.kind == "waveform":
             return
+        if round(self.clip_seconds * self.sample_rate) < self.n_fft:
+            raise ValueError(f"clip_seconds={self.clip_seconds:g} s is shorter than one frame "
+                             f"(n_fft={self.n_fft} samples at {self.sample_rate} Hz)")
         bins = self.n_fft // 2 + 1
         if bins < self.n_mels:
             raise ValueError(f"n_fft={self.n_fft} gives {bins} frequency bins, too few for "

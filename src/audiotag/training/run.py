@@ -594,7 +594,7 @@ def write_timings(path: Path | None, history: list[EpochResult], seconds: float,
     the same on every machine while times are not (docs/reproducibility.md)."""
     if path is None:
         return
-    write_json(path, {"train_seconds": round(seconds, 1), "device": str(device),
+    write_json(path, {"train_seconds": round(seconds, 3), "device": str(device),
                       "epoch_seconds": [None if r.seconds is None else round(r.seconds, 3)
                                         for r in history]})
 
