@@ -36,16 +36,18 @@ def test_adding_a_fold_trains_only_that_fold(project):
     out = run(["dvc", "exp", "run", *two, "-S", "cv.folds=[0,1]"], project).stdout
     assert _ran(out) == {"check_params", "cv_fold@cnn1d-0", "cv_fold@cnn1d-1", "cv@cnn1d",
                          "report"}, out
-    head = json.loads((project / "metrics/cnn1d_cv.json").read_text())
-    assert head["cv_folds"] == 2 and 0 < head["lwlrap"] <= 1
-    assert head["cv_lwlrap_sd"] is not None and 0 < head["oof_lwlrap"] <= 1
+    head = json.loads((project / "metrics/cnn1d_cv.json").read_text())["cnn1d_cv"]
+    assert list(head) == ["cv_lwlrap_mean", "cv_lwlrap_sd", "lwlrap"]  # the headline
+    assert 0 < head["lwlrap"] <= 1 and head["cv_lwlrap_sd"] is not None
+    details = json.loads((project / "metrics/details/cnn1d_cv.json").read_text())
+    assert details["cv_folds"] == 2 and 0 < details["oof_lwlrap"] <= 1
     assert "| cnn1d_cv |" in (project / "reports/summary.md").read_text()
 
     # up to cv@cnn1d (the report of the first run is checked above)
     out = run(["dvc", "exp", "run", *two, "-S", "cv.folds=[0,1,2]", "cv@cnn1d"], project).stdout
     assert _ran(out) == {"check_params", "cv_fold@cnn1d-2", "cv@cnn1d"}, out
-    head = json.loads((project / "metrics/cnn1d_cv.json").read_text())
-    assert head["cv_folds"] == 3
+    details = json.loads((project / "metrics/details/cnn1d_cv.json").read_text())
+    assert details["cv_folds"] == 3
     oof = pd.read_csv(project / "cv/cnn1d/oof.csv", dtype={"clip_id": str})
     index = pd.read_csv(project / "data/features/index.csv", dtype={"clip_id": str})
     pool = index[index["role"].isin(["train", "valid"])]

@@ -73,6 +73,15 @@ def test_metrics_show_is_headline_numbers_only(project):
                                             lock["stages"]["evaluate@cnn2d"]["outs"]]
 
 
+def _model_rows(spec: dict) -> list[dict]:
+    """The rows DVC filled into a rendered template: the top-level data, or a layer's (the
+    scatter keeps its diagonal's own data in the first layer)."""
+    if "values" in spec.get("data", {}):
+        return spec["data"]["values"]
+    return next(layer["data"]["values"] for layer in spec["layer"]
+                if any("model" in row for row in layer.get("data", {}).get("values", [])))
+
+
 def test_plots_overlay_the_models_and_stay_few(project):
     """At most 30 plots for 3 models; the top-level ones hold every model in one chart,
     titled in words with units on the axes."""
@@ -86,16 +95,18 @@ def test_plots_overlay_the_models_and_stay_few(project):
                  "plots/models/per_class_lwlrap.csv", "plots/models/curated_vs_noisy.csv"):
         (entry,) = plots[name]
         spec = entry["content"]
-        values = spec["data"]["values"]
+        values = _model_rows(spec)
         # the training curves are the models'; the test's per-class lwlrap has the ensembles
         expected = MODELS + (ENSEMBLES if name.endswith("per_class_lwlrap.csv") else [])
         assert {row["model"] for row in values} == set(expected), name
         title = spec["title"]["text"]
         assert "/" not in title and len(title.split()) >= 4, title
-    loss = plots["plots/models/loss.csv"][0]["content"]["data"]["values"]
+    loss = _model_rows(plots["plots/models/loss.csv"][0]["content"])
     assert {row["curve"] for row in loss} == {"train loss", "validation loss"}
     scatter = plots["plots/models/curated_vs_noisy.csv"][0]["content"]
-    marks = [layer["mark"]["type"] for layer in scatter["layer"]]
-    assert marks == ["line", "point", "text"]  # the diagonal, the classes, their labels
-    assert scatter["layer"][2]["encoding"]["text"]["field"] == "class"
+    # the diagonal (its own data), then the classes and their labels over the models' rows
+    diagonal, classes = scatter["layer"]
+    assert diagonal["mark"]["type"] == "line"
+    assert [layer["mark"]["type"] for layer in classes["layer"]] == ["point", "text"]
+    assert classes["layer"][1]["encoding"]["text"]["field"] == "class"
     assert "(0-1)" in scatter["layer"][0]["encoding"]["x"]["title"]
