@@ -500,3 +500,32 @@ def test_clips_shorter_than_min_seconds_are_excluded(tmp_path):
     report = pd.read_csv(tmp_path / BAD_CLIPS_NAME)
     assert report["clip_id"].tolist() == ["short"]
     assert report["problem"].iloc[0] == "too short: 0.000375 s < data.min_seconds=0.1"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_outputs_get_the_modes_of_a_plain_open_and_mkdir(tmp_path, umask):
+    # issue 33 item 12: mkstemp/mkdtemp made every output 0600/0700 whatever the umask, so
+    # teammates on a shared machine could not read reports/summary.md or data/raw/
+    import os
+
+    from audiotag.core.io import atomic_dir, atomic_path, write_json
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "m.json", {"a": 1})
+        with atomic_path(tmp_path / "model.pt") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "raw") as tmp:
+            (tmp / "manifest.csv").write_text("x")
+    finally:
+        os.umask(old)
+    for name in ("m.json", "model.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert (tmp_path / "raw").stat().st_mode & 0o777 == 0o777 & ~umask
+    old = os.umask(0o022)
+    try:
+        with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+            zf.writestr("top/x.txt", "x")
+        safe_extract(tmp_path / "a.zip", tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755  # an extracted archive too

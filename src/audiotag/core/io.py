@@ -1,7 +1,8 @@
 """Atomic file and directory writes.
 
 A stage killed halfway must never leave an output that looks complete, so every output
-is written under a temporary name in the same directory and renamed into place. The
+is written under a temporary name in the same directory and renamed into place (with the
+mode a plain ``open``/``mkdir`` would give it under the umask, not mkstemp's 0600). The
 temporary name carries the writer's process id (``.<name>.<pid>-<random>.partial``); one
 left behind by a killed process (SIGKILL runs no cleanup) is removed by the next write of
 the same output, and never one whose process still runs.
@@ -65,6 +66,19 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}-"
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def plain_mode(tmp: Path, base: int) -> None:
+    """Give ``tmp`` the mode a plain ``open()`` (``base`` 0o666) or ``mkdir`` (0o777) would:
+    mkstemp/mkdtemp make it 0600/0700, which teammates on a shared machine cannot read."""
+    os.chmod(tmp, base & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -77,6 +91,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    plain_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -91,6 +106,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_partials(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent))
+    plain_mode(tmp, 0o777)
     try:
         yield tmp
         if path.exists():

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from audiotag.core.errors import DataSourceError
-from audiotag.core.io import atomic_path
+from audiotag.core.io import atomic_path, plain_mode
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def _check_link(archive: Path, name: str, target: str) -> None:
 def _atomic_tree(dest: Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    plain_mode(tmp, 0o777)  # readable by teammates, as a plain mkdir would be
     try:
         yield tmp
         if dest.exists():
