@@ -166,6 +166,13 @@ def test_a_symlinked_folder_in_an_input_must_itself_be_an_input(params, tmp_path
      r"features: .*clip_seconds=0\.001 s is shorter than one frame"),
     (lambda p: (p["data"].update(dataset="fsdd"), p["clean"].update(method="oracle")),
      r"clean\.method: oracle needs the true labels .*data\.dataset: fsdd"),
+    # item 10: DDP split 16 over 3 processes as 5 each, a global batch of 15
+    (lambda p: p["train"].update(batch_size=16, processes=3),
+     r"train: .*train\.batch_size \(16\) is not divisible by train\.processes x train\.nodes "
+     r"\(3\)"),
+    (lambda p: p["models"]["cnn1d"].update(train={"batch_size": 10, "nodes": 4,
+                                                  "rdzv_endpoint": "h:1"}),
+     r"models\.cnn1d\.train: .*batch_size \(10\) is not divisible"),
 ])
 def test_late_errors_are_caught_by_check_params(params, edit, message):
     # issue 33 item 6: these failed in a later stage, or as a traceback

@@ -103,6 +103,11 @@ class TrainConfig(Strict):
         if self.batch_size < world:
             raise ValueError(f"batch_size ({self.batch_size}) is the global batch, split over "
                              f"processes x nodes ({world}): it must be at least that")
+        if self.batch_size % world:  # each process takes batch_size // world: clips are lost
+            raise ValueError(f"train.batch_size ({self.batch_size}) is not divisible by "
+                             f"train.processes x train.nodes ({world}): each process would "
+                             f"take {self.batch_size // world}, a global batch of "
+                             f"{self.batch_size // world * world}; use a multiple of {world}")
         if self.nodes > 1 and not self.rdzv_endpoint:
             raise ValueError(f"nodes={self.nodes} needs train.rdzv_endpoint, the host:port of the "
                              "rendezvous (a port on one of the nodes, the same on every node)")
