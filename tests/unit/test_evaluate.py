@@ -297,3 +297,12 @@ def test_evaluate_writes_exactly_the_plots_dvc_yaml_declares(monkeypatch, tmp_pa
     written = {p.relative_to(tmp_path / "plots").as_posix()
                for p in (tmp_path / "plots").rglob("*") if p.is_file()}
     assert written == _declared_evaluate_files(repo_root)
+
+
+def test_an_unlabelled_test_set_gives_no_test_metrics_not_a_traceback(monkeypatch, tmp_path):
+    # issue 33 item 7: kept by data.allow_unlabelled, it failed inside sklearn
+    test = _pred(["", "", "", ""], ["test"] * 4, np.random.default_rng(0).random((4, 3)))
+    valid = _pred(["a", "b", "c"], ["curated"] * 3, np.eye(3) * 0.8 + 0.1)
+    metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": valid, "train": None})
+    assert "lwlrap" not in metrics and metrics["valid_lwlrap"] == 0.75
+    assert json.loads((tmp_path / "m.json").read_text()) == {"m": {"valid_lwlrap": 0.75}}

@@ -372,13 +372,6 @@ def test_unlabelled_clip_in_a_labelled_subset_names_the_row(tmp_path, rows, mess
     assert "allow_unlabelled" in caplog.text
 
 
-def test_an_unlabelled_test_set_is_allowed(tmp_path):
-    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
-                                    "b.wav,Purr,curated", "d.wav,,test", "sub/c.flac,,test"])
-    df, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
-    assert df.loc[df["subset"] == "test", "labels"].tolist() == ["", ""]
-
-
 def test_data_checks_params():
     checks = parse_data_checks({"data": {"dataset": "synthetic"}})
     assert (checks.max_bad_fraction, checks.min_seconds, checks.allow_unlabelled) == (
@@ -762,3 +755,109 @@ def test_folder_look_alike_classes_include_compatibility_forms(tmp_path, caplog)
     with caplog.at_level(logging.WARNING):
         _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
     assert "differ only in case or spaces: 'mid' / 'ｍｉｄ'" in caplog.text
+
+
+# ------------------------------------------------- issue 33: bad input, third round (7-13)
+
+
+def _folder_fails(tmp_path: Path, rows: list[str], message: str, **settings) -> None:
+    audio, csv = _folder(tmp_path, rows)
+    for name in settings.pop("extra", ()):
+        _tone(audio / name)
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: {message}"):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv), **settings},
+               tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_a_test_set_without_any_label_is_refused_in_download(tmp_path):
+    # item 7: it passed download, then evaluate@ failed inside sklearn
+    rows = ["fname,labels,subset", "a.wav,Bark,curated", "b.wav,Purr,curated", "d.wav,,test",
+            "sub/c.flac,,test"]
+    _folder_fails(tmp_path, rows, r"line 4 \(fname='d\.wav'\): the test subset \(2 clips\) "
+                                  r"has no labels at all: evaluate@ has nothing to score")
+    df, _ = _build("folder", {"audio_dir": str(tmp_path / "mine"),
+                              "csv": str(tmp_path / "labels.csv")}, tmp_path / "out2",
+                   allow_unlabelled=True)  # the user says so: kept
+    assert df.loc[df["subset"] == "test", "labels"].tolist() == ["", ""]
+
+
+@pytest.mark.parametrize("name", ["clip_id", "labels", "path", "tags"])
+def test_a_class_named_like_a_predictions_column_is_refused(tmp_path, name):
+    # item 8: accepted, then evaluate@ (clip_id, labels) or predict (path, tags) broke
+    _folder_fails(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                             f'b.wav,"Purr,{name}",curated', "d.wav,Bark,test"],
+                  rf"line 3 \(fname='b\.wav'\): class {name!r} is the name of a column of "
+                  r"the predictions tables \(clip_id, labels, path, tags\); rename it")
+    with pytest.raises(ParamsError, match=rf"data\.folder\.classes.*{name!r} is the name"):
+        parse_data({"data": {"dataset": "folder", "folder": {
+            "audio_dir": "x", "csv": "y", "classes": ["Bark", name]}}})
+
+
+def test_a_label_with_a_line_break_names_the_users_csv_line(tmp_path):
+    # item 9: accepted, and features failed pointing at the generated manifest
+    _folder_fails(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                             'b.wav,"Purr\nGrowl",curated', "d.wav,Bark,test"],
+                  r"line 3: a quoted field holds a line break \('Purr\\nGrowl'\)")
+
+
+@pytest.mark.parametrize(("rows", "extra", "message"), [
+    (["fname,labels,subset", "a.wav,Bark,curated", "x.wav,Bark,test"], (),
+     r"line 3 \(fname='x\.wav'\): is a directory, not an audio file"),
+    (["fname,labels,subset", "a.wav,Bark,curated", "a.flac,Bark,test"], ("a.flac",),
+     r"line 3 \(fname='a\.flac'\): a different file with the same clip id 'a' as line 2 "
+     r"\(fname='a\.wav'\): clip ids leave out the extension; rename one of the files"),
+    (["fname,labels", "a.wav,Bark,Growling", "b.wav,Purr"], (),
+     r"line 2: 3 fields, but the header has 2 \(fname, labels\): quote a labels field "
+     r"with several names, e.g\. \"Bark,Growling\""),
+    (["fname,labels,subset", "a.wav,Bark,curated", "A.wav,Bark,test"], ("A.wav",),
+     r"line 3 \(fname='A\.wav'\): differs from line 2 \(fname='a\.wav'\) only in case: one "
+     r"file in data/raw on a case-insensitive file system \(macOS, Windows\); rename one"),
+])
+def test_unclear_folder_errors_say_what_is_wrong(tmp_path, rows, extra, message):
+    # item 11 and "found by reading" (a.wav/A.wav); x.wav is a folder
+    (tmp_path / "mine" / "x.wav").mkdir(parents=True)
+    _folder_fails(tmp_path, rows, message, extra=extra)
+
+
+@pytest.mark.parametrize(("encode", "message"), [
+    (lambda text: text.encode("latin-1"),
+     r"line 3: not UTF-8 \(byte 0xe9\); save it as UTF-8 \(this looks like Latin-1 or "
+     r"Windows-1252\)"),
+    (lambda text: text.encode("utf-16"),
+     r"not UTF-8 but UTF-16 \(it starts with a UTF-16 byte-order mark\); save it as UTF-8"),
+])
+def test_a_labels_csv_that_is_not_utf8_names_the_line_and_the_encoding(tmp_path, encode,
+                                                                        message):
+    # item 11: the codec's message, with no line number and no hint of the encoding
+    audio, csv = _folder(tmp_path, [])
+    csv.write_bytes(encode("fname,labels,subset\na.wav,Bark,curated\nb.wav,Caf\u00e9,test\n"))
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: {message}"):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+
+
+def test_an_unreadable_file_is_listed_in_bad_clips_not_a_traceback(tmp_path, monkeypatch):
+    # found by reading: a PermissionError from the copy (another disk: no hard link) escaped
+    from audiotag.data import common
+    audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,Bark,curated",
+                                    "b.wav,Bark,curated", "d.wav,Bark,test",
+                                    "sub/c.flac,Bark,test"])
+    copy = common.shutil.copy2
+
+    def no_link(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    def copy2(src, dst):
+        if Path(src).name == "b.wav":
+            raise PermissionError(13, "Permission denied", str(src))
+        return copy(src, dst)
+
+    monkeypatch.setattr(common.os, "link", no_link)
+    monkeypatch.setattr(common.shutil, "copy2", copy2)
+    df, _ = _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out",
+                   max_bad=0.5)
+    assert "b" not in df["clip_id"].tolist() and len(df) == 3
+    bad = pd.read_csv(tmp_path / "out" / BAD_CLIPS_NAME)
+    assert bad["clip_id"].tolist() == ["b"] and bad["action"].tolist() == ["excluded"]
+    assert bad["problem"][0].startswith("unreadable: ") and "Permission denied" in \
+        bad["problem"][0] and "b.wav" in bad["problem"][0]

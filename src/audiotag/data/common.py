@@ -18,14 +18,25 @@ logger = logging.getLogger(__name__)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".au", ".aiff", ".aif")
 
 
-def place(src: Path, dst: Path) -> None:
+def place(src: Path, dst: Path) -> str:
     """Put ``src`` at ``dst``: a hard link when they share a filesystem (no second copy
-    of a dataset the user already has), else a copy."""
+    of a dataset the user already has), else a copy. Returns ``""``, or the problem of a
+    file that cannot be read (``unreadable: ...``, for :data:`PROBLEM`). A ``dst`` that
+    exists (two clips of one name, or of names that differ only in case on a
+    case-insensitive file system) is an error, never overwritten."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        raise DataSourceError(f"{dst}: written twice ({src} has the name of another clip; "
+                              "on macOS or Windows, names that differ only in case are one)")
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copy2(src, dst)
+        try:
+            shutil.copy2(src, dst)
+        except PermissionError as err:  # on another disk: no link, and the copy reads it
+            dst.unlink(missing_ok=True)
+            return f"unreadable: {err}"
+    return ""
 
 
 def unpack(archive: Path, out_dir: Path, name: str, keep=None) -> Path:
@@ -89,3 +100,8 @@ ORIGIN = "origin"
 """Optional manifest column a source may add: where each row came from
 (``labels.csv: line 5 (fname='x.wav')``), for messages about the row; build_dataset drops
 it before the manifest is written."""
+
+PROBLEM = "problem"
+"""Optional manifest column a source may add: why a clip cannot be read (``unreadable:
+...``, from :func:`place`); screening lists such clips in ``bad_clips.csv`` without opening
+them, and drops the column."""

@@ -14,6 +14,9 @@ characters (:func:`normalise_label`). A bad row stops the stage with the CSV's l
 
 from __future__ import annotations
 
+import codecs
+import csv as csvlib
+import io
 import logging
 import posixpath
 import re
@@ -29,7 +32,7 @@ from pydantic import Field, field_validator, model_validator
 from audiotag.core.errors import DataSourceError
 from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
-from audiotag.data.manifest import LABEL_SEP, SUBSETS, join_labels
+from audiotag.data.manifest import LABEL_SEP, PREDICTION_COLUMNS, SUBSETS, join_labels
 
 logger = logging.getLogger(__name__)
 _TEST_STREAM, _FOLD_STREAM = 21, 22
@@ -62,10 +65,18 @@ class FolderConfig(Strict):
             if not name or name != name.strip() or LABEL_SEP in name or "," in name:
                 raise ValueError(f"invalid class name {name!r} (empty, padded, or contains "
                                  f"{LABEL_SEP!r} or ',')")
+        reserved = [name for name in classes if name in PREDICTION_COLUMNS]
+        if reserved:
+            raise ValueError(_reserved(reserved[0]))
         dup = [n for n, k in Counter(classes).items() if k > 1]
         if dup:
             raise ValueError(f"{dup[0]!r} is listed twice")
         return classes
+
+
+def _reserved(name: str) -> str:
+    return (f"class {name!r} is the name of a column of the predictions tables "
+            f"({', '.join(PREDICTION_COLUMNS)}); rename it")
 
 
 def has_invisible(text: str) -> bool:
@@ -101,35 +112,106 @@ def _check_row(csv: Path, line: int, fname: object, audio_dir: Path) -> str:
     norm = posixpath.normpath(fname.replace("\\", "/"))
     if norm.startswith(("/", "../")) or norm == "..":
         raise _row_error(csv, line, fname, "fname must be relative to audio_dir")
+    if (audio_dir / norm).is_dir():
+        raise _row_error(csv, line, fname, "is a directory, not an audio file")
     if not (audio_dir / norm).is_file():
         raise _row_error(csv, line, fname, f"no such file in {audio_dir}")
     return norm
 
 
+_DUPLICATE = {
+    "file": "same file as line {line} (fname={name!r})",
+    "clip": "a different file with the same clip id {clip!r} as line {line} (fname={name!r}): "
+            "clip ids leave out the extension; rename one of the files",
+    "case": "differs from line {line} (fname={name!r}) only in case: one file in data/raw on a "
+            "case-insensitive file system (macOS, Windows); rename one",
+}
+
+
 def _check_unique(csv: Path, line: int, fname: str, norm: str, audio_dir: Path,
                   seen: dict[object, tuple[int, str]]) -> None:
     """A file listed twice (under two spellings, a symlink or a hard link: found by device
-    and inode) or two files of one clip id would put one clip in two subsets."""
+    and inode), two files of one clip id (``a.wav``, ``a.flac``) or two names that differ
+    only in case (one file where the copy lands on macOS or Windows) are refused."""
     info = (audio_dir / norm).stat()  # follows a symlink
-    for key, what in (((info.st_dev, info.st_ino), "file"), (posixpath.splitext(norm)[0], "clip")):
-        if key in seen:
-            first, first_name = seen[key]
-            raise _row_error(csv, line, fname, f"same {what} as line {first} "
-                                               f"(fname={first_name!r})")
-        seen[key] = (line, fname)
+    clip = posixpath.splitext(norm)[0]
+    for what, key in (("file", (info.st_dev, info.st_ino)), ("clip", clip),
+                      ("case", norm.casefold())):
+        if (what, key) in seen:
+            first, first_name = seen[what, key]
+            raise _row_error(csv, line, fname, _DUPLICATE[what].format(
+                line=first, name=first_name, clip=clip))
+        seen[what, key] = (line, fname)
+
+
+def _check_labels(csv: Path, line: int, fname: str, labels: list[str],
+                  classes: list[str] | None) -> None:
+    """A label with ``;`` (the manifest's separator), outside ``classes`` (when given), or
+    named like a column of the predictions tables stops the stage naming the line."""
+    bad = [name for name in labels if LABEL_SEP in name]
+    if bad:
+        raise _row_error(csv, line, fname, f"label {bad[0]!r} contains {LABEL_SEP!r}")
+    unknown = [name for name in labels if classes is not None and name not in classes]
+    if unknown:
+        raise _row_error(csv, line, fname, f"label {unknown[0]!r} is not in "
+                         "data.folder.classes")
+    reserved = [name for name in labels if name in PREDICTION_COLUMNS]
+    if reserved:
+        raise _row_error(csv, line, fname, _reserved(reserved[0]))
+
+
+def _decode(csv: Path, data: bytes) -> str:
+    """The CSV's text (UTF-8, a byte-order mark allowed); another encoding is refused,
+    naming the line of the first byte that is not UTF-8 and what the file looks like."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise DataSourceError(f"{csv}: not UTF-8 but UTF-16 (it starts with a UTF-16 "
+                              "byte-order mark); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        try:
+            data.decode("cp1252")
+            guess = " (this looks like Latin-1 or Windows-1252)"
+        except UnicodeDecodeError:
+            guess = ""
+        raise DataSourceError(f"{csv}: line {line}: not UTF-8 (byte 0x{data[err.start]:02x}); "
+                              f"save it as UTF-8{guess}") from None
+
+
+def scan_csv(csv: Path) -> None:
+    """Refuse what the table reader would misread: a file that is not UTF-8, a row with
+    more fields than the header (an unquoted ``Bark,Growling`` shifts the columns), a
+    quoted field with a line break (one row over two lines)."""
+    if not csv.is_file():
+        return  # read_csv names the missing file
+    reader = csvlib.reader(io.StringIO(_decode(csv, csv.read_bytes()), newline=""))
+    header = next(reader, [])
+    start = reader.line_num + 1
+    for fields in reader:
+        line, start = start, reader.line_num + 1
+        if len(fields) > len(header):
+            raise DataSourceError(
+                f"{csv}: line {line}: {len(fields)} fields, but the header has {len(header)} "
+                f"({', '.join(header)}): quote a labels field with several names, e.g. "
+                '"Bark,Growling"')
+        broken = [field for field in fields if "\n" in field or "\r" in field]
+        if broken:
+            raise DataSourceError(f"{csv}: line {line}: a quoted field holds a line break "
+                                  f"({broken[0]!r}); a file name or label is one line")
 
 
 def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
     audio_dir, csv = Path(cfg.audio_dir).expanduser(), Path(cfg.csv).expanduser()
     if not audio_dir.is_dir():
         raise DataSourceError(f"data.folder.audio_dir: {audio_dir}: no such directory")
+    scan_csv(csv)
     table = common.read_csv(csv, "clip list", ("fname", "labels"), dtype=str,
                             keep_default_na=False)
     has_subset = "subset" in table.columns
     rows: list[dict] = []
     seen: dict[object, tuple[int, str]] = {}
     invisible: list[int] = []
-    known = set(cfg.classes or ())
     for i, r in enumerate(table.to_dict("records")):
         line = i + 2  # a header line, and people count from 1
         norm = _check_row(csv, line, r["fname"], audio_dir)
@@ -138,22 +220,16 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         labels = parse_labels(r["labels"])
         if isinstance(r["labels"], str) and has_invisible(r["labels"]):
             invisible.append(line)
-        bad = [name for name in labels if LABEL_SEP in name]
-        if bad:
-            raise _row_error(csv, line, r["fname"], f"label {bad[0]!r} contains {LABEL_SEP!r}")
-        unknown = [name for name in labels if cfg.classes is not None and name not in known]
-        if unknown:
-            raise _row_error(csv, line, r["fname"], f"label {unknown[0]!r} is not in "
-                             "data.folder.classes")
+        _check_labels(csv, line, r["fname"], labels, cfg.classes)
         subset = str(r.get("subset", "curated")).strip()
         subset = _SUBSET_ALIASES.get(subset, subset)
         if subset not in SUBSETS:
             raise _row_error(csv, line, r["fname"],
                              f"subset {subset!r} is not one of {', '.join(SUBSETS)} (or train)")
         dst = out_dir / "folder" / norm
-        common.place(audio_dir / norm, dst)
+        problem = common.place(audio_dir / norm, dst)  # an unreadable file: bad_clips.csv
         rows.append({"clip_id": clip_id, "path": common.relpath(dst, out_dir),
-                     "labels": join_labels(labels), "subset": subset,
+                     "labels": join_labels(labels), "subset": subset, common.PROBLEM: problem,
                      common.ORIGIN: f"{csv}: line {line} (fname={r['fname']!r})"})
     if not rows:
         raise DataSourceError(f"{csv}: no clips listed")

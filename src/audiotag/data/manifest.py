@@ -34,6 +34,9 @@ REQUIRED_COLUMNS = ("clip_id", "path", "labels", "subset", "fold", "duration_s",
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
 TARGET_PREFIX = "targets_"  # numeric regression-target columns: targets_valence, ...
+PREDICTION_COLUMNS = ("clip_id", "labels", "path", "tags")
+"""Columns of the predictions tables beside one column per class (evaluate's per-clip
+``clip_id, labels``, predict's ``path, tags``): no class may take one of these names."""
 
 
 def split_labels(labels: str | float | None) -> list[str]:
@@ -77,9 +80,12 @@ def validate_manifest(df: pd.DataFrame, classes: list[str], where: str = MANIFES
         raise ManifestError(f"{where}: the class list is empty")
     if len(set(classes)) != len(classes):
         raise ManifestError(f"{where}: duplicate class names in {CLASSES_NAME}")
-    bad_class = [c for c in classes if not c or LABEL_SEP in c or c != c.strip()]
+    bad_class = [c for c in classes if not c or LABEL_SEP in c or c != c.strip()
+                 or c in PREDICTION_COLUMNS]
     if bad_class:
-        raise ManifestError(f"{where}: invalid class name {bad_class[0]!r} in {CLASSES_NAME}")
+        raise ManifestError(f"{where}: invalid class name {bad_class[0]!r} in {CLASSES_NAME} "
+                            f"(empty, padded, with {LABEL_SEP!r}, or a column of the "
+                            f"predictions tables: {', '.join(PREDICTION_COLUMNS)})")
 
     ids = df["clip_id"].astype(str)
     for row in np.flatnonzero(ids.str.strip().eq("") | df["clip_id"].isna()):

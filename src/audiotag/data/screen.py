@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from audiotag.core.errors import DataSourceError
 from audiotag.core.io import atomic_path
+from audiotag.data.common import PROBLEM
 from audiotag.data.manifest import audio_paths
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,12 @@ def screen_clips(manifest: pd.DataFrame, out_dir: Path, max_bad_fraction: float,
     limit.
     """
     paths = audio_paths(manifest, out_dir)
-    results = [probe(p, min_seconds) for p in tqdm(paths, desc="checking audio", unit="clip",
-                                                   disable=None if progress else True)]
+    known = (manifest[PROBLEM].fillna("").astype(str) if PROBLEM in manifest.columns
+             else pd.Series("", index=manifest.index))  # found by the source (unreadable)
+    results = [Probe(float("nan"), 0, given) if given else probe(p, min_seconds)
+               for p, given in zip(tqdm(paths, desc="checking audio", unit="clip",
+                                        disable=None if progress else True), known,
+                                   strict=True)]
     out = manifest.copy()
     out["duration_s"] = [r.duration_s for r in results]
     out["sample_rate"] = [r.sample_rate for r in results]
@@ -165,4 +170,4 @@ def screen_clips(manifest: pd.DataFrame, out_dir: Path, max_bad_fraction: float,
     if listed.any():
         logger.warning("%d bad clip(s) excluded, %d kept with a warning; listed in %s",
                        int(bad.sum()), int((listed & ~bad).sum()), BAD_CLIPS_NAME)
-    return out[~bad].reset_index(drop=True)
+    return out[~bad].drop(columns=[PROBLEM], errors="ignore").reset_index(drop=True)

@@ -117,8 +117,9 @@ def check_labels(manifest: pd.DataFrame, allow_unlabelled: bool) -> pd.DataFrame
 
     A clip with an empty label list trains as an all-negative clip and makes
     ``train.task: auto`` multi-label, so one forgotten label silently changes the task.
-    Expected: every ``curated`` and ``noisy`` clip is labelled; the ``test`` clips all are
-    or none is. ``data.allow_unlabelled: true`` keeps such clips (logged).
+    Expected: every ``curated``, ``noisy`` and ``test`` clip is labelled (a test set without
+    any label leaves evaluate@ nothing to score). ``data.allow_unlabelled: true`` keeps such
+    clips (logged).
     """
     empty = manifest["labels"].map(lambda text: not split_labels(text)).to_numpy(bool)
     subset = manifest["subset"].to_numpy()
@@ -126,6 +127,7 @@ def check_labels(manifest: pd.DataFrame, allow_unlabelled: bool) -> pd.DataFrame
     test = subset == "test"
     if (empty & test).any() and (~empty & test).any():  # a partly labelled test set
         bad |= empty & test
+    _check_test_labelled(manifest, empty, test, allow_unlabelled)
     out = manifest.drop(columns=[ORIGIN], errors="ignore")
     if not bad.any():
         return out
@@ -140,6 +142,21 @@ def check_labels(manifest: pd.DataFrame, allow_unlabelled: bool) -> pd.DataFrame
     logger.warning("%s unlabelled in a labelled subset, kept as all-negative "
                    "(data.allow_unlabelled: true); first: %s", count, _where(manifest, first))
     return out
+
+
+def _check_test_labelled(manifest: pd.DataFrame, empty: np.ndarray, test: np.ndarray,
+                         allow_unlabelled: bool) -> None:
+    """A test set with no label at all leaves evaluate@ nothing to score: stop here, naming
+    its first clip, unless ``data.allow_unlabelled: true`` (then no test metrics)."""
+    if not test.any() or not empty[test].all():
+        return
+    first = int(np.flatnonzero(test)[0])
+    what = (f"{_where(manifest, first)}: the test subset ({int(test.sum())} clips) has no "
+            "labels at all: evaluate@ has nothing to score")
+    if not allow_unlabelled:
+        raise DataSourceError(f"{what}; label the test clips, or set data.allow_unlabelled: "
+                              "true to keep them unlabelled (no test metrics)")
+    logger.warning("%s; kept (data.allow_unlabelled: true): no test metrics", what)
 
 
 def build_dataset(name: str, cfg: BaseModel, out_dir: Path, seed: int,

@@ -129,11 +129,13 @@ def singlelabel_metrics(pred: ClipPredictions,
     predicted = pred.scores[rows, :n_classes].argmax(axis=1)
     names = np.asarray(pred.classes, dtype=object)
     confusion = pd.DataFrame({"actual": names[actual], "predicted": names[predicted]})
+    if not rows.any():  # e.g. an unlabelled test set (sklearn refuses empty arrays)
+        return {"n_clips": 0}, pd.DataFrame({"class": pred.classes, "precision": np.nan,
+                                             "recall": np.nan, "f1": np.nan,
+                                             "support": 0}), confusion
     prf = singlelabel_prf(actual, predicted, n_classes)
     report = pd.DataFrame({"class": pred.classes, "precision": prf.precision,
                            "recall": prf.recall, "f1": prf.f1, "support": prf.support})
-    if not rows.any():
-        return {"n_clips": 0}, report, confusion
     metrics: dict[str, Any] = {"accuracy": _r(accuracy(actual, predicted)),
                                "n_clips": int(rows.sum())}
     for average, values in prf.averages.items():
