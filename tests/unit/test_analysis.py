@@ -169,3 +169,15 @@ def test_report_shows_an_ensemble_as_a_row(tmp_path):
     text = write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png",
                         ensembles=["ens"])
     assert "| ens |" not in text and "`ens`" not in text
+
+
+def test_report_says_when_a_ci_comes_from_too_few_test_clips(tmp_path):
+    # issue 33 item 13: the note evaluate@ records in the details reaches the summary
+    metrics = tmp_path / "metrics"
+    _metrics(metrics, "a", 0.5, ci_note="only 4 labelled test clips (fewer than 30): the 95 % "
+                                        "CI says little")
+    _metrics(metrics, "b", 0.75)
+    text = write_report(["a", "b"], metrics, tmp_path / "s.md", tmp_path / "lb.png")
+    assert "| a | 0.5000 | [0.450, 0.550] † |" in text
+    assert "† `a`: only 4 labelled test clips (fewer than 30): the 95 % CI says little" in text
+    assert "| b | **0.7500** | [0.700, 0.800] |" in text

@@ -306,3 +306,19 @@ def test_an_unlabelled_test_set_gives_no_test_metrics_not_a_traceback(monkeypatc
     metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": valid, "train": None})
     assert "lwlrap" not in metrics and metrics["valid_lwlrap"] == 0.75
     assert json.loads((tmp_path / "m.json").read_text()) == {"m": {"valid_lwlrap": 0.75}}
+
+
+def test_a_ci_from_too_few_test_clips_is_flagged_in_the_details_not_the_headline(
+        monkeypatch, tmp_path, caplog):
+    from audiotag.metrics.lwlrap import MIN_CI_CLIPS
+    # issue 33 item 13: 4 clips gave a 95 % CI of [1.000, 1.000] with no word of the size
+    test = _pred(["a;b", "b", "c", "a"], ["test"] * 4, [[1, 1, 0], [0, 1, 0], [0, 0, 1],
+                                                       [1, 0, 0]])
+    with caplog.at_level("WARNING"):
+        metrics = _fake(monkeypatch, tmp_path, {"test": test, "valid": None, "train": None})
+    assert (metrics["lwlrap_ci_low"], metrics["lwlrap_ci_high"]) == (1.0, 1.0)
+    assert metrics["ci_note"] == (f"only 4 labelled test clips (fewer than {MIN_CI_CLIPS}): "
+                                  "the 95 % CI says little")
+    assert "only 4 labelled test clips" in caplog.text
+    assert json.loads((tmp_path / "m.json").read_text()) == {"m": {"lwlrap": 1.0,
+                                                                   "valid_lwlrap": 0.75}}

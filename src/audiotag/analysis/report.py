@@ -122,8 +122,10 @@ def _value(record: dict, column: Column) -> Any:
 def markdown_table(records: dict[str, dict[str, Any]]) -> str:
     """Models as rows, metrics as columns. Columns no model has (e.g. accuracy of a
     multi-label dataset) are left out. A model's test lwlrap is bold only when its 95 % CI
-    lies entirely above every other model's (:class:`Column`)."""
+    lies entirely above every other model's (:class:`Column`); a CI from too few test clips
+    (the details' ``ci_note``) is marked † and the note follows the table."""
     values = {c.title: {m: _value(r, c) for m, r in records.items()} for c in COLUMNS}
+    notes = {m: r["eval"]["ci_note"] for m, r in records.items() if r["eval"].get("ci_note")}
     columns = [c for c in COLUMNS if any(v is not None for v in values[c.title].values())]
     best: dict[str, set[str]] = {}
     for c in columns:
@@ -142,13 +144,15 @@ def markdown_table(records: dict[str, dict[str, Any]]) -> str:
             value = values[c.title][name]
             cell = ("–" if value is None else c.fmt.format(*value) if isinstance(value, tuple)
                     else c.fmt.format(value))
+            if c.title == "95 % CI" and value is not None and name in notes:
+                cell += " †"
             cells.append(f"**{cell}**" if name in best.get(c.title, ()) else cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + (
         "\n\nBold: a test lwlrap whose 95 % CI (bootstrap over the test clips) lies above "
         "every other model's; overlapping CIs mean the difference is within one run's noise "
         "(compare seeds with `audiotag compare`, docs/experiments.md). Gaps and sizes are "
-        "facts, not rankings.")
+        "facts, not rankings." + "".join(f"\n\n† `{m}`: {note}" for m, note in notes.items()))
 
 
 def worst_classes(records: dict[str, dict[str, Any]], n: int = N_WORST) -> pd.DataFrame:

@@ -40,12 +40,13 @@ from audiotag.evaluation.evaluate import (
     _per_class_list,
     _r,
     _write_csv,
+    lwlrap_ci,
     multilabel_metrics,
     per_clip_table,
     singlelabel_metrics,
     write_headline,
 )
-from audiotag.metrics.lwlrap import bootstrap_lwlrap, per_class_lwlrap
+from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.training.inference import ClipPredictions
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,7 @@ def ensemble_metrics(test: ClipPredictions, valid: ClipPredictions | None,
     metrics: dict[str, Any] = {"task": "multilabel"}
     ml, per_class = multilabel_metrics(test, labelled_valid, n_classes)
     metrics.update(ml)
-    low, high = bootstrap_lwlrap(test.targets, test.scores, cfg.bootstrap_resamples,
-                                 cfg.bootstrap_seed)
-    metrics["lwlrap_ci_low"], metrics["lwlrap_ci_high"] = _r(low), _r(high)
+    metrics.update(lwlrap_ci(test, n_classes, cfg, "ensemble"))
     if labelled_valid is not None and (labelled_valid.targets > 0).any():
         metrics["valid_lwlrap"] = _r(per_class_lwlrap(labelled_valid.targets,
                                                       labelled_valid.scores).overall)

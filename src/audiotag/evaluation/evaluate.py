@@ -45,7 +45,7 @@ from audiotag.metrics.classification import (
     singlelabel_prf,
     tune_threshold,
 )
-from audiotag.metrics.lwlrap import bootstrap_lwlrap, per_class_lwlrap
+from audiotag.metrics.lwlrap import bootstrap_lwlrap, ci_note, per_class_lwlrap
 from audiotag.metrics.regression import regression_metrics
 from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
@@ -160,6 +160,21 @@ def regression_outputs(pred: ClipPredictions, n_classes: int,
     predicted = pred.scores[:, n_classes:].astype(np.float64)  # raw regression outputs
     true = pred.index[[TARGET_PREFIX + n for n in names]].to_numpy(dtype=np.float64)
     return true, predicted
+
+
+def lwlrap_ci(test: ClipPredictions, n_classes: int, cfg: EvaluateConfig,
+              name: str) -> dict[str, Any]:
+    """``lwlrap_ci_low``/``_high``: the bootstrap 95 % CI over the test clips, and a
+    ``ci_note`` (also logged) when too few clips are labelled
+    (:data:`~audiotag.metrics.lwlrap.MIN_CI_CLIPS`)."""
+    low, high = bootstrap_lwlrap(test.targets, test.scores[:, :n_classes],
+                                 cfg.bootstrap_resamples, cfg.bootstrap_seed)
+    out: dict[str, Any] = {"lwlrap_ci_low": _r(low), "lwlrap_ci_high": _r(high)}
+    note = ci_note(int((test.targets > 0).any(axis=1).sum()))
+    if note is not None:
+        log.warning("%s: %s", name, note)
+        out["ci_note"] = note
+    return out
 
 
 def _best_epoch_gap(history_path: Path, best_epoch: int) -> dict[str, Any]:
@@ -311,9 +326,7 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     if task in CLASSIFICATION_TASKS and _labelled(test):
         ml, per_class = multilabel_metrics(test, valid, n_classes)
         metrics.update(ml)
-        low, high = bootstrap_lwlrap(test.targets, test.scores[:, :n_classes],
-                                     cfg.bootstrap_resamples, cfg.bootstrap_seed)
-        metrics["lwlrap_ci_low"], metrics["lwlrap_ci_high"] = _r(low), _r(high)
+        metrics.update(lwlrap_ci(test, n_classes, cfg, meta["model_name"]))
     metrics.update({
         "valid_lwlrap": _r(meta.get("valid_lwlrap")),
         "best_epoch": int(meta["epoch"]),

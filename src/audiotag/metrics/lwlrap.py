@@ -112,6 +112,19 @@ def bootstrap_lwlrap(truth: np.ndarray, scores: np.ndarray, resamples: int = 100
     return float(low), float(high)
 
 
+MIN_CI_CLIPS = 30
+"""Fewer labelled test clips than this and a bootstrap CI says little (with 4 clips that the
+model ranks right, every resample scores 1.0: a CI of [1.000, 1.000]): see :func:`ci_note`."""
+
+
+def ci_note(n_clips: int, level: float = 0.95) -> str | None:
+    """A warning for a CI drawn from fewer than :data:`MIN_CI_CLIPS` labelled clips, or None."""
+    if n_clips >= MIN_CI_CLIPS:
+        return None
+    return (f"only {n_clips} labelled test clips (fewer than {MIN_CI_CLIPS}): the "
+            f"{100 * level:g} % CI says little")
+
+
 def paired_bootstrap(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
                      resamples: int = 1000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float, float, float]:
