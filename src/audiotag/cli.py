@@ -24,7 +24,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     run_predict(args.checkpoint, args.paths, args.out, top_k=args.top_k, device=args.device,
                 batch_size=args.batch_size, workers=args.workers,
-                progress=False if args.no_progress else None)
+                progress=False if args.no_progress else None, threshold=args.threshold,
+                hop=args.hop, min_seconds=args.min_seconds, timeline=args.timeline)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -61,8 +62,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     p.add_argument("--checkpoint", required=True, help="models/<model>/model.pt")
     p.add_argument("--out", required=True, help="CSV to write: path, tags, one column per "
-                   "class; unreadable files are listed in <out stem>.skipped.csv")
-    p.add_argument("--top-k", type=int, default=3, help="classes listed in the tags column")
+                   "class; files not scored (unreadable, silent, too short, non-finite) are "
+                   "listed in <out stem>.skipped.csv")
+    tags = p.add_mutually_exclusive_group()
+    tags.add_argument("--threshold", type=float, default=None,
+                      help="tag every class scoring at least this (default: the threshold "
+                           "evaluate@<model> tuned, from metrics/details/<model>.json)")
+    tags.add_argument("--top-k", type=int, default=None,
+                      help="tag the k best classes instead of a threshold")
+    p.add_argument("--hop", type=float, default=None, help="seconds between the windows of "
+                   "a file longer than the evaluation windows (default: half a window)")
+    p.add_argument("--timeline", default=None,
+                   help="CSV of every window: path, start_s, end_s, one column per class")
+    p.add_argument("--min-seconds", type=float, default=0.1,
+                   help="shorter files are not scored (the pipeline's data.min_seconds)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
     p.add_argument("--workers", type=int, default=0,
@@ -109,10 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from audiotag.compare import CompareError
     from audiotag.export import ExportError
+    from audiotag.model_file import CheckpointError
 
     try:
         args.run(args)
-    except (*USER_ERRORS, ExportError, CompareError) as err:
+    except (*USER_ERRORS, ExportError, CompareError, CheckpointError) as err:
         log.error("error: %s", err)  # one line, no traceback
         sys.exit(2)
 

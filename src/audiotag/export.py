@@ -31,7 +31,7 @@ import torch
 from audiotag.core.io import atomic_path, write_json
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.frontend import n_frames
-from audiotag.training.checkpoint import load_checkpoint
+from audiotag.model_file import open_checkpoint
 from audiotag.training.inference import output_names
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def export_model(checkpoint: str | os.PathLike[str], fmt: str,
     (with the parity figure)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    model, meta = load_checkpoint(checkpoint, "cpu")
+    model, meta = open_checkpoint(checkpoint, "cpu")
     shape = input_shape(meta)
     example = torch.zeros(2, *shape)  # (B, dim, frames)
     out = default_out(meta["model_name"], fmt) if out is None else Path(out)

@@ -1,0 +1,167 @@
+"""Every part of a recording scored: the windows ``audiotag predict`` cuts out of a file.
+
+A file no longer than what the evaluation windows (``features.eval_crops``) cover gets
+exactly those windows, so ``predict`` reproduces the ``evaluate`` stage's scores; a longer
+file gets the model's window slid over it every ``hop`` frames, the last window ending
+at its last frame. Either way the window scores become the file's as evaluation
+aggregates crops (``features.eval_aggregate``: mean or max). Files are screened first as
+the ``download`` stage screens clips (:func:`audiotag.data.screen.probe`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from audiotag.core.errors import AudioError
+from audiotag.data.screen import probe
+from audiotag.features.crops import eval_starts
+from audiotag.features.frontend import frames_per_second
+from audiotag.features.store import Batch, ClipPipeline, check_finite, clip_windows, collate_clips
+from audiotag.training.inference import output_names, predict, task_of
+
+TIME_COLUMNS = ["path", "start_s", "end_s"]
+
+
+def covers(starts: list[int], window: int, length: int) -> bool:
+    """Whether windows of ``window`` frames at ``starts`` leave no frame of ``length`` out."""
+    end = 0
+    for start in sorted(starts):
+        if start > end:
+            return False
+        end = max(end, start + window)
+    return end >= length
+
+
+def sliding_starts(length: int, window: int, hop: int) -> list[int]:
+    """Starts ``0, hop, 2 hop, ...`` and a last window ending at the last frame."""
+    last = max(0, length - window)
+    starts = list(range(0, last + 1, hop))
+    return starts if starts[-1] == last else [*starts, last]
+
+
+def file_starts(length: int, window: int, n_crops: int, hop: int) -> list[int]:
+    """The evaluation windows when they cover the file, else the sliding ones."""
+    starts = eval_starts(length, window, n_crops)
+    return starts if covers(starts, window, length) else sliding_starts(length, window, hop)
+
+
+@dataclass
+class FileWindows:
+    """One readable file's model input ``(K, dim, T)``, its windows' starts (frames; None
+    for a whole ``beat_sync`` sequence) and its duration in seconds."""
+
+    x: torch.Tensor
+    starts: list[int] | None
+    duration_s: float
+
+
+class AudioWindows(Dataset):
+    """Items ``(i, FileWindows or None, reason)``: the windows of file ``i``, or None and
+    why it is not scored (the screening's reason, or unreadable)."""
+
+    def __init__(self, paths: list[str], pipeline: ClipPipeline, hop: int,
+                 min_seconds: float) -> None:
+        self.paths, self.pipeline, self.hop, self.min_seconds = paths, pipeline, hop, min_seconds
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, FileWindows | None, str]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # per-clip ops are too small for a thread pool (store.py)
+        try:
+            return i, self._windows(self.paths[i]), ""
+        except AudioError as err:  # screened out, unreadable or non-finite: never scored
+            return i, None, str(err)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _windows(self, path: str) -> FileWindows:
+        found = probe(Path(path), self.min_seconds)
+        if found.problem:
+            raise AudioError(found.problem)
+        p = self.pipeline
+        frames = p.extract(path)  # (T, dim) float16
+        check_finite(frames, path)
+        starts = (None if p.config.beat_sync
+                  else file_starts(frames.shape[0], p.window, p.n_crops, self.hop))
+        x = clip_windows(frames, starts, p.window, p.shift, p.scale)  # (K, dim, T)
+        return FileWindows(x, starts, found.duration_s)
+
+
+@dataclass
+class WindowPredictions:
+    """Scores per file (aggregated as evaluation does) and per window, and the files not
+    scored."""
+
+    outputs: list[str]  # the classes, then the regression targets
+    paths: list[str]  # one per row of scores, in input order
+    scores: np.ndarray  # (files, outputs)
+    timeline: pd.DataFrame  # path, start_s, end_s, <outputs>: one row per window
+    skipped: list[tuple[str, str]]  # (path, reason)
+    seconds: float  # wall time of screening, decoding, features and forward passes
+
+
+def _spans(item: FileWindows, window: int, fps: float) -> list[tuple[float, float]]:
+    """``(start_s, end_s)`` of each window, cut at the file's end."""
+    if item.starts is None:
+        return [(0.0, item.duration_s)]
+    return [(s / fps, min((s + window) / fps, item.duration_s)) for s in item.starts]
+
+
+def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str], hop_s: float | None,
+                    min_seconds: float, batch_size: int, device: torch.device,
+                    workers: int = 0, progress: bool | None = None) -> WindowPredictions:
+    """Scores of ``model`` (built from the checkpoint ``meta``, on ``device``) for every
+    window of each file (see the module doc); ``hop_s`` None: half the window.
+    ``batch_size`` files are decoded together and their windows scored ``batch_size`` at
+    a time."""
+    pipeline = ClipPipeline(meta["features"], meta["stats"])
+    fps = frames_per_second(pipeline.config)
+    hop = max(1, pipeline.window // 2 if hop_s is None else round(hop_s * fps))
+    data = AudioWindows([str(p) for p in paths], pipeline, hop, min_seconds)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=list)
+    done: list[tuple[int, list[tuple[float, float]]]] = []  # (file, its windows' spans)
+    skipped: list[tuple[str, str]] = []
+    no_target = torch.zeros(0)
+
+    def batches() -> Iterator[Batch]:
+        for items in tqdm(loader, desc="predict", unit="batch",
+                          disable=None if progress is None else not progress):
+            skipped.extend((data.paths[i], err) for i, w, err in items if w is None)
+            good = [(i, w) for i, w, _ in items if w is not None]
+            done.extend((i, _spans(w, pipeline.window, fps)) for i, w in good)
+            windows = [x for _, w in good for x in w.x]  # each (dim, T)
+            for at in range(0, len(windows), batch_size):
+                yield collate_clips([(x, no_target, torch.tensor(1.0))
+                                     for x in windows[at:at + batch_size]])
+
+    started = time.perf_counter()
+    outputs = output_names(meta)
+    try:
+        per_window, _, _ = predict(model, batches(), device, spec=task_of(meta))
+    except ValueError:  # no file could be scored
+        if done:
+            raise
+        per_window = np.zeros((0, len(outputs)), dtype=np.float32)
+    scores, rows, at = [], [], 0
+    for i, spans in done:
+        mine = per_window[at:at + len(spans)]  # (windows, outputs) of file i
+        at += len(spans)
+        scores.append(mine.max(axis=0) if pipeline.config.eval_aggregate == "max"
+                      else mine.mean(axis=0))
+        rows += [(data.paths[i], a, b) for a, b in spans]
+    timeline = pd.concat([pd.DataFrame(rows, columns=TIME_COLUMNS),
+                          pd.DataFrame(per_window, columns=outputs)], axis=1)
+    return WindowPredictions(outputs, [data.paths[i] for i, _ in done],
+                             np.stack(scores) if scores else per_window[:0], timeline,
+                             skipped, time.perf_counter() - started)
