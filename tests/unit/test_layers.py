@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"data", "metrics", "plots", "models"},
     {"features"},
     {"training"},
-    {"cleaning", "evaluation", "analysis"},
+    {"cleaning", "evaluation", "analysis", "windows", "model_file"},
     {"params_check", "params_doc", "predict", "export", "tune", "compare"},
     {"cli"},
     {"__main__"},
