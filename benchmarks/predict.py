@@ -10,9 +10,10 @@ features, windows, normalisation. Models: each of ``train.models`` built from pa
 (``models.<name>``, random weights: speed does not depend on them) on the default
 ``features`` settings. For each model:
 
-- end to end: :func:`audiotag.training.inference.predict_files` over the files (decoding in
-  this process, ``--workers`` 0, as ``audiotag predict`` by default);
-- forward alone: the same inputs, already in memory, through the same batched forward.
+- end to end: :func:`audiotag.windows.predict_windows` over the files (screening,
+  decoding in this process, ``--workers`` 0, every window of a file: as ``audiotag
+  predict`` by default);
+- forward alone: the same windows, already in memory, through the same batched forward.
 
 Reported: clips/s, x real time (seconds of audio per second of wall time), the CPU time of
 this process (user + system, all threads) per clip, and the hours of audio tagged in a
@@ -42,11 +43,9 @@ from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.frontend import feature_dim  # noqa: E402
 from audiotag.features.store import ClipPipeline, collate_clips  # noqa: E402
 from audiotag.models import create_model, parse_model_params  # noqa: E402
-from audiotag.training.inference import (  # noqa: E402
-    predict,  # noqa: E402
-    predict_files,
-    task_of,
-)
+from audiotag.predict import MIN_SECONDS  # noqa: E402
+from audiotag.training.inference import predict, task_of  # noqa: E402
+from audiotag.windows import AudioWindows, hop_frames, predict_windows  # noqa: E402
 
 BUDGET_HOURS = 2.0  # the English lab log's 120-minute inference budget
 NUM_CLASSES = 12
@@ -95,11 +94,14 @@ def bench_model(name: str, params: dict, features: FeaturesConfig, paths: list[P
     torch.manual_seed(0)
     model = create_model(name, num_classes=NUM_CLASSES, n_mels=meta["n_mels"], **params)
     model = model.to(device).eval()
-    predict_files(model, meta, paths[:batch], batch, device, progress=False)  # warm-up
-    end_to_end = _timed(lambda: predict_files(model, meta, paths, batch, device, workers,
-                                              progress=False), repeat)
+    predict_windows(model, meta, paths[:batch], None, MIN_SECONDS, batch, device,
+                    progress=False)  # warm-up
+    end_to_end = _timed(lambda: predict_windows(model, meta, paths, None, MIN_SECONDS, batch,
+                                                device, workers, progress=False), repeat)
     pipeline = ClipPipeline(meta["features"], meta["stats"])
-    inputs = [pipeline(p) for p in paths]
+    files = AudioWindows([str(p) for p in paths], pipeline, hop_frames(pipeline, None),
+                         MIN_SECONDS)
+    inputs = [x for i in range(len(files)) for x in files[i][1].x]  # every window, (dim, T)
     batches = [collate_clips([(x, torch.zeros(0), torch.tensor(1.0))
                               for x in inputs[i:i + batch]]) for i in range(0, len(inputs), batch)]
     spec = task_of(meta)

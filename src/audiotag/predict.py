@@ -182,7 +182,7 @@ def run_predict(checkpoint: str | os.PathLike[str], paths: list[str | os.PathLik
     top_k, threshold = _tagging(checkpoint, meta, top_k, threshold)
     log.info("%s (%s): %d file(s) on %s", checkpoint, meta["model_name"], len(files),
              torch_device)
-    pred = predict_windows(model, meta, [str(f) for f in files], hop, min_seconds,
+    pred = predict_windows(model, meta, files, hop, min_seconds,
                            batch_size, torch_device, workers, progress)
     _write_skipped(pred, out, len(files))
     table = predictions_table(pred, task_of(meta).n_classes, top_k, threshold)

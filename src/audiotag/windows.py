@@ -54,6 +54,13 @@ def file_starts(length: int, window: int, n_crops: int, hop: int) -> list[int]:
     return starts if covers(starts, window, length) else sliding_starts(length, window, hop)
 
 
+def hop_frames(pipeline: ClipPipeline, hop_s: float | None) -> int:
+    """``--hop`` in frames: ``hop_s`` seconds, or half the model's window (None)."""
+    if hop_s is None:
+        return max(1, pipeline.window // 2)
+    return max(1, round(hop_s * frames_per_second(pipeline.config)))
+
+
 @dataclass
 class FileWindows:
     """One readable file's model input ``(K, dim, T)``, its windows' starts (frames; None
@@ -118,7 +125,8 @@ def _spans(item: FileWindows, window: int, fps: float) -> list[tuple[float, floa
     return [(s / fps, min((s + window) / fps, item.duration_s)) for s in item.starts]
 
 
-def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str], hop_s: float | None,
+def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str | Path],
+                    hop_s: float | None,
                     min_seconds: float, batch_size: int, device: torch.device,
                     workers: int = 0, progress: bool | None = None) -> WindowPredictions:
     """Scores of ``model`` (built from the checkpoint ``meta``, on ``device``) for every
@@ -127,8 +135,8 @@ def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str], hop_s:
     a time."""
     pipeline = ClipPipeline(meta["features"], meta["stats"])
     fps = frames_per_second(pipeline.config)
-    hop = max(1, pipeline.window // 2 if hop_s is None else round(hop_s * fps))
-    data = AudioWindows([str(p) for p in paths], pipeline, hop, min_seconds)
+    data = AudioWindows([str(p) for p in paths], pipeline, hop_frames(pipeline, hop_s),
+                        min_seconds)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=list)
     done: list[tuple[int, list[tuple[float, float]]]] = []  # (file, its windows' spans)
     skipped: list[tuple[str, str]] = []

@@ -23,7 +23,7 @@ from audiotag.features.store import FeatureSet, collate_clips, extract_features
 from audiotag.models import create_model
 from audiotag.predict import find_audio, run_predict, skipped_path
 from audiotag.training.checkpoint import save_checkpoint, save_torch
-from audiotag.training.inference import clip_losses, predict_clips, predict_files, task_of
+from audiotag.training.inference import clip_losses, predict_clips, task_of
 from audiotag.windows import covers, file_starts, predict_windows
 
 CFG = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50.0, fmax=4000.0,
@@ -53,25 +53,20 @@ def _store_and_checkpoint(tmp_path, **features):
 @pytest.mark.parametrize("features", [{}, {"eval_crops": "3"},
                                       {"eval_crops": 3, "eval_aggregate": "max"},
                                       {"kind": "logmel+mfcc", "n_mfcc": 8}])
-def test_predict_files_reproduces_the_feature_store_scores(tmp_path, features):
+def test_predict_windows_reproduces_the_feature_store_scores(tmp_path, features):
     # long clips (up to 1.5 s against a 0.6 s window) are cropped, short ones padded: the
-    # file path must make the very windows the store path makes
+    # file path must make the very windows the store path makes (these clips are no longer
+    # than the evaluation windows cover, so `audiotag predict` takes those windows)
     model, meta, manifest, paths = _store_and_checkpoint(tmp_path, **features)
     spec = task_of(meta)
     stored = predict_clips(model, tmp_path / "features", ("test",), 4, torch.device("cpu"),
                            spec)
     test = manifest["subset"].to_numpy() == "test"
-    files = predict_files(model, meta, [p for p, t in zip(paths, test, strict=True) if t], 4,
-                          torch.device("cpu"), progress=False)
+    files = predict_windows(model, meta, [p for p, t in zip(paths, test, strict=True) if t],
+                            None, 0.1, 4, torch.device("cpu"), progress=False)
     assert [p.rsplit("/", 1)[1] for p in files.paths] == [f"{c}.wav" for c in stored.clip_ids]
     assert files.outputs == stored.classes and not files.skipped
     np.testing.assert_allclose(files.scores, stored.scores, atol=1e-5)
-    # what `audiotag predict` runs: every window of a file, aggregated as evaluate does;
-    # these clips are no longer than the evaluation windows cover, so the same windows
-    windows = predict_windows(model, meta, files.paths, None, 0.1, 4, torch.device("cpu"),
-                              progress=False)
-    assert windows.paths == files.paths and not windows.skipped
-    np.testing.assert_allclose(windows.scores, stored.scores, atol=1e-5)
 
 
 def test_predict_cli_writes_scores_tags_and_lists_unreadable_files(tmp_path, caplog):

@@ -107,6 +107,7 @@ def test_threshold_params_are_validated():
 
 
 def test_activation_stats_and_dead_relus():
+    torch.manual_seed(0)  # unseeded, a live unit of 32 random inputs was sometimes never hit
     model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(inplace=True), nn.Dropout(0.5),
                           nn.Linear(6, 2))
     with torch.no_grad():

@@ -292,6 +292,79 @@ def write_timings(path: str | os.PathLike[str] | None, test: ClipPredictions,
                           "test_clips": len(test), "device": device})
 
 
+def singlelabel_part(test: ClipPredictions, n_classes: int, task: str
+                     ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """``({"singlelabel": ..., "accuracy": ...} or {}, per-class report, confusion rows)``:
+    the single-label metrics when the task is single-label or every test clip has one
+    label (the report and confusion tables are written for any classifier)."""
+    sl, report, confusion = singlelabel_metrics(test, n_classes) if n_classes else (
+        {"n_clips": 0},
+        pd.DataFrame(columns=["class", "precision", "recall", "f1", "support"]),
+        pd.DataFrame(columns=["actual", "predicted"]))
+    part: dict[str, Any] = {}
+    if task == "singlelabel" or (task in CLASSIFICATION_TASKS and sl["n_clips"] == len(test)
+                                 and len(test) > 0):
+        part["singlelabel"] = sl
+        if "accuracy" in sl:  # headline number of single-label datasets, beside lwlrap
+            part["accuracy"] = sl["accuracy"]
+    return part, report, confusion
+
+
+def write_plot_tables(plots: Path, tables: dict[str, pd.DataFrame], model: str) -> None:
+    """The CSVs of ``plots/<model>/`` (always all of them: dvc.yaml declares them; one that
+    does not apply holds its header) and the regression scatter (an empty panel for
+    classifiers)."""
+    for name, table in tables.items():
+        _write_csv(table, plots / name)
+    plot_regression_scatter(tables[REGRESSION_CSV], plots / "regression.png",
+                            f"{model}: predicted vs true")
+
+
+def per_class_lists(per_class: pd.DataFrame,
+                    subset_table: pd.DataFrame | None) -> dict[str, list[dict[str, Any]]]:
+    """The per-class details (lists: `dvc exp show` keeps them out of its columns): every
+    class's lwlrap/AP/F1, and with curated-vs-noisy lwlrap the suspect classes and every
+    class's pair (the report's curated-vs-noisy chart of all models)."""
+    lists: dict[str, list[dict[str, Any]]] = {}
+    if "lwlrap" in per_class:
+        lists["per_class"] = _per_class_list(per_class)
+    if subset_table is not None:
+        lists["noisy_label_suspects"] = noisy_label_suspects(subset_table)
+        lists["lwlrap_by_subset_per_class"] = [
+            {"class": r["class"], "curated": _r(r["curated"]), "noisy": _r(r["noisy"])}
+            for _, r in subset_table.iterrows()]
+    return lists
+
+
+def write_predictions(test: ClipPredictions, valid: ClipPredictions | None,
+                      outputs: list[str], path: str | os.PathLike[str] | None,
+                      valid_path: str | os.PathLike[str] | None) -> None:
+    """The test clips' scores (:func:`per_clip_table`) at ``path`` and the validation
+    clips' at ``valid_path`` (only the header when there are none), those given."""
+    if path is not None:
+        _write_csv(per_clip_table(test, outputs), Path(path))
+    if valid_path is not None:
+        _write_csv(per_clip_table(valid, outputs) if valid is not None else
+                   pd.DataFrame(columns=["clip_id", "labels", *outputs]), Path(valid_path))
+
+
+def score_roles(model, meta: dict[str, Any], checkpoint, features_dir, cfg: EvaluateConfig,
+                device) -> tuple[ClipPredictions, ClipPredictions | None,
+                                 ClipPredictions | None]:
+    """The test clips' predictions (trained on the store's classes, else ValueError), the
+    validation clips' and, with ``evaluate.score_train``, the training clips' (None where
+    there are none)."""
+    spec = task_of(meta)
+    test = predict_clips(model, features_dir, ("test",), cfg.batch_size, device, spec)
+    if test.classes != meta["classes"]:
+        raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
+                         f"{features_dir} has {test.classes}; re-run training")
+    valid = _predict(model, features_dir, "valid", cfg, device, spec)
+    train = (_predict(model, features_dir, "train", cfg, device, spec) if cfg.score_train
+             and spec.n_classes else None)
+    return test, valid, train
+
+
 def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.PathLike[str],
                    metrics_path: str | os.PathLike[str], plots_dir: str | os.PathLike[str],
                    cfg: EvaluateConfig,
@@ -311,14 +384,8 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     model, meta = load_checkpoint(checkpoint, device)
     task = meta.get("task", "multilabel")
     spec = task_of(meta)
-    test = predict_clips(model, features_dir, ("test",), cfg.batch_size, device, spec)
-    if test.classes != meta["classes"]:
-        raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
-                         f"{features_dir} has {test.classes}; re-run training")
+    test, valid, train = score_roles(model, meta, checkpoint, features_dir, cfg, device)
     n_classes = spec.n_classes
-    valid = _predict(model, features_dir, "valid", cfg, device, spec)
-    train = (_predict(model, features_dir, "train", cfg, device, spec) if cfg.score_train
-             and n_classes else None)
 
     # classification scores, then what every task gets
     metrics: dict[str, Any] = {"task": task}
@@ -340,42 +407,17 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
                                             int(meta["epoch"])), **overfit_lwlrap}
     if by_subset:
         metrics["lwlrap_by_subset"] = by_subset
-    sl, report, confusion = singlelabel_metrics(test, n_classes) if n_classes else (
-        {"n_clips": 0},
-        pd.DataFrame(columns=["class", "precision", "recall", "f1", "support"]),
-        pd.DataFrame(columns=["actual", "predicted"]))
-    if task == "singlelabel" or (task in CLASSIFICATION_TASKS and sl["n_clips"] == len(test)
-                                 and len(test) > 0):
-        metrics["singlelabel"] = sl
-        if "accuracy" in sl:  # headline number of single-label datasets, beside lwlrap
-            metrics["accuracy"] = sl["accuracy"]
+    single, report, confusion = singlelabel_part(test, n_classes, task)
+    metrics.update(single)
     regression, regression_rows = regression_part(test, {**meta, "task": task}, n_classes)
     if regression is not None:
         metrics["regression"] = regression
-    # lists: `dvc exp show` keeps them out of its columns
-    if "lwlrap" in per_class:
-        metrics["per_class"] = _per_class_list(per_class)
-    if by_subset:
-        metrics["noisy_label_suspects"] = noisy_label_suspects(subset_table)
-        # every class, for the report's curated-vs-noisy chart of all models
-        metrics["lwlrap_by_subset_per_class"] = [
-            {"class": r["class"], "curated": _r(r["curated"]), "noisy": _r(r["noisy"])}
-            for _, r in subset_table.iterrows()]
+    metrics.update(per_class_lists(per_class, subset_table if by_subset else None))
 
-    plots = Path(plots_dir)
-    for table, name in ((per_class, PER_CLASS_CSV), (subset_table, BY_SUBSET_CSV),
-                        (confusion, CONFUSION_CSV), (report, REPORT_CSV),
-                        (regression_rows, REGRESSION_CSV)):
-        _write_csv(table, plots / name)
-    # always written, like the CSVs: dvc.yaml declares it (an empty panel for classifiers)
-    plot_regression_scatter(regression_rows, plots / "regression.png",
-                            f"{meta['model_name']}: predicted vs true")
-    if predictions_path is not None:
-        _write_csv(per_clip_table(test, output_names(meta)), Path(predictions_path))
-    if valid_predictions_path is not None:
-        _write_csv(per_clip_table(valid, output_names(meta)) if valid is not None else
-                   pd.DataFrame(columns=["clip_id", "labels", *output_names(meta)]),
-                   Path(valid_predictions_path))
+    write_plot_tables(Path(plots_dir), {PER_CLASS_CSV: per_class, BY_SUBSET_CSV: subset_table,
+                                        CONFUSION_CSV: confusion, REPORT_CSV: report,
+                                        REGRESSION_CSV: regression_rows}, meta["model_name"])
+    write_predictions(test, valid, output_names(meta), predictions_path, valid_predictions_path)
     if details_path is not None:
         write_json(details_path, metrics)
     write_headline(metrics_path, metrics)

@@ -1,8 +1,9 @@
-"""Per-clip predictions of a trained model: on the clips of a feature store
-(:func:`predict_clips`) or on audio files (:func:`predict_files`).
+"""Per-clip predictions of a trained model on the clips of a feature store
+(:func:`predict_clips`); on audio files, ``audiotag predict`` goes through
+:mod:`audiotag.windows`.
 
 Every consumer of predictions (evaluation, label analysis, the report, ``audiotag
-predict``) goes through these two, which share each step: features of a file come from
+predict``) shares each step: features of a file come from
 the extractor of the ``features`` stage (:class:`~audiotag.features.store.ClipPipeline`),
 windows and normalisation from :func:`~audiotag.features.store.clip_windows`, and scores
 (one centre crop, or several crops averaged) from :func:`predict`, which the training
@@ -20,11 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
-from audiotag.core.errors import AudioError
-from audiotag.features.store import Batch, ClipPipeline, FeatureSet, collate_clips
+from audiotag.features.store import Batch, FeatureSet, collate_clips
 from audiotag.training.tasks import TaskSpec, output_scores
 
 # (outputs (B, K), targets (B, K)) -> per-clip loss (B,)
@@ -149,80 +148,7 @@ def task_of(meta: dict) -> TaskSpec:
                     single_label=bool(meta.get("single_label", False)))
 
 
-@dataclass
-class FilePredictions:
-    """Scores of the audio files that could be read, and the ones that could not."""
-
-    outputs: list[str]  # column names: the classes, then the regression targets
-    paths: list[str]  # one per row of scores, in input order
-    scores: np.ndarray  # (files, outputs)
-    skipped: list[tuple[str, str]]  # (path, reason) of each unreadable file
-    seconds: float  # wall time of decoding, features and forward passes
-
-
-class AudioFiles(Dataset):
-    """Items ``(i, x or None, error)``: the evaluation input of file ``i`` (see
-    :class:`ClipPipeline`), or None and the reason it could not be read."""
-
-    def __init__(self, paths: list[str], pipeline: ClipPipeline) -> None:
-        self.paths, self.pipeline = paths, pipeline
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # per-clip ops are too small for a thread pool (store.py)
-        try:
-            return i, self.pipeline(self.paths[i]), ""
-        except AudioError as err:  # unreadable, empty or non-finite: listed, never scored
-            return i, None, str(err)
-        finally:
-            torch.set_num_threads(threads)
-
-
 def output_names(meta: dict) -> list[str]:
     """Names of a checkpoint's outputs: its classes (none for regression), then targets."""
     spec = task_of(meta)
     return list(meta["classes"])[:spec.n_classes] + [str(t) for t in meta.get("targets") or []]
-
-
-def predict_files(model: torch.nn.Module, meta: dict, paths: list[str], batch_size: int,
-                  device: torch.device, workers: int = 0,
-                  progress: bool | None = None) -> FilePredictions:
-    """Scores of ``model`` (on ``device``, built from the checkpoint ``meta``) for audio
-    files, computed as evaluation computes them for the feature store's clips.
-
-    ``workers`` decode and extract in that many processes (0: in this one) while the model
-    runs; ``progress`` shows a bar (None: only on a terminal). Unreadable files go to
-    ``skipped`` with the reason.
-    """
-    pipeline = ClipPipeline(meta["features"], meta["stats"])
-    data = AudioFiles([str(p) for p in paths], pipeline)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=workers, collate_fn=list)
-    done: list[int] = []
-    skipped: list[tuple[str, str]] = []
-    no_target = torch.zeros(0)
-
-    def batches():
-        bar = tqdm(loader, desc="predict", unit="batch",
-                   disable=None if progress is None else not progress)  # None: a terminal only
-        for items in bar:
-            for i, x, err in items:
-                if x is None:
-                    skipped.append((data.paths[i], err))
-            good = [(i, x) for i, x, _ in items if x is not None]
-            if good:
-                done.extend(i for i, _ in good)
-                yield collate_clips([(x, no_target, torch.tensor(1.0)) for _, x in good])
-
-    started = time.perf_counter()
-    try:
-        scores, _, _ = predict(model, batches(), device, spec=task_of(meta),
-                               crop_aggregate=pipeline.config.eval_aggregate)
-    except ValueError:  # no file could be read
-        if done:
-            raise
-        scores = np.zeros((0, len(output_names(meta))), dtype=np.float32)
-    return FilePredictions(output_names(meta), [data.paths[i] for i in done], scores, skipped,
-                           time.perf_counter() - started)
