@@ -143,6 +143,15 @@ def beat_synchronise(feats: np.ndarray, wave: np.ndarray, cfg: FeaturesConfig) -
 _WORKER: ClipExtractor | None = None
 
 
+def _start_method() -> str:
+    """How the extraction workers start: from a clean single-threaded server where there is
+    one (``forkserver``). A plain ``fork`` of a process with threads (tqdm's monitor,
+    dvclive's, torch's) can copy a lock some thread holds; the child then never starts, and
+    ``Pool.terminate`` after an error waited on it for ever (seen once in the test suite)."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
 def _init_worker(cfg: FeaturesConfig) -> None:
     global _WORKER
     torch.set_num_threads(1)  # one clip per process; processes give the parallelism
@@ -289,8 +298,8 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
     stats = _BandStats(dim)
     pool = None
     if cfg.workers > 0:
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(cfg.workers, _init_worker, (cfg,))
+        pool = multiprocessing.get_context(_start_method()).Pool(cfg.workers, _init_worker,
+                                                                 (cfg,))
     try:
         with atomic_dir(out_dir) as tmp:
             for subset in SUBSETS:
