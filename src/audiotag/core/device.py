@@ -1,9 +1,24 @@
-"""Where torch runs: the device (``auto`` picks one), the CPU threads of a process and the
-platform record a result keeps."""
+"""Where torch runs: the device (``auto`` picks one; on a machine with several GPUs each
+process claims a free one), the CPU threads of a process and the platform record a result
+keeps."""
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import IO
+
 import torch
+
+log = logging.getLogger(__name__)
+
+# where the per-GPU lock files live: one directory per machine, shared by every clone,
+# queue worker and tuning worker on it (AUDIOTAG_GPU_LOCKS overrides it)
+GPU_LOCKS_ENV = "AUDIOTAG_GPU_LOCKS"
+_claimed: tuple[int, IO[str] | None] | None = None  # this process's GPU and its held lock
 
 
 def _mps_available() -> bool:
@@ -20,7 +35,56 @@ def pick_device(choice: str, key: str = "train.device") -> torch.device:
         raise RuntimeError(f"{key} is 'mps' but no Apple MPS device is available")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu"
+    if choice == "cuda" and "LOCAL_RANK" not in os.environ:  # torchrun: one GPU per rank
+        return torch.device("cuda", claim_gpu())
     return torch.device(choice)
+
+
+def visible_gpus() -> list[str]:
+    """The machine-wide names of the GPUs this process sees, in torch's order:
+    ``CUDA_VISIBLE_DEVICES``'s entries (indices or UUIDs) when set, else ``0..n-1``."""
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [name.strip() for name in listed.split(",") if name.strip()][:count]
+
+
+def gpu_lock_dir() -> Path:
+    return Path(os.environ.get(GPU_LOCKS_ENV) or Path(tempfile.gettempdir()) / "audiotag-gpus")
+
+
+def claim_gpu() -> int:
+    """This process's CUDA device index: with one GPU, 0; with several, the first one no
+    other audiotag process on the machine holds (an exclusive ``flock`` on
+    ``<lock dir>/gpu-<name>.lock``, held until the process ends, so ``dvc queue start -j 2``
+    or two tuning workers train on two GPUs). When every GPU is held, the processes share
+    them round-robin by process id. The choice changes where a run computes, never what:
+    results are the same bits on any GPU of one model."""
+    global _claimed
+    if _claimed is not None:
+        return _claimed[0]
+    names = visible_gpus()
+    if len(names) <= 1:
+        return 0
+    locks = gpu_lock_dir()
+    locks.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        handle = open(locks / f"gpu-{name}.lock", "a")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _claimed = (index, handle)
+        break
+    else:
+        index = os.getpid() % len(names)
+        log.info("all %d GPUs are held by other audiotag processes; sharing cuda:%d",
+                 len(names), index)
+        _claimed = (index, None)
+    torch.cuda.set_device(_claimed[0])
+    return _claimed[0]
 
 
 def set_threads(threads: int) -> None:
@@ -38,7 +102,7 @@ def platform_record(device: torch.device) -> dict[str, str]:
     model name), the CPU kernels' instruction set (``AVX2`` when pinned, the default:
     :mod:`audiotag.core.platform`). The same on every machine whose results are the same
     bits, so it may sit inside results."""
-    name = str(device)
+    name = device.type  # not the index: which GPU of a machine ran it changes nothing
     if device.type == "cuda":
         name += f" ({torch.cuda.get_device_name(device)})"
     return {"torch": torch.__version__.split("+")[0], "device": name,
