@@ -27,18 +27,48 @@ Path("model").mkdir(exist_ok=True)
 Path("model/weights.txt").write_text(repr(lr))
 Path("metrics.json").write_text(json.dumps({"score": -abs(math.log10(lr) + 2.5)}))
 '''
+# the same project with epochs: per epoch a validation lwlrap line where train@ writes it
+# (audiotag.tune.CURVE, model "m"), EPOCH_S seconds apart; lr >= 0.05 is the bad region.
+# HANG_ONCE: the first run to get here hangs (a worker machine that went silent)
+EPOCHS_TRAIN = '''\
+import json, os, time
+from pathlib import Path
+import yaml
+train = yaml.safe_load(Path("params.yaml").read_text())["train"]
+lr = train["lr"]
+hang_once = os.environ.get("HANG_ONCE")
+if hang_once:
+    try:
+        os.close(os.open(hang_once, os.O_CREAT | os.O_EXCL))
+        time.sleep(3600)
+    except FileExistsError:
+        pass
+curve = Path("metrics/train/m/plots/metrics/valid")
+curve.mkdir(parents=True, exist_ok=True)
+lines = "step\\tlwlrap\\n"
+for epoch in range(1, train["epochs"] + 1):
+    value = 0.1 if lr >= 0.05 else 0.5 + 0.05 * epoch - lr
+    lines += f"{epoch}\\t{value}\\n"
+    (curve / "lwlrap.tsv").write_text(lines)
+    time.sleep(float(os.environ.get("EPOCH_S", "0")))
+Path("model").mkdir(exist_ok=True)
+Path("model/weights.txt").write_text(repr(lr))
+Path("metrics.json").write_text(json.dumps({"score": value}))
+'''
 DVC_YAML = {"stages": {"train": {"cmd": "python train.py", "deps": ["train.py"],
                                  "params": ["train.lr"], "outs": ["model"],
                                  "metrics": [{"metrics.json": {"cache": False}}]}}}
 
 
-def make_origin(base: Path, remote: list[list[str]]) -> Path:
+def make_origin(base: Path, remote: list[list[str]], train: str = TRAIN,
+                params: dict | None = None) -> Path:
     """``base/origin.git``: a bare git remote holding the project; ``remote``: the
-    ``dvc remote ...`` commands (without ``dvc``) that set up its DVC remote."""
+    ``dvc remote ...`` commands (without ``dvc``) that set up its DVC remote; ``train``:
+    its train.py, ``params``: its params.yaml (default ``train.lr: 0.01``)."""
     seed = base / "seed"
     seed.mkdir()
-    (seed / "train.py").write_text(TRAIN)
-    (seed / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": 0.01}}))
+    (seed / "train.py").write_text(train)
+    (seed / "params.yaml").write_text(yaml.safe_dump(params or {"train": {"lr": 0.01}}))
     (seed / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], seed)
     run(["dvc", "init", "-q"], seed)

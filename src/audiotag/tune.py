@@ -16,6 +16,12 @@ pushes each finished trial (``dvc exp push``: git refs to the git remote, output
 remote), so ``dvc exp pull`` on any clone brings the whole study. A trial whose worker died
 (no heartbeat for a while) or whose run failed is retried with the same values.
 
+A trial reports its validation lwlrap after each epoch (read from dvclive's files in the
+experiment's temporary copy while it trains), and ``--pruner median|hyperband`` stops one
+that falls behind the others before its last epoch. ``--grid`` runs every point of the
+space instead of sampling (Optuna's ``GridSampler``): workers pull grid points from the
+shared study, so a dead worker's point is re-run by another.
+
 Search space format (``tune.yaml``)::
 
     train.lr:         {type: float, low: 0.0003, high: 0.01, log: true}
@@ -32,8 +38,10 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import psutil
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.engine import make_url
@@ -83,6 +92,20 @@ class Dimension(BaseModel):
         if self.log and self.step is not None:
             raise ValueError("log scale and step cannot be combined")
         return self
+
+    def grid_values(self, name: str) -> list[Any]:
+        """The values a grid (``audiotag tune --grid``) runs: the choices, or low..high by
+        ``step`` (1 for an int)."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int" and not self.log:
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.type == "float" and self.step is not None:
+            count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+            return [round(self.low + i * self.step, 12) for i in range(count)]
+        raise ParamsError(f"--grid: {name}: a grid needs `choices` or a `step` "
+                          f"(a {self.type}{' on a log scale' if self.log else ''} has "
+                          "no finite set of values)")
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         if self.type == "categorical":
@@ -240,33 +263,138 @@ def find_experiment(shown: list[dict[str, Any]], name: str) -> dict[str, Any] | 
     return None
 
 
+# dvclive's per-epoch validation lwlrap of train@<model> (its `--live metrics/train/<model>`
+# in dvc.yaml; tests/unit/test_tune.py keeps the two in step)
+CURVE = "metrics/train/{model}/plots/metrics/valid/lwlrap.tsv"
+
+
+class TrialWatch:
+    """The per-epoch validation lwlrap of a trial while ``dvc exp run --temp`` trains it,
+    read from dvclive's files in the experiment's temporary workspace (found through the
+    ``.dvc/tmp/exps/run/*/*.run`` record DVC keeps of each running experiment)."""
+
+    def __init__(self, repo: Path, name: str, models: list[str]) -> None:
+        self.repo, self.name, self.models = repo, name, models
+        self.root: Path | None = None
+
+    def _workspace(self) -> Path | None:
+        for info in (self.repo / ".dvc" / "tmp" / "exps" / "run").glob("*/*.run"):
+            try:
+                record = json.loads(info.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # being written
+                continue
+            if record.get("name") == self.name and record.get("root_dir"):
+                return Path(record["root_dir"])
+        return None
+
+    def curve(self) -> list[float]:
+        """Best-so-far validation lwlrap after each epoch (with several models, the best of
+        those that have reached that epoch); ``[]`` before the first epoch ends."""
+        self.root = self.root or self._workspace()
+        if self.root is None:
+            return []
+        curves = []
+        for model in self.models:
+            try:
+                text = (self.root / CURVE.format(model=model)).read_text()
+                lines = text.split("\n")[1:-1]  # not the header, nor a line being written
+                values = [float(line.split("\t")[1]) for line in lines]
+            except (OSError, ValueError, IndexError):  # not there yet, or half a line
+                continue
+            curves.append([max(values[:i + 1]) for i in range(len(values))])
+        steps = max((len(c) for c in curves), default=0)
+        return [max(c[i] for c in curves if len(c) > i) for i in range(steps)]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a pruned trial's ``dvc exp run`` and its stage's command: Ctrl-C (DVC removes its
+    temporary copy), then a kill. They share the tuner's process group, so a worker killed
+    as a whole (a machine going down, ``kill -- -<pgid>``) takes its trial with it."""
+    try:
+        tree = [*psutil.Process(proc.pid).children(recursive=True), psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess:
+        return
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGKILL, 30)):
+        for process in tree:
+            try:
+                process.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        _, tree = psutil.wait_procs(tree, timeout=wait)
+        if not tree:
+            break
+    proc.wait()
+
+
+def run_trial(trial: optuna.Trial, args: list[str], repo: Path, watch: TrialWatch | None,
+              epochs: int, poll: float = 2.0) -> subprocess.CompletedProcess:
+    """``dvc <args>``; with ``watch``, each finished epoch is reported to the trial and a
+    trial the pruner stops (before its last epoch) is ended: :class:`optuna.TrialPruned`."""
+    if watch is None:
+        return _dvc(args, repo)
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(["dvc", *args], cwd=repo, stdout=out, stderr=out, text=True)
+        reported = 0
+        while True:
+            done = proc.poll() is not None
+            curve = watch.curve()
+            for step in range(reported, min(len(curve), epochs - 1)):  # the last: no prune
+                trial.report(curve[step], step + 1)
+                reported = step + 1
+                if not done and trial.should_prune():
+                    _stop(proc)
+                    raise optuna.TrialPruned(f"pruned after epoch {step + 1}: "
+                                             f"valid lwlrap {curve[step]:.4f}")
+            if done:
+                break
+            time.sleep(poll)
+        out.seek(0)
+        text = out.read()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, text, text)
+
+
 class DvcObjective:
-    """Runs one trial as ``dvc exp run --temp`` and returns its metric."""
+    """Runs one trial as ``dvc exp run --temp`` and returns its metric; with ``prune``, the
+    trial reports each epoch's validation lwlrap and may be stopped early."""
 
     def __init__(self, repo: Path, space: dict[str, Dimension], metric: Metric,
                  study_name: str, fixed: dict[str, Any], push: str | None = None,
-                 dvc_remote: str | None = None, seed: int = 0) -> None:
+                 dvc_remote: str | None = None, seed: int = 0, grid: bool = False,
+                 prune: bool = False) -> None:
         self.repo, self.space, self.metric = repo, space, metric
         self.study_name, self.fixed = study_name, fixed
         self.push, self.dvc_remote, self.seed = push, dvc_remote, seed
+        self.grid, self.prune = grid, prune
+        self.params = read_params(repo / "params.yaml") if prune else {}
 
     def __call__(self, trial: optuna.Trial) -> float:
-        # the sampler's random state from (seed, trial number): a sampler seeded once per
-        # process would draw the same values in every worker and every resumed run.
-        # constant_liar: TPE treats the other workers' running trials as bad results, so
-        # it does not sample next to them
-        trial.study.sampler = optuna.samplers.TPESampler(seed=self.seed + trial.number,
-                                                         constant_liar=True)
+        if not self.grid:
+            # the sampler's random state from (seed, trial number): a sampler seeded once
+            # per process would draw the same values in every worker and every resumed run.
+            # constant_liar: TPE treats the other workers' running trials as bad results,
+            # so it does not sample next to them
+            trial.study.sampler = optuna.samplers.TPESampler(seed=self.seed + trial.number,
+                                                             constant_liar=True)
         values = {key: dim.suggest(trial, key) for key, dim in self.space.items()}
         name = f"{self.study_name}-{trial.number}"
         trial.set_user_attr("experiment", name)
         args = ["exp", "run", "--temp", "--name", name, *set_args({**self.fixed, **values})]
         log.info("trial %d: dvc %s", trial.number, " ".join(args))
-        result = _dvc(args, self.repo)
+        chosen = {**self.fixed, **values}
+        watch = TrialWatch(self.repo, name, _value(self.params, chosen, "train.models") or []) \
+            if self.prune else None
+        epochs = int(_value(self.params, chosen, "train.epochs") or 0) if self.prune else 0
+        result = run_trial(trial, args, self.repo, watch, epochs)
         if result.returncode != 0:
             tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"trial {trial.number}: `dvc exp run` failed "
                                f"({result.returncode}): " + " | ".join(tail))
+        value = self._metric(trial, name)
+        if self.push:
+            self._push(trial, name)
+        return value
+
+    def _metric(self, trial: optuna.Trial, name: str) -> float:
         shown = _dvc(["exp", "show", "--json"], self.repo)
         if shown.returncode != 0:
             raise RuntimeError(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
@@ -275,19 +403,20 @@ class DvcObjective:
             raise RuntimeError(f"experiment {name!r} does not appear in `dvc exp show`")
         value = self.metric.read(exp)
         log.info("trial %d (%s): %s = %.6f", trial.number, name, self.metric.spec, value)
-        if self.push:  # git refs to the git remote, outputs to the (default) DVC remote
-            pushed = _dvc(["exp", "push", self.push, name,
-                           *(["--remote", self.dvc_remote] if self.dvc_remote else [])],
-                          self.repo)
-            said = (pushed.stdout + pushed.stderr).strip()
-            if pushed.returncode != 0:
-                raise RuntimeError(f"trial {trial.number}: `dvc exp push {self.push} {name}` "
-                                   f"failed: {said}")
-            if "diverged from remote experiment" in said:  # dvc exits 0 here
-                raise RuntimeError(f"trial {trial.number}: another experiment {name!r} is "
-                                   f"already on the remote {self.push} (an earlier study of "
-                                   "the same name?); use another --study name")
         return value
+
+    def _push(self, trial: optuna.Trial, name: str) -> None:
+        """Git refs to the git remote, outputs to the (default) DVC remote."""
+        pushed = _dvc(["exp", "push", self.push, name,
+                       *(["--remote", self.dvc_remote] if self.dvc_remote else [])], self.repo)
+        said = (pushed.stdout + pushed.stderr).strip()
+        if pushed.returncode != 0:
+            raise RuntimeError(f"trial {trial.number}: `dvc exp push {self.push} {name}` "
+                               f"failed: {said}")
+        if "diverged from remote experiment" in said:  # dvc exits 0 here
+            raise RuntimeError(f"trial {trial.number}: another experiment {name!r} is "
+                               f"already on the remote {self.push} (an earlier study of "
+                               "the same name?); use another --study name")
 
 
 def storage_url(storage: str | None, repo: Path, study_name: str) -> str:
@@ -317,7 +446,8 @@ def shown_url(url: str) -> str:
 
 
 def open_study(url: str, name: str, direction: str, seed: int, heartbeat: int = 30,
-               retries: int = 1) -> optuna.Study:
+               retries: int = 1, sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create or load the study at ``url``. A running trial that sent no heartbeat for
     ``3 * heartbeat`` seconds (its worker died: kill -9, power cut, lost network) is failed
     by whichever worker looks next and re-queued with the same values (``retries`` times)."""
@@ -334,7 +464,8 @@ def open_study(url: str, name: str, direction: str, seed: int, heartbeat: int = 
                     url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat, **on_stale)
             study = optuna.create_study(storage=storage, study_name=name,
                                         direction=direction, load_if_exists=True,
-                                        sampler=optuna.samplers.TPESampler(seed=seed))
+                                        sampler=sampler or optuna.samplers.TPESampler(seed=seed),
+                                        pruner=pruner or optuna.pruners.NopPruner())
             break
         except SQLAlchemyError as err:  # two workers creating the tables at once: one loses
             if attempt == 4:
@@ -375,13 +506,47 @@ def retry_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial, retries: 
         _retry_callback(retries)(study, trial)
 
 
-def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: str,
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How the study picks trials: TPE (``trials`` of them) or every point of a grid
+    (``grid``); and how it stops bad ones early (``pruner``, on per-epoch validation
+    lwlrap; ``none``: every trial trains all its epochs)."""
+
+    grid: bool = False
+    pruner: str = "none"
+
+    def sampler(self, space: dict[str, Dimension], seed: int) -> optuna.samplers.BaseSampler:
+        if not self.grid:
+            return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.GridSampler(
+            {key: dim.grid_values(key) for key, dim in space.items()}, seed=seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        # median: a trial stops once its best lwlrap so far is below the median of the
+        # earlier trials at that epoch; not among the first 4 trials, nor at epoch 1
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+        if self.pruner == "hyperband":  # epochs are the resource; max: the trials' own
+            return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.NopPruner()
+
+
+def grid_size(space: dict[str, Dimension]) -> int:
+    return math.prod(len(dim.grid_values(key)) for key, dim in space.items())
+
+
+def tune(repo: Path, space_path: Path, metric: Metric, trials: int | None, study_name: str,
          storage: str, direction: str, fixed: dict[str, Any], seed: int,
          push: str | None = None, dvc_remote: str | None = None, retries: int = 1,
-         heartbeat: int = 30, poll: float = 5.0) -> optuna.Study:
-    """Run trials until the study (shared with any other worker) has ``trials`` completed.
+         heartbeat: int = 30, poll: float = 5.0,
+         strategy: Strategy = Strategy()) -> optuna.Study:
+    """Run trials until the study (shared with any other worker) has ``trials`` finished
+    (completed or pruned; with a grid, one per grid point).
 
-    Trials are claimed through the database: this worker starts one only while completed
+    Trials are claimed through the database: this worker starts one only while finished
     + running + queued trials are fewer than ``trials``, and otherwise waits for the other
     workers' running trials (one that fails or goes stale is retried here or there)."""
     params = read_params(repo / "params.yaml")
@@ -389,21 +554,30 @@ def tune(repo: Path, space_path: Path, metric: Metric, trials: int, study_name: 
     for key in fixed:
         if not _lookup(params, key):
             raise ParamsError(f"--set {key}: not a key of params.yaml")
-    study = open_study(storage, study_name, direction, seed, heartbeat, retries)
-    done = len(completed(study))
-    log.info("study %s (%s): %d trial(s) completed, running %d more", study_name,
-             shown_url(storage), done, max(trials - done, 0))
-    objective = DvcObjective(repo, space, metric, study_name, fixed, push, dvc_remote, seed)
+    if strategy.pruner != "none" and direction != "maximize":
+        raise ParamsError(f"--pruner {strategy.pruner}: pruning compares per-epoch validation "
+                          "lwlrap, which needs --direction maximize (or --pruner none)")
+    if strategy.grid:
+        trials = grid_size(space)
+    study = open_study(storage, study_name, direction, seed, heartbeat, retries,
+                       strategy.sampler(space, seed), strategy.make_pruner())
     states = optuna.trial.TrialState
+    done = _count(study.get_trials(deepcopy=False), states.COMPLETE, states.PRUNED)
+    log.info("study %s (%s): %d trial(s) finished, running %d more%s", study_name,
+             shown_url(storage), done, max(trials - done, 0),
+             " (a grid: one per point)" if strategy.grid else "")
+    objective = DvcObjective(repo, space, metric, study_name, fixed, push, dvc_remote, seed,
+                             grid=strategy.grid, prune=strategy.pruner != "none")
     while True:
         _fail_stale(study)  # dead workers' trials: failed, re-queued
         all_trials = study.get_trials(deepcopy=False)
-        if _count(all_trials, states.COMPLETE) >= trials:
+        if _count(all_trials, states.COMPLETE, states.PRUNED) >= trials:
             break
         failures = _count(all_trials, states.FAIL)
         if failures >= max(3, trials):
             raise RuntimeError(f"{failures} trials failed; see the log above")
-        if _count(all_trials, states.COMPLETE, states.RUNNING, states.WAITING) >= trials:
+        if _count(all_trials, states.COMPLETE, states.PRUNED, states.RUNNING,
+                  states.WAITING) >= trials:
             time.sleep(poll)  # the last trials run elsewhere; they may still fail
             continue
         # one at a time, so a failed trial is replaced, not counted
@@ -421,6 +595,9 @@ def report(study: optuna.Study, metric: Metric) -> None:
     for t in sorted(done, key=lambda t: t.number):
         log.info("  trial %3d  %-24s %s=%.6f  %s", t.number, t.user_attrs.get("experiment"),
                  metric.spec, t.value, t.params)
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+        epoch = t.last_step or 0
+        log.info("  trial %3d  pruned after epoch %d  %s", t.number, epoch, t.params)
     best = study.best_trial
     log.info("best: trial %d, experiment %s, %s = %.6f, params %s", best.number,
              best.user_attrs.get("experiment"), metric.spec, best.value, best.params)
@@ -438,11 +615,20 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
     return fixed
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20,
-                        help="completed trials to reach (a resumed study counts earlier ones)")
+    parser.add_argument("--trials", type=int, default=None,
+                        help="finished (completed or pruned) trials to reach; a resumed study "
+                             "counts earlier ones (default 20; a --grid runs every point)")
+    parser.add_argument("--grid", action="store_true",
+                        help="run every point of the space (each dimension's choices, or "
+                             "low..high by step) instead of sampling: N workers share the "
+                             "grid and a dead worker's point is re-run elsewhere")
+    parser.add_argument("--pruner", choices=PRUNERS, default=None,
+                        help="stop a trial whose per-epoch validation lwlrap falls behind "
+                             "(median: below the median of earlier trials at that epoch; "
+                             "hyperband); default median, none with --grid")
     parser.add_argument("--metric", default="valid_lwlrap",
                         help="a key of metrics/<model>.json (best over the trial's models) "
                              "or file:key, e.g. metrics/cnn2d.json:lwlrap. The default is "
@@ -470,19 +656,27 @@ def main() -> None:
                         help="a fixed param for every trial (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     parser.add_argument("--repo", default=".", help="the DVC project (default: here)")
-    args = parser.parse_args()
-    if args.trials < 1:
-        raise ParamsError("--trials: must be at least 1")
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.trials is not None and (args.trials < 1 or args.grid):
+        raise ParamsError("--trials: must be at least 1" if not args.grid else
+                          "--trials: a --grid runs every point of the space; drop --trials")
+    # default: prune a search that maximises, not a grid (every point is asked for)
+    strategy = Strategy(args.grid, args.pruner or (
+        "none" if args.grid or args.direction != "maximize" else "median"))
     if args.retries < 0 or args.heartbeat < 1:
         raise ParamsError("--retries: must be >= 0; --heartbeat: must be >= 1 second")
     repo = Path(args.repo).resolve()
     storage = storage_url(args.storage, repo, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what matters
     try:
-        study = tune(repo, repo / args.space, Metric(args.metric), args.trials, args.study,
-                     storage, args.direction, _parse_set(args.set), args.seed,
+        study = tune(repo, repo / args.space, Metric(args.metric), args.trials or 20,
+                     args.study, storage, args.direction, _parse_set(args.set), args.seed,
                      push=args.push, dvc_remote=args.dvc_remote, retries=args.retries,
-                     heartbeat=args.heartbeat)
+                     heartbeat=args.heartbeat, strategy=strategy)
     except RuntimeError as err:  # failed trials: the message says which and why
         log.error("error: %s", err)
         sys.exit(1)

@@ -16,15 +16,17 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from dvc_project import env_for, experiments, free_port, moto_s3
-from mini_project import clone, make_origin
+from mini_project import EPOCHS_TRAIN, clone, make_origin
 
 pytestmark = pytest.mark.e2e
 
@@ -162,3 +164,89 @@ def test_two_workers_share_one_postgres_study_and_push_every_trial(team, postgre
     for t in done:  # the outputs came through the S3 remote
         _git(["dvc", "exp", "apply", t.user_attrs["experiment"]], third, repo_root)
         assert (third / "model/weights.txt").read_text() == repr(t.params["train.lr"])
+
+
+def _epochs_origin(base: Path, space: str) -> Path:
+    """A bare git remote of the one-stage project with epochs (mini_project.EPOCHS_TRAIN:
+    per-epoch validation lwlrap where train@ writes it); no DVC remote. Returns the space."""
+    make_origin(base, [], train=EPOCHS_TRAIN,
+                params={"train": {"lr": 0.01, "models": ["m"], "epochs": 6}})
+    path = base / "space.yaml"
+    path.write_text(space)
+    return path
+
+
+def _tuner(clone: Path, space: Path, storage: str, repo_root: Path, *extra: str,
+           env: dict[str, str] | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "audiotag.tune", "--repo", str(clone), "--space",
+           str(space), "--study", "grid", "--storage", storage, "--metric",
+           "metrics.json:score", "--grid", *extra]
+    return subprocess.Popen(cmd, cwd=clone, env={**_env(repo_root, clone), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own group: killed as a machine
+
+
+def test_a_bad_region_is_pruned_before_its_last_epoch(tmp_path, repo_root):
+    """Five grid points, the last one in the bad region (lr >= 0.05: lwlrap 0.1 at every
+    epoch): the first four complete, the median pruner stops the fifth after two of its six
+    epochs, and its `dvc exp run` is ended (no experiment is left of it)."""
+    import optuna
+
+    choices = [0.001, 0.002, 0.003, 0.004, 0.1]
+    space = _epochs_origin(tmp_path, f"train.lr: {{type: categorical, choices: {choices}}}\n")
+    # a seed whose grid order puts the bad point last (after the pruner's 4 startup trials)
+    seed = next(s for s in range(100) if optuna.samplers.GridSampler(
+        {"train.lr": choices}, seed=s)._all_grids[-1] == (0.1,))
+    clone = _clone(tmp_path, "worker", repo_root)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    worker = _tuner(clone, space, storage, repo_root, "--pruner", "median", "--seed",
+                    str(seed), env={"EPOCH_S": "1"})
+    log = worker.communicate(timeout=600)[0]
+    assert worker.returncode == 0, log[-3000:]
+
+    study = optuna.load_study(study_name="grid", storage=storage)
+    states = {t.params["train.lr"]: t.state.name for t in study.trials}
+    assert states == {**dict.fromkeys(choices[:4], "COMPLETE"), 0.1: "PRUNED"}, states
+    pruned = next(t for t in study.trials if t.state.name == "PRUNED")
+    assert 2 <= pruned.last_step < 6 and set(pruned.intermediate_values.values()) == {0.1}
+    assert re.search(r"trial +\d+ +pruned after epoch [2-5]", log), log[-3000:]
+    shown = json.loads(_git(["dvc", "exp", "show", "--json"], clone, repo_root))
+    names = {r.get("name") for r in experiments(shown)}
+    assert pruned.user_attrs["experiment"] not in names
+    assert {t.user_attrs["experiment"] for t in study.trials if t.state.name == "COMPLETE"} \
+        <= names
+
+
+def test_a_grid_over_postgres_survives_a_killed_worker(tmp_path, postgres, repo_root):
+    """Two workers pull the points of one grid from PostgreSQL; the first one's machine
+    dies (its whole process group killed) while its trial hangs; the other runs the rest of
+    the grid and, once the dead trial's heartbeat is stale, that point too."""
+    import optuna
+
+    from audiotag.tune import storage_url
+
+    choices = [0.001, 0.002, 0.003, 0.004]
+    space = _epochs_origin(tmp_path, f"train.lr: {{type: categorical, choices: {choices}}}\n")
+    hung = tmp_path / "hung"
+    args = ("--heartbeat", "2", "--set", "train.epochs=1")
+    first = _tuner(_clone(tmp_path, "worker1", repo_root), space, postgres, repo_root, *args,
+                   env={"HANG_ONCE": str(hung)})
+    second = _tuner(_clone(tmp_path, "worker2", repo_root), space, postgres, repo_root, *args)
+    for _ in range(600):
+        if hung.exists() or first.poll() is not None:
+            break
+        time.sleep(0.5)
+    assert hung.exists(), first.communicate()[0][-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the tuner, its `dvc exp run` and the stage
+    first.communicate()
+    log = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, log[-3000:]
+
+    study = optuna.load_study(study_name="grid", storage=storage_url(postgres, tmp_path, "g"))
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert sorted(t.params["train.lr"] for t in done) == choices  # every point, once
+    assert len(failed) == 1 and len(study.trials) == len(choices) + 1
+    retry = next(t for t in done if t.system_attrs.get("failed_trial") == failed[0].number)
+    assert retry.params == failed[0].params
+    assert f"trial {retry.number} (grid-{retry.number})" in log  # the survivor re-ran it

@@ -1,5 +1,7 @@
 """The Optuna driver's parts that need no DVC run: search space, metric lookup, -S args."""
 
+import json
+
 import optuna
 import pytest
 
@@ -234,3 +236,68 @@ def test_a_dimension_over_a_model_that_is_not_trained_is_refused(tmp_path, repo_
     load_space(path, params, {"train.models": ["cnn2d"]})  # --set for every trial
     repo = yaml.safe_load((repo_root / "params.yaml").read_text())
     load_space(repo_root / "tune.yaml", repo)  # the default study
+
+
+def test_a_grid_runs_each_dimension_s_choices_or_steps():
+    from audiotag.tune import grid_size
+
+    space = {"a": Dimension(type="categorical", choices=["wrap", "zeros"]),
+             "b": Dimension(type="int", low=2, high=8, step=2),
+             "c": Dimension(type="float", low=0.1, high=0.3, step=0.1)}
+    assert space["b"].grid_values("b") == [2, 4, 6, 8]
+    assert space["c"].grid_values("c") == [0.1, 0.2, 0.3]
+    assert grid_size(space) == 2 * 4 * 3
+    with pytest.raises(ParamsError, match=r"--grid: train.lr: a grid needs `choices` or a "
+                                          r"`step` \(a float on a log scale"):
+        Dimension(type="float", low=1e-4, high=1e-2, log=True).grid_values("train.lr")
+
+
+def test_the_curve_the_tuner_watches_is_what_train_writes(repo_root):
+    """tune.CURVE is dvclive's file under train@'s ``--live`` directory (dvc.yaml) for the
+    metric train logs as ``valid/lwlrap``."""
+    import yaml
+
+    from audiotag.tune import CURVE
+
+    cmd = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["train"]["do"]["cmd"]
+    live = cmd.split("--live ", 1)[1].split()[0].replace("${item}", "{model}")
+    assert CURVE == f"{live}/plots/metrics/valid/lwlrap.tsv"
+    run_py = (repo_root / "src/audiotag/training/run.py").read_text()
+    assert 'live.log_metric("valid/lwlrap"' in run_py
+
+
+def _running_experiment(repo, name, root):
+    """What DVC keeps of a running ``dvc exp run --temp --name <name>`` in ``root``."""
+    info = repo / ".dvc/tmp/exps/run/abc123/abc123.run"
+    info.parent.mkdir(parents=True)
+    info.write_text(json.dumps({"name": name, "root_dir": str(root), "git_url": "x"}))
+
+
+def test_a_trial_s_curve_is_read_from_its_temporary_workspace(tmp_path):
+    from audiotag.tune import CURVE, TrialWatch
+
+    repo, root = tmp_path / "repo", tmp_path / "tmpexp"
+    watch = TrialWatch(repo, "tune-3", ["cnn2d", "crnn"])
+    assert watch.curve() == []  # the experiment has not started
+    _running_experiment(repo, "tune-3", root)
+    assert watch.curve() == []  # no epoch yet
+    for model, values in (("cnn2d", [0.4, 0.3, 0.6]), ("crnn", [0.5])):
+        path = root / CURVE.format(model=model)
+        path.parent.mkdir(parents=True)
+        path.write_text("step\tlwlrap\n" + "".join(f"{i + 1}\t{v}\n"
+                                                   for i, v in enumerate(values)) + "4\t0.")
+    # best so far per model; per epoch, the best of the models that reached it
+    assert watch.curve() == [0.5, 0.4, 0.6]  # a line being written is not read
+
+
+def test_pruning_a_minimised_metric_is_refused(tmp_path):
+    """The pruner compares per-epoch validation lwlrap (higher is better)."""
+    from audiotag.tune import Strategy, tune
+
+    (tmp_path / "params.yaml").write_text(json.dumps(PARAMS))
+    (tmp_path / "space.yaml").write_text("train.lr: {type: float, low: 0.0001, high: 0.01}\n")
+    with pytest.raises(ParamsError, match="--pruner median: .* needs --direction maximize"):
+        tune(tmp_path, tmp_path / "space.yaml", Metric("valid_loss"), 4, "s",
+             f"sqlite:///{tmp_path / 's.db'}", "minimize", {}, 0,
+             strategy=Strategy(pruner="median"))
+    assert not (tmp_path / "s.db").exists()  # refused before the study was opened
