@@ -63,6 +63,8 @@ class TrainConfig(Strict):
     processes: int = Field(1, ge=1)  # >1: DistributedDataParallel over this many processes
     nodes: int = Field(1, ge=1)  # >1: machines, each running `processes`, via rendezvous
     rdzv_endpoint: str | None = Field(None, pattern=r"^[^\s:]+:\d+$")  # host:port (nodes > 1)
+    sync_batchnorm: bool = False  # >1 process: BatchNorm statistics over the global batch
+    max_restarts: int = Field(0, ge=0)  # >1 process: torchrun restarts a failed job this often
     overfit_batches: int = Field(0, ge=0)  # >0: sanity check on this many fixed batches
     train_score_clips: int = Field(64, ge=0)  # fixed training clips scored per epoch; 0: off
     # checkpoint (model.pt) whose compatible layers are loaded, or one per branch of a
@@ -108,6 +110,9 @@ class TrainConfig(Strict):
                              f"train.processes x train.nodes ({world}): each process would "
                              f"take {self.batch_size // world}, a global batch of "
                              f"{self.batch_size // world * world}; use a multiple of {world}")
+        if (self.sync_batchnorm or self.max_restarts) and world == 1:
+            raise ValueError("sync_batchnorm and max_restarts act on a multi-process run "
+                             "(processes x nodes > 1); with one process leave them off")
         if self.nodes > 1 and not self.rdzv_endpoint:
             raise ValueError(f"nodes={self.nodes} needs train.rdzv_endpoint, the host:port of the "
                              "rendezvous (a port on one of the nodes, the same on every node)")

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from audiotag.core.device import pick_device
+from audiotag.core.errors import ParamsError
 
 if TYPE_CHECKING:
     from audiotag.training.config import TrainConfig
@@ -44,11 +45,27 @@ def torchrun_args(cfg: TrainConfig, model: str) -> list[str]:
     """torchrun's options for ``train.processes`` per node on ``train.nodes`` nodes: one
     node is ``--standalone``; several meet at the c10d rendezvous ``train.rdzv_endpoint``
     under an id per model, so train@a and train@b never join each other's job."""
+    restarts = [f"--max-restarts={cfg.max_restarts}"] if cfg.max_restarts else []
     if cfg.nodes == 1:
-        return ["--standalone", f"--nproc-per-node={cfg.processes}"]
+        return ["--standalone", f"--nproc-per-node={cfg.processes}", *restarts]
     return [f"--nnodes={cfg.nodes}", f"--nproc-per-node={cfg.processes}",
             "--rdzv-backend=c10d", f"--rdzv-endpoint={cfg.rdzv_endpoint}",
-            f"--rdzv-id=audiotag-{model}"]
+            f"--rdzv-id=audiotag-{model}", *restarts]
+
+
+def sync_batchnorm(model: torch.nn.Module, enabled: bool,
+                   device: torch.device) -> torch.nn.Module:
+    """``train.sync_batchnorm``: every BatchNorm layer as a ``SyncBatchNorm``, whose batch
+    statistics are computed over all processes' shares of the batch (the global batch, as
+    in a one-process run) instead of each process's share. torch runs it on GPUs only.
+    The layers keep their parameter and buffer names, so checkpoints load into the
+    one-process model."""
+    if not enabled:
+        return model
+    if device.type != "cuda":
+        raise ParamsError(f"train.sync_batchnorm: torch's SyncBatchNorm runs on CUDA only "
+                          f"(this run is on {device.type}); set it to false")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def setup(device_choice: str) -> tuple[Context, torch.device]:

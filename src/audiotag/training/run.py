@@ -496,7 +496,7 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
         if model_spec.two_phase:
             raise ParamsError(f"train.processes={cfg.processes}: {name} trains in two phases, "
                               "which DistributedDataParallel does not support; use 1 process")
-        model.to(device)
+        model = distributed.sync_batchnorm(model, cfg.sync_batchnorm, device).to(device)
         parallel = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
         meta["processes"] = ctx.world
