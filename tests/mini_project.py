@@ -61,15 +61,16 @@ DVC_YAML = {"stages": {"train": {"cmd": "python train.py", "deps": ["train.py"],
 
 
 def make_origin(base: Path, remote: list[list[str]], train: str = TRAIN,
-                params: dict | None = None) -> Path:
+                params: dict | None = None, dvc_yaml: dict | None = None) -> Path:
     """``base/origin.git``: a bare git remote holding the project; ``remote``: the
     ``dvc remote ...`` commands (without ``dvc``) that set up its DVC remote; ``train``:
-    its train.py, ``params``: its params.yaml (default ``train.lr: 0.01``)."""
+    its train.py, ``params``: its params.yaml (default ``train.lr: 0.01``), ``dvc_yaml``:
+    its pipeline (default: the one train stage)."""
     seed = base / "seed"
     seed.mkdir()
     (seed / "train.py").write_text(train)
     (seed / "params.yaml").write_text(yaml.safe_dump(params or {"train": {"lr": 0.01}}))
-    (seed / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (seed / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml or DVC_YAML, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], seed)
     run(["dvc", "init", "-q"], seed)
     run(["dvc", "config", "core.analytics", "false"], seed)

@@ -101,3 +101,50 @@ def test_clones_share_one_cache_without_copying_outputs(tmp_path):
     mode = os.stat(theirs.resolve()).st_mode
     assert mode & stat.S_IRGRP
     assert os.stat(theirs.resolve().parent).st_mode & stat.S_IWGRP
+
+
+# train@'s shape: a `persist: true` out (checkpoints/<model>, the resume state) beside the
+# model; evaluate@'s: cached deps, a `cache: false` metrics file
+RUN_CACHE_YAML = {"stages": {
+    "train": {"cmd": "python train.py && mkdir -p ckpt && touch ckpt/done",
+              "deps": ["train.py"], "params": ["train.lr"],
+              "outs": ["model", {"ckpt": {"persist": True}}]},
+    "evaluate": {"cmd": "python -c \"import pathlib; w = pathlib.Path('model/weights.txt')"
+                        ".read_text(); pathlib.Path('score.json').write_text("
+                        "'{\\\"w\\\": ' + w + '}')\"",
+                 "deps": ["model"], "metrics": [{"score.json": {"cache": False}}]}}}
+
+
+def _ran(out: str) -> set[str]:
+    return {stage for stage in ("train", "evaluate") if f"Running stage '{stage}'" in out}
+
+
+def test_a_second_clone_on_the_shared_cache_retrains_only_persist_stages(tmp_path):
+    """docs/team.md's shared cache: with the params another clone ran (uncommitted), `dvc
+    repro` re-runs a stage with a `persist: true` out (train@) and restores the others from
+    the run-cache, `cache: false` outs included; `dvc gc -w` in one clone deletes the
+    objects of the other, `dvc gc -w -p <other clone>` keeps them."""
+    make_origin(tmp_path, [], dvc_yaml=RUN_CACHE_YAML)
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    alice, bob = clone(tmp_path, "alice"), clone(tmp_path, "bob")
+    for repo in (alice, bob):
+        sh(["dvc", "cache", "dir", "--local", str(shared)], repo)
+        sh(["dvc", "config", "--local", "cache.type", "symlink"], repo)
+        (repo / "params.yaml").write_text("train:\n  lr: 0.003\n")  # the same experiment
+    assert _ran(sh(["dvc", "repro"], alice).stdout) == {"train", "evaluate"}
+    out = sh(["dvc", "repro"], bob).stdout
+    assert _ran(out) == {"train"}, out  # persist: no run-cache; evaluate: restored
+    assert "Stage 'evaluate' is cached - skipping run" in out
+    assert (bob / "score.json").read_text() == '{"w": 0.003}' and \
+        not (bob / "score.json").is_symlink()  # a cache: false out, restored as a file
+
+    (bob / "params.yaml").write_text("train:\n  lr: 0.005\n")  # bob moves on
+    sh(["dvc", "repro"], bob)
+    bobs = (bob / "model/weights.txt").resolve()
+    sh(["dvc", "gc", "-w", "-f", "-p", str(bob)], alice)  # keeps what bob's workspace uses
+    assert bobs.exists()
+    sh(["dvc", "gc", "-w", "-f"], alice)  # only alice's workspace counts
+    link = bob / "model/weights.txt"
+    assert not bobs.exists() and link.is_symlink() and not link.exists()  # dangling
+    assert sh(["dvc", "status"], bob, check=False).returncode != 0  # DVC trips over it

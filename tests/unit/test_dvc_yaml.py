@@ -109,3 +109,18 @@ def test_cv_stages_exist_only_for_the_models_and_folds_listed(repo_root, tmp_pat
     assert outs == {"cv/cnn1d/folds/2", "metrics/timings/cv/cnn1d-2.json"}
     deps = {str(dep.def_path) for dep in stages["cv@cnn1d"].deps}
     assert "cv/cnn1d/folds" in deps
+
+
+def test_only_train_has_a_persist_out(repo_root):
+    """DVC's run-cache skips a stage with a `persist: true` out: a clone sharing the cache
+    re-runs exactly these with params another clone ran (docs/team.md says which)."""
+    def persists(outs):
+        return [o for o in outs or [] if isinstance(o, dict)
+                and any(isinstance(v, dict) and v.get("persist") for v in o.values())]
+
+    stages = _load(repo_root, "dvc.yaml")["stages"]
+    found = {name for name, stage in stages.items()
+             if persists((stage.get("do") or stage).get("outs"))}
+    assert found == {"train"}
+    team = (repo_root / "docs/team.md").read_text()
+    assert "`persist: true`" in team and "train@<model>" in team
