@@ -103,27 +103,31 @@ def test_clones_share_one_cache_without_copying_outputs(tmp_path):
     assert os.stat(theirs.resolve().parent).st_mode & stat.S_IWGRP
 
 
-# train@'s shape: a `persist: true` out (checkpoints/<model>, the resume state) beside the
-# model; evaluate@'s: cached deps, a `cache: false` metrics file
+# the three kinds of stage of docs/team.md's run-cache paragraph: one with a `persist: true`
+# out (train@'s resume state), one whose `cache: false` output is a metric (restored), one
+# with a plain `cache: false` out (a committed table or summary: not restored)
+_EVALUATE = ("python -c \"import pathlib; w = pathlib.Path('model/weights.txt').read_text(); "
+             "pathlib.Path('{out}').write_text('{{\\\"w\\\": ' + w + '}}')\"")
 RUN_CACHE_YAML = {"stages": {
     "train": {"cmd": "python train.py && mkdir -p ckpt && touch ckpt/done",
               "deps": ["train.py"], "params": ["train.lr"],
               "outs": ["model", {"ckpt": {"persist": True}}]},
-    "evaluate": {"cmd": "python -c \"import pathlib; w = pathlib.Path('model/weights.txt')"
-                        ".read_text(); pathlib.Path('score.json').write_text("
-                        "'{\\\"w\\\": ' + w + '}')\"",
-                 "deps": ["model"], "metrics": [{"score.json": {"cache": False}}]}}}
+    "evaluate": {"cmd": _EVALUATE.format(out="score.json"), "deps": ["model"],
+                 "metrics": [{"score.json": {"cache": False}}]},
+    "summary": {"cmd": _EVALUATE.format(out="summary.json"), "deps": ["model"],
+                "outs": [{"summary.json": {"cache": False}}]}}}
 
 
 def _ran(out: str) -> set[str]:
-    return {stage for stage in ("train", "evaluate") if f"Running stage '{stage}'" in out}
+    return {stage for stage in RUN_CACHE_YAML["stages"] if f"Running stage '{stage}'" in out}
 
 
-def test_a_second_clone_on_the_shared_cache_retrains_only_persist_stages(tmp_path):
+def test_a_second_clone_on_the_shared_cache_restores_what_the_run_cache_keeps(tmp_path):
     """docs/team.md's shared cache: with the params another clone ran (uncommitted), `dvc
-    repro` re-runs a stage with a `persist: true` out (train@) and restores the others from
-    the run-cache, `cache: false` outs included; `dvc gc -w` in one clone deletes the
-    objects of the other, `dvc gc -w -p <other clone>` keeps them."""
+    repro` restores from the run-cache a stage whose `cache: false` output is a metric,
+    and re-runs a stage with a `persist: true` out or a plain `cache: false` out; `dvc gc
+    -w` in one clone deletes the objects of the other, `dvc gc -w -p <other clone>` keeps
+    them."""
     make_origin(tmp_path, [], dvc_yaml=RUN_CACHE_YAML)
     shared = tmp_path / "shared-cache"
     shared.mkdir()
@@ -132,12 +136,12 @@ def test_a_second_clone_on_the_shared_cache_retrains_only_persist_stages(tmp_pat
         sh(["dvc", "cache", "dir", "--local", str(shared)], repo)
         sh(["dvc", "config", "--local", "cache.type", "symlink"], repo)
         (repo / "params.yaml").write_text("train:\n  lr: 0.003\n")  # the same experiment
-    assert _ran(sh(["dvc", "repro"], alice).stdout) == {"train", "evaluate"}
+    assert _ran(sh(["dvc", "repro"], alice).stdout) == {"train", "evaluate", "summary"}
     out = sh(["dvc", "repro"], bob).stdout
-    assert _ran(out) == {"train"}, out  # persist: no run-cache; evaluate: restored
+    assert _ran(out) == {"train", "summary"}, out
     assert "Stage 'evaluate' is cached - skipping run" in out
     assert (bob / "score.json").read_text() == '{"w": 0.003}' and \
-        not (bob / "score.json").is_symlink()  # a cache: false out, restored as a file
+        not (bob / "score.json").is_symlink()  # a cache: false metric, restored as a file
 
     (bob / "params.yaml").write_text("train:\n  lr: 0.005\n")  # bob moves on
     sh(["dvc", "repro"], bob)
