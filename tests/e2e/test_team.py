@@ -187,9 +187,13 @@ def test_optuna_trials_are_dvc_experiments_and_resume(team, tmp_path):
     # a resumed study runs only what is missing: here nothing (what a resumed study samples
     # next: tests/unit/test_tune.py, with a stand-in objective)
     out = run([*cmd, "--trials", "1"], project)
-    assert "1 trial(s) completed, running 0 more" in out.stderr and "best: trial" in out.stderr
+    assert "1 trial(s) finished, running 0 more" in out.stderr and "best: trial" in out.stderr
     with sqlite3.connect(project / ".tune/t.db") as db:
         states = [s for (s,) in db.execute("select state from trials")]
+        # the default pruner watched the trial: epoch 1 of 2 reported from dvclive's curve
+        steps = db.execute("select step, intermediate_value from trial_intermediate_values")
+        steps = steps.fetchall()
     assert states == ["COMPLETE"]
+    assert [step for step, _ in steps] == [1] and 0 < steps[0][1] <= 1, steps
     assert not run(["git", "status", "--porcelain", "params.yaml"], project).stdout, \
         "trials run in temporary copies: the workspace params are untouched"
