@@ -301,3 +301,39 @@ def test_pruning_a_minimised_metric_is_refused(tmp_path):
              f"sqlite:///{tmp_path / 's.db'}", "minimize", {}, 0,
              strategy=Strategy(pruner="median"))
     assert not (tmp_path / "s.db").exists()  # refused before the study was opened
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_the_pruners_stop_a_bad_curve_before_its_last_epoch(pruner):
+    """The pruners as configured, fed 12-epoch curves as the tuner reports them (steps 1..11,
+    the last epoch never): good trials run out, a bad one is stopped early. The median
+    pruner waits for 4 finished trials and never stops at epoch 1."""
+    from audiotag.tune import Strategy
+
+    study = optuna.create_study(direction="maximize", study_name="s",  # hyperband's brackets
+                                pruner=Strategy(pruner=pruner).make_pruner(),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def run(curve):
+        trial = study.ask()
+        for step, value in enumerate(curve[:-1], 1):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return step
+        study.tell(trial, curve[-1])
+        return None
+
+    good = [[0.3 + 0.04 * e + 0.01 * k for e in range(12)] for k in range(6)]
+    bad = [0.1] * 12
+    if pruner == "median":
+        assert run(bad) is None  # among the first 4 trials: nothing to compare with
+        assert all(run(curve) is None for curve in good[:4])
+        trial = study.ask()
+        trial.report(0.0, 1)
+        assert not trial.should_prune()  # epoch 1: never
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    else:
+        assert all(run(curve) is None for curve in good)
+    stopped = run(bad)
+    assert stopped is not None and stopped < 11, stopped
