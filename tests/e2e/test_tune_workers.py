@@ -213,6 +213,10 @@ def test_a_bad_region_is_pruned_before_its_last_epoch(tmp_path, repo_root):
     shown = json.loads(_git(["dvc", "exp", "show", "--json"], clone, repo_root))
     names = {r.get("name") for r in experiments(shown)}
     assert pruned.user_attrs["experiment"] not in names
+    # DVC's record of the pruned run names its temporary copy, which Ctrl-C removed
+    records = [json.loads(p.read_text()) for p in clone.glob(".dvc/tmp/exps/run/*/*.run")]
+    copy = next(r["root_dir"] for r in records if r.get("name") == pruned.user_attrs["experiment"])
+    assert not Path(copy).exists()
     assert {t.user_attrs["experiment"] for t in study.trials if t.state.name == "COMPLETE"} \
         <= names
 
