@@ -110,3 +110,12 @@ def test_the_platform_record_names_no_gpu_index(monkeypatch):
     record = device.platform_record(torch.device("cuda", 1))
     assert record["device"] == "cuda (NVIDIA H100)"
     assert device.platform_record(torch.device("cpu"))["device"] == "cpu"
+
+
+def test_a_new_lock_folder_is_shared_by_every_user(gpus, monkeypatch, tmp_path):
+    """World-writable and sticky, like /tmp: every user's runs on the machine lock there."""
+    fresh = tmp_path / "fresh"
+    monkeypatch.setenv(device.GPU_LOCKS_ENV, str(fresh))
+    gpus(2)
+    assert device.claim_gpu() == 0
+    assert fresh.stat().st_mode & 0o7777 == 0o1777

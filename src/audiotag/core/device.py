@@ -4,12 +4,12 @@ keeps."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO
 
 import torch
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # where the per-GPU lock files live: one directory per machine, shared by every clone,
 # queue worker and tuning worker on it (AUDIOTAG_GPU_LOCKS overrides it)
 GPU_LOCKS_ENV = "AUDIOTAG_GPU_LOCKS"
-_claimed: tuple[int, IO[str] | None] | None = None  # this process's GPU and its held lock
+_claimed: tuple[int, int | None] | None = None  # this process's GPU, its lock's descriptor
 
 
 def _mps_available() -> bool:
@@ -68,13 +68,20 @@ def claim_gpu() -> int:
     if len(names) <= 1:
         return 0
     locks = gpu_lock_dir()
-    locks.mkdir(parents=True, exist_ok=True)
+    if not locks.is_dir():
+        locks.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # like /tmp: every user's runs share it
+            os.chmod(locks, 0o1777)
     for index, name in enumerate(names):
-        handle = open(locks / f"gpu-{name}.lock", "a")  # noqa: SIM115 (held until exit)
+        try:  # read-only is enough for flock, so another user's lock file will do
+            handle = os.open(locks / f"gpu-{name}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+        except OSError as err:
+            log.warning("GPU %s: cannot open its lock file (%s); not claiming it", name, err)
+            continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
+            os.close(handle)
             continue
         _claimed = (index, handle)
         break
