@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from audiotag.analysis.report import write_report
+from audiotag.analysis.report import noisy_label_suspects, write_report
 from audiotag.analysis.weights import (
     gradient_matrix,
     parameter_stats,
@@ -60,15 +60,31 @@ def _metrics(root, name, score, ci=0.05, **extra):
         (root / "timings" / stage).mkdir(parents=True, exist_ok=True)
         (root / "timings" / stage / f"{name}.json").write_text(json.dumps(times))
     (root / "weights" / f"{name}.json").write_text(json.dumps(
-        {"summary": {"verdict": "vanishing" if name == "a" else "healthy"},
+        {"summary": {"verdict": "vanishing" if name == "a" else "healthy",
+                     "grad_ratio_first_last": 1e-7 if name == "a" else 0.5},
          "verdict_reasons": ["first/last gradient ratio 1e-07 < 0.001"]}))
+
+
+# curated vs noisy lwlrap per class: every class loses a little on its noisy clips, Zipper
+# far more than the others
+SUBSETS = [{"class": c, "curated": 0.9, "noisy": 0.9 - gap}
+           for c, gap in (("w", 0.05), ("x", 0.04), ("y", 0.06), ("Zipper", 0.7))]
+
+
+def test_noisy_label_suspects_are_the_classes_beyond_the_cutoff():
+    suspects, cut = noisy_label_suspects(SUBSETS, spread=2.0)
+    assert [s["class"] for s in suspects] == ["Zipper"]
+    # median gap 0.055, robust SD 1.4826 x median(|gap - 0.055|) = 1.4826 x 0.01
+    assert cut["median"] == pytest.approx(0.055) and cut["sd"] == pytest.approx(0.014826)
+    assert cut["cutoff"] == pytest.approx(0.055 + 2 * 0.014826)
+    assert noisy_label_suspects(SUBSETS, spread=100.0)[0] == []  # nothing stands out
+    assert len(noisy_label_suspects(SUBSETS, spread=0.0)[0]) == 2  # above the median
 
 
 def test_report_marks_the_best_model(tmp_path):
     metrics = tmp_path / "metrics"
     _metrics(metrics, "a", 0.5)
-    _metrics(metrics, "b", 0.75, noisy_label_suspects=[
-        {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
+    _metrics(metrics, "b", 0.75, lwlrap_by_subset_per_class=SUBSETS)
     text = write_report(["a", "b"], metrics, tmp_path / "r/summary.md", tmp_path / "p/lb.png",
                         timings_path=tmp_path / "r/timings.md")
     # b's CI [0.70, 0.80] lies above a's [0.45, 0.55]: a finding, in bold
@@ -83,7 +99,14 @@ def test_report_marks_the_best_model(tmp_path):
     assert "accuracy" not in text  # no model has it: no column
     assert "](../p/lb.png)" in text
     assert "| y | 0.250 | 0.375 | 0.312 |" in text  # worst class first, mean of the models
-    assert "| Zipper | 0.900 | 0.200 | 0.700 |" in text
+    assert "| Zipper | 0.900 | 0.200 | 0.700 |" in text and "| y |" not in text.split(
+        "look wrong")[1]  # the one class beyond the cut-off, which is stated
+    assert "1 of 4 classes" in text and "exceeds 0.085" in text
+    assert max(len(line) for line in text.splitlines()) <= 120  # a 120-column terminal
+    columns = text.split("\n\n")[1].splitlines()[0].strip("| ").split(" | ")[1:]
+    for column in columns + ["train−valid lwlrap", "grad ratio first/last"]:
+        assert f"- `{column}`: " in text, column  # each column explained
+    assert "below 0, the training clips score lower" in text
     assert "`a`: vanishing — first/last gradient ratio" in text
     assert "[first conv filters](../p/weights/a/first_conv_filters.png)" in text
     assert (tmp_path / "p/lb.png").exists()
@@ -148,8 +171,7 @@ def test_report_shows_an_ensemble_as_a_row(tmp_path):
     analysis stays the best model's (an ensemble scored only the test clips)."""
     metrics = tmp_path / "metrics"
     _metrics(metrics, "a", 0.5)
-    _metrics(metrics, "b", 0.6, noisy_label_suspects=[
-        {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
+    _metrics(metrics, "b", 0.6, lwlrap_by_subset_per_class=SUBSETS)
     per_class = [{"class": c, "lwlrap": 0.8, "ap": 0.8, "f1": 0.8, "positives": 3}
                  for c in "xyz"]
     (metrics / "details" / "ens.json").write_text(json.dumps({
