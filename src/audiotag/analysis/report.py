@@ -373,8 +373,9 @@ def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike
         cis = [_value(records[n], Column("", column.ci, "")) if column.ci else None
                for n in names]
         heights = np.array([np.nan if v is None else v for v in values], dtype=float)
-        low = [h - ci[0] if ci and None not in ci else np.nan for h, ci in zip(heights, cis)]
-        high = [ci[1] - h if ci and None not in ci else np.nan for h, ci in zip(heights, cis)]
+        pairs = list(zip(heights, cis, strict=True))
+        low = [h - ci[0] if ci and None not in ci else np.nan for h, ci in pairs]
+        high = [ci[1] - h if ci and None not in ci else np.nan for h, ci in pairs]
         has_ci = not np.all(np.isnan(low))
         bars = ax.bar(x - 0.4 + width * (i + 0.5), heights, width=width,
                       label=column.title + (" (whiskers: 95 % CI)" if has_ci else ""),
