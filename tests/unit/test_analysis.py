@@ -203,3 +203,31 @@ def test_report_says_when_a_ci_comes_from_too_few_test_clips(tmp_path):
     assert "| a | 0.5000 | [0.450, 0.550] † |" in text
     assert "† `a`: only 4 labelled test clips (fewer than 30): the 95 % CI says little" in text
     assert "| b | **0.7500** | [0.700, 0.800] |" in text
+
+
+def test_regression_plot_pairs_each_output_with_the_manifest_target(tmp_path, monkeypatch):
+    """regression@<model>: the predictions' outputs after the classes, matched with the
+    manifest's targets_* by clip (prefix optional), drawn; a classifier is refused."""
+    from audiotag.analysis.regression import regression_rows, write_regression_plot
+    from audiotag.core.errors import ParamsError
+    from audiotag.data.manifest import ManifestError
+
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2", "c3"], "targets_snr": [1.0, 2.0, 3.0],
+                             "targets_n": [4.0, 5.0, 6.0]})
+    predictions = pd.DataFrame({"clip_id": ["c3", "c1"], "labels": ["x", "y"], "x": [0.1, 0.9],
+                                "y": [0.2, 0.8], "targets_snr": [2.5, 1.5], "n": [6.5, 3.5]})
+    rows = regression_rows(predictions, manifest, ["x", "y"])
+    assert rows.values.tolist() == [["snr", 3.0, 2.5], ["snr", 1.0, 1.5], ["n", 6.0, 6.5],
+                                    ["n", 4.0, 3.5]]
+    with pytest.raises(ParamsError, match="no regression output"):
+        regression_rows(predictions[["clip_id", "labels", "x", "y"]], manifest, ["x", "y"])
+    with pytest.raises(ManifestError, match="no column targets_n"):
+        regression_rows(predictions, manifest.drop(columns="targets_n"), ["x", "y"])
+    import audiotag.analysis.regression as module
+
+    monkeypatch.setattr(module, "read_manifest", lambda _dir: (manifest, ["x", "y"]))
+    predictions.to_csv(tmp_path / "p.csv", index=False)
+    write_regression_plot("m", tmp_path / "p.csv", tmp_path, tmp_path / "r.csv",
+                          tmp_path / "r.png")
+    assert pd.read_csv(tmp_path / "r.csv").columns.tolist() == ["target", "actual", "predicted"]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
