@@ -231,3 +231,33 @@ def test_regression_plot_pairs_each_output_with_the_manifest_target(tmp_path, mo
                           tmp_path / "r.png")
     assert pd.read_csv(tmp_path / "r.csv").columns.tolist() == ["target", "actual", "predicted"]
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_layer_views_show_every_conv_layer_with_its_weight_gradient(tmp_path):
+    """Issue 34 item 9: per conv layer the activation, its gradient, the weights and their
+    gradient (of the clips' summed top logits); one figure per layer, stale ones removed."""
+    from audiotag.analysis.saliency import activation_maps, layer_view_name, plot_layer_views
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(4, 3, 3), torch.nn.ReLU(),
+                                torch.nn.Conv1d(3, 2, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 6, 5))
+    model[2].weight.requires_grad_(False)  # a frozen layer: no weight gradient
+    x = torch.randn(2, 4, 10)
+    maps = activation_maps(model, x, max_layers=0)
+    assert [m["layer"] for m in maps] == ["0", "2"]
+    logits = model(x)
+    top = logits.detach().argmax(dim=1)
+    expected = torch.autograd.grad(logits.gather(1, top[:, None]).sum(), model[0].weight)[0]
+    assert torch.allclose(maps[0]["weight_grad"], expected)
+    assert maps[1]["weight_grad"] is None and maps[1]["weight"].shape == (2, 3, 3)
+    assert maps[0]["activation"].shape == maps[0]["gradient"].shape == (2, 3, 8)
+    assert model[0].weight.grad is None  # the model is left as it was
+    out = tmp_path / "layers"
+    out.mkdir()
+    (out / "99_stale.png").write_bytes(b"")
+    files = plot_layer_views(maps, out, "m")
+    assert sorted(p.name for p in out.iterdir()) == [layer_view_name(0, "0"),
+                                                     layer_view_name(1, "2")]
+    assert all(f.read_bytes()[:4] == b"\x89PNG" for f in files)
+    assert [p.name for p in plot_layer_views([], out, "m")] == ["none.png"]
