@@ -73,6 +73,7 @@ SECTIONS = [
     "Model comparison",
     "Transfer learning",
     "Multitask: classes and regression targets",
+    "The Greek notebook's LSTM grid: mel, beat-synchronous, chroma, mel + chroma",
 ]
 
 BASE = {"train": {"models": ["cnn2d", "cnn1d"], "epochs": 1},
