@@ -25,6 +25,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from audiotag.plots import save_figure
@@ -122,6 +123,7 @@ def _show(ax, image: np.ndarray, cmap: str = "magma", rows: str = "feature band"
         ax.set_xlabel("sample", fontsize=7)
         return None
     shown = ax.imshow(image, origin="lower", aspect="auto", cmap=cmap, interpolation="nearest")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # rows are bins or channels
     ax.set_xlabel("frame (time)", fontsize=7)
     ax.set_ylabel(rows, fontsize=7)
     if colorbar:
