@@ -140,13 +140,17 @@ def test_plots_show_page_has_only_plots_that_apply_and_groups_the_diagnostics(pr
     assert "regression" not in " ".join(re.findall(r'id ?= ?"([^"]*)"', html))
     dom = render(page, repo_root / "test-artifacts/dvc_plots_show_grouped.png", 6000)
     assert drawn_charts(dom) and all(n > 0 for n in drawn_charts(dom)), drawn_charts(dom)
-    for m in MODELS:
-        section = re.search(rf'<details class="diagnostics" id="diagnostics_{m}">(.*?)</details>',
-                            dom, re.S)
-        assert section, f"no collapsed diagnostics section for {m}"
-        for image in IMAGES:  # every weight image of the model inside it, none outside
+    # the sections close the page, one per model in name order (vega-embed's menus are
+    # <details> too: a section is told by its id, and runs to the next one)
+    starts = {m: dom.find(f'<details class="diagnostics" id="diagnostics_{m}">')
+              for m in MODELS}
+    assert all(i > 0 for i in starts.values()), starts  # found, and closed (no `open`)
+    bounds = sorted(starts.values()) + [len(dom)]
+    for m, start in starts.items():
+        end = bounds[bounds.index(start) + 1]
+        for image in IMAGES:  # every weight image of the model inside its section
             name = f"plots_{image.format(m=m).replace('/', '_').replace('.', '_')}"
-            assert f'id="{name}"' in section.group(1), name
+            assert start < dom.find(f'id="{name}"') < end, (m, name)
     height = page_height(page)
     assert 1000 < height < 7000, height  # the grouped page (11,400 px before)
 
