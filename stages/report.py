@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from audiotag.analysis.config import parse_report
 from audiotag.analysis.report import write_report
 from audiotag.core.cli import run_stage
 from audiotag.core.params import read_params
@@ -40,8 +41,10 @@ def main() -> None:
     ensembles = list(parse_ensembles(raw, args.params))
     # k-fold CV: each cross-validated model's fold ensemble, a row like an ensemble's
     ensembles += [cv_name(m) for m in parse_cv(raw, args.params).models]
+    cfg = parse_report(raw, args.params)
     text = write_report(models, args.metrics, args.out, args.leaderboard, args.plots,
-                        args.known_issues, args.models_plots, ensembles, args.timings)
+                        args.known_issues, args.models_plots, ensembles, args.timings,
+                        cfg.suspect_spread)
     log.info("wrote %s\n%s", args.out, text)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from audiotag.analysis.config import WeightsConfig
+from audiotag.analysis.config import WeightsConfig, parse_report
 from audiotag.cleaning.config import CleanConfig, parse_clean
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group, parse_seed, read_params, unknown_key
@@ -94,6 +94,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     attempt(parse_cv, raw, where)  # k-fold cross-validation: registered models, folds < k
     attempt(parse_clean, raw, where)  # the detector: a registered model, its overrides
     attempt(parse_ensembles, raw, where)  # members among train.models
+    attempt(parse_report, raw, where)  # regression plots of regression models only
     models = raw.get("models")
     if models is not None:  # every model's settings, listed in train.models or not
         for name in models if isinstance(models, dict) else [""]:

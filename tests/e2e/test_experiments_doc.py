@@ -73,12 +73,13 @@ SECTIONS = [
     "Model comparison",
     "Transfer learning",
     "Multitask: classes and regression targets",
+    "The Greek notebook's LSTM grid: mel, beat-synchronous, chroma, mel + chroma",
 ]
 
 BASE = {"train": {"models": ["cnn2d", "cnn1d"], "epochs": 1},
         "features": {"workers": 0},
         "clean": {"method": "none"}}
-SMALL = ("cnn2d", "cnn1d", "crnn")
+SMALL = ("cnn2d", "cnn1d", "crnn", "lstm")
 # key -> value forced in every tiny run where the page sets the key (see the docstring)
 FORCED = {"train.swa_start_epoch": 1, "train.epochs": 1}
 DATASET_SWAP = {"esc50": ["data.dataset=synthetic", "data.synthetic.num_classes=8"]}

@@ -81,12 +81,24 @@ def _spec_titles(html: str) -> list[str]:
 def drawn_charts(dom: str) -> list[int]:
     """Per Vega chart of a rendered page (its SVG), the number of marks with data drawn
     (a mark group of Vega's SVG holding at least one item; axes and legends not counted).
-    Charts of an empty spec (DVC still embeds one for a header-only CSV) draw nothing at
-    size 0 and are left out."""
+    A chart of an empty spec (DVC embeds one for a header-only CSV: a plot that does not
+    apply) is drawn at 0 x 0 with no mark: 0."""
     item = re.compile(r'<g class="mark-\w+ role-mark[^>]*>\s*<(?:path|text|line|rect|image)')
     charts = re.split(r'<svg[^>]*class="marks"', dom)[1:]
-    return [len(item.findall(chart)) for chart in charts
-            if not chart.lstrip().startswith('width="0"')]
+    return [0 if re.match(r'\s*width="0"|[^>]*height="0"', chart) else len(item.findall(chart))
+            for chart in charts]
+
+
+def page_height(page: Path) -> int:
+    """The rendered page's height in CSS pixels (a copy of it measures itself)."""
+    probe = page.with_name("height_probe.html")
+    probe.write_text(page.read_text().replace("</body>", (
+        "<script>setTimeout(function () { var p = document.createElement('pre'); "
+        "p.id = 'page-height'; p.textContent = Math.ceil("
+        "document.body.getBoundingClientRect().height); document.body.appendChild(p); }, "
+        "8000);</script></body>")))
+    dom = render(probe, probe.with_suffix(".png"), 1200)
+    return int(re.search(r'<pre id="page-height">(\d+)', dom).group(1))
 
 
 def test_plots_show_page_renders_offline_with_every_plot_titled(project, repo_root):
@@ -109,8 +121,38 @@ def test_plots_show_page_renders_offline_with_every_plot_titled(project, repo_ro
     dom = render(page, repo_root / "test-artifacts/dvc_plots_show.png", 9000)
     charts = drawn_charts(dom)
     assert len(charts) == len([t for t in titles if t]), "some Vega plots did not render"
-    assert all(n > 0 for n in charts), f"charts without marks: {charts}"
+    assert all(n > 0 for n in charts), f"empty (0 x 0) charts or charts without marks: {charts}"
     shutil.copy2(page, repo_root / "test-artifacts/dvc_plots_show.html")
+
+
+def test_plots_show_page_has_only_plots_that_apply_and_groups_the_diagnostics(project,
+                                                                              repo_root):
+    """Issue 34: a tagging dataset's page has no regression chart (no declared plot, no
+    stage); every chart drawn; every model's weight diagnostics in one collapsed section at
+    the end, so the page stays short."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["train"]["task"] in ("auto", "multilabel", "singlelabel")
+    assert params["report"]["regression_plots"] == []  # the default: a tagging dataset
+    run(["dvc", "plots", "show", "-o", "show-applies"], project)
+    page = project / "show-applies/index.html"
+    html = page.read_text()
+    assert not [t for t in _spec_titles(html) if "regression" in t.lower()]
+    assert "regression" not in " ".join(re.findall(r'id ?= ?"([^"]*)"', html))
+    dom = render(page, repo_root / "test-artifacts/dvc_plots_show_grouped.png", 6000)
+    assert drawn_charts(dom) and all(n > 0 for n in drawn_charts(dom)), drawn_charts(dom)
+    # the sections close the page, one per model in name order (vega-embed's menus are
+    # <details> too: a section is told by its id, and runs to the next one)
+    starts = {m: dom.find(f'<details class="diagnostics" id="diagnostics_{m}">')
+              for m in MODELS}
+    assert all(i > 0 for i in starts.values()), starts  # found, and closed (no `open`)
+    bounds = sorted(starts.values()) + [len(dom)]
+    for m, start in starts.items():
+        end = bounds[bounds.index(start) + 1]
+        for image in IMAGES:  # every weight image of the model inside its section
+            name = f"plots_{image.format(m=m).replace('/', '_').replace('.', '_')}"
+            assert start < dom.find(f'id="{name}"') < end, (m, name)
+    height = page_height(page)
+    assert 1000 < height < 7000, height  # the grouped page (11,400 px before)
 
 
 def test_plots_diff_puts_two_experiments_side_by_side(project, repo_root):

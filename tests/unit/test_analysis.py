@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from audiotag.analysis.report import write_report
+from audiotag.analysis.report import noisy_label_suspects, write_report
 from audiotag.analysis.weights import (
     gradient_matrix,
     parameter_stats,
@@ -60,15 +60,31 @@ def _metrics(root, name, score, ci=0.05, **extra):
         (root / "timings" / stage).mkdir(parents=True, exist_ok=True)
         (root / "timings" / stage / f"{name}.json").write_text(json.dumps(times))
     (root / "weights" / f"{name}.json").write_text(json.dumps(
-        {"summary": {"verdict": "vanishing" if name == "a" else "healthy"},
+        {"summary": {"verdict": "vanishing" if name == "a" else "healthy",
+                     "grad_ratio_first_last": 1e-7 if name == "a" else 0.5},
          "verdict_reasons": ["first/last gradient ratio 1e-07 < 0.001"]}))
+
+
+# curated vs noisy lwlrap per class: every class loses a little on its noisy clips, Zipper
+# far more than the others
+SUBSETS = [{"class": c, "curated": 0.9, "noisy": 0.9 - gap}
+           for c, gap in (("w", 0.05), ("x", 0.04), ("y", 0.06), ("Zipper", 0.7))]
+
+
+def test_noisy_label_suspects_are_the_classes_beyond_the_cutoff():
+    suspects, cut = noisy_label_suspects(SUBSETS, spread=2.0)
+    assert [s["class"] for s in suspects] == ["Zipper"]
+    # median gap 0.055, robust SD 1.4826 x median(|gap - 0.055|) = 1.4826 x 0.01
+    assert cut["median"] == pytest.approx(0.055) and cut["sd"] == pytest.approx(0.014826)
+    assert cut["cutoff"] == pytest.approx(0.055 + 2 * 0.014826)
+    assert noisy_label_suspects(SUBSETS, spread=100.0)[0] == []  # nothing stands out
+    assert len(noisy_label_suspects(SUBSETS, spread=0.0)[0]) == 2  # above the median
 
 
 def test_report_marks_the_best_model(tmp_path):
     metrics = tmp_path / "metrics"
     _metrics(metrics, "a", 0.5)
-    _metrics(metrics, "b", 0.75, noisy_label_suspects=[
-        {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
+    _metrics(metrics, "b", 0.75, lwlrap_by_subset_per_class=SUBSETS)
     text = write_report(["a", "b"], metrics, tmp_path / "r/summary.md", tmp_path / "p/lb.png",
                         timings_path=tmp_path / "r/timings.md")
     # b's CI [0.70, 0.80] lies above a's [0.45, 0.55]: a finding, in bold
@@ -83,7 +99,14 @@ def test_report_marks_the_best_model(tmp_path):
     assert "accuracy" not in text  # no model has it: no column
     assert "](../p/lb.png)" in text
     assert "| y | 0.250 | 0.375 | 0.312 |" in text  # worst class first, mean of the models
-    assert "| Zipper | 0.900 | 0.200 | 0.700 |" in text
+    assert "| Zipper | 0.900 | 0.200 | 0.700 |" in text and "| y |" not in text.split(
+        "look wrong")[1]  # the one class beyond the cut-off, which is stated
+    assert "1 of 4 classes" in text and "exceeds 0.085" in text
+    assert max(len(line) for line in text.splitlines()) <= 120  # a 120-column terminal
+    columns = text.split("\n\n")[1].splitlines()[0].strip("| ").split(" | ")[1:]
+    for column in columns + ["train−valid lwlrap", "grad ratio first/last"]:
+        assert f"- `{column}`: " in text, column  # each column explained
+    assert "below 0, the training clips score lower" in text
     assert "`a`: vanishing — first/last gradient ratio" in text
     assert "[first conv filters](../p/weights/a/first_conv_filters.png)" in text
     assert (tmp_path / "p/lb.png").exists()
@@ -148,8 +171,7 @@ def test_report_shows_an_ensemble_as_a_row(tmp_path):
     analysis stays the best model's (an ensemble scored only the test clips)."""
     metrics = tmp_path / "metrics"
     _metrics(metrics, "a", 0.5)
-    _metrics(metrics, "b", 0.6, noisy_label_suspects=[
-        {"class": "Zipper", "curated": 0.9, "noisy": 0.2}])
+    _metrics(metrics, "b", 0.6, lwlrap_by_subset_per_class=SUBSETS)
     per_class = [{"class": c, "lwlrap": 0.8, "ap": 0.8, "f1": 0.8, "positives": 3}
                  for c in "xyz"]
     (metrics / "details" / "ens.json").write_text(json.dumps({
@@ -181,3 +203,61 @@ def test_report_says_when_a_ci_comes_from_too_few_test_clips(tmp_path):
     assert "| a | 0.5000 | [0.450, 0.550] † |" in text
     assert "† `a`: only 4 labelled test clips (fewer than 30): the 95 % CI says little" in text
     assert "| b | **0.7500** | [0.700, 0.800] |" in text
+
+
+def test_regression_plot_pairs_each_output_with_the_manifest_target(tmp_path, monkeypatch):
+    """regression@<model>: the predictions' outputs after the classes, matched with the
+    manifest's targets_* by clip (prefix optional), drawn; a classifier is refused."""
+    from audiotag.analysis.regression import regression_rows, write_regression_plot
+    from audiotag.core.errors import ParamsError
+    from audiotag.data.manifest import ManifestError
+
+    manifest = pd.DataFrame({"clip_id": ["c1", "c2", "c3"], "targets_snr": [1.0, 2.0, 3.0],
+                             "targets_n": [4.0, 5.0, 6.0]})
+    predictions = pd.DataFrame({"clip_id": ["c3", "c1"], "labels": ["x", "y"], "x": [0.1, 0.9],
+                                "y": [0.2, 0.8], "targets_snr": [2.5, 1.5], "n": [6.5, 3.5]})
+    rows = regression_rows(predictions, manifest, ["x", "y"])
+    assert rows.values.tolist() == [["snr", 3.0, 2.5], ["snr", 1.0, 1.5], ["n", 6.0, 6.5],
+                                    ["n", 4.0, 3.5]]
+    with pytest.raises(ParamsError, match="no regression output"):
+        regression_rows(predictions[["clip_id", "labels", "x", "y"]], manifest, ["x", "y"])
+    with pytest.raises(ManifestError, match="no column targets_n"):
+        regression_rows(predictions, manifest.drop(columns="targets_n"), ["x", "y"])
+    import audiotag.analysis.regression as module
+
+    monkeypatch.setattr(module, "read_manifest", lambda _dir: (manifest, ["x", "y"]))
+    predictions.to_csv(tmp_path / "p.csv", index=False)
+    write_regression_plot("m", tmp_path / "p.csv", tmp_path, tmp_path / "r.csv",
+                          tmp_path / "r.png")
+    assert pd.read_csv(tmp_path / "r.csv").columns.tolist() == ["target", "actual", "predicted"]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_layer_views_show_every_conv_layer_with_its_weight_gradient(tmp_path):
+    """Issue 34 item 9: per conv layer the activation, its gradient, the weights and their
+    gradient (of the clips' summed top logits); one figure per layer, stale ones removed."""
+    from audiotag.analysis.saliency import activation_maps, layer_view_name, plot_layer_views
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(4, 3, 3), torch.nn.ReLU(),
+                                torch.nn.Conv1d(3, 2, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 6, 5))
+    model[2].weight.requires_grad_(False)  # a frozen layer: no weight gradient
+    x = torch.randn(2, 4, 10)
+    maps = activation_maps(model, x, max_layers=0)
+    assert [m["layer"] for m in maps] == ["0", "2"]
+    logits = model(x)
+    top = logits.detach().argmax(dim=1)
+    expected = torch.autograd.grad(logits.gather(1, top[:, None]).sum(), model[0].weight)[0]
+    assert torch.allclose(maps[0]["weight_grad"], expected)
+    assert maps[1]["weight_grad"] is None and maps[1]["weight"].shape == (2, 3, 3)
+    assert maps[0]["activation"].shape == maps[0]["gradient"].shape == (2, 3, 8)
+    assert model[0].weight.grad is None  # the model is left as it was
+    out = tmp_path / "layers"
+    out.mkdir()
+    (out / "99_stale.png").write_bytes(b"")
+    files = plot_layer_views(maps, out, "m")
+    assert sorted(p.name for p in out.iterdir()) == [layer_view_name(0, "0"),
+                                                     layer_view_name(1, "2")]
+    assert all(f.read_bytes()[:4] == b"\x89PNG" for f in files)
+    assert [p.name for p in plot_layer_views([], out, "m")] == ["none.png"]

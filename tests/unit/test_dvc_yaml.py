@@ -128,3 +128,27 @@ def test_the_run_cache_restores_download_and_features_only(repo_root):
     assert {"train", "evaluate", "weights", "report"} <= skipped
     team = " ".join((repo_root / "docs/team.md").read_text().split())
     assert "restores only `download` and `features`" in team
+
+
+def test_regression_charts_are_declared_only_for_the_regression_models(repo_root, tmp_path):
+    """A tagging dataset (report.regression_plots: []) has no regression stage and no
+    regression plot: `dvc plots show` draws no chart that does not apply; a model listed
+    there gets regression@<model>, whose scatter is a declared plot."""
+    from dvc.repo import Repo
+
+    params = _load(repo_root, "params.yaml")
+    (tmp_path / "dvc.yaml").write_text((repo_root / "dvc.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    repo = Repo.init(tmp_path, no_scm=True)
+    stages = list(repo.index.stages)
+    declared = {str(o.def_path) for s in stages for o in s.outs}
+    assert not [n for n in (s.name for s in stages) if n.startswith("regression")]
+    assert not [p for p in declared if "regression" in p]
+
+    params["train"]["task"] = "multitask"
+    params["report"]["regression_plots"] = ["crnn"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stages = {s.name: s for s in Repo(tmp_path).index.stages}
+    plots = {str(o.def_path) for o in stages["regression@crnn"].outs if o.plot}
+    assert plots == {"plots/crnn/regression.csv"}
+    assert not [n for n in stages if n.startswith("regression@") and n != "regression@crnn"]

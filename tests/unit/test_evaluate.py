@@ -176,7 +176,7 @@ def test_evaluate_model_multilabel(monkeypatch, tmp_path):
     assert pd.read_csv(plots / "per_class_lwlrap.csv").columns[:2].tolist() == ["class", "lwlrap"]
     assert pd.read_csv(plots / "lwlrap_by_subset.csv")["noisy"].notna().all()
     assert len(pd.read_csv(plots / "confusion.csv")) == 2  # the single-label test clips
-    assert pd.read_csv(plots / "regression.csv").empty
+    assert not (plots / "regression.csv").exists()  # regression@'s, for regression models
     # metrics/<model>.json: the headline only (`dvc metrics show`); details: every metric
     # under the file's name, so that `dvc exp show` names the columns m.lwlrap, ...
     saved = json.loads((tmp_path / "m.json").read_text())
@@ -253,9 +253,8 @@ def test_evaluate_model_regression_outputs(monkeypatch, tmp_path):
                                                                raw[:, 0])[0], abs=1e-5)
     assert reg["arousal"]["mse"] == pytest.approx(
         skm.mean_squared_error(truth["targets_arousal"], raw[:, 1]), abs=1e-5)
-    rows = pd.read_csv(tmp_path / "plots/regression.csv")
-    assert rows.columns.tolist() == ["target", "actual", "predicted"] and len(rows) == 8
-    assert (tmp_path / "plots/regression.png").stat().st_size > 1000
+    # the scatter is the regression@ stage's (tests/unit/test_analysis.py)
+    assert not (tmp_path / "plots/regression.png").exists()
 
 
 def test_regression_output_count_is_checked():

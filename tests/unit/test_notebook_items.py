@@ -11,7 +11,7 @@ from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, write_tone_dataset
 
 from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.explore import explore_dataset
-from audiotag.analysis.saliency import activation_maps, input_saliency
+from audiotag.analysis.saliency import activation_maps, input_saliency, layer_view_name
 from audiotag.analysis.weight_report import analyse_weights
 from audiotag.cleaning.config import CleanConfig
 from audiotag.cleaning.cooccurrence import label_cooccurrence
@@ -296,6 +296,17 @@ def test_dataset_exploration_is_written(tmp_path):
     assert (counts["total"] == counts[["curated", "noisy", "test"]].sum(axis=1)).all()
     for png in ("class_histogram.png", "durations.png", "examples.png"):
         assert (root / "plots" / png).stat().st_size > 1000, png
+    # issue 34 item 7: frames per clip, as the model sees them and as stored per subset
+    frames = saved["frames_per_clip"]
+    hop = FEATURES.hop_length / FEATURES.sample_rate
+    assert frames["frame_seconds"] == pytest.approx(hop)
+    assert frames["model_input"] == json.loads(
+        (root / "features/features.json").read_text())["frames"]
+    index = pd.read_csv(root / "features/index.csv")
+    for subset in ("curated", "noisy", "test"):
+        lengths = index.loc[index["subset"] == subset, "length"]
+        assert frames["stored"][subset] == {"min": lengths.min(), "median": lengths.median(),
+                                            "max": lengths.max()}
 
 
 # ---- 5: swin_v2_t in the zoo -------------------------------------------------------------------
@@ -412,9 +423,12 @@ def test_weights_stage_draws_saliency_and_activation_maps(multi, tmp_path):
     for png in ("saliency.png", "activation_maps.png"):
         assert (tmp_path / "plots" / png).stat().st_size > 1000, png
     model, _ = load_checkpoint(tmp_path / "model/model.pt")
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv1d)]
+    # issue 34 item 9: a figure per conv layer (weights.layer_views: 0 = every one)
+    views = sorted(p.name for p in (tmp_path / "plots/layers").iterdir())
+    assert views == [layer_view_name(i, n) for i, n in enumerate(convs)]
     maps = activation_maps(model, torch.randn(2, 16, 63))
-    assert [m["layer"] for m in maps] == [n for n, m in model.named_modules()
-                                          if isinstance(m, torch.nn.Conv1d)]
+    assert [m["layer"] for m in maps] == convs
     for m in maps:  # per clip, a channel x time map of the activation and its gradient
         assert m["activation"].shape == m["gradient"].shape and m["activation"].shape[0] == 2
         assert m["gradient"].abs().sum() > 0

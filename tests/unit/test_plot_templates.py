@@ -93,6 +93,48 @@ def test_plots_show_labels_each_model_alone(monkeypatch):
         assert not [x for x in labels if "@" in x or "workspace" in x], (plot, labels)
 
 
-def test_the_legend_tests_cover_every_template():
+PER_MODEL_TEMPLATES = {"confusion_counts.json"}  # a stage's plot, one chart per model
+
+
+def test_the_legend_tests_cover_every_overlay_template():
     used = {Path(p["template"]).name for p in top_level_plots().values()}
-    assert used == {p.name for p in (ROOT / "src/audiotag/plots/templates").glob("*.json")}
+    files = {p.name for p in (ROOT / "src/audiotag/plots/templates").glob("*.json")}
+    assert used == files - PER_MODEL_TEMPLATES
+    text = (ROOT / "dvc.yaml").read_text()
+    assert all(f"src/audiotag/plots/templates/{name}" in text for name in PER_MODEL_TEMPLATES)
+
+
+def _filled(template: str, props: dict, rows: list[dict], rev: str = "workspace") -> dict:
+    """``template`` filled by dvc-render as `dvc plots show` fills it."""
+    from dvc_render.vega import VegaRenderer
+
+    datapoints = [{**row, "rev": rev, "filename": "f.csv"} for row in rows]
+    renderer = VegaRenderer(datapoints, "f.csv", template=str(ROOT / template), **props)
+    return renderer.get_filled_template()
+
+
+def test_the_confusion_matrix_writes_every_count_without_a_checkbox():
+    """DVC's confusion template hides the counts behind a stray "showValues" checkbox."""
+    rows = [{"actual": a, "predicted": p} for a, p in
+            [("dog", "dog"), ("dog", "dog"), ("dog", "rain"), ("rain", "rain")]]
+    spec = _filled("src/audiotag/plots/templates/confusion_counts.json",
+                   {"x": "actual", "y": "predicted", "title": "confusion"}, rows)
+    assert "bind" not in str(spec) and "params" not in spec
+    svg = vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION)
+    assert "<input" not in svg
+    texts = re.findall(r'<g class="mark-text role-mark[^"]*".*?</g>', svg, re.S)
+    counts = sorted(t for block in texts for t in re.findall(r"<text[^>]*>(\d+)</text>", block))
+    assert counts == ["0", "1", "1", "2"]  # dog->dog 2, dog->rain 1, rain->rain 1, rain->dog 0
+
+
+def test_the_scatter_labels_only_the_classes_furthest_below_the_diagonal():
+    """Labels of every class overlapped: each model labels its 3 worst classes."""
+    rows = [{"class": f"c{i}", "model": m, "curated": "0.9", "noisy": f"{0.9 - 0.01 * i:.2f}"}
+            for m in MODELS for i in range(10)]
+    definition = top_level_plots()["plots/models/curated_vs_noisy.csv"]
+    spec = _filled(definition["template"], {k: v for k, v in definition.items()
+                                            if k != "template"}, rows)
+    svg = vl_convert.vegalite_to_svg(spec, vl_version=VEGA_LITE_VERSION)
+    marks = re.findall(r'<g class="mark-text role-mark[^"]*".*?</g>', svg, re.S)
+    labels = [t for block in marks for t in re.findall(r"<text[^>]*>([^<]*)</text>", block)]
+    assert sorted(labels) == sorted(["c9", "c8", "c7"] * len(MODELS))

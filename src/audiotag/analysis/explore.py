@@ -6,7 +6,11 @@ before training.
 - ``durations.png`` and the ``duration_s`` statistics (min, median, mean, max) per subset
   in the metrics JSON (the English log chose ``features.clip_seconds`` by the median);
 - ``examples.png``: a few clips per class as the models see them (the feature store's
-  normalised ``features.kind`` image: log-mel, MFCC, chroma, ...).
+  normalised ``features.kind`` image: log-mel, MFCC, chroma, ...);
+- ``frames_per_clip`` in the metrics JSON: the time steps a model sees per clip (the crop
+  of ``features.clip_seconds``), the seconds per step, and the steps stored per clip in
+  each subset (min, median, max): the Greek notebook's 1,293 mel frames against 62 or 87
+  beat-synchronous ones.
 """
 
 from __future__ import annotations
@@ -53,6 +57,23 @@ def duration_stats(manifest: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def frame_stats(store: FeatureSet) -> dict[str, Any]:
+    """``{"model_input", "frame_seconds", "stored": {subset: {min, median, max}}}``: the
+    frames of one model input (None: variable length), the hop in seconds (None:
+    beat-synchronous frames, whose length varies) and the frames stored per clip."""
+    cfg = store.config
+    stored = {}
+    for subset, lengths in store.index.groupby("subset")["length"]:
+        n = lengths.astype(int)
+        stored[str(subset)] = {"min": int(n.min()), "median": float(n.median()),
+                               "max": int(n.max())}
+    variable = store.meta.get("variable_length") or not store.meta.get("frames")
+    return {"model_input": None if variable else int(store.meta["frames"]),
+            "frame_seconds": None if cfg.beat_sync else round(cfg.hop_length / cfg.sample_rate,
+                                                              6),
+            "stored": stored}
+
+
 def _plot_histogram(counts: pd.DataFrame, classes: list[str], path: Path) -> None:
     table = counts.set_index("class").drop(columns="total")
     fig, ax = plt.subplots(figsize=(7, 1.5 + 0.22 * len(classes)))
@@ -82,26 +103,31 @@ def _plot_examples(store: FeatureSet, per_class: int, path: Path) -> None:
     labels = store.index["labels"].map(split_labels)
     subsets = store.index["subset"].tolist()
     n = len(store.classes)
-    fig, axes = plt.subplots(n, per_class, figsize=(2.2 * per_class, 1.3 * n + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(n, per_class, figsize=(2.6 * per_class + 1.6, 1.5 * n + 0.8),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    image = None
     for row, name in enumerate(store.classes):
         having = [i for i, ls in enumerate(labels) if name in ls]
         # stable: curated before noisy (whose labels may be wrong), single-label first
         having.sort(key=lambda i: (subsets[i] == "noisy", len(labels[i]) > 1))
         for col in range(per_class):
             ax = axes[row][col]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
             if col == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(f"{name}\nband", fontsize=7)
+            if row == n - 1:
+                ax.set_xlabel("frame (time)", fontsize=7)
             if col >= len(having):
-                ax.axis("off")
+                ax.set_axis_off()
                 continue
             x = store[having[col]][0].numpy()  # (dim, frames), or (crops, dim, frames)
-            ax.imshow(x[0] if x.ndim == 3 else x, origin="lower", aspect="auto",
-                      cmap="magma")
+            image = ax.imshow(x[0] if x.ndim == 3 else x, origin="lower", aspect="auto",
+                              cmap="magma", vmin=-3, vmax=3)
             ax.set_title(store.index["clip_id"].iloc[having[col]], fontsize=6)
-    fig.suptitle(f"examples per class: {store.kind} features (normalised)")
+    if image is not None:  # one scale for every panel: features normalised to mean 0, sd 1
+        fig.colorbar(image, ax=axes, shrink=0.5).set_label("normalised value (sd)", fontsize=7)
+    fig.suptitle(f"examples per class: {store.kind} features (normalised on the training "
+                 "clips; rows: feature bands, low first)")
     save_figure(fig, path)
 
 
@@ -125,12 +151,16 @@ def explore_dataset(manifest_dir: str | os.PathLike[str], features_dir: str | os
         store = FeatureSet(features_dir, ("train", "valid", "test"))
     _plot_examples(store, examples_per_class, plots / "examples.png")
     per_class = counts["total"]
+    every = FeatureSet(features_dir, ("train", "valid", "test"))
     summary = {"clips": {s: int((manifest["subset"] == s).sum()) for s in SUBSETS
                          if (manifest["subset"] == s).any()},
                "classes": len(classes),
                "min_clips_per_class": int(per_class.min()) if len(per_class) else 0,
-               "duration_s": stats}
+               "duration_s": stats,
+               "frames_per_clip": frame_stats(every)}
     write_json(metrics_path, summary)
-    log.info("%d clips, %d classes; median duration %s", len(manifest), len(classes),
-             ", ".join(f"{s} {v['median']:.2f} s" for s, v in stats.items()))
+    log.info("%d clips, %d classes; median duration %s; frames per model input %s",
+             len(manifest), len(classes),
+             ", ".join(f"{s} {v['median']:.2f} s" for s, v in stats.items()),
+             summary["frames_per_clip"]["model_input"])
     return summary

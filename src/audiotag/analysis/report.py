@@ -4,6 +4,7 @@ plot (``plots/leaderboard.png``), read from the metrics every model's stages wro
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,29 +30,61 @@ class Column:
     # best model, and only when its CI lies above every other model's (a difference inside
     # the noise of one run is not a finding); gaps and sizes are never "best"
     ci: Callable[[dict], tuple[float, float]] | None = None
+    doc: str = ""  # the one-line explanation under the table
 
 
 def _lwlrap_ci(r: dict) -> tuple[float, float]:
     return r["eval"]["lwlrap_ci_low"], r["eval"]["lwlrap_ci_high"]
 
 
-COLUMNS = [
-    Column("test lwlrap", lambda r: r["eval"]["lwlrap"], "{:.4f}", _lwlrap_ci),
+WIDTH = 120  # the summary fits a terminal this wide (tests/unit/test_analysis.py)
+
+SCORE_COLUMNS = [
+    Column("test lwlrap", lambda r: r["eval"]["lwlrap"], "{:.4f}", _lwlrap_ci,
+           "label-weighted label-ranking average precision on the test clips (0-1, higher is "
+           "better)"),
     Column("95 % CI", lambda r: _lwlrap_ci(r) if None not in _lwlrap_ci(r) else None,
-           "[{0:.3f}, {1:.3f}]"),
-    Column("test mAP", lambda r: r["eval"]["mAP"], "{:.4f}"),
-    Column("test F1 (micro)", lambda r: r["eval"]["f1_micro"], "{:.4f}"),
-    Column("accuracy", lambda r: r["eval"]["singlelabel"]["accuracy"], "{:.4f}"),
-    Column("regression MSE", lambda r: r["eval"]["regression"]["mse"], "{:.4g}"),
-    Column("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}"),
-    Column("train−valid lwlrap", lambda r: r["eval"]["overfit"]["lwlrap_gap"], "{:+.3f}"),
-    Column("best epoch", lambda r: r["eval"]["best_epoch"], "{}"),
-    Column("epochs run", lambda r: r["train"]["epochs_run"], "{}"),
-    Column("parameters", lambda r: r["eval"]["n_parameters"], "{:,}"),
-    Column("grad ratio first/last",
-           lambda r: r["weights"]["summary"]["grad_ratio_first_last"], "{:.3g}"),
-    Column("gradients", lambda r: r["weights"]["summary"]["verdict"], "{}"),
+           "[{0:.3f}, {1:.3f}]", doc="of test lwlrap: 2.5 and 97.5 percentiles of a bootstrap "
+           "over the test clips (evaluate.bootstrap_*)"),
+    Column("test mAP", lambda r: r["eval"]["mAP"], "{:.4f}",
+           doc="mean over classes of the average precision of their test scores (0-1)"),
+    Column("test F1 (micro)", lambda r: r["eval"]["f1_micro"], "{:.4f}",
+           doc="F1 of every test clip-class decision pooled, a score of 0.5 and above "
+           "meaning yes (0-1)"),
+    Column("accuracy", lambda r: r["eval"]["singlelabel"]["accuracy"], "{:.4f}",
+           doc="share of the single-label test clips whose top class is their label (0-1)"),
+    Column("regression MSE", lambda r: r["eval"]["regression"]["mse"], "{:.4g}",
+           doc="mean squared error of the regression targets on the test clips, averaged "
+           "over targets (lower is better)"),
+    Column("best valid lwlrap", lambda r: r["eval"]["valid_lwlrap"], "{:.4f}",
+           doc="validation lwlrap of the epoch kept (the best one: early stopping)"),
 ]
+TRAINING_COLUMNS = [
+    Column("train−valid lwlrap", lambda r: r["eval"]["overfit"]["lwlrap_gap"], "{:+.3f}",
+           doc="lwlrap on the training clips minus on the validation clips (best epoch): above "
+           "0, the model overfits; below 0, the training clips score lower, as when their "
+           "labels are noisier than the validation clips' (split.train_subsets vs "
+           "split.valid_subsets): not underfitting by itself"),
+    Column("best epoch", lambda r: r["eval"]["best_epoch"], "{}",
+           doc="the epoch whose weights were kept (highest validation lwlrap)"),
+    Column("epochs run", lambda r: r["train"]["epochs_run"], "{}",
+           doc="epochs trained (fewer than train.epochs: stopped early, train.patience)"),
+    Column("parameters", lambda r: r["eval"]["n_parameters"], "{:,}",
+           doc="trainable and fixed weights of the model"),
+    Column("grad ratio first/last",
+           lambda r: r["weights"]["summary"]["grad_ratio_first_last"], "{:.3g}",
+           doc="median over epochs of the first layer's gradient norm / the last layer's: "
+           "near 1, input and output layers learn alike"),
+    Column("gradients", lambda r: r["weights"]["summary"]["verdict"], "{}",
+           doc="that ratio judged (weights.*_ratio): vanishing (input layers barely learn), "
+           "exploding, or healthy"),
+]
+COLUMNS = SCORE_COLUMNS + TRAINING_COLUMNS
+def wrap(text: str, indent: str = "") -> str:
+    """``text`` broken at spaces into lines of at most :data:`WIDTH` characters, lines after
+    the first indented by ``indent`` (a markdown list item's continuation)."""
+    return textwrap.fill(text, WIDTH, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def collect(models: list[str], metrics_dir: str | os.PathLike[str],
@@ -119,14 +152,8 @@ def _value(record: dict, column: Column) -> Any:
         return None
 
 
-def markdown_table(records: dict[str, dict[str, Any]]) -> str:
-    """Models as rows, metrics as columns. Columns no model has (e.g. accuracy of a
-    multi-label dataset) are left out. A model's test lwlrap is bold only when its 95 % CI
-    lies entirely above every other model's (:class:`Column`); a CI from too few test clips
-    (the details' ``ci_note``) is marked † and the note follows the table."""
-    values = {c.title: {m: _value(r, c) for m, r in records.items()} for c in COLUMNS}
-    notes = {m: r["eval"]["ci_note"] for m, r in records.items() if r["eval"].get("ci_note")}
-    columns = [c for c in COLUMNS if any(v is not None for v in values[c.title].values())]
+def _best(records: dict[str, dict[str, Any]], columns: list[Column]) -> dict[str, set[str]]:
+    """Per column with a CI: the model whose CI lies above every other model's (if any)."""
     best: dict[str, set[str]] = {}
     for c in columns:
         if c.ci is None or len(records) < 2:
@@ -136,9 +163,23 @@ def markdown_table(records: dict[str, dict[str, Any]]) -> str:
             continue
         best[c.title] = {m for m, (low, _) in cis.items()
                          if all(low > high for o, (_, high) in cis.items() if o != m)}
+    return best
+
+
+def _table(records: dict[str, dict[str, Any]], columns: list[Column],
+           notes: dict[str, str]) -> list[str]:
+    """Models as rows; the columns no model has (e.g. accuracy of a multi-label dataset) left
+    out; then one line per column saying what it is."""
+    values = {c.title: {m: _value(r, c) for m, r in records.items()} for c in columns}
+    columns = [c for c in columns if any(v is not None for v in values[c.title].values())]
+    if not columns:
+        return []
+    best = _best(records, columns)
     lines = ["| model | " + " | ".join(c.title for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name in records:
+        if all(values[c.title][name] is None for c in columns):
+            continue  # e.g. an ensemble in the training table
         cells = []
         for c in columns:
             value = values[c.title][name]
@@ -148,11 +189,26 @@ def markdown_table(records: dict[str, dict[str, Any]]) -> str:
                 cell += " †"
             cells.append(f"**{cell}**" if name in best.get(c.title, ()) else cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + (
-        "\n\nBold: a test lwlrap whose 95 % CI (bootstrap over the test clips) lies above "
-        "every other model's; overlapping CIs mean the difference is within one run's noise "
-        "(compare seeds with `audiotag compare`, docs/experiments.md). Gaps and sizes are "
-        "facts, not rankings." + "".join(f"\n\n† `{m}`: {note}" for m, note in notes.items()))
+    return lines + [""] + [wrap(f"- `{c.title}`: {c.doc}", "  ") for c in columns]
+
+
+def markdown_table(records: dict[str, dict[str, Any]]) -> str:
+    """Two tables, models as rows: the test scores, then training and gradients (each under
+    :data:`WIDTH` characters, each column explained in a line). A model's test lwlrap is
+    bold only when its 95 % CI lies entirely above every other model's (:class:`Column`); a
+    CI from too few test clips (the details' ``ci_note``) is marked † and the note follows
+    the table."""
+    notes = {m: r["eval"]["ci_note"] for m, r in records.items() if r["eval"].get("ci_note")}
+    scores = _table(records, SCORE_COLUMNS, notes)
+    training = _table(records, TRAINING_COLUMNS, notes)
+    bold = wrap("Bold: a test lwlrap whose 95 % CI lies above every other model's; overlapping "
+                "CIs mean the difference is within one run's noise (compare seeds with "
+                "`audiotag compare`, docs/experiments.md). Gaps and sizes are facts, not "
+                "rankings.")
+    parts = ["\n".join(scores), bold, *(wrap(f"† `{m}`: {note}") for m, note in notes.items())]
+    if training:
+        parts += ["### Training and gradients", "\n".join(training)]
+    return "\n\n".join(parts)
 
 
 def worst_classes(records: dict[str, dict[str, Any]], n: int = N_WORST) -> pd.DataFrame:
@@ -181,19 +237,45 @@ def _worst_markdown(table: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def _suspects_markdown(records: dict[str, dict[str, Any]], best: str) -> list[str]:
-    suspects = records[best]["eval"].get("noisy_label_suspects") or []
-    if not suspects:
+def noisy_label_suspects(per_class: list[dict[str, Any]], spread: float
+                         ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """``(suspects, cut)``: the classes (``class, curated, noisy, gap``, largest gap first)
+    whose curated - noisy lwlrap gap exceeds ``cut["cutoff"]``, the median class's gap plus
+    ``spread`` robust standard deviations of the gaps (1.4826 x their median absolute
+    deviation). Every noisy label costs some lwlrap; a class is suspect only when its
+    noisy clips score far lower than the other classes' do."""
+    rows = [{**c, "gap": c["curated"] - c["noisy"]} for c in per_class
+            if c.get("curated") is not None and c.get("noisy") is not None]
+    if not rows:
+        return [], {}
+    gaps = np.array([r["gap"] for r in rows])
+    median = float(np.median(gaps))
+    sd = 1.4826 * float(np.median(np.abs(gaps - median)))
+    cut = {"median": median, "sd": sd, "cutoff": median + spread * sd, "classes": len(rows)}
+    suspects = sorted((r for r in rows if r["gap"] > cut["cutoff"]), key=lambda r: -r["gap"])
+    return suspects, cut
+
+
+def _suspects_markdown(records: dict[str, dict[str, Any]], best: str,
+                       spread: float) -> list[str]:
+    suspects, cut = noisy_label_suspects(
+        records[best]["eval"].get("lwlrap_by_subset_per_class") or [], spread)
+    if not cut:
         return []
     lines = ["## Classes whose noisy labels look wrong", "",
-             f"Per-class lwlrap of `{best}` on the training clips: curated vs noisy subset. "
-             "A class scoring far lower on its noisy clips than on its curated ones has noisy "
-             "labels the model does not believe.", "",
-             "| class | curated | noisy | gap |", "|---|---:|---:|---:|"]
-    for s in suspects:
-        gap = s["curated"] - s["noisy"] if None not in (s["curated"], s["noisy"]) else None
-        cells = ["–" if v is None else f"{v:.3f}" for v in (s["curated"], s["noisy"], gap)]
-        lines.append(f"| {s['class']} | " + " | ".join(cells) + " |")
+             wrap(f"Per-class lwlrap of `{best}` on the training clips, curated vs noisy "
+                  "subset: a class scoring far lower on its noisy clips than on its curated "
+                  "ones has noisy labels the model does not believe. Every class loses some "
+                  f"(median gap {cut['median']:.3f}); listed are those whose gap exceeds "
+                  f"{cut['cutoff']:.3f}, the median plus {spread:g} robust SDs "
+                  f"({cut['sd']:.3f}, 1.4826 x the median absolute deviation; "
+                  "report.suspect_spread): "
+                  f"{len(suspects)} of {cut['classes']} classes."), ""]
+    if not suspects:
+        return lines + ["No class stands out.", ""]
+    lines += ["| class | curated | noisy | gap |", "|---|---:|---:|---:|"]
+    lines += [f"| {s['class']} | {s['curated']:.3f} | {s['noisy']:.3f} | {s['gap']:.3f} |"
+              for s in suspects]
     return lines + [""]
 
 
@@ -227,34 +309,49 @@ PLOT_FILES = {  # per model: (link text, path under the plots directory)
 
 def _links_markdown(models: list[str], plots_dir: Path, summary_dir: Path,
                     ensembles: list[str] = ()) -> list[str]:
-    lines = ["## Plots", "", "`dvc plots show` renders all of them into one page; "
-             "`dvc plots diff <exp-a> <exp-b>` puts two experiments side by side.", ""]
+    lines = ["## Plots", "", wrap("`dvc plots show` renders all of them into one page; "
+                                  "`dvc plots diff <exp-a> <exp-b>` puts two experiments side "
+                                  "by side."), ""]
     for m in [*models, *ensembles]:
         files = PLOT_FILES if m not in ensembles else {"per-class lwlrap":
                                                        PLOT_FILES["per-class lwlrap"]}
         links = [f"[{text}]({os.path.relpath(plots_dir / p.format(m=m), summary_dir)})"
                  for text, p in files.items()]
-        lines.append(f"- `{m}`: " + " · ".join(links))
+        lines += _join_wrapped(f"- `{m}`: ", links, " · ", "  ")
     return lines + [""]
+
+
+def _join_wrapped(head: str, items: list[str], sep: str, indent: str) -> list[str]:
+    """``head`` then ``items`` joined by ``sep``, a new line (indented) before an item that
+    would pass :data:`WIDTH`; an item is never broken."""
+    lines = [head + items[0]] if items else [head.rstrip()]
+    for item in items[1:]:
+        if len(lines[-1]) + len(sep) + len(item) > WIDTH:
+            lines[-1] += sep.rstrip()
+            lines.append(indent + item)
+        else:
+            lines[-1] += sep + item
+    return lines
 
 
 def _ensembles_markdown(records: dict[str, dict[str, Any]], ensembles: list[str]) -> list[str]:
     """One line per ensemble: how its row was made."""
     if not ensembles:
         return []
-    lines = ["Ensembles (rows without training or weights): the test scores of their "
-             "members averaged, per clip and class (docs/evaluation.md):", ""]
+    lines = [wrap("Ensembles (rows without training or weights): the test scores of their "
+                  "members averaged, per clip and class (docs/evaluation.md):"), ""]
     for name in ensembles:
         e = records[name]["eval"]
         if "cv_folds" in e:  # k-fold CV's fold ensemble (audiotag.evaluation.cv)
             folds = e.get("folds") or [{}]
-            lines.append(f"- `{name}`: {e.get('method')} of the {e['cv_folds']} fold models of "
-                         f"`{folds[0].get('model')}` (k={folds[0].get('k')}); CV lwlrap "
-                         f"{_fmt(e.get('cv_lwlrap_mean'))} ± {_fmt(e.get('cv_lwlrap_sd'))} over "
-                         f"the folds, out-of-fold {_fmt(e.get('oof_lwlrap'))}")
+            lines.append(wrap(f"- `{name}`: {e.get('method')} of the {e['cv_folds']} fold "
+                              f"models of `{folds[0].get('model')}` (k={folds[0].get('k')}); "
+                              f"CV lwlrap {_fmt(e.get('cv_lwlrap_mean'))} ± "
+                              f"{_fmt(e.get('cv_lwlrap_sd'))} over the folds, out-of-fold "
+                              f"{_fmt(e.get('oof_lwlrap'))}", "  "))
             continue
-        lines.append(f"- `{name}`: {e.get('method')} of "
-                     + ", ".join(f"`{m}`" for m in e.get("members") or []))
+        lines.append(wrap(f"- `{name}`: {e.get('method')} of "
+                          + ", ".join(f"`{m}`" for m in e.get("members") or []), "  "))
     return lines + [""]
 
 
@@ -263,8 +360,9 @@ def _fmt(value: float | None) -> str:
 
 
 def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Grouped bars per model: every score of the table that some model has."""
-    scores = [c for c in COLUMNS[:6] if c.title != "95 % CI"
+    """Grouped bars per model: every score of the table that some model has; test lwlrap
+    with its 95 % CI as whiskers (the table's CI column)."""
+    scores = [c for c in SCORE_COLUMNS[:6] if c.title != "95 % CI"
               if any(_value(r, c) is not None for r in records.values())]
     names = list(records)
     x = np.arange(len(names))
@@ -272,15 +370,25 @@ def plot_leaderboard(records: dict[str, dict[str, Any]], path: str | os.PathLike
     fig, ax = plt.subplots(figsize=(1.2 * len(names) * max(len(scores), 1) / 2 + 3.5, 3.8))
     for i, column in enumerate(scores):
         values = [_value(records[n], column) for n in names]
-        bars = ax.bar(x - 0.4 + width * (i + 0.5), [np.nan if v is None else v for v in values],
-                      width=width, label=column.title)
-        ax.bar_label(bars, fmt="%.3f", fontsize=6)
+        cis = [_value(records[n], Column("", column.ci, "")) if column.ci else None
+               for n in names]
+        heights = np.array([np.nan if v is None else v for v in values], dtype=float)
+        pairs = list(zip(heights, cis, strict=True))
+        low = [h - ci[0] if ci and None not in ci else np.nan for h, ci in pairs]
+        high = [ci[1] - h if ci and None not in ci else np.nan for h, ci in pairs]
+        has_ci = not np.all(np.isnan(low))
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), heights, width=width,
+                      label=column.title + (" (whiskers: 95 % CI)" if has_ci else ""),
+                      yerr=np.array([low, high]) if has_ci else None, capsize=3,
+                      error_kw={"elinewidth": 1, "ecolor": "black"})
+        ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.3f}" for h in heights],
+                     fontsize=6, padding=2, label_type="center", rotation=90, color="white")
     ax.set_xticks(x, names)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.05)
     ax.set_xlabel("model")
-    ax.set_ylabel("score")
-    ax.set_title("Models compared (higher is better)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(len(scores), 5),
+    ax.set_ylabel("score (0-1)")
+    ax.set_title("Models compared on the test clips (higher is better)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=min(len(scores), 3),
               fontsize=7)
     save_figure(fig, path)
 
@@ -296,10 +404,10 @@ def _data_markdown(metrics_dir: Path) -> list[str]:
         parts += ["", f"Label noise in the noisy subset: {labels['measured_noise_rate']:.3f}"]
     pairs = labels.get("cooccurrence_noisy_excess") or []
     if pairs:  # clean_labels: pairs labelled together more often in noisy than in curated
-        parts += ["", "Label pairs given together more often in the noisy subset than in the "
-                  "curated one (share of each subset's clips; all in "
-                  "`data/clean/cooccurrence_pairs.csv`, heatmaps in "
-                  "`plots/labels/cooccurrence.png`):", "",
+        parts += ["", wrap("Label pairs given together more often in the noisy subset than "
+                           "in the curated one (share of each subset's clips; all in "
+                           "`data/clean/cooccurrence_pairs.csv`, heatmaps in "
+                           "`plots/labels/cooccurrence.png`):"), "",
                   "| pair | curated | noisy |", "|---|---:|---:|"]
         parts += [f"| {p['pair']} | {p['curated']:.3f} | {p['noisy']:.3f} |" for p in pairs]
     return parts + [""]
@@ -356,11 +464,13 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
                  known_issues: str | os.PathLike[str] | None = None,
                  models_plots: str | os.PathLike[str] | None = None,
                  ensembles: list[str] = (),
-                 timings_path: str | os.PathLike[str] | None = None) -> str:
+                 timings_path: str | os.PathLike[str] | None = None,
+                 suspect_spread: float = 2.0) -> str:
     """Write the markdown summary and the leaderboard plot (and, given ``models_plots``,
     the CSVs of :func:`write_model_plots` there; given ``timings_path``, the models'
     wall-clock times there: :func:`timings_markdown`), the ``ensembles`` in rows after the
-    models; returns the summary's markdown."""
+    models, the noisy-label suspects cut at ``suspect_spread`` (:func:`noisy_label_suspects`);
+    returns the summary's markdown."""
     records = collect(models, metrics_dir, list(ensembles))
     # an ensemble skipped (fewer than two models trained) has no metrics: no row
     ensembles = [e for e in ensembles if "lwlrap" in records[e]["eval"]]
@@ -377,20 +487,21 @@ def write_report(models: list[str], metrics_dir: str | os.PathLike[str],
     parts += _ensembles_markdown(records, ensembles)
     parts += [f"![leaderboard]({rel})", ""]
     parts += _worst_markdown(worst_classes(records))
-    parts += _suspects_markdown(records, best)
+    parts += _suspects_markdown(records, best, suspect_spread)
     vanishing = [m for m, r in records.items()
                  if r["weights"].get("summary", {}).get("verdict") not in (None, "healthy")]
     if vanishing:
         parts += ["## Gradient warnings", ""]
-        parts += [f"- `{m}`: {records[m]['weights']['summary']['verdict']} — "
-                  + "; ".join(records[m]["weights"].get("verdict_reasons", [])) for m in vanishing]
+        parts += [wrap(f"- `{m}`: {records[m]['weights']['summary']['verdict']} — "
+                       + "; ".join(records[m]["weights"].get("verdict_reasons", [])), "  ")
+                  for m in vanishing]
         parts.append("")
     parts += _links_markdown(models, plots, summary_dir, ensembles)
     if timings_path is not None:
         write_text(timings_path, timings_markdown(records))
-        parts += [f"Wall-clock times (training, per epoch, inference): "
-                  f"[{Path(timings_path).name}]({os.path.relpath(timings_path, summary_dir)})",
-                  ""]
+        parts += [wrap(f"Wall-clock times (training, per epoch, inference): "
+                       f"[{Path(timings_path).name}]"
+                       f"({os.path.relpath(timings_path, summary_dir)})"), ""]
     parts += _data_markdown(Path(metrics_dir))
     parts += _known_issues_markdown(Path(known_issues) if known_issues else None)
     text = "\n".join(parts)

@@ -14,8 +14,10 @@ import torch
 from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.saliency import (
     activation_maps,
+    evenly_spaced,
     input_saliency,
     plot_activation_maps,
+    plot_layer_views,
     plot_saliency,
 )
 from audiotag.analysis.weights import (
@@ -57,24 +59,32 @@ def _write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str]) -> No
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False, float_format="%.6g")
 
 
+ACTIVATION_MAP_LAYERS = 6  # layers of activation_maps.png (every clip); layers/ has them all
+
+
 def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: dict[str, Any],
-                    clips: int, plots: Path, name: str) -> None:
-    """``saliency.png`` and ``activation_maps.png`` of the first ``clips`` clips of the
-    validation batch (best-epoch weights)."""
-    x = batch[:clips] if batch is not None else None
+                    cfg: WeightsConfig, plots: Path, name: str) -> None:
+    """``saliency.png``, ``activation_maps.png`` and ``layers/`` (one figure per conv
+    layer) of the first ``cfg.saliency_clips`` clips of the validation batch (best-epoch
+    weights)."""
+    x = batch[:cfg.saliency_clips] if batch is not None else None
     if x is None or not len(x):
         log.warning("no validation or test clips: saliency and activation maps stay empty")
         plot_activation_maps([], plots / "saliency.png", f"{name}: no clips")
         plot_activation_maps([], plots / "activation_maps.png", f"{name}: no clips")
+        plot_layer_views([], plots / "layers", f"{name} (no clips)")
         return
     saliency, top, scores = input_saliency(model, x)
     classes = list(meta.get("classes") or []) if meta.get("task") != "regression" else []
     plot_saliency(x, saliency, top, scores, classes, plots / "saliency.png",
                   f"{name}: input saliency |d top logit / d input| (validation clips, "
                   f"best epoch)")
-    plot_activation_maps(activation_maps(model, x), plots / "activation_maps.png",
+    maps = activation_maps(model, x, max_layers=cfg.layer_views)
+    plot_activation_maps(evenly_spaced(maps, ACTIVATION_MAP_LAYERS),
+                         plots / "activation_maps.png",
                          f"{name}: activations and their gradients per conv layer "
-                         "(top class logit)")
+                         "(top class logit; every layer: layers/)")
+    plot_layer_views(maps, plots / "layers", name)
 
 
 def analyse_weights(model_dir: str | os.PathLike[str], features_dir: str | os.PathLike[str],
@@ -106,7 +116,7 @@ def analyse_weights(model_dir: str | os.PathLike[str], features_dir: str | os.Pa
                           label="log10 |update| / |weights| (mean over steps)")
     plot_first_conv_filters(model, plots / "first_conv_filters.png",
                             f"{name}: first convolution layer's filters (best epoch)")
-    _saliency_plots(model, batch, meta, cfg.saliency_clips, plots, name)
+    _saliency_plots(model, batch, meta, cfg, plots, name)
     layers = layer_table(records, first, history)
     _write_csv(layers, plots / "layers.csv",
                ["name", "layer", "numel", "mean", "std", "l2", "l2_first", "frac_near_zero",

@@ -242,7 +242,9 @@ def plot_histograms(records: list[dict[str, Any]], model: torch.nn.Module, bins:
     n = len(records)
     cols = min(4, max(n, 1))
     rows = max(math.ceil(n / cols), 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    # constrained layout: each panel's two-line title clears the tick labels above it
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows + 0.6), squeeze=False,
+                             layout="constrained")
     for ax, rec in zip(axes.flat, records, strict=False):
         best = params[rec["name"]].detach().flatten().cpu().numpy()
         early = first.get(rec["name"])

@@ -32,7 +32,7 @@ from audiotag.core.errors import ParamsError
 
 KNOWN_GROUPS = (
     "seed", "data", "split", "clean", "features", "train", "cv", "models", "evaluate",
-    "ensembles", "weights",
+    "ensembles", "weights", "report",
 )
 
 

@@ -47,7 +47,6 @@ from audiotag.metrics.classification import (
 )
 from audiotag.metrics.lwlrap import bootstrap_lwlrap, ci_note, per_class_lwlrap
 from audiotag.metrics.regression import regression_metrics
-from audiotag.plots import plot_regression_scatter
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.inference import ClipPredictions, output_names, predict_clips, task_of
 
@@ -59,7 +58,6 @@ PER_CLASS_CSV = "per_class_lwlrap.csv"
 BY_SUBSET_CSV = "lwlrap_by_subset.csv"
 CONFUSION_CSV = "confusion.csv"
 REPORT_CSV = "per_class_report.csv"
-REGRESSION_CSV = "regression.csv"
 
 
 def _r(value: float | None, digits: int = 6) -> float | None:
@@ -310,14 +308,12 @@ def singlelabel_part(test: ClipPredictions, n_classes: int, task: str
     return part, report, confusion
 
 
-def write_plot_tables(plots: Path, tables: dict[str, pd.DataFrame], model: str) -> None:
+def write_plot_tables(plots: Path, tables: dict[str, pd.DataFrame]) -> None:
     """The CSVs of ``plots/<model>/`` (always all of them: dvc.yaml declares them; one that
-    does not apply holds its header) and the regression scatter (an empty panel for
-    classifiers)."""
+    does not apply holds its header). The regression scatter is the regression@ stages'
+    (audiotag.analysis.regression), declared only for regression models."""
     for name, table in tables.items():
         _write_csv(table, plots / name)
-    plot_regression_scatter(tables[REGRESSION_CSV], plots / "regression.png",
-                            f"{model}: predicted vs true")
 
 
 def per_class_lists(per_class: pd.DataFrame,
@@ -409,14 +405,13 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
         metrics["lwlrap_by_subset"] = by_subset
     single, report, confusion = singlelabel_part(test, n_classes, task)
     metrics.update(single)
-    regression, regression_rows = regression_part(test, {**meta, "task": task}, n_classes)
+    regression, _ = regression_part(test, {**meta, "task": task}, n_classes)
     if regression is not None:
         metrics["regression"] = regression
     metrics.update(per_class_lists(per_class, subset_table if by_subset else None))
 
     write_plot_tables(Path(plots_dir), {PER_CLASS_CSV: per_class, BY_SUBSET_CSV: subset_table,
-                                        CONFUSION_CSV: confusion, REPORT_CSV: report,
-                                        REGRESSION_CSV: regression_rows}, meta["model_name"])
+                                        CONFUSION_CSV: confusion, REPORT_CSV: report})
     write_predictions(test, valid, output_names(meta), predictions_path, valid_predictions_path)
     if details_path is not None:
         write_json(details_path, metrics)

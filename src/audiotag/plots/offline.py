@@ -44,12 +44,57 @@ PAGE = """<!DOCTYPE html>
     <style>
         body { font-family: sans-serif; }
         table { border-spacing: 15px; }
+        details.diagnostics { border: 1px solid #999; margin: 8px 0; padding: 4px 8px; }
+        details.diagnostics > summary { cursor: pointer; font-size: 1.1em; padding: 4px; }
     </style>
 </head>
 <body>
     {plot_divs}
+    <script type="text/javascript">
+%GROUPING%
+    </script>
 </body>
 </html>
+"""
+
+# Run after the plots' own scripts: the page opens on the results, and every model's weight
+# and gradient diagnostics (plots/weights/<model>/...) move into one collapsed section per
+# model at the end. An image's box names its file (plots/weights/<model>/<file>); a Vega
+# chart's id is the path with "/" and "." as "_", matched to the longest such model name.
+GROUPING = r"""
+(function () {
+    var prefix = "plots_weights_";
+    var divs = Array.prototype.slice.call(
+        document.querySelectorAll('body > div[id^="' + prefix + '"]'));
+    var models = [];
+    divs.forEach(function (div) {
+        var p = div.querySelector("p");
+        var m = p && /^plots\/weights\/([^/]+)\//.exec(p.textContent.trim());
+        if (m && models.indexOf(m[1]) < 0) { models.push(m[1]); }
+    });
+    models.sort(function (a, b) { return b.length - a.length; });
+    var sections = {};
+    var order = [];
+    divs.forEach(function (div) {
+        var model = "other";
+        for (var i = 0; i < models.length; i++) {
+            if (div.id.indexOf(prefix + models[i] + "_") === 0) { model = models[i]; break; }
+        }
+        if (!sections[model]) { sections[model] = []; order.push(model); }
+        sections[model].push(div);
+    });
+    order.sort().forEach(function (model) {
+        var details = document.createElement("details");
+        details.className = "diagnostics";
+        details.id = "diagnostics_" + model;
+        var summary = document.createElement("summary");
+        summary.textContent = "Weight and gradient diagnostics of " + model + ": " +
+            sections[model].length + " plots (click to open)";
+        details.appendChild(summary);
+        sections[model].forEach(function (div) { details.appendChild(div); });
+        document.body.appendChild(details);
+    });
+})();
 """
 
 
@@ -65,7 +110,7 @@ def page_template() -> str:
     for marker in ("</script", "{plot_divs}", "{scripts}", "{refresh_tag}"):
         if marker in bundle.lower():
             raise RuntimeError(f"the Vega bundle contains {marker!r}: it cannot be inlined")
-    return PAGE.replace("%BUNDLE%", bundle)
+    return PAGE.replace("%GROUPING%", GROUPING).replace("%BUNDLE%", bundle)
 
 
 def install(repo: str | Path = ".", configure: bool = True) -> Path:
