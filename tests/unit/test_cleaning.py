@@ -29,7 +29,7 @@ from audiotag.core.params import parse_group, read_params
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import labels_to_matrix, read_manifest, write_manifest
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.store import FeatureSet, extract_features, relabel_index
+from audiotag.features.store import FeatureSet, extract_features, read_labels, relabel_index
 from audiotag.metrics.lwlrap import lwlrap
 from audiotag.models import validate_model_params
 from audiotag.training.config import TrainConfig
@@ -116,7 +116,7 @@ def _run(dataset, tmp_path, train=None, **params):
     metrics = clean_labels(store, out, tmp_path / "labels.json",
                            tmp_path / "plots" / "flagged.csv", cfg, 0,
                            DETECTOR_TRAIN.model_copy(update=train or {}), DETECTOR)
-    cleaned = relabel_index(part, out / "labels.csv")
+    cleaned = relabel_index(part, read_labels(out / "labels.csv"))
     return metrics, cleaned, pd.read_csv(out / "label_issues.csv", keep_default_na=False)
 
 
@@ -466,10 +466,10 @@ def test_training_reads_the_labels_file(dataset, tmp_path) -> None:
     table.iloc[0, 1] = "buzz"
     table.iloc[1, 2] = 0.25
     table.to_csv(tmp_path / "labels.csv", index=False)
-    data = FeatureSet(store, ("train",), labels=tmp_path / "labels.csv")
+    data = FeatureSet(store, ("train",), labels=read_labels(tmp_path / "labels.csv"))
     assert data.clip_ids == part["clip_id"].tolist()[1:]
-    assert data.targets[0].tolist() == [0, 0, 0, 1] and data.weights[1] == 0.25
-    assert data.weights[0] == 1.0 and len(data) == len(part) - 1
+    assert data.targets[0].tolist() == [0, 0, 0, 1] and data.loss_weights[1] == 0.25
+    assert data.loss_weights[0] == 1.0 and len(data) == len(part) - 1
     bad = [(table.assign(clip_id=["nope"] + table["clip_id"].tolist()[1:]),
             r"row 2: clip 'nope' is not one of the feature store's clips"),
            (pd.concat([table, table.iloc[:1]]), r"row \d+: clip '\w+' is listed twice"),
@@ -479,7 +479,7 @@ def test_training_reads_the_labels_file(dataset, tmp_path) -> None:
         frame.to_csv(tmp_path / "bad.csv", index=False)
         with pytest.raises(ValueError, match=re.escape(str(tmp_path / "bad.csv")) + ": "
                            + message):
-            FeatureSet(store, ("train",), labels=tmp_path / "bad.csv")
+            FeatureSet(store, ("train",), labels=read_labels(tmp_path / "bad.csv"))
 
 
 def test_labels_matrix_of_a_cleaned_manifest_round_trips(dataset, tmp_path) -> None:

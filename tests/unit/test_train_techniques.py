@@ -233,11 +233,11 @@ def test_noisy_weight_scales_the_noisy_clips_loss_weights(multi):
     data = _datasets(Recipe("cnn1d", SMALL, multi, _cfg(noisy_weight=0.25), 0))[0]
     noisy = data.is_noisy > 0
     assert noisy.any() and (~noisy).any()
-    assert np.array_equal(data.weights[noisy], 0.25 * base.weights[noisy])
-    assert np.array_equal(data.weights[~noisy], base.weights[~noisy])
+    assert np.array_equal(data.loss_weights[noisy], 0.25 * base.loss_weights[noisy])
+    assert np.array_equal(data.loss_weights[~noisy], base.loss_weights[~noisy])
     i = int(np.flatnonzero(noisy)[0])
     item = data[i]  # what the training loader yields
-    assert float(item.w) == 0.25 * float(base.weights[i]) and float(item.noisy) == 1.0
+    assert float(item.w) == 0.25 * float(base.loss_weights[i]) and float(item.noisy) == 1.0
 
 
 def test_center_train_crop_takes_the_centre_window(tmp_path):

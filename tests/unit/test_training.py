@@ -172,8 +172,8 @@ def test_manifest_weights_reach_the_training_loss(tmp_path):
     extract_features(weighted, classes, root / "raw", root / "weighted", FEATURES,
                      SplitConfig(valid_fold=0))
     data = FeatureSet(root / "weighted", ("train",))
-    assert set(data.weights[data.index["subset"] == "noisy"]) == {0.0}
-    assert float(data[0].w) == float(data.weights[0])
+    assert set(data.loss_weights[data.index["subset"] == "noisy"]) == {0.0}
+    assert float(data[0].w) == float(data.loss_weights[0])
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 63, 3))
     loader = DataLoader(data, batch_size=len(data), collate_fn=collate_clips)

@@ -345,19 +345,24 @@ LABELS_COLUMNS = ["clip_id", "labels", "weight"]
 """Columns of a labels file (label cleaning's ``data/clean/labels.csv``)."""
 
 
-def relabel_index(index: pd.DataFrame,
-                  path: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``index`` that the labels file at ``path`` lists, in ``index`` order, with
-    its ``labels`` and ``weight``: the file lists the clips to train on (a clip it leaves
-    out, e.g. one label cleaning dropped, does not train). A listed clip missing from
-    ``index``, a clip listed twice or a weight that is not a finite number >= 0 is an error
-    naming the file and row. ``path`` may be the table itself (a k-fold CV fold's clips)."""
-    from_file = not isinstance(path, pd.DataFrame)
-    if not from_file:
-        table, path = path.reset_index(drop=True), "labels table"
-    else:
-        table = pd.read_csv(path, dtype={"clip_id": str, "labels": str},
-                            keep_default_na=False)
+def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A labels file (label cleaning's ``data/clean/labels.csv``) as a table; its path is
+    kept in ``attrs["source"]``, which :func:`relabel_index` names in its errors."""
+    table = pd.read_csv(path, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+    table.attrs["source"] = str(path)
+    return table
+
+
+def relabel_index(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``index`` that the ``labels`` table (``clip_id, labels, weight``: a file
+    read by :func:`read_labels`, or a k-fold CV fold's clips) lists, in ``index`` order,
+    with its ``labels`` and ``weight``: the table lists the clips to train on (a clip it
+    leaves out, e.g. one label cleaning dropped, does not train). A listed clip missing
+    from ``index``, a clip listed twice or a weight that is not a finite number >= 0 is an
+    error naming the file (or "labels table") and row."""
+    from_file = "source" in labels.attrs
+    path = labels.attrs.get("source", "labels table")
+    table = labels.reset_index(drop=True)
     missing = [c for c in LABELS_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: no column {missing[0]!r} (a labels file has "
@@ -410,7 +415,7 @@ class FeatureSet(torch.utils.data.Dataset):
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
                  train: bool = False, crops: int | None = None,
-                 labels: str | os.PathLike[str] | pd.DataFrame | None = None,
+                 labels: pd.DataFrame | None = None,
                  outputs: tuple[bool, list[str]] | None = None,
                  noisy_weight: float = 1.0) -> None:
         store = Path(store_dir)
@@ -435,7 +440,7 @@ class FeatureSet(torch.utils.data.Dataset):
         if noisy_weight != 1.0:  # train.noisy_weight, times label cleaning's weights
             weights = weights * np.where(self._noisy > 0, np.float32(noisy_weight),
                                          np.float32(1.0))
-        self.weights = weights
+        self.loss_weights = weights  # (N,) per clip (not the network's weights)
         self.train = train
         default = self.config.crops_per_clip if train else self.config.n_eval_crops
         self.n_crops = default if crops is None else crops  # >1: items are (n_crops, dim, T)
@@ -482,10 +487,6 @@ class FeatureSet(torch.utils.data.Dataset):
         return int(self.meta["dim"])
 
     @property
-    def n_mels(self) -> int:  # the name models and checkpoints use for the feature dim
-        return self.dim
-
-    @property
     def kind(self) -> str:
         return self.config.kind
 
@@ -515,7 +516,7 @@ class FeatureSet(torch.utils.data.Dataset):
         x = clip_windows(frames, starts, self.window, self.shift, self.scale)  # (K, dim, T)
         if self.n_crops == 1 or self.config.beat_sync:
             x = x[0]
-        return Item(x, torch.from_numpy(self._y[i]), torch.tensor(self.weights[i]),
+        return Item(x, torch.from_numpy(self._y[i]), torch.tensor(self.loss_weights[i]),
                     torch.tensor(self._noisy[i]))
 
 

@@ -32,7 +32,7 @@ from audiotag.core.errors import ParamsError
 from audiotag.core.io import read_json
 from audiotag.data.manifest import TARGET_PREFIX
 from audiotag.features.crops import CropSeedSampler
-from audiotag.features.store import FeatureSet, collate_clips
+from audiotag.features.store import FeatureSet, collate_clips, read_labels
 from audiotag.models import MODELS, create_model, list_models
 from audiotag.models.phases import training_phases
 from audiotag.training import distributed, resume
@@ -151,8 +151,8 @@ class StoreClips:
     roles: tuple[str, ...] = ("train",)
 
     @property
-    def train_labels(self) -> Path | None:
-        return self.labels
+    def train_labels(self) -> pd.DataFrame | None:
+        return read_labels(self.labels) if self.labels is not None else None
 
     def valid_set(self, features_dir: Path, outputs: Outputs) -> FeatureSet:
         return FeatureSet(features_dir, ("valid",), outputs=outputs)
@@ -393,10 +393,11 @@ def _model(recipe: Recipe, spec: TaskSpec, train_set: FeatureSet, device: torch.
            ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The network (``train.init_from`` loaded) and the metadata every checkpoint carries."""
     name, cfg = recipe.name, recipe.cfg
-    model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
+    # n_mels: what models and checkpoints call the feature dimension (1 for a waveform)
+    model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.dim,
                          **recipe.model_params)
     meta = {"model_name": name, "model_params": recipe.model_params,
-            "num_classes": spec.n_outputs, "n_mels": train_set.n_mels,
+            "num_classes": spec.n_outputs, "n_mels": train_set.dim,
             "task": spec.task, "single_label": spec.single_label,
             "classes": train_set.classes,
             "targets": list(spec.targets),
