@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from audiotag.features.config import FeaturesConfig  # noqa: E402
 from audiotag.features.frontend import feature_dim  # noqa: E402
-from audiotag.features.store import ClipPipeline, collate_clips  # noqa: E402
+from audiotag.features.store import ClipPipeline, Item, collate_clips  # noqa: E402
 from audiotag.models import create_model, parse_model_params  # noqa: E402
 from audiotag.predict import MIN_SECONDS  # noqa: E402
 from audiotag.training.inference import predict, task_of  # noqa: E402
@@ -112,7 +112,7 @@ def bench_model(name: str, params: dict, features: FeaturesConfig, paths: list[P
     files = AudioWindows([str(p) for p in paths], pipeline, hop_frames(pipeline, None),
                          MIN_SECONDS)
     inputs = [x for i in range(len(files)) for x in files[i][1].x]  # every window, (dim, T)
-    batches = [collate_clips([(x, torch.zeros(0), torch.tensor(1.0))
+    batches = [collate_clips([Item(x, torch.zeros(0), torch.tensor(1.0))
                               for x in inputs[i:i + batch]]) for i in range(0, len(inputs), batch)]
     spec = task_of(meta)
 

@@ -132,7 +132,7 @@ def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[
     data = FeatureSet(store, ("train",), train=True)
     loader = DataLoader(data, batch_size=BATCH, shuffle=True, drop_last=len(data) > BATCH,
                         collate_fn=collate_clips, num_workers=workers)
-    model = create_model(name, len(data.classes), data.n_mels, **model_params(name)).train()
+    model = create_model(name, len(data.classes), data.dim, **model_params(name)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     wait = compute = 0.0
     clips = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,27 @@ def tone_store(root: Path, features=None, **kwargs) -> Path:
     extract_features(manifest, classes, root / "raw", root / "features", features,
                      SplitConfig(valid_fold=0))
     return root / "features"
+
+
+class Killed(Exception):
+    """A training run killed by :func:`killed_after`."""
+
+
+@contextmanager
+def killed_after(epochs: int) -> Iterator[None]:
+    """Training runs inside stop (raise :class:`Killed`) right after they save the resume
+    state of epoch ``epochs``: a run killed between two epochs, as a test sees one."""
+    import pytest
+
+    from audiotag.training import resume
+
+    save = resume.save_state
+
+    def save_then_kill(directory, fp, state, complete=False):
+        save(directory, fp, state, complete)
+        if not complete and len(state["history"]) >= epochs:
+            raise Killed(f"killed after epoch {epochs}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resume, "save_state", save_then_kill)
+        yield

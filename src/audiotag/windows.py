@@ -25,7 +25,14 @@ from audiotag.core.errors import AudioError
 from audiotag.data.screen import probe
 from audiotag.features.crops import eval_starts
 from audiotag.features.frontend import frames_per_second
-from audiotag.features.store import Batch, ClipPipeline, check_finite, clip_windows, collate_clips
+from audiotag.features.store import (
+    Batch,
+    ClipPipeline,
+    Item,
+    check_finite,
+    clip_windows,
+    collate_clips,
+)
 from audiotag.training.inference import output_names, predict, task_of
 
 TIME_COLUMNS = ["path", "start_s", "end_s"]
@@ -150,7 +157,7 @@ def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str | Path],
             done.extend((i, _spans(w, pipeline.window, fps)) for i, w in good)
             windows = [x for _, w in good for x in w.x]  # each (dim, T)
             for at in range(0, len(windows), batch_size):
-                yield collate_clips([(x, no_target, torch.tensor(1.0))
+                yield collate_clips([Item(x, no_target, torch.tensor(1.0))
                                      for x in windows[at:at + batch_size]])
 
     started = time.perf_counter()

@@ -29,7 +29,7 @@ from audiotag.core.params import parse_group, read_params
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import labels_to_matrix, read_manifest, write_manifest
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.store import FeatureSet, extract_features, relabel_index
+from audiotag.features.store import FeatureSet, extract_features, read_labels, relabel_index
 from audiotag.metrics.lwlrap import lwlrap
 from audiotag.models import validate_model_params
 from audiotag.training.config import TrainConfig
@@ -42,7 +42,7 @@ BASE = {"n_folds": 3, "filter_by": "prune_by_noise_rate"}
 FEATURES = FeaturesConfig(sample_rate=SR, n_fft=256, hop_length=128, n_mels=32, fmax=4000.0,
                           clip_seconds=1.5, workers=0, eval_crops="center")
 DETECTOR_TRAIN = TrainConfig(models=["cnn1d"], epochs=10, batch_size=16, lr=0.005,
-                             patience=10, threads=1)
+                             patience=10, threads=1, train_score_clips=0)
 DETECTOR = validate_model_params("cnn1d", {"channels": [16, 16, 32]}).model_dump()
 
 
@@ -116,7 +116,7 @@ def _run(dataset, tmp_path, train=None, **params):
     metrics = clean_labels(store, out, tmp_path / "labels.json",
                            tmp_path / "plots" / "flagged.csv", cfg, 0,
                            DETECTOR_TRAIN.model_copy(update=train or {}), DETECTOR)
-    cleaned = relabel_index(part, out / "labels.csv")
+    cleaned = relabel_index(part, read_labels(out / "labels.csv"))
     return metrics, cleaned, pd.read_csv(out / "label_issues.csv", keep_default_na=False)
 
 
@@ -367,6 +367,85 @@ def test_bad_detector_settings_name_the_key(clean, message) -> None:
         parse_clean({"clean": {"detector": clean}})
 
 
+@pytest.mark.parametrize("key, value", [
+    ("train_score_clips", 16), ("overfit_batches", 2), ("init_from", "models/cnn1d/model.pt"),
+    ("freeze_init", True), ("processes", 2), ("nodes", 2), ("rdzv_endpoint", "h:29500"),
+])
+def test_a_train_key_the_detector_cannot_honour_is_refused_by_name(key, value) -> None:
+    """Issue 31 item 2: a clean.detector.train key that the recipe cannot honour for the
+    detector stops check_params naming it, instead of being silently ignored."""
+    with pytest.raises(ParamsError, match=rf"params\.yaml: clean\.detector\.train\.{key}: "
+                                          r"the detector's run cannot honour it"):
+        parse_clean({"clean": {"detector": {"train": {key: value}}}})
+    _, train, _ = parse_clean({"clean": {"detector": {"train": {"epochs": 2}}}})
+    assert train.train_score_clips == 0 and train.processes == 1  # what it runs with
+
+
+@pytest.mark.parametrize("update", [{"train_score_clips": 8}, {"overfit_batches": 1},
+                                    {"init_from": "x.pt"}])
+def test_the_detectors_run_refuses_a_config_it_cannot_honour(dataset, update) -> None:
+    from audiotag.training.oof import fit_predict
+
+    with pytest.raises(ValueError, match=f"cannot honour train.{next(iter(update))}"):
+        fit_predict(dataset[0], "cnn1d", DETECTOR, DETECTOR_TRAIN.model_copy(update=update),
+                    0, np.arange(4), np.arange(2))
+
+
+def test_the_detector_honours_the_train_keys_the_recipe_serves(dataset, caplog) -> None:
+    """Keys once ignored by the detector's own assembly (sampler, aug_*, num_workers,
+    finetune_curated_epochs) now reach its run: they change its probabilities (or add its
+    fine-tuning epoch), and num_workers (loading only) does not."""
+    from audiotag.training.oof import fit_predict
+
+    store, part = dataset
+    curated = np.flatnonzero(part["subset"].to_numpy() == "curated")
+    noisy = np.flatnonzero(part["subset"].to_numpy() == "noisy")
+
+    def proba(**update):
+        cfg = DETECTOR_TRAIN.model_copy(update={"epochs": 2, **update})
+        return fit_predict(store, "cnn1d", DETECTOR, cfg, 0, np.concatenate([curated, noisy]),
+                           noisy[:6])
+
+    plain = proba()
+    assert np.array_equal(proba(num_workers=2), plain)
+    assert not np.array_equal(proba(sampler="balanced"), plain)
+    assert not np.array_equal(proba(aug_gain_db=6.0), plain)
+    with caplog.at_level("INFO", logger="audiotag.training.loop"):
+        proba(finetune_curated_epochs=1)
+    assert "fine-tuning on curated clips from epoch 3" in caplog.text
+
+
+def test_the_detector_is_train_at_s_recipe_but_for_its_listed_differences(
+        dataset, monkeypatch) -> None:
+    """One recipe: the detector's run is train@'s Recipe with other clips (some of the
+    store's training rows) and DETECTOR_DIFFERENCES; emptying those (issue 31's one-line
+    change) leaves only the clips."""
+    from dataclasses import replace
+
+    from audiotag.training import oof
+    from audiotag.training.recipe import Recipe, StoreClips
+
+    store, part = dataset
+    built = []
+
+    def record(recipe, ctx, device):
+        built.append(recipe)
+        raise KeyboardInterrupt  # the recipe is all this test wants
+
+    monkeypatch.setattr(oof, "build_run", record)
+    rows = np.flatnonzero(part["subset"].to_numpy() == "curated")
+    for differences in (oof.DETECTOR_DIFFERENCES, {}):
+        monkeypatch.setattr(oof, "DETECTOR_DIFFERENCES", differences)
+        with pytest.raises(KeyboardInterrupt):
+            oof.fit_predict(store, "cnn1d", DETECTOR, DETECTOR_TRAIN, 3, rows, rows[:2])
+    train_at = Recipe("cnn1d", DETECTOR, store, DETECTOR_TRAIN, 3)  # as train_model's
+    detector, issue_31 = built
+    assert detector.clips == StoreClips(rows=tuple(rows.tolist()))
+    assert replace(detector, clips=StoreClips()) == replace(
+        train_at, select_on="mean", loader_seed="global")
+    assert replace(issue_31, clips=StoreClips()) == train_at
+
+
 def test_detector_settings_are_its_own_not_train() -> None:
     """``detector.train`` goes over the built-in train defaults, not over params' train.*
     (a training experiment must not re-run cleaning); ``detector.params`` over models.<name>."""
@@ -387,10 +466,10 @@ def test_training_reads_the_labels_file(dataset, tmp_path) -> None:
     table.iloc[0, 1] = "buzz"
     table.iloc[1, 2] = 0.25
     table.to_csv(tmp_path / "labels.csv", index=False)
-    data = FeatureSet(store, ("train",), labels=tmp_path / "labels.csv")
+    data = FeatureSet(store, ("train",), labels=read_labels(tmp_path / "labels.csv"))
     assert data.clip_ids == part["clip_id"].tolist()[1:]
-    assert data.targets[0].tolist() == [0, 0, 0, 1] and data.weights[1] == 0.25
-    assert data.weights[0] == 1.0 and len(data) == len(part) - 1
+    assert data.targets[0].tolist() == [0, 0, 0, 1] and data.loss_weights[1] == 0.25
+    assert data.loss_weights[0] == 1.0 and len(data) == len(part) - 1
     bad = [(table.assign(clip_id=["nope"] + table["clip_id"].tolist()[1:]),
             r"row 2: clip 'nope' is not one of the feature store's clips"),
            (pd.concat([table, table.iloc[:1]]), r"row \d+: clip '\w+' is listed twice"),
@@ -400,7 +479,7 @@ def test_training_reads_the_labels_file(dataset, tmp_path) -> None:
         frame.to_csv(tmp_path / "bad.csv", index=False)
         with pytest.raises(ValueError, match=re.escape(str(tmp_path / "bad.csv")) + ": "
                            + message):
-            FeatureSet(store, ("train",), labels=tmp_path / "bad.csv")
+            FeatureSet(store, ("train",), labels=read_labels(tmp_path / "bad.csv"))
 
 
 def test_labels_matrix_of_a_cleaned_manifest_round_trips(dataset, tmp_path) -> None:
@@ -464,13 +543,13 @@ def test_crops_aggregate_by_mean_or_max() -> None:
     or their maximum (presence anywhere in the clip)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from audiotag.features.store import collate_clips
+    from audiotag.features.store import Item, collate_clips
     from audiotag.training.inference import predict
 
     x = torch.full((1, 4, 2, 3), -10.0)
     x[0, 1, 0] = 10.0  # class 0 sounds in window 1 only; class 1 never
     loader = DataLoader(TensorDataset(x, torch.tensor([[1.0, 0.0]]), torch.ones(1)),
-                        collate_fn=collate_clips)
+                        collate_fn=lambda rows: collate_clips([Item(*r) for r in rows]))
     mean, _, _ = predict(_CropScore(), loader, torch.device("cpu"))
     top, _, _ = predict(_CropScore(), loader, torch.device("cpu"), crop_aggregate="max")
     assert mean[0, 0] == pytest.approx(0.25, abs=1e-3) and mean[0, 1] < 1e-3

@@ -13,7 +13,7 @@ from audiotag.core import device as device_module
 from audiotag.core.device import pick_device, platform_record
 from audiotag.core.params import read_params
 from audiotag.training.config import parse_train
-from audiotag.training.run import _loader
+from audiotag.training.recipe import _loader
 
 
 @pytest.fixture()

@@ -26,12 +26,20 @@ from audiotag.data.split import assign_roles
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.crops import center_start, cut, eval_starts, random_start
 from audiotag.features.frontend import FrontEnd, feature_dim, n_frames
-from audiotag.features.store import Batch, ClipPipeline, FeatureSet, collate_clips, extract_features
+from audiotag.features.store import (
+    Batch,
+    ClipPipeline,
+    FeatureSet,
+    Item,
+    collate_clips,
+    extract_features,
+)
 from audiotag.models import create_model
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import clip_losses, predict, predict_clips
 from audiotag.training.loop import multilabel_bce
-from audiotag.training.run import check_model_accepts, train_model
+from audiotag.training.recipe import check_model_accepts
+from audiotag.training.run import train_model
 
 SR = 16000
 MATCHED = dict(sample_rate=SR, n_fft=512, hop_length=160, win_length=400, n_mels=40, fmin=20.0,
@@ -249,11 +257,12 @@ def test_beat_sync_gives_variable_lengths_that_collate(tones):
     pick = [int(lengths.argmin()), int(lengths.argmax()), 0, 1]  # lengths differ
     assert lengths[pick[0]] < lengths[pick[1]]
     items = [data[i] for i in pick]
-    assert [it[0].shape[-1] for it in items] == lengths[pick].tolist()
+    assert [it.x.shape[-1] for it in items] == lengths[pick].tolist()
     batch = collate_clips(items)
     x, y, w, lens = batch.x, batch.y, batch.w, batch.lengths
     assert x.shape == (4, 16, lengths.max()) and y.shape == (4, 3) and w.shape == (4,)
-    assert lens.tolist() == lengths[pick].tolist() and batch.noisy is None
+    assert lens.tolist() == lengths[pick].tolist()
+    assert batch.noisy.tolist() == data.is_noisy[pick].tolist()
     assert (x[0, :, lengths[pick[0]]:] == 0).all()
     # a model that takes lengths gets them in prediction (and training: same helper)
     seen = []
@@ -276,11 +285,11 @@ def test_beat_sync_gives_variable_lengths_that_collate(tones):
 
 
 def test_a_batch_names_its_parts():
-    # noisy flags and lengths are fields of the batch, not extra tuple elements that
-    # consumers tell apart by dtype
+    # items and batches are records: noisy flags and lengths are named fields, not extra
+    # tuple elements that consumers tell apart by count or dtype
     def item(frames, noisy=None):
-        flag = () if noisy is None else (torch.tensor(noisy),)
-        return (torch.ones(16, frames), torch.tensor([1.0, 0.0, 0.0]), torch.tensor(0.5), *flag)
+        return Item(torch.ones(16, frames), torch.tensor([1.0, 0.0, 0.0]), torch.tensor(0.5),
+                    None if noisy is None else torch.tensor(noisy))
 
     batch = collate_clips([item(5, 1.0), item(3, 0.0)])
     assert isinstance(batch, Batch) and len(batch) == 2 and batch.x.shape == (2, 16, 5)
@@ -361,7 +370,7 @@ def test_a_store_or_checkpoint_saved_before_eval_aggregate_keeps_the_mean(tones)
 
 
 def _mean_scores(model, data):
-    return np.stack([torch.sigmoid(model(data[i][0])).mean(dim=0).detach().numpy()
+    return np.stack([torch.sigmoid(model(data[i].x)).mean(dim=0).detach().numpy()
                      for i in range(len(data))])
 
 
@@ -374,7 +383,7 @@ def test_every_kind_trains(tones, tmp_path, kind, normalize, extra):
     store = _store(tones, f"{kind}-{normalize}-{len(extra)}-{sorted(extra)}", kind=kind,
                    normalize=normalize, **extra)
     data = FeatureSet(store, ("train",))
-    assert data.n_mels == data.dim == feature_dim(data.config)
+    assert data.dim == feature_dim(data.config)
     cfg = TrainConfig(models=["cnn1d"], epochs=1, batch_size=8, device="cpu")
     history = train_model("cnn1d", {"channels": [8, 8]}, store, tmp_path / "m", tmp_path / "l",
                           cfg, seed=0)

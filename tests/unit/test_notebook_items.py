@@ -30,13 +30,14 @@ from audiotag.models.registry import MAX_PARAMETERS
 from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
 from audiotag.training.config import TrainConfig
 from audiotag.training.inference import predict
-from audiotag.training.run import (
+from audiotag.training.recipe import (
+    Recipe,
     _loader,
     _score_loader,
     describe_task,
     init_from_checkpoints,
-    train_model,
 )
+from audiotag.training.run import train_model
 from audiotag.training.tasks import TaskSpec, make_loss
 
 FEATURES = TONE_FEATURES
@@ -96,7 +97,8 @@ def test_train_metric_per_epoch_on_a_fixed_subset_and_epoch_seconds(multi, tmp_p
     # fixed clips, fixed crops: the saved weights of epoch 1 and of the best epoch score
     # on the subset exactly what their epochs logged
     spec = TaskSpec("multilabel", 3)
-    loader = _score_loader(multi, spec, _cfg(train_score_clips=10), seed=0)
+    loader = _score_loader(Recipe("cnn1d", SMALL, multi, _cfg(train_score_clips=10), 0), spec,
+                           torch.device("cpu"))
     assert len(loader.dataset) == 10
     best = max(history, key=lambda r: r.valid_lwlrap)
     for name, epoch in (("first_epoch.pt", history[0]), ("model.pt", best)):

@@ -40,10 +40,10 @@ def _store_and_checkpoint(tmp_path, **features):
                      SplitConfig(valid_fold=0))
     store = FeatureSet(tmp_path / "features", ("train",))
     torch.manual_seed(0)
-    model = create_model("cnn2d", num_classes=len(classes), n_mels=store.n_mels,
+    model = create_model("cnn2d", num_classes=len(classes), n_mels=store.dim,
                          channels=[4, 8])
     meta = {"model_name": "cnn2d", "model_params": {"channels": [4, 8]},
-            "num_classes": len(classes), "n_mels": store.n_mels, "task": "multilabel",
+            "num_classes": len(classes), "n_mels": store.dim, "task": "multilabel",
             "single_label": False, "classes": classes, "targets": [],
             "features": store.meta["config"], "stats": store.stats, "n_parameters": 1}
     save_checkpoint(tmp_path / "model.pt", model, meta)

@@ -12,17 +12,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, tone_store
+from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, Killed, killed_after, tone_store
 
 from audiotag.core.errors import ParamsError
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import evaluate_model
-from audiotag.models import MODELS
+from audiotag.models import MODELS, Autoencoder
+from audiotag.models.phases import TASK_PHASE, Phase
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
-from audiotag.training.loop import Trainer
+from audiotag.training.loop import Loaders, Rules, Trainer
+from audiotag.training.recipe import Recipe, _datasets, check_model_accepts
 from audiotag.training.resume import STATE_NAME
-from audiotag.training.run import _datasets, check_model_accepts, train_model
+from audiotag.training.run import train_model
 from audiotag.training.tasks import TaskSpec, soft_bootstrap
 
 FEATURES = TONE_FEATURES
@@ -164,15 +166,23 @@ def test_autoencoder_reconstructs_then_classifies(multi, tmp_path):
     assert len(tsv.read_text().splitlines()) == 1 + 3
 
 
-def test_training_uses_the_capabilities_the_registry_declares(multi, tmp_path, monkeypatch):
-    # capabilities live on the registry entry, not on the model class: declare them away
-    # (or on) there and training follows
-    spec = MODELS.get("autoencoder")
-    assert spec.two_phase and MODELS.get("mixnet").input == "waveform"
-    monkeypatch.setitem(MODELS._entries, "autoencoder", replace(spec, two_phase=False))
+def test_training_follows_the_phases_the_model_declares(multi, tmp_path, monkeypatch):
+    # the model declares how it trains (models.phases): declare one phase away and the
+    # loop follows; a declaration whose last phase does not learn the task is refused
+    one = [Phase(TASK_PHASE, None, lambda: [])]
+    monkeypatch.setattr(Autoencoder, "training_phases",
+                        lambda self: [Phase(TASK_PHASE, None, self.parameters)])
     params = {"channels": [8, 8], "latent_channels": 8, "pretrain_epochs": 3}
     history = _train(multi, tmp_path, _cfg(epochs=2), name="autoencoder", params=params)
     assert [r.phase for r in history] == ["train"] * 2
+    monkeypatch.setattr(Autoencoder, "training_phases",
+                        lambda self: [*one, Phase("extra", 1, self.parameters, loss=sum)])
+    with pytest.raises(TypeError, match="the last phase, and only it, must learn the task"):
+        _train(multi, tmp_path / "x", _cfg(epochs=2), name="autoencoder", params=params)
+    monkeypatch.setattr(Autoencoder, "training_phases", lambda self: one)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        _train(multi, tmp_path / "y", _cfg(epochs=2), name="autoencoder", params=params)
+    assert MODELS.get("mixnet").input == "waveform"  # what a model takes: its registry entry
     with pytest.raises(ParamsError, match="features.kind=waveform: model 'cnn2d'"):
         check_model_accepts("cnn2d", "waveform")
     monkeypatch.setitem(MODELS._entries, "cnn2d", replace(MODELS.get("cnn2d"), input="any"))
@@ -219,20 +229,21 @@ def test_lsoft_beta_and_noisy_weight_reach_the_loss(multi, tmp_path):
 
 
 def test_noisy_weight_scales_the_noisy_clips_loss_weights(multi):
-    base = _datasets(multi, _cfg())[0]
-    data = _datasets(multi, _cfg(noisy_weight=0.25))[0]
+    base = _datasets(Recipe("cnn1d", SMALL, multi, _cfg(), 0))[0]
+    data = _datasets(Recipe("cnn1d", SMALL, multi, _cfg(noisy_weight=0.25), 0))[0]
     noisy = data.is_noisy > 0
     assert noisy.any() and (~noisy).any()
-    assert np.array_equal(data.weights[noisy], 0.25 * base.weights[noisy])
-    assert np.array_equal(data.weights[~noisy], base.weights[~noisy])
+    assert np.array_equal(data.loss_weights[noisy], 0.25 * base.loss_weights[noisy])
+    assert np.array_equal(data.loss_weights[~noisy], base.loss_weights[~noisy])
     i = int(np.flatnonzero(noisy)[0])
-    x, y, w, is_noisy = data[i]  # what the training loader yields
-    assert float(w) == 0.25 * float(base.weights[i]) and float(is_noisy) == 1.0
+    item = data[i]  # what the training loader yields
+    assert float(item.w) == 0.25 * float(base.loss_weights[i]) and float(item.noisy) == 1.0
 
 
 def test_center_train_crop_takes_the_centre_window(tmp_path):
     store = _store(tmp_path, features=FEATURES.model_copy(update={"train_crop": "center"}))
-    data = _datasets(store, _cfg())[0]  # the training set, as train_model builds it
+    # the training set, as train_model builds it
+    data = _datasets(Recipe("cnn1d", SMALL, store, _cfg(), 0))[0]
     arrays = {s: np.load(store / f"{s}.npy") for s in ("curated", "noisy")}
     long = [i for i in range(len(data)) if data.index["length"][i] > data.window]
     assert long  # clips longer than the window, where a random crop would move
@@ -242,23 +253,23 @@ def test_center_train_crop_takes_the_centre_window(tmp_path):
         frames = arrays[row["subset"]][start:start + data.window].astype(np.float32)
         expected = torch.from_numpy(((frames - data.shift) / data.scale).T.copy())
         for seed in range(4):  # whatever the crop seed (and without one)
-            assert torch.equal(data[(i, seed)][0], expected)
-        assert torch.equal(data[i][0], expected)
+            assert torch.equal(data[(i, seed)].x, expected)
+        assert torch.equal(data[i].x, expected)
 
 
 def test_num_workers_load_in_worker_processes_with_the_same_result(multi, tmp_path,
                                                                    monkeypatch):
-    from audiotag.training import run
+    from audiotag.training import recipe
 
     iterators = []
 
-    class Recording(run.DataLoader):
+    class Recording(recipe.DataLoader):
         def __iter__(self):
             iterator = super().__iter__()
             iterators.append((self.num_workers, type(iterator).__name__))
             return iterator
 
-    monkeypatch.setattr(run, "DataLoader", Recording)
+    monkeypatch.setattr(recipe, "DataLoader", Recording)
     cfg = _cfg(epochs=2)  # random crops (clips up to 1.5 s, windows of 1 s), shuffling
     main = _train(multi, tmp_path / "w0", cfg)
     workers = _train(multi, tmp_path / "w2", _cfg(epochs=2, num_workers=2))
@@ -278,9 +289,11 @@ def test_a_killed_run_resumes_to_the_same_result(multi, tmp_path):
                specaug_time_width=4, swa_start_epoch=4, warmup_epochs=1)
     whole = _train(multi, tmp_path / "whole", cfg, resume_dir=tmp_path / "whole/ckpt")
     killed = tmp_path / "killed"
-    part = _train(multi, killed, cfg, resume_dir=killed / "ckpt", stop_after=3)
-    assert len(part) == 3 and not (killed / "model").exists()  # no output looks complete
-    assert torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)["complete"] is False
+    with killed_after(3), pytest.raises(Killed):
+        _train(multi, killed, cfg, resume_dir=killed / "ckpt")
+    assert not (killed / "model").exists()  # no output looks complete
+    saved = torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)
+    assert saved["complete"] is False and len(saved["state"]["history"]) == 3
     resumed = _train(multi, killed, cfg, resume_dir=killed / "ckpt")
     assert [r.train_loss for r in resumed] == [r.train_loss for r in whole]
     assert [r.valid_lwlrap for r in resumed] == [r.valid_lwlrap for r in whole]
@@ -294,15 +307,18 @@ def test_a_killed_run_resumes_to_the_same_result(multi, tmp_path):
     # a finished run leaves a weightless marker; changed params start from scratch
     marker = torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)
     assert marker["complete"] is True and "model" not in marker["state"]
-    other = _train(multi, killed, _cfg(epochs=2), resume_dir=killed / "ckpt", stop_after=1)
-    assert len(other) == 1
+    with killed_after(1), pytest.raises(Killed):
+        _train(multi, killed, _cfg(epochs=2), resume_dir=killed / "ckpt")
+    other = torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)
+    assert other["complete"] is False and len(other["state"]["history"]) == 1
 
 
 def test_a_state_saved_by_other_code_is_not_resumed(multi, tmp_path, monkeypatch, caplog):
     from audiotag.training import resume
 
     cfg = _cfg(epochs=3)
-    _train(multi, tmp_path, cfg, resume_dir=tmp_path / "ckpt", stop_after=1)
+    with killed_after(1), pytest.raises(Killed):
+        _train(multi, tmp_path, cfg, resume_dir=tmp_path / "ckpt")
     monkeypatch.setattr(resume, "code_digest", lambda root=None: "edited source")
     with caplog.at_level("INFO", logger="audiotag.training.resume"):
         history = _train(multi, tmp_path, cfg, resume_dir=tmp_path / "ckpt")
@@ -345,10 +361,10 @@ def test_gradient_clipping_bounds_each_sgd_step(multi):
     model = create_model("cnn1d", num_classes=3, n_mels=16, **SMALL)
     cfg = _cfg(optimizer="sgd", momentum=0.0, lr=1.0, grad_clip_norm=1e-3,
                scheduler="constant", weight_decay=0.0)
-    trainer = Trainer(model, TaskSpec("multilabel", 3), cfg, torch.device("cpu"), loader,
-                      loader, torch.Generator().manual_seed(0), seed=0, two_phase=False)
+    trainer = Trainer(model, TaskSpec("multilabel", 3), cfg, torch.device("cpu"),
+                      Loaders(loader, loader), Rules(), 0, torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in model.parameters()]
-    trainer._train_epoch(reconstruct=False)
+    trainer._train_epoch(trainer.phases[-1])
     steps = len(loader)
     pairs = zip(model.parameters(), before, strict=True)
     moved = sum(float((p.detach() - b).pow(2).sum()) for p, b in pairs) ** 0.5

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
-from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, tone_store
+from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, Killed, killed_after, tone_store
 
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group
@@ -229,7 +229,8 @@ def test_finetune_follows_early_stopping_and_resumes(multi, tmp_path):
                aug_gain_db=3, aug_background=0.5, sampler="balanced")
     whole = _train(multi, tmp_path / "whole", cfg, resume_dir=tmp_path / "whole/ckpt")
     killed = tmp_path / "killed"
-    _train(multi, killed, cfg, resume_dir=killed / "ckpt", stop_after=5)
+    with killed_after(5), pytest.raises(Killed):
+        _train(multi, killed, cfg, resume_dir=killed / "ckpt")
     assert torch.load(killed / "ckpt" / STATE_NAME, weights_only=True)["complete"] is False
     resumed = _train(multi, killed, cfg, resume_dir=killed / "ckpt")
     assert [r.train_loss for r in resumed] == [r.train_loss for r in whole]

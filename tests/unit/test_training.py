@@ -9,18 +9,12 @@ from torch.utils.data import DataLoader
 
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
-from audiotag.features.store import FeatureSet, extract_features
+from audiotag.features.store import FeatureSet, collate_clips, extract_features
 from audiotag.training import distributed, resume
 from audiotag.training.checkpoint import load_checkpoint, save_state_dict
-from audiotag.training.loop import multilabel_bce, weighted_mean
-from audiotag.training.run import (
-    RunInputs,
-    build_run,
-    final_model,
-    fit,
-    save_outputs,
-    train_model,
-)
+from audiotag.training.loop import final_model, multilabel_bce, weighted_mean
+from audiotag.training.recipe import Recipe, build_run
+from audiotag.training.run import RunOutputs, fit, save_outputs, train_model
 from audiotag.training.utils import grad_norms, layer_names, update_ratios
 
 FEATURES = TONE_FEATURES
@@ -74,18 +68,17 @@ def test_a_run_is_built_fitted_and_saved_in_typed_steps(store, tmp_path):
     # the steps train_model composes, one by one: the same run as train_model's
     cfg = TRAIN.model_copy(update={"epochs": 2})
     expected = _train(store, tmp_path / "whole", cfg=cfg)
-    run = RunInputs("cnn1d", {"channels": [16, 16]}, store, tmp_path / "model",
-                    tmp_path / "live", cfg, seed=0, kind="logmel", labels=None,
-                    resume_dir=None, stop_after=None)
+    run = Recipe("cnn1d", {"channels": [16, 16]}, store, cfg, seed=0)
+    out = RunOutputs(tmp_path / "model", tmp_path / "live")
     built = build_run(run, distributed.Context(), torch.device("cpu"))
     assert built.spec.task == "multilabel" and built.resumed_seconds == 0.0
     assert built.meta["model_name"] == "cnn1d" and built.trainer.total_epochs == 2
-    with Live(str(run.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with Live(str(out.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         history = fit(run, built, live, time.perf_counter())
     assert [r.train_loss for r in history] == [r.train_loss for r in expected]
     final = final_model(built.trainer, history)
     assert final.swa is None and final.record["epoch"] == final.best.epoch
-    save_outputs(run, built, history, final)
+    save_outputs(run, out, built, history, final)
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
     assert meta["epoch"] == final.record["epoch"] and meta["classes"] == built.meta["classes"]
     assert meta["platform"]["device"] == "cpu" and meta["platform"]["cpu_kernels"]
@@ -179,12 +172,13 @@ def test_manifest_weights_reach_the_training_loss(tmp_path):
     extract_features(weighted, classes, root / "raw", root / "weighted", FEATURES,
                      SplitConfig(valid_fold=0))
     data = FeatureSet(root / "weighted", ("train",))
-    assert set(data.weights[data.index["subset"] == "noisy"]) == {0.0}
-    assert float(data[0][2]) == float(data.weights[0])
+    assert set(data.loss_weights[data.index["subset"] == "noisy"]) == {0.0}
+    assert float(data[0].w) == float(data.loss_weights[0])
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 63, 3))
-    loader = DataLoader(data, batch_size=len(data))
-    x, y, w = next(iter(loader))
+    loader = DataLoader(data, batch_size=len(data), collate_fn=collate_clips)
+    batch = next(iter(loader))
+    x, y, w = batch.x, batch.y, batch.w
     keep = w > 0
     model.zero_grad()
     weighted_mean(multilabel_bce(model(x), y), w).backward()

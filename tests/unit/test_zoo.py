@@ -20,6 +20,7 @@ from audiotag.models import (
     registry,
     validate_model_params,
 )
+from audiotag.models.phases import TASK_PHASE, training_phases
 
 K = 5  # classes
 WAVE_SAMPLES = 4000  # a quarter second at 16 kHz, for the models that take waveforms only
@@ -201,7 +202,16 @@ def test_stn_learns_its_transform() -> None:
 @pytest.mark.parametrize("residual", [False, True])
 def test_autoencoder_reconstructs_and_two_phases(residual: bool) -> None:
     model = create_model("autoencoder", K, 20, channels=[8, 16], residual=residual)
-    assert MODELS.get("autoencoder").two_phase
+    phases = training_phases(model)  # declared by the model: reconstruct, then the task
+    assert [(p.name, p.epochs) for p in phases] == [("reconstruct", 5), (TASK_PHASE, None)]
+    assert phases[0].loss == model.reconstruction_loss and phases[1].loss is None
+    assert [p.name for p in training_phases(create_model("cnn1d", K, 20))] == [TASK_PHASE]
+    alone = create_model("autoencoder", K, 20, channels=[8, 16], pretrain_epochs=0)
+    assert [p.name for p in training_phases(alone)] == [TASK_PHASE]
+    frozen = create_model("autoencoder", K, 20, channels=[8, 16], freeze_encoder=True)
+    task = training_phases(frozen)[1]
+    assert {id(p) for p in task.parameters()} == {id(p) for p in frozen.classifier_parameters()}
+    assert {id(p) for p in task.frozen()} == {id(p) for p in frozen.autoencoder_parameters()}
     x = torch.randn(6, 20, 37)  # sizes that do not divide by 4: decoder output is cropped
     assert model.reconstruct(x).shape == x.shape
     assert model.encode(x).shape == (6, model.cfg.latent_channels, 5, 10)

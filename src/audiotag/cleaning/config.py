@@ -44,6 +44,19 @@ class FixConfig(Strict):
     flagged_weight: float = Field(0.3, ge=0, le=1)  # weight: loss weight of a flagged clip
 
 
+DETECTOR_REFUSED = {
+    "processes": "the detector trains in one process",
+    "nodes": "the detector trains in one process",
+    "rdzv_endpoint": "the detector trains in one process",
+    "overfit_batches": "a sanity check of train@<model>, not of a detector",
+    "train_score_clips": "nothing logs the detector's training curves",
+    "init_from": "the detector starts from scratch (clean_labels depends on no checkpoint)",
+    "freeze_init": "the detector starts from scratch (clean_labels depends on no checkpoint)",
+}
+"""``train`` keys the detector's run cannot honour -> why (named in the error)."""
+DETECTOR_FIXED = {"processes": 1, "train_score_clips": 0}
+"""What the detector's run sets of the keys it refuses (where the default differs)."""
+
 CLEAN_MOVED = {
     "filter_by": "flag.filter_by", "threshold": "flag.threshold",
     "max_per_class": "flag.max_per_class", "loss_fraction": "flag.loss_fraction",
@@ -83,7 +96,8 @@ def parse_clean(raw: dict[str, Any],
                 where: str = "params.yaml") -> tuple[CleanConfig, TrainConfig, dict[str, Any]]:
     """``clean`` group, the detector's training settings (``clean.detector.train`` over the
     defaults of :class:`TrainConfig`, not over params.yaml's ``train``: a training
-    experiment does not re-run cleaning; one process) and its model settings
+    experiment does not re-run cleaning; a key of :data:`DETECTOR_REFUSED` is an error
+    naming it, and those keys take :data:`DETECTOR_FIXED`) and its model settings
     (``models.<model>`` with ``clean.detector.params`` over them)."""
     cfg = parse_group(raw, "clean", CleanConfig, where)
     det = cfg.detector
@@ -95,9 +109,13 @@ def parse_clean(raw: dict[str, Any],
     if "models" in det.train:
         raise ParamsError(f"{where}: clean.detector.train.models: not a training setting "
                           "(the detector is clean.detector.model)")
+    for key in det.train:
+        if key in DETECTOR_REFUSED:
+            raise ParamsError(f"{where}: clean.detector.train.{key}: the detector's run "
+                              f"cannot honour it ({DETECTOR_REFUSED[key]}); remove it")
     try:
         detector_train = TrainConfig.model_validate(
-            {"models": [det.model], **det.train, "processes": 1})
+            {"models": [det.model], **det.train, **DETECTOR_FIXED})
     except ValidationError as err:
         raise ParamsError(format_validation_error(err, "clean.detector.train", where,
                                                   TrainConfig)) from None

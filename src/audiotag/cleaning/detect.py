@@ -135,7 +135,11 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
                               f"(the manifest's true_labels column); {store}/index.csv has "
                               "none: this dataset source does not know them (synthetic does)")
         return oracle_issues(y[noisy], labels_to_matrix(part["true_labels"][noisy], classes))
-    from audiotag.training.oof import fit_predict, out_of_fold_proba  # torch: only here
+    from audiotag.training.oof import (  # torch: only here
+        fit_predict,
+        out_of_fold_proba,
+        permutation_folds,
+    )
 
     if cfg.method == "agreement":
         if noisy.all():
@@ -147,8 +151,13 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
         return agreement_issues(y[noisy], proba, cfg)
     if cfg.method not in ("cleanlab", "loss"):
         raise ValueError(f"clean.method {cfg.method!r} detects nothing")
+    n_folds = cfg.detector.n_folds
+    if len(part) < n_folds:
+        raise ValueError(f"clean.detector.n_folds={n_folds} exceeds the {len(part)} training "
+                         "clips to score")
+    folds = permutation_folds(len(part), n_folds, seed)
     proba = out_of_fold_proba(store, cfg.detector.model, model_params, train_cfg, seed,
-                              cfg.detector.n_folds, cfg.detector.crop_aggregate)
+                              folds, cfg.detector.crop_aggregate)
     if cfg.method == "cleanlab":
         return cleanlab_issues(y, proba, noisy, cfg)
     return loss_issues(y[noisy], proba[noisy], cfg)

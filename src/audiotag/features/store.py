@@ -20,6 +20,7 @@ on read, so validation and test are transformed with training statistics.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import multiprocessing
@@ -27,6 +28,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -343,19 +345,24 @@ LABELS_COLUMNS = ["clip_id", "labels", "weight"]
 """Columns of a labels file (label cleaning's ``data/clean/labels.csv``)."""
 
 
-def relabel_index(index: pd.DataFrame,
-                  path: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``index`` that the labels file at ``path`` lists, in ``index`` order, with
-    its ``labels`` and ``weight``: the file lists the clips to train on (a clip it leaves
-    out, e.g. one label cleaning dropped, does not train). A listed clip missing from
-    ``index``, a clip listed twice or a weight that is not a finite number >= 0 is an error
-    naming the file and row. ``path`` may be the table itself (a k-fold CV fold's clips)."""
-    from_file = not isinstance(path, pd.DataFrame)
-    if not from_file:
-        table, path = path.reset_index(drop=True), "labels table"
-    else:
-        table = pd.read_csv(path, dtype={"clip_id": str, "labels": str},
-                            keep_default_na=False)
+def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A labels file (label cleaning's ``data/clean/labels.csv``) as a table; its path is
+    kept in ``attrs["source"]``, which :func:`relabel_index` names in its errors."""
+    table = pd.read_csv(path, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+    table.attrs["source"] = str(path)
+    return table
+
+
+def relabel_index(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``index`` that the ``labels`` table (``clip_id, labels, weight``: a file
+    read by :func:`read_labels`, or a k-fold CV fold's clips) lists, in ``index`` order,
+    with its ``labels`` and ``weight``: the table lists the clips to train on (a clip it
+    leaves out, e.g. one label cleaning dropped, does not train). A listed clip missing
+    from ``index``, a clip listed twice or a weight that is not a finite number >= 0 is an
+    error naming the file (or "labels table") and row."""
+    from_file = "source" in labels.attrs
+    path = labels.attrs.get("source", "labels table")
+    table = labels.reset_index(drop=True)
     missing = [c for c in LABELS_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: no column {missing[0]!r} (a labels file has "
@@ -389,10 +396,11 @@ class FeatureSet(torch.utils.data.Dataset):
     """Cropped, normalised features, multi-hot targets and loss weights of the clips with
     given roles; one item per clip.
 
-    Items are ``(x, y, w)``: y ``(n_classes,)`` float32 (see :meth:`select_outputs` for
-    regression targets), w a float32 scalar (the manifest's ``weight`` column, written by
-    label cleaning; 1 without it) and x float32; ``with_noisy=True`` appends a fourth
-    element, 1.0 for a clip of the noisy subset (else 0.0):
+    Items are :class:`Item` s: y ``(n_classes,)`` float32 (``outputs``: see
+    :meth:`with_outputs` for regression targets), w a float32 scalar (the manifest's
+    ``weight`` column, written by label cleaning, 1 without it; with ``noisy_weight``, times
+    that for the clips of the noisy subset), noisy 1.0 for a clip of the noisy subset (else
+    0.0) and x float32:
 
     - evaluation (``train=False``, the default, deterministic): the centre window
       ``(dim, frames)``, or with ``features.eval_crops: N > 1`` N evenly spaced windows
@@ -407,8 +415,9 @@ class FeatureSet(torch.utils.data.Dataset):
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
                  train: bool = False, crops: int | None = None,
-                 with_noisy: bool = False,
-                 labels: str | os.PathLike[str] | pd.DataFrame | None = None) -> None:
+                 labels: pd.DataFrame | None = None,
+                 outputs: tuple[bool, list[str]] | None = None,
+                 noisy_weight: float = 1.0) -> None:
         store = Path(store_dir)
         index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
                             keep_default_na=False)
@@ -422,11 +431,16 @@ class FeatureSet(torch.utils.data.Dataset):
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
         self.targets = labels_to_matrix(self.index["labels"], self.classes)  # (N, C)
-        self._y = self.targets  # y of the items; see select_outputs
+        self._y = self.targets  # y of the items; see with_outputs
+        if outputs is not None:
+            self._y = self._outputs(*outputs)
         self._noisy = (self.index["subset"] == "noisy").to_numpy(dtype=np.float32)
-        self.with_noisy = with_noisy
-        self.weights = (self.index["weight"].to_numpy(dtype=np.float32) if "weight" in self.index
-                        else np.ones(len(self.index), dtype=np.float32))  # (N,)
+        weights = (self.index["weight"].to_numpy(dtype=np.float32) if "weight" in self.index
+                   else np.ones(len(self.index), dtype=np.float32))  # (N,)
+        if noisy_weight != 1.0:  # train.noisy_weight, times label cleaning's weights
+            weights = weights * np.where(self._noisy > 0, np.float32(noisy_weight),
+                                         np.float32(1.0))
+        self.loss_weights = weights  # (N,) per clip (not the network's weights)
         self.train = train
         default = self.config.crops_per_clip if train else self.config.n_eval_crops
         self.n_crops = default if crops is None else crops  # >1: items are (n_crops, dim, T)
@@ -441,10 +455,15 @@ class FeatureSet(torch.utils.data.Dataset):
         """The index's regression target columns (``targets_*``), in column order."""
         return [c for c in self.index.columns if c.startswith(TARGET_PREFIX)]
 
-    def select_outputs(self, with_classes: bool, columns: list[str]) -> None:
-        """Make items' ``y`` the class targets (if ``with_classes``) followed by the
-        regression ``columns`` (``targets_*``; NaN where unknown): the layout of
+    def with_outputs(self, with_classes: bool, columns: list[str]) -> FeatureSet:
+        """The same clips with items' ``y`` the class targets (if ``with_classes``) followed
+        by the regression ``columns`` (``targets_*``; NaN where unknown): the layout of
         :mod:`audiotag.training.tasks`. By default ``y`` is the class targets only."""
+        other = copy.copy(self)
+        other._y = self._outputs(with_classes, columns)
+        return other
+
+    def _outputs(self, with_classes: bool, columns: list[str]) -> np.ndarray:
         missing = [c for c in columns if c not in self.index]
         if missing:
             raise ValueError(f"feature store index has no column {missing[0]!r} "
@@ -455,7 +474,7 @@ class FeatureSet(torch.utils.data.Dataset):
             parts.append(values.to_numpy(dtype=np.float32))  # NaN = unknown target
         if not parts:
             raise ValueError("a FeatureSet needs class targets or regression columns")
-        self._y = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
 
     @property
     def is_noisy(self) -> np.ndarray:
@@ -466,10 +485,6 @@ class FeatureSet(torch.utils.data.Dataset):
     def dim(self) -> int:
         """Feature dimension (bands): n_mels for logmel, 1 for waveform, ..."""
         return int(self.meta["dim"])
-
-    @property
-    def n_mels(self) -> int:  # the name models and checkpoints use for the feature dim
-        return self.dim
 
     @property
     def kind(self) -> str:
@@ -489,7 +504,7 @@ class FeatureSet(torch.utils.data.Dataset):
             return [center_start(length, self.window)] * self.n_crops
         return eval_starts(length, self.window, self.n_crops)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
         """Item ``key``: an index, or ``(index, seed)`` (from
         :class:`~audiotag.features.crops.CropSeedSampler`) to draw random crops from
         ``seed`` rather than from torch's global RNG."""
@@ -501,10 +516,19 @@ class FeatureSet(torch.utils.data.Dataset):
         x = clip_windows(frames, starts, self.window, self.shift, self.scale)  # (K, dim, T)
         if self.n_crops == 1 or self.config.beat_sync:
             x = x[0]
-        y, w = torch.from_numpy(self._y[i]), torch.tensor(self.weights[i])
-        if self.with_noisy:
-            return x, y, w, torch.tensor(self._noisy[i])
-        return x, y, w
+        return Item(x, torch.from_numpy(self._y[i]), torch.tensor(self.loss_weights[i]),
+                    torch.tensor(self._noisy[i]))
+
+
+class Item(NamedTuple):
+    """One clip as a dataset gives it: ``x`` its window(s) ``(dim, T)`` or ``(K, dim, T)``,
+    ``y`` its targets ``(outputs,)``, ``w`` its loss weight (scalar), ``noisy`` 1.0 for a
+    clip of the noisy subset (None: the source knows no subsets, e.g. audio files)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    w: torch.Tensor
+    noisy: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -526,6 +550,11 @@ class Batch:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    def windows(self) -> torch.Tensor:
+        """Every window of the batch as one model input: ``(B * K, dim, T)`` (K crops per
+        clip), or ``x`` itself when each clip is one window."""
+        return self.x.flatten(0, 1) if self.x.dim() == 4 else self.x
+
     def to(self, device: torch.device) -> Batch:
         """The batch on ``device``, ``noisy`` zeros where the items had no flag."""
         noisy = self.noisy if self.noisy is not None else torch.zeros_like(self.w)
@@ -541,17 +570,19 @@ class Batch:
         return Batch(pin(self.x), pin(self.y), pin(self.w), pin(self.noisy), pin(self.lengths))
 
 
-def collate_clips(batch: list[tuple[torch.Tensor, ...]]) -> Batch:
-    """Stack items ``(x, y, w[, noisy])`` into a :class:`Batch`. Sequences of different
+def collate_clips(batch: list[Item]) -> Batch:
+    """Stack :class:`Item` s into a :class:`Batch`. Sequences of different
     lengths (``beat_sync``) are zero-padded at the end to the longest and the batch gets
     their ``lengths``, which the training loop passes to models that declare
     ``accepts_lengths``; other models pool over padded frames too (after ``standard``
     normalisation 0 is the training mean)."""
-    xs = [item[0] for item in batch]
+    xs = [item.x for item in batch]
     longest = max(x.shape[-1] for x in xs)
-    y, w, *noisy = (torch.stack([item[k] for item in batch]) for k in range(1, len(batch[0])))
+    y, w = torch.stack([item.y for item in batch]), torch.stack([item.w for item in batch])
+    flags = [item.noisy for item in batch]
+    noisy = torch.stack(flags) if all(f is not None for f in flags) else None
     lengths = None
     if any(x.shape[-1] != longest for x in xs):
         lengths = torch.tensor([x.shape[-1] for x in xs], dtype=torch.int64)
         xs = [torch.nn.functional.pad(x, (0, longest - x.shape[-1])) for x in xs]
-    return Batch(torch.stack(xs), y, w, noisy[0] if noisy else None, lengths)
+    return Batch(torch.stack(xs), y, w, noisy, lengths)

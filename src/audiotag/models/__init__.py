@@ -9,8 +9,9 @@ branches, on raw waveforms only) and the ImageNet backbones ``resnet18``, ``resn
 
 Capabilities that training relies on are declared on the registry entry
 (:class:`ModelSpec`): ``input`` (``spectrogram``, ``waveform``: ``(B, 1, samples)``
-only, see :mod:`audiotag.models.mixnet`, or ``any``), ``two_phase`` (reconstruct, then
-classify; see :mod:`audiotag.models.autoencoder`) and ``init_branches``. The class
+only, see :mod:`audiotag.models.mixnet`, or ``any``) and ``init_branches``; how a model
+trains (one phase, or reconstruct then classify as :mod:`audiotag.models.autoencoder`) the
+model declares itself (:mod:`audiotag.models.phases`). The class
 attribute ``accepts_lengths`` marks a ``forward(x, lengths)`` for padded variable-length
 batches (see :mod:`audiotag.models.rnn`).
 """

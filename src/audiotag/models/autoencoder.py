@@ -2,8 +2,8 @@
 
 The encoder (conv blocks pooling 2x2, then a 1x1 conv) maps the log-mel image to a
 latent map; the decoder (upsample + conv blocks) reconstructs the image from it; the
-classifier head reads the latent map. Training runs in two phases (registered with
-``two_phase=True``):
+classifier head reads the latent map. Training runs in two phases (declared by
+:meth:`Autoencoder.training_phases`, see :mod:`audiotag.models.phases`):
 
 1. reconstruct: minimise :meth:`Autoencoder.reconstruction_loss` (MSE of
    :meth:`~Autoencoder.reconstruct` against the input) over
@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from audiotag.models.heads import Activation, HeadConfig, init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, ResBlock2d, check_input, conv_stack_2d
+from audiotag.models.phases import TASK_PHASE, Phase
 from audiotag.models.registry import ChannelList, register_model
 
 
@@ -63,7 +64,7 @@ class UpBlock2d(nn.Sequential):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), block)
 
 
-@register_model("autoencoder", config=AutoencoderConfig, two_phase=True)
+@register_model("autoencoder", config=AutoencoderConfig)
 class Autoencoder(nn.Module):
     """Conv encoder -> latent map -> (decoder | classifier head); blocks plain or residual.
 
@@ -113,3 +114,15 @@ class Autoencoder(nn.Module):
         """Parameters of the classifier head only (phase 2 with a frozen encoder)."""
         yield from self.head.parameters()
 
+    def training_phases(self) -> list[Phase]:
+        """``pretrain_epochs`` of reconstruction (encoder and decoder), then the task (all
+        parameters, or with ``freeze_encoder`` the head on a fixed encoder); the task
+        alone when ``pretrain_epochs`` is 0."""
+        if not self.cfg.pretrain_epochs:
+            return [Phase(TASK_PHASE, None, self.parameters)]
+        freeze = self.cfg.freeze_encoder
+        return [Phase("reconstruct", self.cfg.pretrain_epochs, self.autoencoder_parameters,
+                      loss=self.reconstruction_loss),
+                Phase(TASK_PHASE, None,
+                      self.classifier_parameters if freeze else self.parameters,
+                      frozen=self.autoencoder_parameters if freeze else None)]

@@ -50,18 +50,15 @@ class ModelSpec:
     """A registered model: ``factory(num_classes, n_mels, cfg)``, its config class and the
     capabilities training relies on.
 
-    ``input``: see :data:`ModelInput`. ``two_phase``: the model trains in two phases
-    (``cfg.pretrain_epochs`` reconstruction epochs with ``autoencoder_parameters()`` and
-    ``reconstruction_loss(x)``, then classification; ``cfg.freeze_encoder`` trains only
-    ``classifier_parameters()``). ``init_branches``: ``train.init_from`` may give one
-    checkpoint per branch, ``branch -> {checkpoint prefix: own prefix}``.
+    ``input``: see :data:`ModelInput`. ``init_branches``: ``train.init_from`` may give one
+    checkpoint per branch, ``branch -> {checkpoint prefix: own prefix}``. (How a model
+    trains, in one phase or several, the model declares: :mod:`audiotag.models.phases`.)
     """
 
     name: str
     factory: ModelFactory
     config: type[BaseModel]
     input: ModelInput = "spectrogram"
-    two_phase: bool = False
     init_branches: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def accepts(self, kind: str) -> bool:
@@ -76,7 +73,7 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 def register_model(
     name: str, *, config: type[BaseModel], registry: Registry[ModelSpec] = MODELS,
-    input: ModelInput = "spectrogram", two_phase: bool = False,
+    input: ModelInput = "spectrogram",
     init_branches: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Callable[[F], F]:
     """Class decorator adding a model to ``registry`` (the global one by default), with
@@ -96,7 +93,7 @@ def register_model(
 
     def add(factory: F) -> F:
         registry.register(name)(ModelSpec(name=name, factory=factory, config=config,
-                                          input=input, two_phase=two_phase,
+                                          input=input,
                                           init_branches=dict(init_branches or {})))
         return factory
 

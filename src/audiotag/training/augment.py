@@ -1,5 +1,5 @@
 """Batch augmentations applied in the training loop: signal augmentation (gain, time
-shift, background mixing), mixup and SpecAugment masks.
+shift, background mixing), mixup and SpecAugment masks, composed by :class:`BatchAugment`.
 
 All draw from a ``torch.Generator`` owned by the loop, so a seeded run is repeatable.
 """
@@ -7,10 +7,12 @@ All draw from a ``torch.Generator`` owned by the loop, so a seeded run is repeat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+
+from audiotag.features.store import Batch
 
 SIGNAL_DOMAINS = ("waveform", "db", "ln")
 
@@ -154,3 +156,42 @@ class SignalAugment:
                               att.to(device, x.dtype).view(n, 1, 1))
             raw = torch.where(chosen.to(device).view(n, 1, 1), mixed, raw)
         return ((raw - shift) / scale).view(shape)
+
+
+@dataclass(frozen=True)
+class SpecAugmentMasks:
+    """``train.specaug_*``: masks per clip and their widest span (bands, frames)."""
+
+    freq_masks: int
+    freq_width: int
+    time_masks: int
+    time_width: int
+
+
+@dataclass(frozen=True)
+class BatchAugment:
+    """A training batch's augmentation, in its fixed order: signal (``train.aug_*``, on
+    each clip's own signal) -> mixup (clips, targets, weights and noisy flags alike) ->
+    SpecAugment (each crop masked on its own). Every draw comes from ``generator``."""
+
+    signal: SignalAugment | None = None
+    mixup_alpha: float = 0.0
+    masks: SpecAugmentMasks | None = None
+
+    def __call__(self, b: Batch, generator: torch.Generator) -> Batch:
+        if self.signal is not None:
+            b = replace(b, x=self.signal(b.x, generator))
+        if self.mixup_alpha > 0:
+            (x, y, w, noisy), _, perm = mix_batch([b.x, b.y, b.w, b.noisy], self.mixup_alpha,
+                                                   generator)
+            lengths = b.lengths
+            if perm is not None and lengths is not None:  # a mix is as long as its longer clip
+                lengths = torch.maximum(lengths, lengths[perm.to(lengths.device)])
+            b = Batch(x, y, w, noisy, lengths)
+        if self.masks is not None:
+            m, shape = self.masks, b.x.shape
+            flat = b.x.reshape(-1, shape[-2], shape[-1])  # (B * K, dim, T)
+            flat = spec_augment(flat, m.freq_masks, m.freq_width, m.time_masks, m.time_width,
+                                generator)
+            b = replace(b, x=flat.view(shape))
+        return b

@@ -31,7 +31,7 @@ from audiotag.core.io import atomic_path, write_json
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import CLASSES_NAME, labels_to_matrix, read_classes
 from audiotag.data.split import iterative_stratification
-from audiotag.features.store import relabel_index
+from audiotag.features.store import read_labels, relabel_index
 from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
@@ -56,7 +56,8 @@ def cv_pool(store: str | os.PathLike[str],
     if "weight" not in pool:
         pool["weight"] = 1.0
     if labels is not None:
-        kept = relabel_index(pool[pool["role"] == "train"], labels).set_index("clip_id")
+        kept = relabel_index(pool[pool["role"] == "train"], read_labels(labels))
+        kept = kept.set_index("clip_id")
         pool = pool[(pool["role"] != "train") | pool["clip_id"].isin(kept.index)]
         pool = pool.reset_index(drop=True)
         train = (pool["role"] == "train").to_numpy()

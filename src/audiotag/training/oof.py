@@ -1,8 +1,12 @@
-"""Predictions of models trained like ``train@<model>`` on some training clips for others:
-label cleaning's detector (out-of-fold probabilities, or a curated-only model).
+"""Predictions of models trained by the one recipe (:mod:`audiotag.training.recipe`) on
+some training clips for others: label cleaning's detector (out-of-fold probabilities, or a
+curated-only model).
 
-The same :class:`~audiotag.training.loop.Trainer`, feature store, crops, augmentation and
-validation-based choice of the best epoch as the ``train`` stage; nothing is written.
+The detector's run differs from ``train@<model>``'s only by the recipe's arguments: it
+trains on some of the store's ``train`` clips (``StoreClips(rows=...)``), with
+:data:`DETECTOR_DIFFERENCES` (its best epoch picked on the mean of the validation windows,
+its loader's worker seed drawn from torch's global RNG), and its folds come from
+:func:`permutation_folds` (:mod:`audiotag.cleaning.detect`); nothing is written.
 """
 
 from __future__ import annotations
@@ -15,22 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader, Sampler, SubsetRandomSampler
+from torch.utils.data import DataLoader, Sampler
 
 from audiotag.core.device import pick_device, set_threads
 from audiotag.core.errors import ParamsError
-from audiotag.features.crops import CropSeedSampler
 from audiotag.features.store import FeatureSet, collate_clips
-from audiotag.models import MODELS, create_model
 from audiotag.training.config import TrainConfig
+from audiotag.training.distributed import Context
 from audiotag.training.inference import predict
-from audiotag.training.loop import Trainer
-from audiotag.training.run import describe_task
-from audiotag.training.utils import seed_everything
+from audiotag.training.loop import final_model
+from audiotag.training.recipe import Recipe, StoreClips, build_run, outputs_of
 
 log = logging.getLogger(__name__)
 
 MAX_SCORE_CROPS = 4  # windows per scored clip at most (labels describe the whole clip)
+# How the detector's run differs from train@'s (Recipe fields); {} trains it by train@'s
+# rules (issue 31). select_on: its best epoch on the mean of a validation clip's windows
+# (train@: features.eval_aggregate); loader_seed: its DataLoader's worker seed from torch's
+# global RNG (train@: the run's generator).
+DETECTOR_DIFFERENCES: dict[str, Any] = {"select_on": "mean", "loader_seed": "global"}
 
 
 class _RowSampler(Sampler[int]):
@@ -44,8 +51,10 @@ class _RowSampler(Sampler[int]):
         return len(self.rows)
 
 
-def score_crops(data: FeatureSet) -> int:
-    """Windows per scored clip: enough to cover the longest clip, at most MAX_SCORE_CROPS."""
+def score_crops(store: str | os.PathLike[str]) -> int:
+    """Windows per scored clip: enough to cover the longest training clip, at most
+    MAX_SCORE_CROPS."""
+    data = FeatureSet(store, ("train",))
     if data.config.beat_sync or not len(data):
         return 1
     longest = int(data.index["length"].max())
@@ -62,64 +71,53 @@ def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str
     score, and return its class probabilities ``(len(score_rows), C)`` float64 for the
     training clips at ``score_rows`` (over :func:`score_crops` windows, their mean or, with
     ``crop_aggregate="max"``, their maximum: a sound in one window is present in the clip)."""
+    unhonoured = [key for key, off in (("train_score_clips", 0), ("overfit_batches", 0),
+                                       ("init_from", None), ("processes", 1), ("nodes", 1))
+                  if getattr(cfg, key) != off]
+    if unhonoured:  # what clean.detector.train refuses (audiotag.cleaning.config)
+        raise ValueError(f"the detector's run cannot honour train.{unhonoured[0]}="
+                         f"{getattr(cfg, unhonoured[0])!r}")
     store = Path(store)
     set_threads(cfg.threads)
-    generator = seed_everything(seed)
-    train_set = FeatureSet(store, ("train",), train=True, with_noisy=True)
-    valid_set = FeatureSet(store, ("valid",))
-    if len(valid_set) == 0:
-        raise ValueError(f"{store}: no validation clips: the detector picks its best epoch "
-                         "on them (check the split params)")
-    spec = describe_task(cfg, train_set)
+    device = pick_device(cfg.device, device_key)
+    recipe = Recipe(name, model_params, store, cfg, seed,
+                    StoreClips(rows=tuple(int(r) for r in train_rows)),
+                    **DETECTOR_DIFFERENCES)
+    built = build_run(recipe, Context(), device)
+    spec, trainer = built.spec, built.trainer
     if spec.n_classes == 0 or spec.n_targets:
         raise ParamsError(f"clean.method: label cleaning needs a classification task; the "
                           f"detector's task is {spec.task}")
-    for data in (train_set, valid_set):
-        data.select_outputs(True, [])
-    if cfg.noisy_weight != 1.0:
-        train_set.weights = train_set.weights * np.where(
-            train_set.is_noisy > 0, np.float32(cfg.noisy_weight), np.float32(1.0))
-    sampler = CropSeedSampler(SubsetRandomSampler([int(r) for r in train_rows],
-                                                  generator=generator), generator)
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler,
-                              collate_fn=collate_clips,
-                              drop_last=len(train_rows) > cfg.batch_size)  # BatchNorm: > 1
-    valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, collate_fn=collate_clips)
-    device = pick_device(cfg.device, device_key)
-    model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
-                         **model_params)
-    trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator, seed,
-                      two_phase=MODELS.get(name).two_phase, spectral=train_set.kind != "waveform")
     started = time.perf_counter()
     history = trainer.run(lambda result, is_best: None)
-    if trainer.finish_swa() is None and trainer.best_state is not None:
-        trainer.model.load_state_dict(trainer.best_state)
-    scored = FeatureSet(store, ("train",))
-    scored.n_crops = score_crops(scored)
-    scored.select_outputs(True, [])
+    trainer.model.load_state_dict(final_model(trainer, history).state)
+    scored = FeatureSet(store, ("train",), crops=score_crops(store), outputs=outputs_of(spec))
     loader = DataLoader(scored, batch_size=cfg.batch_size, collate_fn=collate_clips,
                         sampler=_RowSampler(score_rows))
     proba, _, _ = predict(trainer.model, loader, device, spec=spec,
                           crop_aggregate=crop_aggregate)
     log.info("%s: trained on %d clips (%d epochs, best %d, valid lwlrap %.4f) in %.1f s, "
-             "scored %d clips", name, len(train_rows), len(history), trainer.best_epoch,
-             trainer.best_score, time.perf_counter() - started, len(score_rows))
+             "scored %d clips", name, len(train_rows), len(history),
+             trainer.progress.best_epoch, trainer.progress.best_score,
+             time.perf_counter() - started, len(score_rows))
     return proba.astype(np.float64)
 
 
+def permutation_folds(n: int, n_folds: int, seed: int) -> np.ndarray:
+    """Fold ``0..n_folds-1`` of each of ``n`` clips: a seeded permutation (fold sizes differ
+    by at most one)."""
+    return np.random.default_rng(seed).permutation(np.arange(n) % n_folds)
+
+
 def out_of_fold_proba(store: str | os.PathLike[str], name: str, model_params: dict[str, Any],
-                      cfg: TrainConfig, seed: int, n_folds: int,
+                      cfg: TrainConfig, seed: int, folds: np.ndarray,
                       crop_aggregate: str = "mean") -> np.ndarray:
     """Probabilities ``(N, C)`` of every training clip of the store (``FeatureSet(store,
-    ("train",))`` order), each from a model that never saw it: a seeded permutation splits
-    the clips into ``n_folds`` folds (sizes differ by at most one); fold ``k``'s model is
-    seeded with ``seed + k``."""
-    n = len(FeatureSet(store, ("train",)))
-    if n < n_folds:
-        raise ValueError(f"clean.detector.n_folds={n_folds} exceeds the {n} training clips "
-                         "to score")
-    folds = np.random.default_rng(seed).permutation(np.arange(n) % n_folds)
+    ("train",))`` order), each from a model that never saw it: ``folds`` gives each clip's
+    fold (e.g. :func:`permutation_folds`); fold ``k``'s model is seeded with ``seed + k``."""
+    n = len(folds)
     out: np.ndarray | None = None
+    n_folds = int(folds.max()) + 1
     for k in range(n_folds):
         held = np.flatnonzero(folds == k)
         proba = fit_predict(store, name, model_params, cfg, seed + k,

@@ -1,4 +1,5 @@
-"""Optimizers and per-step learning-rate schedules chosen by name.
+"""Optimizers and per-step learning-rate schedules chosen by name, and
+:class:`Optimisation`: everything that changes a run's weights.
 
 Every schedule is a multiplier of the base learning rate as a function of the optimizer
 step (``LambdaLR``), so one code path serves all of them, the scheduler is stepped once
@@ -7,10 +8,19 @@ per batch, and a schedule can be plotted or tested without training anything.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from audiotag.models.phases import Phase
+from audiotag.training.config import TrainConfig
+from audiotag.training.utils import grad_norms, update_ratios
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "cosine", "onecycle", "cyclic")
@@ -79,3 +89,97 @@ def make_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(
         name, epochs * steps, warmup_steps=round(warmup_epochs * steps),
         cycle_steps=round(cycle_epochs * steps)))
+
+
+class Optimisation:
+    """How a run's weights change: the task phase's optimizer (``train.optimizer``) and
+    per-step schedule, a plain AdamW for each phase with a loss of its own (the
+    autoencoder's reconstruction), the AMP grad scaler, the SWA and EMA averages and the
+    fine-tuning schedule. ``model``'s ``phases`` say what each optimizer updates."""
+
+    def __init__(self, model: torch.nn.Module, phases: list[Phase], cfg: TrainConfig,
+                 steps_per_epoch: int, amp: bool) -> None:
+        trainable = [p for p in phases[-1].parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("no trainable parameters (everything is frozen)")
+        self.cfg = cfg
+        self.optimizer = make_optimizer(trainable, cfg.optimizer, cfg.lr, cfg.weight_decay,
+                                        cfg.momentum)
+        self.scheduler = make_scheduler(self.optimizer, cfg.scheduler, cfg.epochs,
+                                        steps_per_epoch, cfg.warmup_epochs, cfg.cycle_epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.swa_model = AveragedModel(model, use_buffers=False) if cfg.swa else None
+        self.swa_lr: float | None = None  # set when SWA starts; it holds the rate constant
+        # train.ema_decay: an EMA of the weights and of the buffers (batch-norm statistics
+        # too), updated after every optimizer step; it validates, is picked and is saved
+        self.ema_model = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(
+            cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None)
+        self.finetune_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.own = {p.name: torch.optim.AdamW(list(p.parameters()), lr=cfg.lr,
+                                              weight_decay=cfg.weight_decay)
+                    for p in phases if p.loss is not None}
+
+    def optimizer_of(self, phase: Phase) -> torch.optim.Optimizer:
+        return self.own[phase.name] if phase.loss is not None else self.optimizer
+
+    def step(self, loss: torch.Tensor, model: torch.nn.Module, phase: Phase
+             ) -> tuple[float, dict[str, float], dict[str, float]]:
+        """Backward and one update of ``phase``'s optimizer; returns the step's learning
+        rate, per layer the gradient norm (before clipping) and update-to-weight ratio."""
+        optimizer = self.optimizer_of(phase)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        norms = grad_norms(model)
+        if self.cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip_norm)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()
+                  if p.grad is not None}  # the parameters this step updates
+        lr = optimizer.param_groups[0]["lr"]
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        if phase.loss is None:  # the task: schedule and averages follow every step
+            if self.swa_lr is None:  # SWA holds the rate instead
+                fine = self.finetune_scheduler
+                (fine if fine is not None else self.scheduler).step()
+            if self.ema_model is not None:
+                self.ema_model.update_parameters(model)
+        return lr, norms, update_ratios(model, before)
+
+    def start_swa(self) -> None:
+        self.swa_lr = self.cfg.swa_lr or self.optimizer.param_groups[0]["lr"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.swa_lr
+
+    def start_finetune(self, steps_per_epoch: int) -> None:
+        """``train.finetune_curated_epochs``: a fresh cosine from ``finetune_lr`` (else
+        ``lr``) to 0 over those epochs, same optimizer state."""
+        lr = self.cfg.finetune_lr or self.cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = lr
+        self.finetune_scheduler = make_scheduler(
+            self.optimizer, "cosine", self.cfg.finetune_curated_epochs, steps_per_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        def state(part: Any) -> Any:
+            return part.state_dict() if part is not None else None
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "own_optimizers": {name: o.state_dict() for name, o in self.own.items()},
+                "swa_model": state(self.swa_model), "swa_lr": self.swa_lr,
+                "ema_model": state(self.ema_model),
+                "finetune_scheduler": state(self.finetune_scheduler)}
+
+    def load_state_dict(self, state: dict[str, Any], finetune_steps: int) -> None:
+        if state["finetune_scheduler"] is not None:  # before the optimizer's learning rates
+            self.start_finetune(finetune_steps)
+            self.finetune_scheduler.load_state_dict(state["finetune_scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema_model is not None and state["ema_model"] is not None:
+            self.ema_model.load_state_dict(state["ema_model"])
+        self.scaler.load_state_dict(state["scaler"])
+        for name, saved in state["own_optimizers"].items():
+            self.own[name].load_state_dict(saved)
+        if self.swa_model is not None and state["swa_model"] is not None:
+            self.swa_model.load_state_dict(state["swa_model"])
+        self.swa_lr = state["swa_lr"]
