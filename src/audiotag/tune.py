@@ -46,10 +46,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
 from audiotag.core.headline import headline_values
 from audiotag.core.params import format_validation_error, read_params
+from audiotag.core.stage import run_stage
 
 log = logging.getLogger("tune")
 
