@@ -8,8 +8,10 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn import metrics as skm
 
+from audiotag.contracts.predictions import ClipPredictions, predictions_table
 from audiotag.evaluation import evaluate as ev
 from audiotag.evaluation.config import EvaluateConfig
+from audiotag.evaluation.scoring import regression_outputs
 from audiotag.metrics.classification import (
     THRESHOLD_GRID,
     accuracy,
@@ -21,7 +23,6 @@ from audiotag.metrics.classification import (
     tune_threshold,
 )
 from audiotag.metrics.regression import mse, pearson, regression_metrics, spearman
-from audiotag.training.inference import ClipPredictions
 
 
 def _multilabel(seed, n=150, c=7):
@@ -197,7 +198,7 @@ def test_evaluate_writes_per_clip_test_predictions(monkeypatch, tmp_path):
     assert table["labels"].tolist() == ["a", "b;c", "", "a;b"]
     np.testing.assert_allclose(table.iloc[:, 2:].to_numpy(), scores, rtol=1e-5)
     with pytest.raises(ValueError, match="named 'labels'"):
-        ev.per_clip_table(test, ["labels", "b", "c", "v"])
+        predictions_table(test, ["labels", "b", "c", "v"])
 
 
 def test_evaluate_writes_per_clip_validation_predictions(monkeypatch, tmp_path):
@@ -261,7 +262,7 @@ def test_evaluate_model_regression_outputs(monkeypatch, tmp_path):
 def test_regression_output_count_is_checked():
     test = _pred(["a"], ["test"], [[0.1, 0.2, 0.3, 0.4]], {"targets_x": [1.0]})
     with pytest.raises(ValueError, match="expected 3 class logits"):
-        ev.regression_outputs(test, 3, ["x", "y"])
+        regression_outputs(test, 3, ["x", "y"])
 
 
 def _declared_evaluate_files(repo_root) -> set[str]:

@@ -36,15 +36,24 @@ KNOWN_GROUPS = (
 )
 
 
+def closest(name: str, valid: Any) -> str | None:
+    """The entry of ``valid`` closest to ``name`` (difflib), or None if none is close."""
+    close = difflib.get_close_matches(name, [str(v) for v in valid], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, valid: Any, prefix: str = "") -> str:
+    """``did you mean <prefix><closest>?``, or ``known: <every valid name>``: the tail of
+    every "unknown X" message."""
+    valid = sorted(str(v) for v in valid)
+    close = closest(name, valid)
+    return f"did you mean {prefix}{close}?" if close else f"known: {', '.join(valid)}"
+
+
 def unknown_key(where: str, key: str, valid: Any) -> str:
     """``params.yaml: train.epochz: unknown key; did you mean train.epochs?`` (difflib)."""
     parent, _, name = key.rpartition(".")
-    valid = sorted(str(v) for v in valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    if close:
-        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
-    else:
-        hint = f"known: {', '.join(valid)}"
+    hint = did_you_mean(name, valid, f"{parent}." if parent else "")
     return f"{where}: {key}: unknown key; {hint}"
 
 

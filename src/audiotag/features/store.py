@@ -33,6 +33,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from audiotag.contracts.store import INDEX_NAME, index_columns, read_store_index
+from audiotag.contracts.tables import read_clip_table
 from audiotag.core.errors import AudioError
 from audiotag.core.io import atomic_dir, read_json, write_json, write_text
 from audiotag.data.config import SplitConfig
@@ -324,10 +326,7 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
 
 def _write_tables(tmp: Path, index: pd.DataFrame, classes: list[str], stats: dict,
                   cfg: FeaturesConfig) -> None:
-    keep = ["clip_id", "subset", "row", "offset", "length", "role", "fold", "labels"]
-    keep += [c for c in index.columns
-             if c in ("true_labels", "weight") or str(c).startswith(TARGET_PREFIX)]
-    index[keep].to_csv(tmp / "index.csv", index=False)
+    index[index_columns(list(index.columns))].to_csv(tmp / INDEX_NAME, index=False)
     write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
     write_json(tmp / "stats.json", stats)
     dim = feature_dim(cfg)
@@ -354,8 +353,7 @@ def relabel_index(index: pd.DataFrame,
     if not from_file:
         table, path = path.reset_index(drop=True), "labels table"
     else:
-        table = pd.read_csv(path, dtype={"clip_id": str, "labels": str},
-                            keep_default_na=False)
+        table = read_clip_table(path)
     missing = [c for c in LABELS_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: no column {missing[0]!r} (a labels file has "
@@ -410,9 +408,7 @@ class FeatureSet(torch.utils.data.Dataset):
                  with_noisy: bool = False,
                  labels: str | os.PathLike[str] | pd.DataFrame | None = None) -> None:
         store = Path(store_dir)
-        index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
-                            keep_default_na=False)
-        self.index = index[index["role"].isin(roles)].reset_index(drop=True)
+        self.index = read_store_index(store, roles)
         if labels is not None:  # label cleaning's labels and weights (see relabel_index)
             self.index = relabel_index(self.index, labels)
         self.classes = read_classes(store / CLASSES_NAME)

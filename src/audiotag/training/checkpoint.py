@@ -7,12 +7,9 @@ from typing import Any
 
 import torch
 
+from audiotag.contracts.models import current_name
 from audiotag.core.io import atomic_path
 from audiotag.models import MODELS, create_model, validate_model_params
-
-RENAMED_MODELS = {"resstn": "stn", "resautoencoder": "autoencoder"}
-"""Registry entries folded into a ``residual`` setting (issue 22): an older checkpoint
-naming one loads as the model with ``residual: true`` (same layers and weights)."""
 
 
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -56,9 +53,7 @@ def load_checkpoint(path: str | os.PathLike[str],
     params = dict(ckpt["model_params"])
     if params.get("pretrained_weights"):  # the checkpoint holds the trained weights already
         params["pretrained_weights"] = None
-    name = ckpt["model_name"]
-    if name in RENAMED_MODELS:
-        name, params["residual"] = RENAMED_MODELS[name], True
+    name, params = current_name(ckpt["model_name"], params)  # a renamed model: today's name
     # a key added to a model's config later: a checkpoint saved before it existed was built
     # without it (checkpoints saved since hold every key)
     for key, value in getattr(MODELS.get(name).config, "ABSENT_IN_OLD_CHECKPOINTS", {}).items():
