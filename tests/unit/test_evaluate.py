@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn import metrics as skm
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.contracts.predictions import ClipPredictions, predictions_table
 from audiotag.evaluation import evaluate as ev
 from audiotag.evaluation.config import EvaluateConfig
@@ -135,8 +136,10 @@ def _pred(labels, subsets, scores, extra=None):
 
 
 def _fake(monkeypatch, tmp_path, preds, meta_extra=None, predictions=None):
-    meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75,
-            "n_parameters": 123, **(meta_extra or {})}
+    meta = CheckpointMeta.from_dict({
+        "model_name": "m", "model_params": {}, "num_classes": len(CLASSES), "n_mels": 1,
+        "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75, "n_parameters": 123,
+        **(meta_extra or {})})
     monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
     monkeypatch.setattr(ev, "predict_clips",
                         lambda model, store, roles, bs, dev, spec=None: preds[roles[0]])
@@ -206,7 +209,8 @@ def test_evaluate_writes_per_clip_validation_predictions(monkeypatch, tmp_path):
     rng = np.random.default_rng(2)
     test = _pred(["a", "b;c", "c", "a;b"], ["test"] * 4, rng.random((4, 3)))
     valid = _pred(["a", "b", "c"], ["curated"] * 3, rng.random((3, 3)))
-    meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "n_parameters": 1}
+    meta = CheckpointMeta("m", {}, len(CLASSES), 1, classes=CLASSES, n_parameters=1,
+                          record={"epoch": 2})
     monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
     for preds in ({"test": test, "valid": valid}, {"test": test, "valid": None}):
         monkeypatch.setattr(ev, "predict_clips", lambda model, store, roles, bs, dev, spec=None,

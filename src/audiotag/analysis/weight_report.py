@@ -28,6 +28,7 @@ from audiotag.analysis.weights import (
     plot_histograms,
     weight_summary,
 )
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.io import atomic_path, read_json, write_json
 from audiotag.features.store import FeatureSet
 from audiotag.training.checkpoint import load_checkpoint
@@ -57,7 +58,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str]) -> No
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False, float_format="%.6g")
 
 
-def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: dict[str, Any],
+def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: CheckpointMeta,
                     clips: int, plots: Path, name: str) -> None:
     """``saliency.png`` and ``activation_maps.png`` of the first ``clips`` clips of the
     validation batch (best-epoch weights)."""
@@ -68,7 +69,7 @@ def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: di
         plot_activation_maps([], plots / "activation_maps.png", f"{name}: no clips")
         return
     saliency, top, scores = input_saliency(model, x)
-    classes = list(meta.get("classes") or []) if meta.get("task") != "regression" else []
+    classes = list(meta.classes) if meta.task != "regression" else []
     plot_saliency(x, saliency, top, scores, classes, plots / "saliency.png",
                   f"{name}: input saliency |d top logit / d input| (validation clips, "
                   f"best epoch)")
@@ -96,9 +97,9 @@ def analyse_weights(model_dir: str | os.PathLike[str], features_dir: str | os.Pa
     summary = weight_summary(records, history, first, activations)
     verdict, reasons = gradient_verdict(history, cfg)
     summary["verdict"] = verdict
-    name = meta["model_name"]
+    name = meta.model_name
     plot_histograms(records, model, cfg.hist_bins, plots / "histograms.png",
-                    f"{name}: parameters after epoch 1 and at the best epoch ({meta['epoch']})",
+                    f"{name}: parameters after epoch 1 and at the best epoch ({meta.epoch})",
                     first_model)
     plot_gradient_heatmap(history, plots / "grad_norms.png", f"{name}: gradient norm per layer")
     plot_gradient_heatmap(history, plots / "update_ratios.png",

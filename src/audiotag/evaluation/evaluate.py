@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.contracts.names import (
     BY_SUBSET_CSV,
     CONFUSION_CSV,
@@ -60,7 +61,7 @@ from audiotag.evaluation.scoring import (
     write_timings,
 )
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.inference import output_names, predict_clips, task_of
+from audiotag.training.inference import predict_clips, task_of
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _predict(model, features_dir, role, cfg, device, spec=None) -> ClipPredictio
         return None
 
 
-def score_roles(model, meta: dict[str, Any], checkpoint, features_dir, cfg: EvaluateConfig,
+def score_roles(model, meta: CheckpointMeta, checkpoint, features_dir, cfg: EvaluateConfig,
                 device) -> tuple[ClipPredictions, ClipPredictions | None,
                                  ClipPredictions | None]:
     """The test clips' predictions (trained on the store's classes, else ValueError), the
@@ -81,8 +82,8 @@ def score_roles(model, meta: dict[str, Any], checkpoint, features_dir, cfg: Eval
     there are none)."""
     spec = task_of(meta)
     test = predict_clips(model, features_dir, ("test",), cfg.batch_size, device, spec)
-    if test.classes != meta["classes"]:
-        raise ValueError(f"{checkpoint}: trained on classes {meta['classes']} but "
+    if test.classes != meta.classes:
+        raise ValueError(f"{checkpoint}: trained on classes {meta.classes} but "
                          f"{features_dir} has {test.classes}; re-run training")
     valid = _predict(model, features_dir, "valid", cfg, device, spec)
     train = (_predict(model, features_dir, "train", cfg, device, spec) if cfg.score_train
@@ -107,8 +108,7 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     set_threads(cfg.threads)
     device = pick_device("auto")
     model, meta = load_checkpoint(checkpoint, device)
-    task = meta.get("task", "multilabel")
-    spec = task_of(meta)
+    task, spec = meta.task, task_of(meta)
     test, valid, train = score_roles(model, meta, checkpoint, features_dir, cfg, device)
     n_classes = spec.n_classes
 
@@ -118,35 +118,35 @@ def evaluate_model(checkpoint: str | os.PathLike[str], features_dir: str | os.Pa
     if task in CLASSIFICATION_TASKS and is_labelled(test):
         ml, per_class = multilabel_metrics(test, valid, n_classes)
         metrics.update(ml)
-        metrics.update(lwlrap_ci(test, n_classes, cfg, meta["model_name"]))
+        metrics.update(lwlrap_ci(test, n_classes, cfg, meta.model_name))
     metrics.update({
-        "valid_lwlrap": rounded(meta.get("valid_lwlrap")),
-        "best_epoch": int(meta["epoch"]),
-        "n_parameters": int(meta["n_parameters"]),
+        "valid_lwlrap": rounded(meta.valid_lwlrap),
+        "best_epoch": meta.epoch,
+        "n_parameters": int(meta.n_parameters),
         # where it ran, to explain a difference between machines (docs/reproducibility.md)
-        "platform": {"train": meta.get("platform"), "evaluate": platform_record(device)},
+        "platform": {"train": meta.platform, "evaluate": platform_record(device)},
     })
     by_subset, overfit_lwlrap, subset_table = split_analysis(train, valid if n_classes else None,
                                                            test.classes)
     metrics["overfit"] = {**best_epoch_gap(Path(checkpoint).parent / "history.json",
-                                            int(meta["epoch"])), **overfit_lwlrap}
+                                            meta.epoch), **overfit_lwlrap}
     if by_subset:
         metrics["lwlrap_by_subset"] = by_subset
     single, report, confusion = singlelabel_part(test, n_classes, task)
     metrics.update(single)
-    regression, regression_rows = regression_part(test, {**meta, "task": task}, n_classes)
+    regression, regression_rows = regression_part(test, meta, n_classes)
     if regression is not None:
         metrics["regression"] = regression
     metrics.update(per_class_lists(per_class, subset_table if by_subset else None))
 
     write_plot_tables(Path(plots_dir), {PER_CLASS_CSV: per_class, BY_SUBSET_CSV: subset_table,
                                         CONFUSION_CSV: confusion, REPORT_CSV: report,
-                                        REGRESSION_CSV: regression_rows}, meta["model_name"])
-    write_predictions(test, valid, output_names(meta), predictions_path, valid_predictions_path)
+                                        REGRESSION_CSV: regression_rows}, meta.model_name)
+    write_predictions(test, valid, meta.outputs, predictions_path, valid_predictions_path)
     if details_path is not None:
         write_json(details_path, metrics)
     write_headline(metrics_path, metrics)
     write_timings(timings_path, test, str(device))
-    log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta["model_name"],
+    log.info("%s: test lwlrap %s on %d clips, %.2f ms/clip", meta.model_name,
              metrics.get("lwlrap"), len(test), 1000 * test.seconds / max(len(test), 1))
     return metrics

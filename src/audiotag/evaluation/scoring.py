@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.contracts.names import REGRESSION_CSV
 from audiotag.contracts.predictions import ClipPredictions, write_predictions_table
 from audiotag.contracts.tables import TARGET_PREFIX, rounded, write_csv
@@ -106,10 +107,6 @@ def singlelabel_metrics(pred: ClipPredictions,
     return metrics, report, confusion
 
 
-def _target_names(meta: dict[str, Any]) -> list[str]:
-    return [str(t).removeprefix(TARGET_PREFIX) for t in meta.get("targets") or []]
-
-
 def regression_outputs(pred: ClipPredictions, n_classes: int,
                        names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(true, predicted)`` ``(N, T)`` of the regression targets (layout: module doc)."""
@@ -190,12 +187,12 @@ def noisy_label_suspects(table: pd.DataFrame, n: int = 10) -> list[dict[str, Any
             for _, r in top.iterrows()]
 
 
-def regression_part(test: ClipPredictions, meta: dict[str, Any],
+def regression_part(test: ClipPredictions, meta: CheckpointMeta,
                     n_classes: int) -> tuple[dict[str, Any] | None, pd.DataFrame]:
     """``(metrics or None, target/actual/predicted rows)`` for regression/multitask tasks."""
     rows = pd.DataFrame(columns=["target", "actual", "predicted"])
-    names = _target_names(meta)
-    if meta.get("task") not in ("regression", "multitask") or not names:
+    names = meta.target_names
+    if meta.task not in ("regression", "multitask") or not names:
         return None, rows
     true, predicted = regression_outputs(test, n_classes, names)
     per_target = regression_metrics(true, predicted, names)

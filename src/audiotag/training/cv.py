@@ -38,7 +38,7 @@ from audiotag.features.store import relabel_index
 from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
-from audiotag.training.inference import output_names, predict_clips, task_of
+from audiotag.training.inference import predict_clips, task_of
 from audiotag.training.run import CHECKPOINT_NAME, ClipChoice, train_model
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[s
                 clips=clips, timings=timings)
     device = pick_device(cfg.device)
     model, meta = load_checkpoint(out / MODEL_DIR / CHECKPOINT_NAME, device)
-    spec, outputs = task_of(meta), output_names(meta)
+    spec, outputs = task_of(meta), meta.outputs
     held = pool[folds == fold][LABEL_COLUMNS].reset_index(drop=True)
     oof = predict_clips(model, store, POOL_ROLES, cfg.batch_size, device, spec, labels=held)
     test = predict_clips(model, store, ("test",), cfg.batch_size, device, spec)
@@ -147,7 +147,7 @@ def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[s
     summary = {"model": name, "fold": fold, "k": k, "seed": seed + fold,
                "train_clips": len(clips.train), "held_out_clips": len(held),
                "valid_lwlrap": None if valid_lwlrap is None else round(float(valid_lwlrap), 6),
-               "best_epoch": int(meta["epoch"]),
+               "best_epoch": meta.epoch,
                "valid_clips": clips.valid["clip_id"].tolist()}
     write_json(out / FOLD_JSON, summary)
     log.info("%s fold %d: lwlrap %s on its %d validation clips", name, fold,

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from dvclive import Live
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.device import platform_record, set_threads
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
@@ -431,7 +432,7 @@ class BuiltRun:
 
     trainer: Trainer
     spec: TaskSpec
-    meta: dict[str, Any]  # what every saved checkpoint carries
+    meta: CheckpointMeta  # what every saved checkpoint carries
     fingerprint: str  # resume state of exactly this run (see audiotag.training.resume)
     resumed_seconds: float  # training time before an interruption (0: a fresh run)
 
@@ -464,6 +465,19 @@ def _train(run: RunInputs, ctx: distributed.Context, device: torch.device) -> li
     return history
 
 
+def checkpoint_meta(run: RunInputs, spec: TaskSpec, train_set: FeatureSet,
+                    model: torch.nn.Module, device: torch.device) -> CheckpointMeta:
+    """What every checkpoint of the run carries beside its weights (the kept epoch's
+    record is added when it is saved)."""
+    return CheckpointMeta(
+        model_name=run.name, model_params=run.model_params, num_classes=spec.n_outputs,
+        n_mels=train_set.n_mels, task=spec.task, single_label=spec.single_label,
+        classes=train_set.classes, targets=list(spec.targets),
+        features=train_set.meta["config"], stats=train_set.stats,
+        n_parameters=count_parameters(model),
+        platform=platform_record(device))  # explains a difference
+
+
 def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) -> BuiltRun:
     """Seed, datasets, loaders, the model (``train.init_from`` loaded, DDP-wrapped with
     several processes), its checkpoint metadata and the trainer, resumed from
@@ -476,20 +490,13 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
                                           generator, ctx, run.seed, labels, device, roles)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.n_mels,
                          **run.model_params)
-    meta = {"model_name": name, "model_params": run.model_params,
-            "num_classes": spec.n_outputs, "n_mels": train_set.n_mels,
-            "task": spec.task, "single_label": spec.single_label,
-            "classes": train_set.classes,
-            "targets": list(spec.targets),
-            "features": train_set.meta["config"], "stats": train_set.stats,
-            "n_parameters": count_parameters(model),
-            "platform": platform_record(device)}  # explains a difference
+    meta = checkpoint_meta(run, spec, train_set, model, device)
     if cfg.init_from:
         loaded, skipped = init_from_checkpoints(model, name, cfg)
         log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
                  len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
-        meta["init_from"] = cfg.init_from
+        meta = replace(meta, init_from=cfg.init_from)
     model_spec = MODELS.get(name)
     parallel = None
     if ctx.enabled:
@@ -499,7 +506,7 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
         model.to(device)
         parallel = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-        meta["processes"] = ctx.world
+        meta = replace(meta, processes=ctx.world)
     trainer = Trainer(model, spec, cfg, device, train_loader, valid_loader, generator,
                       run.seed, two_phase=model_spec.two_phase,
                       spectral=run.kind != "waveform", overfit=cfg.overfit_batches > 0,
@@ -520,7 +527,7 @@ def build_run(run: RunInputs, ctx: distributed.Context, device: torch.device) ->
     if saved is not None:
         trainer.load_state_dict(saved)
     log.info("%s: task %s, %d parameters, %d train / %d valid clips, device %s%s", name,
-             spec.task, meta["n_parameters"], len(train_loader.dataset),
+             spec.task, meta.n_parameters, len(train_loader.dataset),
              len(valid_loader.dataset), device,
              f", process {ctx.rank + 1} of {ctx.world}" if ctx.enabled else "")
     return BuiltRun(trainer, spec, meta, fp, (saved or {}).get("seconds", 0.0))
@@ -581,7 +588,7 @@ def log_summary(live: Live, run: RunInputs, built: BuiltRun, history: list[Epoch
         live.summary["best"]["valid_accuracy"] = best.valid_accuracy
     live.summary["task"] = built.spec.task
     live.summary["epochs_run"] = len(history)
-    live.summary["n_parameters"] = built.meta["n_parameters"]
+    live.summary["n_parameters"] = built.meta.n_parameters
     if run.cfg.overfit_batches:
         live.summary["overfit_final_loss"] = history[-1].train_loss
     live.sync()
@@ -605,9 +612,10 @@ def save_outputs(run: RunInputs, built: BuiltRun, history: list[EpochResult],
     to ``run.model_dir`` as a whole (see :func:`train_model`)."""
     meta, first = built.meta, history[0]
     with atomic_dir(run.model_dir) as tmp:
-        save_state_dict(tmp / CHECKPOINT_NAME, final.state, {**meta, **json_safe(final.record)})
+        save_state_dict(tmp / CHECKPOINT_NAME, final.state,
+                        meta.with_record(json_safe(final.record)))
         save_state_dict(tmp / FIRST_EPOCH_NAME, built.trainer.first_state,
-                        {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
+                        meta.with_record({"epoch": 1, "valid_lwlrap": first.valid_lwlrap}))
         write_json(tmp / HISTORY_NAME, history_json({
             "model": run.name, "task": built.spec.task, "best_epoch": final.record["epoch"],
             "layers": layer_names(built.trainer.model),  # model order of the per-layer records
