@@ -24,7 +24,7 @@ from tqdm import tqdm
 from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.errors import AudioError
 from audiotag.data.screen import probe
-from audiotag.features.crops import eval_starts
+from audiotag.features.frames import eval_starts
 from audiotag.features.frontend import frames_per_second
 from audiotag.features.store import Batch, ClipPipeline, check_finite, clip_windows, collate_clips
 from audiotag.training.inference import predict, task_of

@@ -19,7 +19,7 @@ from audiotag.core.errors import AudioError, ParamsError
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import audio_paths, read_manifest
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.crops import eval_starts
+from audiotag.features.frames import eval_starts
 from audiotag.features.store import FeatureSet, collate_clips, extract_features
 from audiotag.models import create_model
 from audiotag.predict import find_audio, run_predict, skipped_path

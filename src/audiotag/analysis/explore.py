@@ -21,7 +21,7 @@ import pandas as pd
 
 from audiotag.core.io import atomic_path, write_json
 from audiotag.data.manifest import read_manifest, split_labels
-from audiotag.features.store import FeatureSet
+from audiotag.features.frames import StoredClips
 from audiotag.plots import save_figure
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _plot_durations(manifest: pd.DataFrame, stats: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_examples(store: FeatureSet, per_class: int, path: Path) -> None:
+def _plot_examples(store: StoredClips, per_class: int, path: Path) -> None:
     """``per_class`` clips of each class (curated before noisy, single-label before
     multi-label; training clips, in index order) as their stored feature images."""
     labels = store.index["labels"].map(split_labels)
@@ -97,7 +97,7 @@ def _plot_examples(store: FeatureSet, per_class: int, path: Path) -> None:
             if col >= len(having):
                 ax.axis("off")
                 continue
-            x = store[having[col]][0].numpy()  # (dim, frames), or (crops, dim, frames)
+            x = store.eval_input(having[col])  # (dim, frames), or (crops, dim, frames)
             ax.imshow(x[0] if x.ndim == 3 else x, origin="lower", aspect="auto",
                       cmap="magma")
             ax.set_title(store.index["clip_id"].iloc[having[col]], fontsize=6)
@@ -120,9 +120,9 @@ def explore_dataset(manifest_dir: str | os.PathLike[str], features_dir: str | os
     stats = duration_stats(manifest)
     _plot_histogram(counts, classes, plots / "class_histogram.png")
     _plot_durations(manifest, stats, plots / "durations.png")
-    store = FeatureSet(features_dir, ("train",))
+    store = StoredClips(features_dir, ("train",))
     if len(store) == 0:  # no training clips (odd split params): show what there is
-        store = FeatureSet(features_dir, ("train", "valid", "test"))
+        store = StoredClips(features_dir, ("train", "valid", "test"))
     _plot_examples(store, examples_per_class, plots / "examples.png")
     per_class = counts["total"]
     summary = {"clips": {s: int((manifest["subset"] == s).sum()) for s in SUBSETS

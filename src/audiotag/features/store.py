@@ -49,7 +49,8 @@ from audiotag.data.manifest import (
 from audiotag.data.split import assign_roles
 from audiotag.features.audio import load_audio, pad_to_length
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.crops import center_start, cut, eval_starts, random_start
+from audiotag.features.crops import random_start
+from audiotag.features.frames import center_start, eval_starts, normalised_windows
 from audiotag.features.frontend import (
     FrontEnd,
     clip_samples,
@@ -97,9 +98,7 @@ def clip_windows(frames: np.ndarray, starts: list[int] | None, window: int,
     ``(T, dim)``: the windows at ``starts`` (zero-padded if short), or with ``starts=None``
     the whole sequence ``(1, dim, T)`` (``beat_sync``). Evaluation (:class:`FeatureSet`)
     and prediction on audio files (:class:`ClipPipeline`) both build inputs here."""
-    crops = [np.asarray(frames)] if starts is None else [cut(frames, s, window) for s in starts]
-    x = (np.stack(crops).astype(np.float32) - shift) / scale  # (K, T, dim)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
+    return torch.from_numpy(normalised_windows(frames, starts, window, shift, scale))
 
 
 class ClipPipeline:
