@@ -33,7 +33,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from audiotag.contracts.store import INDEX_NAME, index_columns, read_store_index
+from audiotag.contracts.store import (
+    FEATURES_NAME,
+    INDEX_NAME,
+    STATS_NAME,
+    index_columns,
+    read_store_index,
+)
 from audiotag.contracts.tables import read_clip_table
 from audiotag.core.errors import AudioError
 from audiotag.core.io import atomic_dir, read_json, write_json, write_text
@@ -327,9 +333,9 @@ def _write_tables(tmp: Path, index: pd.DataFrame, classes: list[str], stats: dic
                   cfg: FeaturesConfig) -> None:
     index[index_columns(list(index.columns))].to_csv(tmp / INDEX_NAME, index=False)
     write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
-    write_json(tmp / "stats.json", stats)
+    write_json(tmp / STATS_NAME, stats)
     dim = feature_dim(cfg)
-    write_json(tmp / "features.json", {
+    write_json(tmp / FEATURES_NAME, {
         "config": cfg.model_dump(), "kind": cfg.kind, "dim": dim, "n_mels": dim,
         "parts": feature_parts(cfg), "frames": n_frames(cfg),  # crop window (frames)
         "variable_length": cfg.beat_sync})
@@ -411,8 +417,8 @@ class FeatureSet(torch.utils.data.Dataset):
         if labels is not None:  # label cleaning's labels and weights (see relabel_index)
             self.index = relabel_index(self.index, labels)
         self.classes = read_classes(store / CLASSES_NAME)
-        self.stats = read_json(store / "stats.json")
-        self.meta = read_json(store / "features.json")
+        self.stats = read_json(store / STATS_NAME)
+        self.meta = read_json(store / FEATURES_NAME)
         self.config = FeaturesConfig.saved(self.meta["config"])
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)

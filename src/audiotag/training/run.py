@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from audiotag.contracts.checkpoint import CheckpointMeta
+from audiotag.contracts.store import FEATURES_NAME
 from audiotag.core.device import platform_record, set_threads
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import atomic_dir, atomic_path, read_json, write_json
@@ -386,7 +387,7 @@ def train_model(name: str, model_params: dict[str, Any], features_dir: str | os.
     fold; ``labels`` is then not read).
     """
     features_dir = Path(features_dir)
-    kind = read_json(features_dir / "features.json")["kind"]
+    kind = read_json(features_dir / FEATURES_NAME)["kind"]
     check_model_accepts(name, kind)
     if cfg.spec_augment and kind == "waveform":
         raise ParamsError("train.specaug_*: SpecAugment masks spectrogram bands and frames; "
