@@ -14,9 +14,8 @@ it. Capabilities that training relies on are declared on the card (``ModelCard``
 the registry entry's :class:`ModelSpec`): ``input`` (``spectrogram``, ``waveform``:
 ``(B, 1, samples)`` only, see :mod:`audiotag.models.mixnet`, or ``any``), ``two_phase``
 (reconstruct, then classify; see :mod:`audiotag.models.autoencoder`) and
-``init_branches``. The class
-attribute ``accepts_lengths`` marks a ``forward(x, lengths)`` for padded variable-length
-batches (see :mod:`audiotag.models.rnn`).
+``init_branches``. The class attribute ``accepts_lengths`` marks a ``forward(x, lengths)``
+for padded variable-length batches (see :mod:`audiotag.models.rnn`).
 """
 
 from audiotag.contracts.models import (

@@ -1,13 +1,8 @@
-"""Options shared by every model: classifier head depth, dropout, activation and init.
+"""The classifier head every model ends in, its activations and weight init.
 
-Every model config inherits :class:`HeadConfig`, so ``models.<name>.head_layers``,
-``head_hidden``, ``dropout``, ``activation`` and ``init`` mean the same thing for every
-model; params.yaml writes them once, in ``models.defaults`` (under each model unless it
-sets the key: :func:`audiotag.models.registry.parse_model_params`), and the
-vanishing-gradient study (sigmoid vs ReLU, default vs Kaiming vs Xavier init, deeper
-heads) is a params change (``++`` adds the model's own copy)::
-
-    dvc exp run -S ++models.cnn2d.activation=sigmoid -S ++models.cnn2d.init=xavier
+The options (``head_layers``, ``head_hidden``, ``head_norm``, ``dropout``, ``activation``,
+``init``) are :class:`~audiotag.contracts.model_configs.HeadConfig`, which every model
+config inherits (torch-free, in :mod:`audiotag.contracts.model_configs`).
 
 Shapes: ``B`` batch, ``D`` features, ``H`` hidden units, ``K`` classes.
 """
