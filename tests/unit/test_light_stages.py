@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LIGHT_STAGES = ("check_params", "explore", "ensemble", "report")
+LIGHT_STAGES = ("check_params", "explore", "ensemble", "cv", "report")
 
 # run the script as dvc does (`python stages/<name>.py`), up to argparse: every module-level
 # import and main()'s own imports happen; --help stops it before any work
