@@ -32,7 +32,7 @@ import yaml
 
 from audiotag.cleaning.config import parse_clean
 from audiotag.cleaning.run import clean_labels
-from audiotag.core.params import parse_group, parse_seed, read_params
+from audiotag.core.params import parse_group, parse_seed, read_params, set_dotted
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest, write_manifest
 from audiotag.data.synthetic import SyntheticConfig, generate
@@ -58,11 +58,7 @@ def main() -> None:
     clean = raw.setdefault("clean", {})
     for item in args.overrides:
         key, _, value = item.partition("=")
-        *parents, name = key.removeprefix("clean.").split(".")
-        target = clean
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[name] = yaml.safe_load(value)
+        set_dotted(clean, key.removeprefix("clean."), yaml.safe_load(value))
     cfg, train_cfg, model_params = parse_clean(raw, args.params)
     data_cfg = parse_group(raw, "data.synthetic", SyntheticConfig, args.params)
     features = parse_group(raw, "features", FeaturesConfig, args.params)

@@ -51,13 +51,12 @@ ARMS: dict[str, dict] = {
 
 def _apply(raw: dict, overrides: dict) -> dict:
     """``raw`` with each dotted ``train.*`` / ``models.*`` key of ``overrides`` set."""
+    from audiotag.core.params import set_dotted
+
     raw = copy.deepcopy(raw)
     for key, value in overrides.items():
-        parts = key.split(".") if key.split(".")[0] in ("train", "models") else ["train", key]
-        target = raw
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = value
+        dotted = key if key.split(".")[0] in ("train", "models") else f"train.{key}"
+        set_dotted(raw, dotted, value)
     return raw
 
 

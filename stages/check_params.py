@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from audiotag.core.cli import run_stage
 from audiotag.core.io import write_json
+from audiotag.core.stage import run_stage
 from audiotag.params_check import check_params
 
 

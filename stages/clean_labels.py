@@ -8,8 +8,8 @@ import logging
 
 from audiotag.cleaning.config import parse_clean
 from audiotag.cleaning.run import clean_labels
-from audiotag.core.cli import run_stage
 from audiotag.core.params import parse_seed, read_params
+from audiotag.core.stage import run_stage
 
 log = logging.getLogger("clean_labels")
 

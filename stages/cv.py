@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 
-from audiotag.core.cli import run_stage
+from audiotag.contracts.names import cv_name
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group, read_params
+from audiotag.core.stage import run_stage
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.cv import evaluate_cv
-from audiotag.training.config import cv_name, parse_cv
+from audiotag.training.config import parse_cv
 
 
 def main() -> None:

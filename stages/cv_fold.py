@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group, parse_seed, read_params
+from audiotag.core.stage import run_stage
 from audiotag.data.config import SplitConfig
 from audiotag.models import parse_model_params
 from audiotag.training.config import parse_cv, parse_train

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from audiotag.core.cli import run_stage
 from audiotag.core.io import atomic_dir, shown_as
 from audiotag.core.params import parse_seed, read_params
+from audiotag.core.stage import run_stage
 from audiotag.data.manifest import write_manifest
 from audiotag.data.sources import build_dataset, parse_data, parse_data_checks
 

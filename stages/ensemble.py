@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group, read_params
+from audiotag.core.stage import run_stage
 from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.evaluation.ensemble import evaluate_ensemble
 from audiotag.training.config import parse_train

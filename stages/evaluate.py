@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from audiotag.core.cli import run_stage
 from audiotag.core.params import parse_group, read_params
+from audiotag.core.stage import run_stage
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import evaluate_model
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from audiotag.analysis.explore import explore_dataset
-from audiotag.core.cli import run_stage
+from audiotag.core.stage import run_stage
 
 
 def main() -> None:

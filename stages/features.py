@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from audiotag.core.cli import run_stage
 from audiotag.core.params import parse_group, read_params
+from audiotag.core.stage import run_stage
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.features.config import FeaturesConfig

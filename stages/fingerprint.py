@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from audiotag.core.cli import run_stage
 from audiotag.core.io import write_json
+from audiotag.core.stage import run_stage
 from audiotag.data.inputs import fingerprint
 
 

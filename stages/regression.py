@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from audiotag.analysis.regression import write_regression_plot
-from audiotag.core.cli import run_stage
+from audiotag.core.stage import run_stage
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ import logging
 
 from audiotag.analysis.config import parse_report
 from audiotag.analysis.report import write_report
-from audiotag.core.cli import run_stage
+from audiotag.contracts.names import cv_name
 from audiotag.core.params import read_params
+from audiotag.core.stage import run_stage
 from audiotag.evaluation.config import parse_ensembles
-from audiotag.training.config import cv_name, parse_cv, parse_train
+from audiotag.training.config import parse_cv, parse_train
 
 log = logging.getLogger("report")
 

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_seed, read_params
+from audiotag.core.stage import run_stage
 from audiotag.models import parse_model_params
 from audiotag.training.config import parse_train
 from audiotag.training.distributed import torchrun_args

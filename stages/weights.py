@@ -7,8 +7,8 @@ import argparse
 
 from audiotag.analysis.config import WeightsConfig
 from audiotag.analysis.weight_report import analyse_weights
-from audiotag.core.cli import run_stage
 from audiotag.core.params import parse_group, read_params
+from audiotag.core.stage import run_stage
 
 
 def main() -> None:

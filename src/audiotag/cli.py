@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from audiotag.core.cli import USER_ERRORS
+from audiotag.core.stage import USER_ERRORS
 
 log = logging.getLogger("audiotag")
 

@@ -41,15 +41,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.contracts.names import CV_SUFFIX, DETAILS, ENSEMBLE_PREDICTIONS, PREDICTIONS
+from audiotag.contracts.predictions import score_classes
+from audiotag.contracts.tables import read_clip_table
 from audiotag.core.headline import headline_values
 from audiotag.metrics.lwlrap import clip_precisions, paired_bootstrap_blocks
 
 SEED_KEY = "seed"
-TARGET_PREFIX = "targets_"
-MODEL_METRICS = "metrics/{model}.json"
-PREDICTIONS = "predictions/{model}.csv"
-ENSEMBLE_PREDICTIONS = "ensembles/{model}.csv"  # of the names in the run's `ensembles` params
-CV_SUFFIX = "_cv"  # and of <model>_cv, the fold ensemble of a model in `cv.models`
 
 
 class CompareError(ValueError):
@@ -170,7 +168,7 @@ def clip_scores(table: pd.DataFrame, where: str) -> ClipScores:
     missing = {"clip_id", "labels"} - set(table.columns)
     if missing:
         raise CompareError(f"{where}: no column {sorted(missing)[0]!r}")
-    classes = [c for c in table.columns[2:] if not str(c).startswith(TARGET_PREFIX)]
+    classes = score_classes(table)
     labels = table["labels"].fillna("").astype(str)
     truth = np.array([[c in lab.split(";") for c in classes] for lab in labels], dtype=float)
     unknown = sorted({x for lab in labels for x in lab.split(";") if x} - set(classes))
@@ -233,12 +231,10 @@ def dvc_loader(repo: str | Path) -> Loader:
         except Exception as err:  # not a DVC repo, an unreadable remote, ...
             raise CompareError(f"{run.name}: cannot read {path} ({type(err).__name__}: "
                                f"{err})") from None
-        return pd.read_csv(io.StringIO(text), dtype={"clip_id": str, "labels": str},
-                           keep_default_na=False)
+        return read_clip_table(io.StringIO(text))
     return load
 
 
-DETAILS = "metrics/details/{model}.json"  # every metric, committed to git (cache: false)
 CI_KEYS = ("lwlrap_ci_low", "lwlrap_ci_high")
 
 

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.io import atomic_path, write_json
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.frontend import n_frames
 from audiotag.model_file import open_checkpoint
-from audiotag.training.inference import output_names
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")
@@ -46,18 +46,17 @@ class ExportError(ValueError):
     """A checkpoint that cannot be exported (the message says why), or a missing exporter."""
 
 
-def input_shape(meta: dict[str, Any]) -> tuple[int, int]:
+def input_shape(meta: CheckpointMeta) -> tuple[int, int]:
     """``(dim, frames)`` of the model input a checkpoint expects; :class:`ExportError` for
     inputs that are not a fixed spectrogram window."""
-    features = meta["features"]
-    name = meta["model_name"]
+    features, name = meta.features, meta.model_name
     if features["kind"] == "waveform":
         raise ExportError(f"{name}: trained on raw waveforms (features.kind=waveform); export "
                           "supports spectrogram models (logmel, stft, mfcc, chroma and stacks)")
     if features.get("beat_sync"):
         raise ExportError(f"{name}: trained on variable-length beat-synchronous sequences "
                           "(features.beat_sync=true); export needs a fixed window")
-    return int(meta["n_mels"]), n_frames(FeaturesConfig.model_validate(features))
+    return int(meta.n_mels), n_frames(FeaturesConfig.model_validate(features))
 
 
 def _torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
@@ -129,7 +128,7 @@ def export_model(checkpoint: str | os.PathLike[str], fmt: str,
     model, meta = open_checkpoint(checkpoint, "cpu")
     shape = input_shape(meta)
     example = torch.zeros(2, *shape)  # (B, dim, frames)
-    out = default_out(meta["model_name"], fmt) if out is None else Path(out)
+    out = default_out(meta.model_name, fmt) if out is None else Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         (_torchscript if fmt == "torchscript" else _onnx)(model, example, out)
@@ -139,16 +138,16 @@ def export_model(checkpoint: str | os.PathLike[str], fmt: str,
         raise
     except Exception as err:  # the exporters raise many types: name the model and format
         out.unlink(missing_ok=True)
-        raise ExportError(f"{meta['model_name']}: {fmt} export failed: "
+        raise ExportError(f"{meta.model_name}: {fmt} export failed: "
                           f"{type(err).__name__}: {err}") from err
     sidecar = {
-        "format": fmt, "model_name": meta["model_name"], "checkpoint": str(checkpoint),
+        "format": fmt, "model_name": meta.model_name, "checkpoint": str(checkpoint),
         "input": {"name": "features", "shape": ["batch", *shape], "dtype": "float32",
                   "normalised": "(features - shift) / scale"},
-        "output": {"name": "logits", "columns": output_names(meta)},
-        "task": meta.get("task", "multilabel"), "classes": meta["classes"],
-        "targets": meta.get("targets") or [], "features": meta["features"],
-        "shift": meta["stats"]["shift"], "scale": meta["stats"]["scale"],
+        "output": {"name": "logits", "columns": meta.outputs},
+        "task": meta.task, "classes": meta.classes,
+        "targets": meta.targets, "features": meta.features,
+        "shift": meta.stats["shift"], "scale": meta.stats["scale"],
         "parity_max_abs_diff": diff,
     }
     write_json(out.with_name(out.name + ".json"), sidecar)

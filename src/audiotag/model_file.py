@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
+from audiotag.contracts.checkpoint import REQUIRED, CheckpointMeta
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.inference import output_names
 
-REQUIRED_KEYS = ("state_dict", "model_name", "model_params", "num_classes", "n_mels",
-                 "classes", "features", "stats")
+REQUIRED_KEYS = ("state_dict", *REQUIRED)
 AUDIO_MAGIC = {b"RIFF": "a WAV (RIFF) audio file", b"fLaC": "a FLAC audio file",
                b"OggS": "an Ogg audio file", b"ID3": "an MP3 audio file"}
 
@@ -67,7 +66,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def open_checkpoint(path: str | os.PathLike[str],
-                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointMeta]:
     """:func:`load_checkpoint` of a user's file: ``(model in eval mode, meta)``.
 
     Raises FileNotFoundError for a missing file and :class:`CheckpointError` for one that
@@ -78,13 +77,14 @@ def open_checkpoint(path: str | os.PathLike[str],
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     ckpt = _read(path)
-    outputs = len(output_names(ckpt))
-    if outputs != ckpt["num_classes"]:
+    meta = CheckpointMeta.from_dict(ckpt)
+    outputs = len(meta.outputs)
+    if outputs != meta.num_classes:
         raise CheckpointError(f"{path}: lists {outputs} classes/targets but its model has "
-                              f"{ckpt['num_classes']} outputs")
+                              f"{meta.num_classes} outputs")
     try:
         return load_checkpoint(path, device)
     except (RuntimeError, KeyError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: its weights do not fit the model it describes "
-                              f"({ckpt['model_name']}, {ckpt['num_classes']} outputs): "
+                              f"({meta.model_name}, {meta.num_classes} outputs): "
                               f"{_one_line(err)}") from err

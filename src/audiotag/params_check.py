@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from audiotag.analysis.config import WeightsConfig, parse_report
 from audiotag.cleaning.config import CleanConfig, parse_clean
+from audiotag.contracts.models import list_models, parse_model_params
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import parse_group, parse_seed, read_params, unknown_key
 from audiotag.data.config import SplitConfig
@@ -27,7 +28,6 @@ from audiotag.data.sources import (
 )
 from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.features.config import FeaturesConfig
-from audiotag.models import list_models, parse_model_params
 from audiotag.training.config import parse_cv, parse_train
 
 GROUPS: dict[str, type[BaseModel]] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.device import pick_device
 from audiotag.core.errors import AudioError, ParamsError
 from audiotag.core.io import atomic_path
@@ -80,7 +81,8 @@ def predictions_table(pred: WindowPredictions, n_classes: int, top_k: int | None
     return table
 
 
-def tuned_threshold(checkpoint: str | os.PathLike[str], meta: dict) -> tuple[float | None, str]:
+def tuned_threshold(checkpoint: str | os.PathLike[str],
+                    meta: CheckpointMeta) -> tuple[float | None, str]:
     """``(threshold, where it comes from)``; None and the reason when there is none.
 
     A checkpoint holding ``threshold`` carries its own. A pipeline checkpoint
@@ -88,8 +90,8 @@ def tuned_threshold(checkpoint: str | os.PathLike[str], meta: dict) -> tuple[flo
     of the same project, used only when written after the checkpoint (a retrained model
     whose evaluation has not run yet would get another model's threshold).
     """
-    if meta.get("threshold") is not None:
-        return float(meta["threshold"]), f"{checkpoint} itself"
+    if meta.threshold is not None:
+        return meta.threshold, f"{checkpoint} itself"
     path = Path(checkpoint).resolve()
     details = path.parents[2] / "metrics" / "details" / f"{path.parent.name}.json"
     if not details.is_file():
@@ -101,7 +103,7 @@ def tuned_threshold(checkpoint: str | os.PathLike[str], meta: dict) -> tuple[flo
                                                                          str(details))
 
 
-def _tagging(checkpoint: str | os.PathLike[str], meta: dict, top_k: int | None,
+def _tagging(checkpoint: str | os.PathLike[str], meta: CheckpointMeta, top_k: int | None,
              threshold: float | None) -> tuple[int | None, float | None]:
     """``(top_k, threshold)`` for :func:`predictions_table`, logging what tags mean."""
     if top_k is not None or threshold is not None:
@@ -180,7 +182,7 @@ def run_predict(checkpoint: str | os.PathLike[str], paths: list[str | os.PathLik
         raise ParamsError(str(err)) from err
     model, meta = open_checkpoint(checkpoint, torch_device)
     top_k, threshold = _tagging(checkpoint, meta, top_k, threshold)
-    log.info("%s (%s): %d file(s) on %s", checkpoint, meta["model_name"], len(files),
+    log.info("%s (%s): %d file(s) on %s", checkpoint, meta.model_name, len(files),
              torch_device)
     pred = predict_windows(model, meta, files, hop, min_seconds,
                            batch_size, torch_device, workers, progress)

@@ -55,10 +55,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from audiotag.core.cli import run_stage
 from audiotag.core.errors import ParamsError
 from audiotag.core.headline import headline_values
-from audiotag.core.params import format_validation_error, read_params
+from audiotag.core.params import format_validation_error, get_dotted, has_dotted, read_params
+from audiotag.core.stage import run_stage
 
 log = logging.getLogger("tune")
 
@@ -119,15 +119,12 @@ class Dimension(BaseModel):
 def _lookup(params: dict[str, Any], dotted: str) -> bool:
     """Whether ``dotted`` is a key of params.yaml, or a model's copy of a shared option
     (``models.<name>.<key>`` with ``<key>`` in ``models.defaults``)."""
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            group, name, key = (dotted.split(".", 2) + ["", ""])[:3]
-            models = params.get("models") or {}
-            return (group == "models" and name != "defaults" and name in models
-                    and "." not in key and key in (models.get("defaults") or {}))
-        node = node[part]
-    return True
+    if has_dotted(params, dotted):
+        return True
+    group, name, key = (dotted.split(".", 2) + ["", ""])[:3]
+    models = params.get("models") or {}
+    return (group == "models" and name != "defaults" and name in models
+            and "." not in key and key in (models.get("defaults") or {}))
 
 
 def load_space(path: str | Path, params: dict[str, Any],
@@ -168,10 +165,7 @@ def _value(params: dict[str, Any], fixed: dict[str, Any], dotted: str) -> Any:
     """``dotted``'s value: a ``--set`` one, else params.yaml's (None where absent)."""
     if dotted in fixed:
         return fixed[dotted]
-    node: Any = params
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    return get_dotted(params, dotted)
 
 
 def _trained(space: dict[str, Dimension], params: dict[str, Any],
@@ -222,9 +216,8 @@ class Metric:
         for path, key in candidates:
             data: Any = (metrics.get(path) or {}).get("data") or {}
             # a headline file's numbers sit under its name (audiotag.core.headline)
-            for node in (data, headline_values(data, Path(path).stem)):
-                for part in key.split("."):
-                    node = node.get(part) if isinstance(node, dict) else None
+            for tree in (data, headline_values(data, Path(path).stem)):
+                node = get_dotted(tree, key)
                 if isinstance(node, int | float) and not isinstance(node, bool):
                     values.append(float(node))
                     break

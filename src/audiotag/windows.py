@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.errors import AudioError
 from audiotag.data.screen import probe
-from audiotag.features.crops import eval_starts
+from audiotag.features.frames import eval_starts
 from audiotag.features.frontend import frames_per_second
 from audiotag.features.store import (
     Batch,
@@ -33,7 +34,7 @@ from audiotag.features.store import (
     clip_windows,
     collate_clips,
 )
-from audiotag.training.inference import output_names, predict, task_of
+from audiotag.training.inference import predict, task_of
 
 TIME_COLUMNS = ["path", "start_s", "end_s"]
 
@@ -132,7 +133,7 @@ def _spans(item: FileWindows, window: int, fps: float) -> list[tuple[float, floa
     return [(s / fps, min((s + window) / fps, item.duration_s)) for s in item.starts]
 
 
-def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str | Path],
+def predict_windows(model: torch.nn.Module, meta: CheckpointMeta, paths: list[str | Path],
                     hop_s: float | None,
                     min_seconds: float, batch_size: int, device: torch.device,
                     workers: int = 0, progress: bool | None = None) -> WindowPredictions:
@@ -140,7 +141,7 @@ def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str | Path],
     window of each file (see the module doc); ``hop_s`` None: half the window.
     ``batch_size`` files are decoded together and their windows scored ``batch_size`` at
     a time."""
-    pipeline = ClipPipeline(meta["features"], meta["stats"])
+    pipeline = ClipPipeline(meta.features, meta.stats)
     fps = frames_per_second(pipeline.config)
     data = AudioWindows([str(p) for p in paths], pipeline, hop_frames(pipeline, hop_s),
                         min_seconds)
@@ -161,7 +162,7 @@ def predict_windows(model: torch.nn.Module, meta: dict, paths: list[str | Path],
                                      for x in windows[at:at + batch_size]])
 
     started = time.perf_counter()
-    outputs = output_names(meta)
+    outputs = meta.outputs
     try:
         per_window, _, _ = predict(model, batches(), device, spec=task_of(meta))
     except ValueError:  # no file could be scored

@@ -69,7 +69,7 @@ def test_two_nodes_train_like_two_processes_on_one_node(repo_root, tmp_path):
     assert single.returncode == 0, log[-3000:]
     assert "process 1 of 2" in log and "process 2 of 2" in log  # two replicas ran
     _, meta = load_checkpoint(tmp_path / "single/model/model.pt")
-    assert meta["processes"] == 2 and meta["classes"] == classes
+    assert meta.processes == 2 and meta.classes == classes
     history = json.loads((tmp_path / "single/model/history.json").read_text())["epochs"]
     assert len(history) == 2 and history[-1]["train_loss"] < history[0]["train_loss"]
     # one writer: the dvclive log has each epoch once

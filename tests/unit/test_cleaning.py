@@ -25,7 +25,7 @@ from audiotag.cleaning.run import (
     suspect_class,
 )
 from audiotag.core.errors import ParamsError
-from audiotag.core.params import parse_group, read_params
+from audiotag.core.params import parse_group, read_params, set_dotted
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import labels_to_matrix, read_manifest, write_manifest
 from audiotag.features.config import FeaturesConfig
@@ -98,11 +98,7 @@ def _clean(**flat) -> CleanConfig:
     """A CleanConfig from flat keyword settings (``flagged_weight=0.1`` goes to its block)."""
     nested: dict = {}
     for key, value in flat.items():
-        *parents, name = CLEAN_MOVED.get(key, key).split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[name] = value
+        set_dotted(nested, CLEAN_MOVED.get(key, key), value)
     return CleanConfig.model_validate(nested)
 
 

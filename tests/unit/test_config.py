@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from audiotag.core.errors import ParamsError
-from audiotag.core.params import parse_group, parse_seed, read_params
+from audiotag.core.params import parse_group, parse_seed, read_params, set_dotted
 from audiotag.data.config import DataChecksConfig
 from audiotag.data.sources import parse_data, parse_data_checks
 from audiotag.features.config import FeaturesConfig
@@ -155,11 +155,7 @@ def test_a_boolean_is_not_accepted_as_a_number(tmp_path, group, value, key):
     model = (SOURCES.get(group.split(".")[1]).config if group.startswith("data.")
              else configs[group])
     raw: dict = {}
-    node = raw
-    *parents, last = group.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
+    set_dotted(raw, group, value)
     with pytest.raises(ParamsError, match=rf"{key}: .*bool"):
         parse_group(raw, group, model)
 

@@ -8,8 +8,11 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn import metrics as skm
 
+from audiotag.contracts.checkpoint import CheckpointMeta
+from audiotag.contracts.predictions import ClipPredictions, predictions_table
 from audiotag.evaluation import evaluate as ev
 from audiotag.evaluation.config import EvaluateConfig
+from audiotag.evaluation.scoring import regression_outputs
 from audiotag.metrics.classification import (
     THRESHOLD_GRID,
     accuracy,
@@ -21,7 +24,6 @@ from audiotag.metrics.classification import (
     tune_threshold,
 )
 from audiotag.metrics.regression import mse, pearson, regression_metrics, spearman
-from audiotag.training.inference import ClipPredictions
 
 
 def _multilabel(seed, n=150, c=7):
@@ -134,8 +136,10 @@ def _pred(labels, subsets, scores, extra=None):
 
 
 def _fake(monkeypatch, tmp_path, preds, meta_extra=None, predictions=None):
-    meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75,
-            "n_parameters": 123, **(meta_extra or {})}
+    meta = CheckpointMeta.from_dict({
+        "model_name": "m", "model_params": {}, "num_classes": len(CLASSES), "n_mels": 1,
+        "classes": CLASSES, "epoch": 2, "valid_lwlrap": 0.75, "n_parameters": 123,
+        **(meta_extra or {})})
     monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
     monkeypatch.setattr(ev, "predict_clips",
                         lambda model, store, roles, bs, dev, spec=None: preds[roles[0]])
@@ -197,7 +201,7 @@ def test_evaluate_writes_per_clip_test_predictions(monkeypatch, tmp_path):
     assert table["labels"].tolist() == ["a", "b;c", "", "a;b"]
     np.testing.assert_allclose(table.iloc[:, 2:].to_numpy(), scores, rtol=1e-5)
     with pytest.raises(ValueError, match="named 'labels'"):
-        ev.per_clip_table(test, ["labels", "b", "c", "v"])
+        predictions_table(test, ["labels", "b", "c", "v"])
 
 
 def test_evaluate_writes_per_clip_validation_predictions(monkeypatch, tmp_path):
@@ -205,7 +209,8 @@ def test_evaluate_writes_per_clip_validation_predictions(monkeypatch, tmp_path):
     rng = np.random.default_rng(2)
     test = _pred(["a", "b;c", "c", "a;b"], ["test"] * 4, rng.random((4, 3)))
     valid = _pred(["a", "b", "c"], ["curated"] * 3, rng.random((3, 3)))
-    meta = {"model_name": "m", "classes": CLASSES, "epoch": 2, "n_parameters": 1}
+    meta = CheckpointMeta("m", {}, len(CLASSES), 1, classes=CLASSES, n_parameters=1,
+                          record={"epoch": 2})
     monkeypatch.setattr(ev, "load_checkpoint", lambda path, device: (None, meta))
     for preds in ({"test": test, "valid": valid}, {"test": test, "valid": None}):
         monkeypatch.setattr(ev, "predict_clips", lambda model, store, roles, bs, dev, spec=None,
@@ -260,7 +265,7 @@ def test_evaluate_model_regression_outputs(monkeypatch, tmp_path):
 def test_regression_output_count_is_checked():
     test = _pred(["a"], ["test"], [[0.1, 0.2, 0.3, 0.4]], {"targets_x": [1.0]})
     with pytest.raises(ValueError, match="expected 3 class logits"):
-        ev.regression_outputs(test, 3, ["x", "y"])
+        regression_outputs(test, 3, ["x", "y"])
 
 
 def _declared_evaluate_files(repo_root) -> set[str]:

@@ -21,6 +21,7 @@ from experiments_page import DOC, bash_lines, keep_alternatives, parse_value, sp
 
 from audiotag.core.errors import ParamsError
 from audiotag.core.headline import CV_KEYS, ENSEMBLE_KEYS, KEYS
+from audiotag.core.params import set_dotted
 from audiotag.models import list_models
 from audiotag.params_check import check_params
 
@@ -99,14 +100,6 @@ def grid(sets: list[tuple[str, str]], queued: bool) -> list[dict]:
     return points
 
 
-def _set(params: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    node = params
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
-
-
 def test_every_sweep_value_passes_the_params_schema(tmp_path, monkeypatch):
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     monkeypatch.chdir(REPO)  # data.inputs are checked against the DVC-tracked files here
@@ -115,7 +108,7 @@ def test_every_sweep_value_passes_the_params_schema(tmp_path, monkeypatch):
         for point in grid(sets, queued):
             params = yaml.safe_load(yaml.safe_dump(base))
             for key, value in point.items():
-                _set(params, key, value)
+                set_dotted(params, key, value)
             path = tmp_path / "params.yaml"
             path.write_text(yaml.safe_dump(params, sort_keys=False))
             try:
@@ -129,7 +122,7 @@ def test_every_sweep_value_passes_the_params_schema(tmp_path, monkeypatch):
 
 def test_a_bad_sweep_value_fails_the_schema(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    _set(params, "features.pad_mode", "wrapp")
+    set_dotted(params, "features.pad_mode", "wrapp")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(ParamsError, match="pad_mode"):

@@ -24,7 +24,8 @@ from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest, write_manifest
 from audiotag.data.split import assign_roles
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.crops import center_start, cut, eval_starts, random_start
+from audiotag.features.crops import random_start
+from audiotag.features.frames import center_start, cut, eval_starts
 from audiotag.features.frontend import FrontEnd, feature_dim, n_frames
 from audiotag.features.store import (
     Batch,

@@ -18,6 +18,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "audiotag"
 # lower layers first; a package may import its own modules and any lower layer
 LAYERS: list[set[str]] = [
     {"core"},
+    {"contracts"},   # what crosses stage boundaries: torch-free, core only below it
     {"data", "metrics", "plots", "models"},
     {"features"},
     {"training"},

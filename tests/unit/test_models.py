@@ -10,6 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from audiotag.contracts.models import CARDS, ModelCard, current_name
 from audiotag.core.registry import Registry
 from audiotag.models import (
     BACKBONES,
@@ -211,15 +212,33 @@ def test_cnn2d_attention_pooling_weights_its_frames_logits() -> None:
 
 def test_duplicate_name_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register_model("cnn2d", config=Cnn2dConfig)(Cnn2d)
+        register_model("cnn2d")(Cnn2d)
     assert model_config_class("cnn2d") is Cnn2dConfig
 
     fresh: Registry[ModelSpec] = Registry("model")
-    register_model("tiny", config=Cnn2dConfig, registry=fresh)(Cnn2d)
+    tiny = ModelCard("tiny", Cnn2dConfig)
+    register_model("tiny", registry=fresh, card=tiny)(Cnn2d)
     with pytest.raises(ValueError, match="'tiny' is already registered"):
-        register_model("tiny", config=Cnn2dConfig, registry=fresh)(Cnn2d)
+        register_model("tiny", registry=fresh, card=tiny)(Cnn2d)
     assert fresh.names() == ["tiny"]
     assert "tiny" not in list_models()
+
+
+def test_a_model_needs_a_catalogue_card() -> None:
+    with pytest.raises(KeyError, match="unknown model 'tiny'"):
+        register_model("tiny", registry=Registry("model"))(Cnn2d)
+
+
+def test_every_card_has_a_registered_module_and_back() -> None:
+    assert MODELS.names() == list_models() == sorted(CARDS)
+    for name in list_models():
+        assert MODELS.get(name).card is CARDS[name]
+
+
+def test_an_old_model_name_maps_to_its_successor() -> None:
+    assert current_name("resstn", {"channels": [8]}) == ("stn", {"channels": [8],
+                                                                 "residual": True})
+    assert current_name("cnn2d", {"residual": False}) == ("cnn2d", {"residual": False})
 
 
 def test_config_must_forbid_extra_keys() -> None:
@@ -227,7 +246,7 @@ def test_config_must_forbid_extra_keys() -> None:
         model_config = ConfigDict(frozen=True)
 
     with pytest.raises(TypeError, match="extra='forbid'"):
-        register_model("loose", config=Loose, registry=Registry("model"))
+        ModelCard("loose", Loose)
 
 
 def test_unknown_model_raises_key_error_listing_known_names() -> None:
@@ -346,4 +365,4 @@ def test_defaults_is_not_a_model_name():
         model_config = ConfigDict(extra="forbid")
 
     with pytest.raises(ValueError, match="models.defaults"):
-        register_model("defaults", config=Cfg, registry=Registry("model"))(nn.Identity)
+        ModelCard("defaults", Cfg)

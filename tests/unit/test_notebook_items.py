@@ -165,7 +165,7 @@ def test_split_fraction_keeps_a_stratified_seeded_share_of_the_training_clips():
 def test_train_targets_picks_the_regression_columns_a_model_learns(multi, tmp_path):
     _train(multi, tmp_path, _cfg(task="regression", epochs=1, targets=["n_tones"]))
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["targets"] == ["targets_n_tones"] and meta["num_classes"] == 1
+    assert meta.targets == ["targets_n_tones"] and meta.num_classes == 1
     metrics = evaluate_model(tmp_path / "model/model.pt", multi, tmp_path / "m.json",
                              tmp_path / "plots", EvaluateConfig(score_train=False))
     assert set(metrics["regression"]) == {"n_tones", "mse"}  # mse: over the targets

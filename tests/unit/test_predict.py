@@ -14,11 +14,12 @@ import torch
 from helpers import tone_clip, write_tone_dataset
 
 from audiotag.cli import main as cli_main
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.errors import AudioError, ParamsError
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import audio_paths, read_manifest
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.crops import eval_starts
+from audiotag.features.frames import eval_starts
 from audiotag.features.store import FeatureSet, collate_clips, extract_features
 from audiotag.models import create_model
 from audiotag.predict import find_audio, run_predict, skipped_path
@@ -42,10 +43,9 @@ def _store_and_checkpoint(tmp_path, **features):
     torch.manual_seed(0)
     model = create_model("cnn2d", num_classes=len(classes), n_mels=store.dim,
                          channels=[4, 8])
-    meta = {"model_name": "cnn2d", "model_params": {"channels": [4, 8]},
-            "num_classes": len(classes), "n_mels": store.dim, "task": "multilabel",
-            "single_label": False, "classes": classes, "targets": [],
-            "features": store.meta["config"], "stats": store.stats, "n_parameters": 1}
+    meta = CheckpointMeta(model_name="cnn2d", model_params={"channels": [4, 8]},
+                          num_classes=len(classes), n_mels=store.dim, classes=classes,
+                          features=store.meta["config"], stats=store.stats, n_parameters=1)
     save_checkpoint(tmp_path / "model.pt", model, meta)
     return model.eval(), meta, manifest, audio_paths(manifest, raw)
 
@@ -84,12 +84,12 @@ def test_predict_cli_writes_scores_tags_and_lists_unreadable_files(tmp_path, cap
               "--top-k", "2", "--device", "cpu", "--no-progress", str(tmp_path / "clips"),
               str(empty)])
     table = pd.read_csv(out, keep_default_na=False)
-    assert table.columns.tolist() == ["path", "tags", *meta["classes"]]
+    assert table.columns.tolist() == ["path", "tags", *meta.classes]
     assert sorted(table["path"]) == sorted(str(clips / p.name) for p in paths[:3])
-    scores = table[meta["classes"]].to_numpy()
+    scores = table[meta.classes].to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()
     for row, tags in zip(scores, table["tags"], strict=True):  # best two, best first
-        assert tags.split(";") == [meta["classes"][i] for i in np.argsort(-row)[:2]]
+        assert tags.split(";") == [meta.classes[i] for i in np.argsort(-row)[:2]]
     skipped = pd.read_csv(skipped_path(out))
     assert sorted(skipped["path"]) == sorted([str(clips / "broken.wav"), str(empty)])
     assert skipped["reason"].str.startswith("unreadable").all()  # the download's screening
@@ -260,8 +260,8 @@ def _bad_checkpoints(tmp_path):
              "wav": (paths[0].read_bytes(), "WAV")}
     for name, (data, _) in cases.items():
         (tmp_path / f"{name}.pt").write_bytes(data)
-    save_torch({**state, "classes": [*meta["classes"], "extra"]}, tmp_path / "classes.pt")
-    save_torch({**state, "num_classes": 5, "classes": [*meta["classes"], "a", "b"]},
+    save_torch({**state, "classes": [*meta.classes, "extra"]}, tmp_path / "classes.pt")
+    save_torch({**state, "num_classes": 5, "classes": [*meta.classes, "a", "b"]},
                tmp_path / "weights.pt")
     return [(tmp_path / f"{n}.pt", why) for n, (_, why) in cases.items()] + [
         (tmp_path / "classes.pt", "lists 4 classes/targets but its model has 3 outputs"),

@@ -66,7 +66,7 @@ def _evaluate(out, store):
 def test_auto_task_is_singlelabel_on_single_label_data(single, tmp_path):
     history = _train(single, tmp_path, _cfg(epochs=6))
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["task"] == "singlelabel" and meta["num_classes"] == 3
+    assert meta.task == "singlelabel" and meta.num_classes == 3
     assert all(math.isfinite(r.valid_accuracy) for r in history)
     metrics = _evaluate(tmp_path, single)
     assert metrics["task"] == "singlelabel" and metrics["accuracy"] > 0.6  # chance: 1/3
@@ -76,7 +76,7 @@ def test_auto_task_is_singlelabel_on_single_label_data(single, tmp_path):
 
 def test_auto_task_is_multilabel_on_multi_label_data(multi, tmp_path):
     _train(multi, tmp_path, _cfg(epochs=1))
-    assert load_checkpoint(tmp_path / "model/model.pt")[1]["task"] == "multilabel"
+    assert load_checkpoint(tmp_path / "model/model.pt")[1].task == "multilabel"
 
 
 def test_regression_task_learns_the_targets(multi, tmp_path):
@@ -84,8 +84,8 @@ def test_regression_task_learns_the_targets(multi, tmp_path):
     assert all(math.isnan(r.valid_lwlrap) for r in history)  # no classes to rank
     assert history[-1].train_loss < history[0].train_loss / 2
     model, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["targets"] == ["targets_n_tones", "targets_seconds"]
-    assert meta["num_classes"] == 2  # outputs: one per target, no class logits
+    assert meta.targets == ["targets_n_tones", "targets_seconds"]
+    assert meta.num_classes == 2  # outputs: one per target, no class logits
     metrics = _evaluate(tmp_path, multi)
     assert "lwlrap" not in metrics and set(metrics["regression"]) >= {"n_tones", "seconds"}
     assert metrics["regression"]["n_tones"]["spearman"] > 0.5  # louder mixes, more tones
@@ -94,7 +94,7 @@ def test_regression_task_learns_the_targets(multi, tmp_path):
 def test_multitask_has_both_heads(multi, tmp_path):
     _train(multi, tmp_path, _cfg(task="multitask", epochs=2, regression_weight=0.5))
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["num_classes"] == 3 + 2 and meta["task"] == "multitask"
+    assert meta.num_classes == 3 + 2 and meta.task == "multitask"
     metrics = _evaluate(tmp_path, multi)
     assert 0 < metrics["lwlrap"] <= 1 and "n_tones" in metrics["regression"]
 
@@ -122,7 +122,7 @@ def test_swa_yields_an_averaged_model_with_fresh_batch_norm(multi, tmp_path):
     assert len(history) == 4  # SWA runs every epoch, whatever the patience
     assert [r.lr for r in history[1:]] == [0.005] * 3  # constant SWA learning rate
     model, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["swa"] is True and meta["epoch"] == 4
+    assert meta.record["swa"] is True and meta.epoch == 4
     saved = json.loads((tmp_path / "model/history.json").read_text())["swa"]
     assert saved["phase"] == "swa" and 0 < saved["valid_lwlrap"] <= 1
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
@@ -138,7 +138,7 @@ def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path, swa):
                freeze_init=True, swa_start_epoch=1 if swa else 0)
     _train(multi, tmp_path / "b", cfg)
     target, meta = load_checkpoint(tmp_path / "b/model/model.pt")
-    assert meta["init_from"].endswith("model.pt")
+    assert meta.init_from.endswith("model.pt")
     src, dst = source.state_dict(), target.state_dict()
     convs = [k for k in dst if k.endswith("weight") and dst[k].dim() == 3]
     assert convs and all(torch.equal(src[k], dst[k]) for k in convs)  # loaded, frozen
@@ -161,7 +161,7 @@ def test_autoencoder_reconstructs_then_classifies(multi, tmp_path):
     assert [r.phase for r in history] == ["reconstruct"] * 3 + ["train"] * 2
     assert history[2].train_loss < history[0].train_loss  # reconstruction improves
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["epoch"] in (4, 5)  # the best is picked among classification epochs
+    assert meta.epoch in (4, 5)  # the best is picked among classification epochs
     tsv = tmp_path / "live/plots/metrics/reconstruct/train/loss.tsv"
     assert len(tsv.read_text().splitlines()) == 1 + 3
 
@@ -185,7 +185,9 @@ def test_training_follows_the_phases_the_model_declares(multi, tmp_path, monkeyp
     assert MODELS.get("mixnet").input == "waveform"  # what a model takes: its registry entry
     with pytest.raises(ParamsError, match="features.kind=waveform: model 'cnn2d'"):
         check_model_accepts("cnn2d", "waveform")
-    monkeypatch.setitem(MODELS._entries, "cnn2d", replace(MODELS.get("cnn2d"), input="any"))
+    cnn2d = MODELS.get("cnn2d")
+    monkeypatch.setitem(MODELS._entries, "cnn2d",
+                        replace(cnn2d, card=replace(cnn2d.card, input="any")))
     check_model_accepts("cnn2d", "waveform")
     with pytest.raises(ParamsError, match="train.init_from: cnn2d has no branches"):
         _train(multi, tmp_path / "b", _cfg(init_from={"spec": "x.pt"}), name="cnn2d",

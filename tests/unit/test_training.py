@@ -7,6 +7,7 @@ from dvclive import Live
 from helpers import TONE_FEATURES, TONE_TRAIN, write_tone_dataset
 from torch.utils.data import DataLoader
 
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import read_manifest
 from audiotag.features.store import FeatureSet, collate_clips, extract_features
@@ -49,10 +50,10 @@ def test_same_seed_same_run_and_a_self_describing_checkpoint(store, tmp_path):
 
     model, meta = load_checkpoint(tmp_path / "a/model/model.pt")
     best = max(first, key=lambda r: r.valid_lwlrap)
-    assert meta["epoch"] == best.epoch and meta["classes"] == ["low", "mid", "high"]
+    assert meta.epoch == best.epoch and meta.classes == ["low", "mid", "high"]
     # the params given plus every default the network was built with
-    assert meta["model_params"] == model.cfg.model_dump(mode="json")
-    assert meta["model_params"]["channels"] == [16, 16] and len(meta["stats"]["mean"]) == 16
+    assert meta.model_params == model.cfg.model_dump(mode="json")
+    assert meta.model_params["channels"] == [16, 16] and len(meta.stats["mean"]) == 16
     assert model(torch.zeros(2, 16, 63)).shape == (2, 3)
 
     history = json.loads((tmp_path / "a/model/history.json").read_text())
@@ -72,7 +73,7 @@ def test_a_run_is_built_fitted_and_saved_in_typed_steps(store, tmp_path):
     out = RunOutputs(tmp_path / "model", tmp_path / "live")
     built = build_run(run, distributed.Context(), torch.device("cpu"))
     assert built.spec.task == "multilabel" and built.resumed_seconds == 0.0
-    assert built.meta["model_name"] == "cnn1d" and built.trainer.total_epochs == 2
+    assert built.meta.model_name == "cnn1d" and built.trainer.total_epochs == 2
     with Live(str(out.live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
         history = fit(run, built, live, time.perf_counter())
     assert [r.train_loss for r in history] == [r.train_loss for r in expected]
@@ -80,8 +81,8 @@ def test_a_run_is_built_fitted_and_saved_in_typed_steps(store, tmp_path):
     assert final.swa is None and final.record["epoch"] == final.best.epoch
     save_outputs(run, out, built, history, final)
     _, meta = load_checkpoint(tmp_path / "model/model.pt")
-    assert meta["epoch"] == final.record["epoch"] and meta["classes"] == built.meta["classes"]
-    assert meta["platform"]["device"] == "cpu" and meta["platform"]["cpu_kernels"]
+    assert meta.epoch == final.record["epoch"] and meta.classes == built.meta.classes
+    assert meta.platform["device"] == "cpu" and meta.platform["cpu_kernels"]
     saved = json.loads((tmp_path / "model/history.json").read_text())
     assert len(saved["epochs"]) == 2
     assert "train_seconds" not in saved and "seconds" not in saved["epochs"][0]
@@ -125,7 +126,7 @@ def test_saved_checkpoints_and_resume_states_are_byte_reproducible(tmp_path):
     # the real save paths write through a temporary file; nothing of its (random) name,
     # nor anything else but the content, may end up in the file
     state = {"w": torch.arange(6.0).view(2, 3), "b": torch.zeros(3)}
-    meta = {"model_name": "cnn1d", "model_params": {"channels": [4]}, "epoch": 2}
+    meta = CheckpointMeta("cnn1d", {"channels": [4]}, 2, 4, record={"epoch": 2})
     saved = []
     for _ in range(2):
         save_state_dict(tmp_path / "model.pt", state, meta)
@@ -191,7 +192,7 @@ def test_manifest_weights_reach_the_training_loss(tmp_path):
 def test_first_epoch_and_update_ratios_are_saved(store, tmp_path):
     _train(store, tmp_path, cfg=TRAIN.model_copy(update={"epochs": 2}))
     _, first = load_checkpoint(tmp_path / "model/first_epoch.pt")
-    assert first["epoch"] == 1
+    assert first.epoch == 1
     history = json.loads((tmp_path / "model/history.json").read_text())
     ratios = history["epochs"][0]["update_ratios"]
     assert set(ratios) == set(history["epochs"][0]["grad_norms"])

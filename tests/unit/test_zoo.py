@@ -441,6 +441,6 @@ def test_a_checkpoint_saved_with_partial_params_holds_every_config_key(tmp_path)
                                                    "model_params": {"channels": [4, 8]},
                                                    "num_classes": K, "n_mels": 16})
     loaded, meta = load_checkpoint(tmp_path / "model.pt")
-    assert meta["model_params"] == model.cfg.model_dump(mode="json")
+    assert meta.model_params == model.cfg.model_dump(mode="json")
     x = torch.randn(2, 16, 24)
     torch.testing.assert_close(loaded(x), model.eval()(x))

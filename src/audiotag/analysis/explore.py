@@ -25,7 +25,7 @@ import pandas as pd
 
 from audiotag.core.io import atomic_path, write_json
 from audiotag.data.manifest import read_manifest, split_labels
-from audiotag.features.store import FeatureSet
+from audiotag.features.frames import StoredClips
 from audiotag.plots import save_figure
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def duration_stats(manifest: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
-def frame_stats(store: FeatureSet) -> dict[str, Any]:
+def frame_stats(store: StoredClips) -> dict[str, Any]:
     """``{"model_input", "frame_seconds", "stored": {subset: {min, median, max}}}``: the
     frames of one model input (None: variable length), the hop in seconds (None:
     beat-synchronous frames, whose length varies) and the frames stored per clip."""
@@ -97,7 +97,7 @@ def _plot_durations(manifest: pd.DataFrame, stats: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _plot_examples(store: FeatureSet, per_class: int, path: Path) -> None:
+def _plot_examples(store: StoredClips, per_class: int, path: Path) -> None:
     """``per_class`` clips of each class (curated before noisy, single-label before
     multi-label; training clips, in index order) as their stored feature images."""
     labels = store.index["labels"].map(split_labels)
@@ -120,7 +120,7 @@ def _plot_examples(store: FeatureSet, per_class: int, path: Path) -> None:
             if col >= len(having):
                 ax.set_axis_off()
                 continue
-            x = store[having[col]][0].numpy()  # (dim, frames), or (crops, dim, frames)
+            x = store.eval_input(having[col])  # (dim, frames), or (crops, dim, frames)
             image = ax.imshow(x[0] if x.ndim == 3 else x, origin="lower", aspect="auto",
                               cmap="magma", vmin=-3, vmax=3)
             ax.set_title(store.index["clip_id"].iloc[having[col]], fontsize=6)
@@ -146,12 +146,12 @@ def explore_dataset(manifest_dir: str | os.PathLike[str], features_dir: str | os
     stats = duration_stats(manifest)
     _plot_histogram(counts, classes, plots / "class_histogram.png")
     _plot_durations(manifest, stats, plots / "durations.png")
-    store = FeatureSet(features_dir, ("train",))
+    store = StoredClips(features_dir, ("train",))
     if len(store) == 0:  # no training clips (odd split params): show what there is
-        store = FeatureSet(features_dir, ("train", "valid", "test"))
+        store = StoredClips(features_dir, ("train", "valid", "test"))
     _plot_examples(store, examples_per_class, plots / "examples.png")
     per_class = counts["total"]
-    every = FeatureSet(features_dir, ("train", "valid", "test"))
+    every = StoredClips(features_dir, ("train", "valid", "test"))
     summary = {"clips": {s: int((manifest["subset"] == s).sum()) for s in SUBSETS
                          if (manifest["subset"] == s).any()},
                "classes": len(classes),

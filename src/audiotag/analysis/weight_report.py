@@ -30,6 +30,7 @@ from audiotag.analysis.weights import (
     plot_histograms,
     weight_summary,
 )
+from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.io import atomic_path, read_json, write_json
 from audiotag.features.store import FeatureSet
 from audiotag.training.checkpoint import load_checkpoint
@@ -62,7 +63,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path, columns: list[str]) -> No
 ACTIVATION_MAP_LAYERS = 6  # layers of activation_maps.png (every clip); layers/ has them all
 
 
-def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: dict[str, Any],
+def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: CheckpointMeta,
                     cfg: WeightsConfig, plots: Path, name: str) -> None:
     """``saliency.png``, ``activation_maps.png`` and ``layers/`` (one figure per conv
     layer) of the first ``cfg.saliency_clips`` clips of the validation batch (best-epoch
@@ -75,7 +76,7 @@ def _saliency_plots(model: torch.nn.Module, batch: torch.Tensor | None, meta: di
         plot_layer_views([], plots / "layers", f"{name} (no clips)")
         return
     saliency, top, scores = input_saliency(model, x)
-    classes = list(meta.get("classes") or []) if meta.get("task") != "regression" else []
+    classes = list(meta.classes) if meta.task != "regression" else []
     plot_saliency(x, saliency, top, scores, classes, plots / "saliency.png",
                   f"{name}: input saliency |d top logit / d input| (validation clips, "
                   f"best epoch)")
@@ -106,9 +107,9 @@ def analyse_weights(model_dir: str | os.PathLike[str], features_dir: str | os.Pa
     summary = weight_summary(records, history, first, activations)
     verdict, reasons = gradient_verdict(history, cfg)
     summary["verdict"] = verdict
-    name = meta["model_name"]
+    name = meta.model_name
     plot_histograms(records, model, cfg.hist_bins, plots / "histograms.png",
-                    f"{name}: parameters after epoch 1 and at the best epoch ({meta['epoch']})",
+                    f"{name}: parameters after epoch 1 and at the best epoch ({meta.epoch})",
                     first_model)
     plot_gradient_heatmap(history, plots / "grad_norms.png", f"{name}: gradient norm per layer")
     plot_gradient_heatmap(history, plots / "update_ratios.png",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from audiotag.contracts.models import check_model_name, parse_model_params
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import Strict, format_validation_error, parse_group
-from audiotag.models import list_models, parse_model_params
 from audiotag.training.config import TrainConfig
 
 
@@ -101,11 +100,7 @@ def parse_clean(raw: dict[str, Any],
     (``models.<model>`` with ``clean.detector.params`` over them)."""
     cfg = parse_group(raw, "clean", CleanConfig, where)
     det = cfg.detector
-    known = list_models()
-    if det.model not in known:
-        close = difflib.get_close_matches(det.model, known, n=1)
-        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
-        raise ParamsError(f"{where}: clean.detector.model: unknown model {det.model!r}; {hint}")
+    check_model_name(det.model, "clean.detector.model", where)
     if "models" in det.train:
         raise ParamsError(f"{where}: clean.detector.train.models: not a training setting "
                           "(the detector is clean.detector.model)")

@@ -31,6 +31,7 @@ import pandas as pd
 from audiotag.cleaning.config import CleanConfig
 from audiotag.cleaning.cooccurrence import label_cooccurrence, plot_cooccurrence
 from audiotag.cleaning.passthrough import label_metrics, label_stats
+from audiotag.contracts.store import read_store_index as store_index
 from audiotag.core.io import atomic_dir, atomic_path, write_json
 from audiotag.data.manifest import CLASSES_NAME, join_labels, labels_to_matrix, read_classes
 from audiotag.training.config import TrainConfig
@@ -160,9 +161,7 @@ def _outcome_metrics(raw: pd.DataFrame, cleaned: pd.DataFrame, flagged: np.ndarr
 
 def read_store_index(store: Path) -> tuple[pd.DataFrame, list[str]]:
     """The feature store's index (every clip, with its role) and class list."""
-    index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str,
-                                                    "true_labels": str},
-                        keep_default_na=False)
+    index = store_index(store, text=("true_labels",))
     return index, read_classes(store / CLASSES_NAME)
 
 

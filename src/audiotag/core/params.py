@@ -36,15 +36,50 @@ KNOWN_GROUPS = (
 )
 
 
+def get_dotted(tree: Any, key: str, default: Any = None) -> Any:
+    """``tree["a"]["b"]`` for the dotted ``key`` ``a.b``; ``default`` where a part is
+    missing (or its parent is not a mapping)."""
+    node = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def has_dotted(tree: Any, key: str) -> bool:
+    """Whether the dotted ``key`` is in ``tree`` (its value may be None)."""
+    missing = object()
+    return get_dotted(tree, key, missing) is not missing
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree["a"]["b"] = value`` for the dotted ``key`` ``a.b``, making the mappings on the
+    way."""
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
+
+
+def closest(name: str, valid: Any) -> str | None:
+    """The entry of ``valid`` closest to ``name`` (difflib), or None if none is close."""
+    close = difflib.get_close_matches(name, [str(v) for v in valid], n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, valid: Any, prefix: str = "") -> str:
+    """``did you mean <prefix><closest>?``, or ``known: <every valid name>``: the tail of
+    every "unknown X" message."""
+    valid = sorted(str(v) for v in valid)
+    close = closest(name, valid)
+    return f"did you mean {prefix}{close}?" if close else f"known: {', '.join(valid)}"
+
+
 def unknown_key(where: str, key: str, valid: Any) -> str:
     """``params.yaml: train.epochz: unknown key; did you mean train.epochs?`` (difflib)."""
     parent, _, name = key.rpartition(".")
-    valid = sorted(str(v) for v in valid)
-    close = difflib.get_close_matches(name, valid, n=1)
-    if close:
-        hint = f"did you mean {parent + '.' if parent else ''}{close[0]}?"
-    else:
-        hint = f"known: {', '.join(valid)}"
+    hint = did_you_mean(name, valid, f"{parent}." if parent else "")
     return f"{where}: {key}: unknown key; {hint}"
 
 
@@ -178,9 +213,7 @@ def _nested_model(model: type[BaseModel] | None,
 
 def parse_group(raw: dict[str, Any], key: str, model: type[M], where: str = "params.yaml") -> M:
     """Validate ``raw[key]`` (a dotted key such as ``data.synthetic`` is allowed) as ``model``."""
-    value: Any = raw
-    for part in key.split("."):
-        value = value.get(part, {}) if isinstance(value, dict) else None
+    value = get_dotted(raw, key)
     if value is None:
         value = {}
     if not isinstance(value, dict):

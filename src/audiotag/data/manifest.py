@@ -25,39 +25,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from audiotag.contracts.tables import (  # the label-list format, shared by every table
+    LABEL_SEP,
+    TARGET_PREFIX,
+    TEXT_COLUMNS,
+    join_labels,  # noqa: F401 (re-exported: data sources write label lists with it)
+    labels_to_matrix,  # noqa: F401 (re-exported)
+    read_clip_table,
+    split_labels,
+)
 from audiotag.core.errors import ManifestError
 from audiotag.core.io import atomic_path, write_text
 
 SUBSETS = ("curated", "noisy", "test")
-LABEL_SEP = ";"
 REQUIRED_COLUMNS = ("clip_id", "path", "labels", "subset", "fold", "duration_s", "sample_rate")
 MANIFEST_NAME = "manifest.csv"
 CLASSES_NAME = "classes.txt"
-TARGET_PREFIX = "targets_"  # numeric regression-target columns: targets_valence, ...
 PREDICTION_COLUMNS = ("clip_id", "labels", "path", "tags")
 """Columns of the predictions tables beside one column per class (evaluate's per-clip
 ``clip_id, labels``, predict's ``path, tags``): no class may take one of these names."""
-
-
-def split_labels(labels: str | float | None) -> list[str]:
-    """``"a;b"`` -> ``["a", "b"]``; empty or NaN -> ``[]``."""
-    if labels is None or (isinstance(labels, float) and np.isnan(labels)):
-        return []
-    return [part.strip() for part in str(labels).split(LABEL_SEP) if part.strip()]
-
-
-def join_labels(labels: list[str] | tuple[str, ...]) -> str:
-    return LABEL_SEP.join(labels)
-
-
-def labels_to_matrix(labels: pd.Series | list[str], classes: list[str]) -> np.ndarray:
-    """Multi-hot matrix ``(n_clips, n_classes)`` float32 from ``;``-separated label strings."""
-    index = {name: i for i, name in enumerate(classes)}
-    out = np.zeros((len(labels), len(classes)), dtype=np.float32)
-    for row, value in enumerate(labels):
-        for name in split_labels(value):
-            out[row, index[name]] = 1.0
-    return out
 
 
 def _show(value: object) -> str:
@@ -142,9 +128,7 @@ def read_manifest(manifest_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, l
     path = manifest_dir / MANIFEST_NAME
     if not path.exists():
         raise ManifestError(f"{path}: no such file")
-    # keep_default_na=False: an empty label list stays "" (not NaN), a clip named "NA" stays
-    text = {"clip_id": str, "labels": str, "true_labels": str, "path": str}
-    df = pd.read_csv(path, dtype=text, keep_default_na=False)
+    df = read_clip_table(path, {**TEXT_COLUMNS, "true_labels": str, "path": str})
     classes = read_classes(manifest_dir / CLASSES_NAME)
     validate_manifest(df, classes, where=str(path))
     df["fold"] = df["fold"].astype(int)

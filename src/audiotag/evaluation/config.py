@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from audiotag.contracts.models import list_models
+from audiotag.contracts.names import CV_SUFFIX
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import Strict, parse_group
-from audiotag.models import list_models
-from audiotag.training.config import CV_SUFFIX, parse_train
+from audiotag.training.config import parse_train
 
 
 class EvaluateConfig(Strict):

@@ -24,23 +24,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.contracts.names import FOLD_JSON, OOF_CSV, PER_CLASS_CSV, TEST_CSV
+from audiotag.contracts.predictions import (
+    ClipPredictions,
+    read_predictions,
+    write_predictions_table,
+)
+from audiotag.contracts.tables import read_clip_table, rounded, write_csv
 from audiotag.core.headline import CV_KEYS
 from audiotag.core.io import read_json, write_json
 from audiotag.evaluation.config import EvaluateConfig
-from audiotag.evaluation.ensemble import (
-    ensemble_metrics,
-    ensemble_predictions,
-    read_predictions,
-)
-from audiotag.evaluation.evaluate import (
-    PER_CLASS_CSV,
-    _r,
-    _write_csv,
-    per_clip_table,
-    write_headline,
-)
-from audiotag.training.cv import FOLD_JSON, OOF_CSV, TEST_CSV
-from audiotag.training.inference import ClipPredictions
+from audiotag.evaluation.ensemble import ensemble_metrics, ensemble_predictions
+from audiotag.evaluation.scoring import write_headline
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +64,7 @@ def _spread(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return _r(float(np.mean(values))), _r(sd)
+    return rounded(float(np.mean(values))), rounded(sd)
 
 
 def _subset(pred: ClipPredictions, keep: np.ndarray) -> ClipPredictions:
@@ -122,13 +117,12 @@ def evaluate_cv(name: str, model: str, k: int, folds: list[int],
                              f"k={summary['k']} of {summary['model']}, not fold {fold} of "
                              f"k={k} of {model}: re-run its cv_fold stage")
         summaries[fold] = summary
-        tables[fold] = pd.read_csv(root / str(fold) / OOF_CSV, dtype={"clip_id": str,
-                                   "labels": str}, keep_default_na=False)
-    _write_csv(assemble_oof(tables), Path(oof_path))
+        tables[fold] = read_clip_table(root / str(fold) / OOF_CSV)
+    write_csv(assemble_oof(tables), oof_path)
     metrics, per_class, test = cv_metrics(
         summaries, oof_path, {f"fold {f}": root / str(f) / TEST_CSV for f in folds}, eval_cfg)
-    _write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
-    _write_csv(per_clip_table(test, test.classes), Path(predictions_path))
+    write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
+    write_predictions_table(test, test.classes, predictions_path)
     write_json(details_path, metrics)
     write_headline(metrics_path, metrics, CV_KEYS)
     log.info("%s: CV lwlrap %s ± %s over %d folds (out-of-fold %s); fold ensemble test "

@@ -30,47 +30,27 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from audiotag.contracts.names import PER_CLASS_CSV
+from audiotag.contracts.predictions import (
+    ClipPredictions,
+    read_predictions,
+    write_predictions_table,
+)
+from audiotag.contracts.tables import rounded, write_csv
 from audiotag.core.headline import ENSEMBLE_KEYS
 from audiotag.core.io import write_json
-from audiotag.data.manifest import labels_to_matrix, split_labels
 from audiotag.evaluation.config import EvaluateConfig
-from audiotag.evaluation.evaluate import (
-    PER_CLASS_CSV,
-    TARGET_PREFIX,
-    _per_class_list,
-    _r,
-    _write_csv,
+from audiotag.evaluation.scoring import (
     lwlrap_ci,
     multilabel_metrics,
-    per_clip_table,
+    per_class_list,
     singlelabel_metrics,
     write_headline,
 )
 from audiotag.metrics.lwlrap import per_class_lwlrap
-from audiotag.training.inference import ClipPredictions
 
 log = logging.getLogger(__name__)
 EPS = 1e-7  # floor of a score before its log (geometric mean)
-
-
-def read_predictions(path: str | os.PathLike[str]) -> ClipPredictions:
-    """A ``clip_id, labels, <class>...`` predictions CSV as :class:`ClipPredictions` (class
-    scores only; ``targets_*`` regression columns are dropped)."""
-    table = pd.read_csv(path, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
-    if list(table.columns[:2]) != ["clip_id", "labels"]:
-        raise ValueError(f"{path}: expected the columns clip_id, labels, then one per class; "
-                         f"got {list(table.columns[:3])}")
-    classes = [c for c in table.columns[2:] if not str(c).startswith(TARGET_PREFIX)]
-    unknown = sorted({x for lab in table["labels"] for x in split_labels(lab)} - set(classes))
-    if unknown:
-        raise ValueError(f"{path}: label {unknown[0]!r} is not a class column")
-    try:
-        scores = table[classes].to_numpy(dtype=np.float64)
-    except ValueError as err:
-        raise ValueError(f"{path}: a class score is not a number ({err})") from None
-    return ClipPredictions(classes=list(classes), index=table[["clip_id", "labels"]],
-                           scores=scores, targets=labels_to_matrix(table["labels"], classes),
-                           seconds=0.0)
 
 
 def check_same_clips(members: dict[str, ClipPredictions], paths: dict[str, Any]) -> None:
@@ -123,13 +103,13 @@ def ensemble_metrics(test: ClipPredictions, valid: ClipPredictions | None,
     metrics.update(ml)
     metrics.update(lwlrap_ci(test, n_classes, cfg, "ensemble"))
     if labelled_valid is not None and (labelled_valid.targets > 0).any():
-        metrics["valid_lwlrap"] = _r(per_class_lwlrap(labelled_valid.targets,
-                                                      labelled_valid.scores).overall)
+        metrics["valid_lwlrap"] = rounded(per_class_lwlrap(labelled_valid.targets,
+                                                          labelled_valid.scores).overall)
     sl, _, _ = singlelabel_metrics(test, n_classes)
     if sl["n_clips"] == len(test) and len(test) > 0:  # a single-label dataset: accuracy
         metrics["task"], metrics["singlelabel"] = "singlelabel", sl
         metrics["accuracy"] = sl["accuracy"]
-    metrics["per_class"] = _per_class_list(per_class)
+    metrics["per_class"] = per_class_list(per_class)
     return metrics, per_class
 
 
@@ -139,8 +119,8 @@ def _write_skipped(members: list[str], method: str, metrics_path, details_path, 
     and ``audiotag compare`` leave it out), header-only CSVs."""
     reason = f"fewer than two models to average ({members})"
     details = {"skipped": reason, "members": members, "method": method}
-    _write_csv(pd.DataFrame(columns=["class", "lwlrap"]), Path(plots_dir) / PER_CLASS_CSV)
-    _write_csv(pd.DataFrame(columns=["clip_id", "labels"]), Path(predictions_path))
+    write_csv(pd.DataFrame(columns=["class", "lwlrap"]), Path(plots_dir) / PER_CLASS_CSV)
+    write_predictions_table(None, [], predictions_path)
     write_json(details_path, details)
     write_json(metrics_path, {})
     return details
@@ -169,8 +149,8 @@ def evaluate_ensemble(name: str, method: str, eval_cfg: EvaluateConfig,
                          "clip to evaluate an ensemble on")
     metrics, per_class = ensemble_metrics(test, valid, eval_cfg)
     metrics.update({"members": members, "method": method})
-    _write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
-    _write_csv(per_clip_table(test, test.classes), Path(predictions_path))
+    write_csv(per_class, Path(plots_dir) / PER_CLASS_CSV)
+    write_predictions_table(test, test.classes, predictions_path)
     write_json(details_path, metrics)
     write_headline(metrics_path, metrics, ENSEMBLE_KEYS)
     log.info("%s (%s of %s): test lwlrap %s on %d clips", name, method, ", ".join(members),

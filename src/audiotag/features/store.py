@@ -35,6 +35,14 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from audiotag.contracts.store import (
+    FEATURES_NAME,
+    INDEX_NAME,
+    STATS_NAME,
+    index_columns,
+    read_store_index,
+)
+from audiotag.contracts.tables import read_clip_table
 from audiotag.core.errors import AudioError
 from audiotag.core.io import atomic_dir, read_json, write_json, write_text
 from audiotag.data.config import SplitConfig
@@ -49,7 +57,8 @@ from audiotag.data.manifest import (
 from audiotag.data.split import assign_roles
 from audiotag.features.audio import load_audio, pad_to_length
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.crops import center_start, cut, eval_starts, random_start
+from audiotag.features.crops import random_start
+from audiotag.features.frames import center_start, eval_starts, normalised_windows
 from audiotag.features.frontend import (
     FrontEnd,
     clip_samples,
@@ -97,9 +106,7 @@ def clip_windows(frames: np.ndarray, starts: list[int] | None, window: int,
     ``(T, dim)``: the windows at ``starts`` (zero-padded if short), or with ``starts=None``
     the whole sequence ``(1, dim, T)`` (``beat_sync``). Evaluation (:class:`FeatureSet`)
     and prediction on audio files (:class:`ClipPipeline`) both build inputs here."""
-    crops = [np.asarray(frames)] if starts is None else [cut(frames, s, window) for s in starts]
-    x = (np.stack(crops).astype(np.float32) - shift) / scale  # (K, T, dim)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (K, dim, T)
+    return torch.from_numpy(normalised_windows(frames, starts, window, shift, scale))
 
 
 class ClipPipeline:
@@ -326,14 +333,11 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
 
 def _write_tables(tmp: Path, index: pd.DataFrame, classes: list[str], stats: dict,
                   cfg: FeaturesConfig) -> None:
-    keep = ["clip_id", "subset", "row", "offset", "length", "role", "fold", "labels"]
-    keep += [c for c in index.columns
-             if c in ("true_labels", "weight") or str(c).startswith(TARGET_PREFIX)]
-    index[keep].to_csv(tmp / "index.csv", index=False)
+    index[index_columns(list(index.columns))].to_csv(tmp / INDEX_NAME, index=False)
     write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
-    write_json(tmp / "stats.json", stats)
+    write_json(tmp / STATS_NAME, stats)
     dim = feature_dim(cfg)
-    write_json(tmp / "features.json", {
+    write_json(tmp / FEATURES_NAME, {
         "config": cfg.model_dump(), "kind": cfg.kind, "dim": dim, "n_mels": dim,
         "parts": feature_parts(cfg), "frames": n_frames(cfg),  # crop window (frames)
         "variable_length": cfg.beat_sync})
@@ -348,7 +352,7 @@ LABELS_COLUMNS = ["clip_id", "labels", "weight"]
 def read_labels(path: str | os.PathLike[str]) -> pd.DataFrame:
     """A labels file (label cleaning's ``data/clean/labels.csv``) as a table; its path is
     kept in ``attrs["source"]``, which :func:`relabel_index` names in its errors."""
-    table = pd.read_csv(path, dtype={"clip_id": str, "labels": str}, keep_default_na=False)
+    table = read_clip_table(path)
     table.attrs["source"] = str(path)
     return table
 
@@ -391,7 +395,6 @@ def relabel_index(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-
 class FeatureSet(torch.utils.data.Dataset):
     """Cropped, normalised features, multi-hot targets and loss weights of the clips with
     given roles; one item per clip.
@@ -419,14 +422,12 @@ class FeatureSet(torch.utils.data.Dataset):
                  outputs: tuple[bool, list[str]] | None = None,
                  noisy_weight: float = 1.0) -> None:
         store = Path(store_dir)
-        index = pd.read_csv(store / "index.csv", dtype={"clip_id": str, "labels": str},
-                            keep_default_na=False)
-        self.index = index[index["role"].isin(roles)].reset_index(drop=True)
+        self.index = read_store_index(store, roles)
         if labels is not None:  # label cleaning's labels and weights (see relabel_index)
             self.index = relabel_index(self.index, labels)
         self.classes = read_classes(store / CLASSES_NAME)
-        self.stats = read_json(store / "stats.json")
-        self.meta = read_json(store / "features.json")
+        self.stats = read_json(store / STATS_NAME)
+        self.meta = read_json(store / FEATURES_NAME)
         self.config = FeaturesConfig.saved(self.meta["config"])
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)

@@ -18,36 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from audiotag.models.heads import Activation, HeadConfig, init_weights, make_activation
+from audiotag.contracts.model_configs import AutoencoderConfig
+from audiotag.models.heads import Activation, init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, ResBlock2d, check_input, conv_stack_2d
 from audiotag.models.phases import TASK_PHASE, Phase
-from audiotag.models.registry import ChannelList, register_model
-
-
-class AutoencoderConfig(HeadConfig):
-    """Params of ``autoencoder`` (plus the shared head options).
-
-    Attributes:
-        channels: output channels of each encoder block (each pools 2x2); the decoder
-            mirrors them.
-        latent_channels: channels of the latent map ``(B, latent_channels, F/2^n, T/2^n)``.
-        pretrain_epochs: phase-1 (reconstruction) epochs before the ``train.epochs`` of
-            classification; 0 skips phase 1.
-        freeze_encoder: phase 2 trains the classifier head only.
-        residual: residual blocks (two convs + shortcut) in the encoder and the decoder.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
-    latent_channels: int = Field(default=32, ge=1)
-    pretrain_epochs: int = Field(default=5, ge=0)
-    freeze_encoder: bool = False
-    residual: bool = False
+from audiotag.models.registry import register_model
 
 
 class UpBlock2d(nn.Sequential):
@@ -64,7 +42,7 @@ class UpBlock2d(nn.Sequential):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), block)
 
 
-@register_model("autoencoder", config=AutoencoderConfig)
+@register_model("autoencoder")
 class Autoencoder(nn.Module):
     """Conv encoder -> latent map -> (decoder | classifier head); blocks plain or residual.
 

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import ConfigDict
 from torch import Tensor, nn
 
-from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
+from audiotag.contracts.model_configs import BackboneConfig
+from audiotag.models.heads import ClassifierHead, init_weights
 from audiotag.models.layers import check_input, eval_frozen
 from audiotag.models.registry import register_model
 
@@ -61,20 +61,6 @@ BACKBONES: dict[str, BackboneSpec] = {
     # log-spaced continuous position bias (any input size: windows and merges pad)
     "swin_v2_t": BackboneSpec(_torchvision("swin_v2_t"), "features.0.0", "head"),
 }
-
-
-class BackboneConfig(HeadConfig):
-    """Params of the ImageNet backbones (plus the shared head options of :class:`HeadConfig`).
-
-    Attributes:
-        pretrained_weights: local torchvision state_dict file, or None for random init.
-        freeze_backbone: train the head only (backbone weights and BN statistics fixed).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pretrained_weights: str | None = None
-    freeze_backbone: bool = False
 
 
 def _replace(root: nn.Module, path: str, new: nn.Module) -> nn.Module:
@@ -151,35 +137,35 @@ class ImageNetBackbone(nn.Module):
         return self.head(self.backbone(x.unsqueeze(1)))  # (B, 1, F, T) -> (B, D) -> (B, K)
 
 
-@register_model("resnet18", config=BackboneConfig)
+@register_model("resnet18")
 class Resnet18(ImageNetBackbone):
     """ResNet-18 (11M parameters)."""
 
     arch = "resnet18"
 
 
-@register_model("resnet50", config=BackboneConfig)
+@register_model("resnet50")
 class Resnet50(ImageNetBackbone):
     """ResNet-50 (24M parameters)."""
 
     arch = "resnet50"
 
 
-@register_model("regnet_y_800mf", config=BackboneConfig)
+@register_model("regnet_y_800mf")
 class RegnetY800mf(ImageNetBackbone):
     """RegNetY-800MF (6M parameters)."""
 
     arch = "regnet_y_800mf"
 
 
-@register_model("efficientnet_v2_s", config=BackboneConfig)
+@register_model("efficientnet_v2_s")
 class EfficientnetV2S(ImageNetBackbone):
     """EfficientNetV2-S (20M parameters)."""
 
     arch = "efficientnet_v2_s"
 
 
-@register_model("swin_v2_t", config=BackboneConfig)
+@register_model("swin_v2_t")
 class SwinV2T(ImageNetBackbone):
     """Swin Transformer V2-T (28M parameters; Liu et al. 2022)."""
 

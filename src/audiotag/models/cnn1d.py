@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from audiotag.models.heads import HeadConfig, init_weights, make_activation
+from audiotag.contracts.model_configs import Cnn1dConfig
+from audiotag.models.heads import init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_1d
-from audiotag.models.registry import ChannelList, DropoutRate, register_model
+from audiotag.models.registry import register_model
 
 
-class Cnn1dConfig(HeadConfig):
-    """Params of ``cnn1d`` (plus the shared head options of :class:`HeadConfig`).
-
-    Attributes:
-        channels: output channels of each conv block (conv1d-BN-act-maxpool 2).
-        kernel_size: temporal kernel size, odd so that padding keeps the frame count.
-        residual: residual blocks (two convs and a shortcut, :class:`ResBlock1d`).
-        dropout: dropout before each head layer.
-        block_dropout: dropout after every conv block (0: none; the Italian notebook's
-            CNN1D had dropout in every layer).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: ChannelList = Field(default_factory=lambda: [64, 64, 128])
-    kernel_size: int = Field(default=5, ge=1)
-    residual: bool = False
-    dropout: DropoutRate = 0.2
-    block_dropout: DropoutRate = 0.0
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError("must be odd")
-        return value
-
-
-@register_model("cnn1d", config=Cnn1dConfig, input="any")  # any features.kind
+@register_model("cnn1d")
 class Cnn1d(nn.Module):
     """1-D CNN: conv blocks halve time; max+mean over time; linear head.
 

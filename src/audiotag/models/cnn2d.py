@@ -2,74 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
-
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
-from audiotag.models.heads import HeadConfig, init_weights
-from audiotag.models.layers import AttentionHead, MaxMeanHead, PoolKind, check_input, conv_stack_2d
-from audiotag.models.registry import ChannelList, DropoutRate, register_model
-
-FreqReduce = Literal["mean", "flatten"]
-ClipPool = Literal["maxmean", "attention"]
-
-
-class Cnn2dConfig(HeadConfig):
-    """Params of ``cnn2d`` (plus the shared head options of :class:`HeadConfig`).
-
-    Attributes:
-        channels: output channels of each conv block; each block halves frequency and time.
-        residual: residual blocks (two conv3x3 and a shortcut, :class:`ResBlock2d`).
-        convs_per_block: conv3x3-BN-act layers per plain block (PANNs: 2); residual blocks
-            always have two.
-        pool: the pooling ending each block: ``avg`` (PANNs) or ``max``.
-        time_pools: how many blocks (the first ones) halve time as well as frequency;
-            the others halve frequency only (None: every block), so the head sees finer
-            time steps: pitch trajectories (vibrato, chirps) survive, at more compute.
-        freq_reduce: how the last map's frequency bands become one feature vector per
-            frame: ``flatten`` keeps each band's channels apart (``C * F'`` features), so
-            the head knows *where* in frequency a pattern is; ``mean`` averages them (as
-            PANNs, whose receptive field spans the whole spectrum), which makes a shallow
-            net blind to pitch: a pattern one octave up gives the same features.
-        clip_pool: how frame features become clip logits: ``maxmean`` concatenates the
-            max and the mean over time before the head; ``attention`` gives each frame
-            logits and a softmax weight over time per class (as ``crnn``).
-        dropout: dropout before each head layer.
-        block_dropout: dropout after every conv block (0: none).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    # what a checkpoint saved before these keys existed was built with (load_checkpoint)
-    ABSENT_IN_OLD_CHECKPOINTS: ClassVar[dict[str, Any]] = {
-        "convs_per_block": 1, "pool": "max", "freq_reduce": "mean", "time_pools": None,
-        "clip_pool": "maxmean"}
-
-    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
-    residual: bool = False
-    convs_per_block: int = Field(default=2, ge=1)
-    pool: PoolKind = "avg"
-    time_pools: int | None = Field(default=None, ge=0)
-    freq_reduce: FreqReduce = "flatten"
-    clip_pool: ClipPool = "attention"
-    dropout: DropoutRate = 0.2
-    block_dropout: DropoutRate = 0.0
-
-    @field_validator("time_pools")
-    @classmethod
-    def _at_most_every_block(cls, value: int | None, info: ValidationInfo) -> int | None:
-        blocks = len(info.data.get("channels") or [])  # channels is validated first
-        if value is not None and blocks and value > blocks:
-            raise ValueError(f"{value} with {blocks} blocks (channels); at most {blocks}")
-        return value
-
-    @field_validator("convs_per_block")
-    @classmethod
-    def _residual_has_two(cls, value: int, info: ValidationInfo) -> int:
-        if info.data.get("residual") and value != 2:  # residual is validated first
-            raise ValueError(f"{value} with residual: true; a residual block has two "
-                             "convolutions (set 2, or residual: false)")
-        return value
+from audiotag.contracts.model_configs import Cnn2dConfig
+from audiotag.models.heads import init_weights
+from audiotag.models.layers import AttentionHead, MaxMeanHead, check_input, conv_stack_2d
+from audiotag.models.registry import register_model
 
 
 def pooled_bands(n_mels: int, blocks: int) -> int:
@@ -79,7 +17,7 @@ def pooled_bands(n_mels: int, blocks: int) -> int:
     return n_mels
 
 
-@register_model("cnn2d", config=Cnn2dConfig)
+@register_model("cnn2d")
 class Cnn2d(nn.Module):
     """2-D CNN: conv blocks (plain or residual) halve frequency and time; the bands are
     flattened (or averaged), then attention pooling of frame logits (or max+mean over

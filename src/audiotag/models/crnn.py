@@ -9,38 +9,15 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 
-from audiotag.models.heads import HeadConfig, init_weights
+from audiotag.contracts.model_configs import CrnnConfig
+from audiotag.models.heads import init_weights
 from audiotag.models.layers import AttentionHead, GatedConvBlock2d, check_input
-from audiotag.models.registry import ChannelList, DropoutRate, register_model
+from audiotag.models.registry import register_model
 
 
-class CrnnConfig(HeadConfig):
-    """Params of ``crnn`` (plus the shared head options of :class:`HeadConfig`; the
-    head's hidden layers act per frame, before attention pooling; ``activation`` does not
-    touch the GLU gates).
-
-    Attributes:
-        channels: output channels of each gated conv block.
-        freq_pool: frequency pooling factor of each block (time is never pooled); the
-            default 4 takes 64 mels to 16, 4, 1 bands, and keeps the CPU cost down.
-        gru_hidden: GRU hidden size per direction.
-        gru_layers: stacked bidirectional GRU layers.
-        dropout: dropout before the attention head (and between GRU layers).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
-    freq_pool: int = Field(default=4, ge=1)
-    gru_hidden: int = Field(default=64, ge=1)
-    gru_layers: int = Field(default=1, ge=1)
-    dropout: DropoutRate = 0.2
-
-
-@register_model("crnn", config=CrnnConfig)
+@register_model("crnn")
 class Crnn(nn.Module):
     """Gated CNN -> max over frequency -> BiGRU -> attention pooling.
 

@@ -1,78 +1,23 @@
-"""Options shared by every model: classifier head depth, dropout, activation and init.
+"""The classifier head every model ends in, its activations and weight init.
 
-Every model config inherits :class:`HeadConfig`, so ``models.<name>.head_layers``,
-``head_hidden``, ``dropout``, ``activation`` and ``init`` mean the same thing for every
-model; params.yaml writes them once, in ``models.defaults`` (under each model unless it
-sets the key: :func:`audiotag.models.registry.parse_model_params`), and the
-vanishing-gradient study (sigmoid vs ReLU, default vs Kaiming vs Xavier init, deeper
-heads) is a params change (``++`` adds the model's own copy)::
-
-    dvc exp run -S ++models.cnn2d.activation=sigmoid -S ++models.cnn2d.init=xavier
+The options (``head_layers``, ``head_hidden``, ``head_norm``, ``dropout``, ``activation``,
+``init``) are :class:`~audiotag.contracts.model_configs.HeadConfig`, which every model
+config inherits (torch-free, in :mod:`audiotag.contracts.model_configs`).
 
 Shapes: ``B`` batch, ``D`` features, ``H`` hidden units, ``K`` classes.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
-from audiotag.core.params import Strict
+from audiotag.contracts.model_configs import Activation, HeadConfig, HeadNorm, InitScheme
 
-Activation = Literal["relu", "gelu", "sigmoid", "prelu"]
-InitScheme = Literal["default", "kaiming", "xavier"]
-HeadNorm = Literal["layer", "batch", "none"]
+__all__ = ["Activation", "ClassifierHead", "HeadConfig", "InitScheme", "init_weights",
+           "make_activation"]
 
 # Layers whose weights ``init`` re-initialises (recurrent cells and norms keep torch's init).
 _INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
-
-
-class HeadConfig(Strict):
-    """Params every model has (a mixin for the model configs).
-
-    Attributes:
-        head_layers: hidden layers of the classifier head, 0-3; each is dropout -> linear
-            -> norm -> activation. 0 is a single linear layer (after dropout).
-        head_hidden: units of each hidden head layer, or a list with one width per
-            layer (tapered, e.g. ``[1024, 512]``; its length must be ``head_layers``).
-        head_norm: the norm of each hidden head layer: ``layer`` (LayerNorm: a clip's
-            output never depends on the batch), ``batch`` (BatchNorm over the features:
-            the notebooks' Linear-BN-PReLU) or ``none``.
-        dropout: dropout before each head layer (and where a model says, inside it).
-        activation: nonlinearity of the head's hidden layers and of the model's own
-            conv/dense blocks (ImageNet backbones keep theirs; the GLU gates of ``crnn``
-            stay sigmoid).
-        init: ``default`` keeps torch's init; ``kaiming`` (He normal, fan-in) or
-            ``xavier`` (Glorot uniform) re-initialise every conv and linear weight, with
-            the gain of ``activation``, and zero their biases.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    head_layers: int = Field(default=0, ge=0, le=3)
-    head_hidden: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = 128
-    head_norm: HeadNorm = "layer"
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
-    activation: Activation = "relu"
-    init: InitScheme = "default"
-
-    @field_validator("head_hidden")
-    @classmethod
-    def _widths(cls, value: int | list[int], info: ValidationInfo) -> int | list[int]:
-        layers = info.data.get("head_layers")  # validated first (declared before)
-        if isinstance(value, list) and layers is not None and len(value) != layers:
-            raise ValueError(f"{len(value)} widths for head_layers={layers}: give one width "
-                             "per hidden layer (or one number for all)")
-        return value
-
-    @property
-    def head_widths(self) -> list[int]:
-        """The width of each hidden head layer (``head_layers`` of them)."""
-        if isinstance(self.head_hidden, list):
-            return list(self.head_hidden)
-        return [self.head_hidden] * self.head_layers
 
 
 def make_activation(name: Activation, inplace: bool = False) -> nn.Module:

@@ -6,12 +6,11 @@ Pooling uses ``ceil_mode=True`` so that short clips never pool down to zero fram
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from audiotag.contracts.model_configs import Pooling, PoolKind
 from audiotag.models.heads import (
     Activation,
     ClassifierHead,
@@ -42,9 +41,6 @@ def check_input(x: Tensor, n_mels: int) -> None:
     """Raise :class:`ValueError` unless ``x`` is ``(batch, n_mels, frames)``."""
     if x.dim() != 3 or x.shape[1] != n_mels:
         raise ValueError(f"expected input of shape (batch, {n_mels}, frames), got {tuple(x.shape)}")
-
-
-PoolKind = Literal["max", "avg"]
 
 
 def _pool2d(kind: PoolKind, size: tuple[int, int]) -> nn.Module:
@@ -258,9 +254,6 @@ def frame_mask(lengths: Tensor | None, frames: int, batch: int) -> Tensor:
     if lengths is None:
         return torch.ones(batch, frames, dtype=torch.bool)
     return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
-Pooling = Literal["mean", "max", "last", "attention"]
 
 
 class SequencePool(nn.Module):

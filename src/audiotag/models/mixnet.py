@@ -22,66 +22,19 @@ from __future__ import annotations
 from itertools import pairwise
 
 import torch
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchaudio.transforms import AmplitudeToDB, MelSpectrogram
 
-from audiotag.models.heads import HeadConfig, init_weights, make_activation
+from audiotag.contracts.model_configs import MixNetConfig
+from audiotag.models.heads import init_weights, make_activation
 from audiotag.models.layers import ConvBlock1d, ConvBlock2d, MaxMeanHead, check_input
-from audiotag.models.registry import ChannelList, DropoutRate, register_model
-
-
-class MixNetConfig(HeadConfig):
-    """Params of ``mixnet`` (plus the shared head options of :class:`HeadConfig`).
-
-    Attributes:
-        sample_rate: Hz of the input waveform, for the mel filterbank; must equal
-            ``features.sample_rate`` (nothing checks this: the model only sees samples).
-        n_fft: FFT size (and window length) of the internal log-mel front end; clips
-            shorter than ``n_fft`` samples are refused.
-        hop_length: samples between log-mel frames (at most ``n_fft``); the default 320
-            is 20 ms at 16 kHz (10 ms doubles the spectrogram branch's CPU cost).
-        mel_bands: mel bands of the internal front end (independent of
-            ``features.n_mels``; not called ``n_mels``, which is ``create_model``'s input
-            feature dimension, 1 here).
-        wave_channels: waveform branch: channels of the strided stem (``[0]``) and of each
-            1-D conv block (conv1d k=5-BN-act-maxpool 2).
-        spec_channels: spectrogram branch: output channels of each 2-D conv block
-            (conv3x3-BN-act-maxpool 2x2).
-        dropout: dropout before each head layer.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sample_rate: int = Field(default=16000, ge=1000)
-    n_fft: int = Field(default=512, ge=16)
-    hop_length: int = Field(default=320, ge=1)
-    mel_bands: int = Field(default=64, ge=1)
-    wave_channels: ChannelList = Field(default_factory=lambda: [32, 64, 128])
-    spec_channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
-    dropout: DropoutRate = 0.2
-
-    @field_validator("hop_length")
-    @classmethod
-    def _hop_within_window(cls, value: int, info: ValidationInfo) -> int:
-        n_fft = info.data.get("n_fft")  # absent when n_fft itself is invalid
-        if n_fft is not None and value > n_fft:
-            raise ValueError(f"must be at most n_fft ({n_fft}), or samples are skipped")
-        return value
-
+from audiotag.models.registry import register_model
 
 WAVE_KERNEL = 5  # temporal kernel of the waveform branch's conv blocks
 
 
-# train.init_from: {wave: ..., spec: ...}: each branch from a trained model's layers
-# (checkpoint prefix -> own prefix): a cnn1d on waveforms (its strided stem and conv
-# blocks; channels = wave_channels) and a cnn2d (its conv blocks; = spec_channels)
-INIT_BRANCHES = {"wave": {"stem.": "wave_stem.", "features.": "wave_blocks."},
-                 "spec": {"features.": "spec_blocks."}}
-
-
-@register_model("mixnet", config=MixNetConfig, input="waveform", init_branches=INIT_BRANCHES)
+@register_model("mixnet")
 class MixNet(nn.Module):
     """Waveform branch + log-mel branch, fused on the channel axis; max+mean head.
 

@@ -15,32 +15,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
-from audiotag.models.layers import Pooling, SequencePool, check_input, frame_mask
+from audiotag.contracts.model_configs import RnnConfig
+from audiotag.models.heads import ClassifierHead, init_weights
+from audiotag.models.layers import SequencePool, check_input, frame_mask
 from audiotag.models.registry import register_model
-
-
-class RnnConfig(HeadConfig):
-    """Params of ``lstm`` / ``gru`` (plus the shared head options of :class:`HeadConfig`).
-
-    Attributes:
-        hidden: hidden units per direction.
-        layers: stacked recurrent layers (``dropout`` is also applied between them).
-        bidirectional: run a second layer backwards in time and concatenate.
-        pooling: frames -> clip: ``mean`` / ``max`` / ``attention`` over valid frames, or
-            ``last`` (the final hidden state of each direction).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hidden: int = Field(default=128, ge=1)
-    layers: int = Field(default=1, ge=1, le=8)
-    bidirectional: bool = True
-    pooling: Pooling = "attention"
 
 
 class RecurrentNet(nn.Module):
@@ -88,14 +69,14 @@ class RecurrentNet(nn.Module):
         return self.pool(out, frame_mask(lengths, frames, batch))  # (B, D)
 
 
-@register_model("lstm", config=RnnConfig)
+@register_model("lstm")
 class Lstm(RecurrentNet):
     """(Bi)LSTM over frames; see :class:`RecurrentNet`."""
 
     cell = nn.LSTM
 
 
-@register_model("gru", config=RnnConfig)
+@register_model("gru")
 class Gru(RecurrentNet):
     """(Bi)GRU over frames; see :class:`RecurrentNet`."""
 

@@ -11,33 +11,15 @@ plain CNN. ``residual: true`` uses residual conv blocks in the classifier CNN.
 from __future__ import annotations
 
 import torch
-from pydantic import ConfigDict, Field
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from audiotag.models.heads import HeadConfig, init_weights, make_activation
+from audiotag.contracts.model_configs import StnConfig
+from audiotag.models.heads import init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_2d
-from audiotag.models.registry import ChannelList, register_model
+from audiotag.models.registry import register_model
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # affine (2, 3) row-major
-
-
-class StnConfig(HeadConfig):
-    """Params of ``stn`` (plus the shared head options of :class:`HeadConfig`).
-
-    Attributes:
-        channels: output channels of each classifier conv block (each pools 2x2).
-        residual: residual classifier conv blocks (two convs + shortcut) instead of plain.
-        loc_channels: channels of the localisation net's conv blocks (each pools 2x2).
-        loc_hidden: units of the localisation net's hidden linear layer.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: ChannelList = Field(default_factory=lambda: [16, 32, 64])
-    loc_channels: ChannelList = Field(default_factory=lambda: [8, 16])
-    loc_hidden: int = Field(default=32, ge=1)
-    residual: bool = False
 
 
 class SpatialTransformer(nn.Module):
@@ -73,7 +55,7 @@ class SpatialTransformer(nn.Module):
                              align_corners=False)  # (B, 1, F, T)
 
 
-@register_model("stn", config=StnConfig)
+@register_model("stn")
 class Stn(nn.Module):
     """Spatial transformer -> conv blocks (plain or residual) -> mean over frequency ->
     max+mean head.

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from audiotag.contracts.checkpoint import CheckpointMeta
+from audiotag.contracts.models import current_name
 from audiotag.core.io import atomic_path
 from audiotag.models import MODELS, create_model, validate_model_params
-
-RENAMED_MODELS = {"resstn": "stn", "resautoencoder": "autoencoder"}
-"""Registry entries folded into a ``residual`` setting (issue 22): an older checkpoint
-naming one loads as the model with ``residual: true`` (same layers and weights)."""
 
 
 def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -27,46 +27,45 @@ def save_torch(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: torch.nn.Module,
-                    meta: dict[str, Any]) -> None:
-    """``meta`` must hold model_name, model_params, num_classes (outputs), n_mels (plain
-    types only)."""
+                    meta: CheckpointMeta | Mapping[str, Any]) -> None:
+    """``model``'s weights and ``meta`` (a dict is read as :class:`CheckpointMeta`: it must
+    hold model_name, model_params, num_classes (outputs), n_mels; plain types only)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_state_dict(path, state, meta)
 
 
 def save_state_dict(path: str | os.PathLike[str], state: dict[str, torch.Tensor],
-                    meta: dict[str, Any]) -> None:
+                    meta: CheckpointMeta | Mapping[str, Any]) -> None:
     """:func:`save_checkpoint` of weights already taken from a model.
 
     ``model_params`` is saved complete (every key of the model's config, defaults filled
     in), so the checkpoint rebuilds the same network when a later version changes a default.
     """
-    meta = dict(meta)
-    name, params = meta.get("model_name"), meta.get("model_params")
-    if isinstance(params, dict) and name in MODELS.names():
-        meta["model_params"] = validate_model_params(name, params).model_dump(mode="json")
-    save_torch({"state_dict": state, **meta}, path)
+    if not isinstance(meta, CheckpointMeta):
+        meta = CheckpointMeta.from_dict(meta)
+    if isinstance(meta.model_params, dict) and meta.model_name in MODELS.names():
+        params = validate_model_params(meta.model_name, meta.model_params)
+        meta = replace(meta, model_params=params.model_dump(mode="json"))
+    save_torch({"state_dict": state, **meta.to_dict()}, path)
 
 
 def load_checkpoint(path: str | os.PathLike[str],
-                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointMeta]:
     """Rebuild the model a checkpoint describes; returns ``(model in eval mode, meta)``."""
     ckpt = torch.load(path, map_location=device, weights_only=True)
     state = ckpt.pop("state_dict")
-    params = dict(ckpt["model_params"])
+    meta = CheckpointMeta.from_dict(ckpt)
+    params = dict(meta.model_params)
     if params.get("pretrained_weights"):  # the checkpoint holds the trained weights already
         params["pretrained_weights"] = None
-    name = ckpt["model_name"]
-    if name in RENAMED_MODELS:
-        name, params["residual"] = RENAMED_MODELS[name], True
+    name, params = current_name(meta.model_name, params)  # a renamed model: today's name
     # a key added to a model's config later: a checkpoint saved before it existed was built
     # without it (checkpoints saved since hold every key)
     for key, value in getattr(MODELS.get(name).config, "ABSENT_IN_OLD_CHECKPOINTS", {}).items():
         params.setdefault(key, value)
-    model = create_model(name, num_classes=ckpt["num_classes"], n_mels=ckpt["n_mels"],
-                         **params)
+    model = create_model(name, num_classes=meta.num_classes, n_mels=meta.n_mels, **params)
     model.load_state_dict(state)
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval(), meta
 
 
 def load_compatible(model: torch.nn.Module, path: str | os.PathLike[str],

@@ -3,14 +3,13 @@ device, resume and transfer learning; ``train.models`` are checked against the r
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from audiotag.contracts.models import MODEL_TRAIN, check_model_name
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import Strict, parse_group
-from audiotag.models import MODEL_TRAIN, list_models
 
 
 class TrainConfig(Strict):
@@ -136,12 +135,8 @@ def parse_train(raw: dict[str, Any], where: str = "params.yaml",
     one is named ``models.<model>.train.<key>``); ``train.models`` is never one of them.
     """
     cfg = parse_group(raw, "train", TrainConfig, where)
-    known = list_models()
     for i, name in enumerate(cfg.models):
-        if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
-            raise ParamsError(f"{where}: train.models[{i}]: unknown model {name!r}; {hint}")
+        check_model_name(name, f"train.models[{i}]", where)
     if len(set(cfg.models)) != len(cfg.models):
         raise ParamsError(f"{where}: train.models: a model is listed twice")
     own = _own_train(raw, model, where) if model else {}
@@ -189,24 +184,11 @@ class CVConfig(Strict):
         return self
 
 
-CV_SUFFIX = "_cv"  # metrics/<model>_cv.json: the fold ensemble of <model>
-
-
-def cv_name(model: str) -> str:
-    """A cross-validated model's fold ensemble: its row of the report, its column of
-    ``audiotag compare``, its metrics/<name>.json and ensembles/<name>.csv."""
-    return f"{model}{CV_SUFFIX}"
-
-
 def parse_cv(raw: dict[str, Any], where: str = "params.yaml") -> CVConfig:
     """``cv`` group; every name in ``cv.models`` must be a registered model, once."""
     cfg = parse_group(raw, "cv", CVConfig, where)
-    known = list_models()
     for i, name in enumerate(cfg.models):
-        if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
-            raise ParamsError(f"{where}: cv.models[{i}]: unknown model {name!r}; {hint}")
+        check_model_name(name, f"cv.models[{i}]", where)
     if len(set(cfg.models)) != len(cfg.models):
         raise ParamsError(f"{where}: cv.models: a model is listed twice")
     return cfg

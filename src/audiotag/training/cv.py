@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from audiotag.contracts.names import FOLD_JSON, LIVE_DIR, MODEL_DIR, OOF_CSV, TEST_CSV
+from audiotag.contracts.predictions import write_predictions_table
+from audiotag.contracts.store import read_store_index
 from audiotag.core.device import pick_device
 from audiotag.core.errors import ParamsError
-from audiotag.core.io import atomic_path, write_json
+from audiotag.core.io import write_json
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import CLASSES_NAME, labels_to_matrix, read_classes
 from audiotag.data.split import iterative_stratification
@@ -35,14 +38,11 @@ from audiotag.features.store import read_labels, relabel_index
 from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.training.checkpoint import load_checkpoint
 from audiotag.training.config import TrainConfig
-from audiotag.training.inference import ClipPredictions, output_names, predict_clips, task_of
+from audiotag.training.inference import predict_clips, task_of
 from audiotag.training.run import CHECKPOINT_NAME, ClipChoice, train_model
 
 log = logging.getLogger(__name__)
 POOL_ROLES = ("train", "valid")  # the store's roles of the clips CV splits
-# a fold directory (the out of cv_fold@<model>-<fold>)
-MODEL_DIR, LIVE_DIR = "model", "live"  # train_model's model dir and dvclive dir
-OOF_CSV, TEST_CSV, FOLD_JSON = "oof.csv", "test.csv", "fold.json"
 
 
 def cv_pool(store: str | os.PathLike[str],
@@ -50,8 +50,7 @@ def cv_pool(store: str | os.PathLike[str],
     """``clip_id, subset, role, labels, weight`` of the clips CV splits, in the store's
     order: the ``train`` clips (with ``labels``, those the labels file lists, with its
     labels and weights) and the ``valid`` clips (their labels, weight 1)."""
-    index = pd.read_csv(Path(store) / "index.csv", dtype={"clip_id": str, "labels": str},
-                        keep_default_na=False)
+    index = read_store_index(store)
     pool = index[index["role"].isin(POOL_ROLES)].reset_index(drop=True)
     if "weight" not in pool:
         pool["weight"] = 1.0
@@ -113,19 +112,6 @@ def fold_clips(pool: pd.DataFrame, folds: np.ndarray, fold: int,
                       valid[LABEL_COLUMNS].reset_index(drop=True))
 
 
-def scores_table(pred: ClipPredictions, outputs: list[str]) -> pd.DataFrame:
-    """``clip_id, labels, <output>...``: the layout of ``predictions/<model>.csv``."""
-    table = pd.DataFrame(pred.scores, columns=outputs)
-    table.insert(0, "labels", pred.index["labels"].to_numpy())
-    table.insert(0, "clip_id", pred.index["clip_id"].to_numpy())
-    return table
-
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-
-
 def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[str],
              out: str | os.PathLike[str], cfg: TrainConfig, split: SplitConfig, k: int,
              fold: int, seed: int,
@@ -150,19 +136,19 @@ def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[s
                 clips=clips, timings=timings)
     device = pick_device(cfg.device)
     model, meta = load_checkpoint(out / MODEL_DIR / CHECKPOINT_NAME, device)
-    spec, outputs = task_of(meta), output_names(meta)
+    spec, outputs = task_of(meta), meta.outputs
     held = pool[folds == fold][LABEL_COLUMNS].reset_index(drop=True)
     oof = predict_clips(model, store, POOL_ROLES, cfg.batch_size, device, spec, labels=held)
     test = predict_clips(model, store, ("test",), cfg.batch_size, device, spec)
-    _write_csv(scores_table(oof, outputs), out / OOF_CSV)
-    _write_csv(scores_table(test, outputs), out / TEST_CSV)
+    write_predictions_table(oof, outputs, out / OOF_CSV)
+    write_predictions_table(test, outputs, out / TEST_CSV)
     is_valid = oof.index["clip_id"].isin(set(clips.valid["clip_id"])).to_numpy()
     valid_lwlrap = (per_class_lwlrap(oof.targets[is_valid], oof.scores[is_valid, :len(classes)])
                     .overall if spec.n_classes and (oof.targets[is_valid] > 0).any() else None)
     summary = {"model": name, "fold": fold, "k": k, "seed": seed + fold,
                "train_clips": len(clips.train), "held_out_clips": len(held),
                "valid_lwlrap": None if valid_lwlrap is None else round(float(valid_lwlrap), 6),
-               "best_epoch": int(meta["epoch"]),
+               "best_epoch": meta.epoch,
                "valid_clips": clips.valid["clip_id"].tolist()}
     write_json(out / FOLD_JSON, summary)
     log.info("%s fold %d: lwlrap %s on its %d validation clips", name, fold,

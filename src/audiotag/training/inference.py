@@ -16,13 +16,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from audiotag.contracts.checkpoint import CheckpointMeta
+from audiotag.contracts.predictions import ClipPredictions
 from audiotag.features.store import Batch, FeatureSet, collate_clips
 from audiotag.training.tasks import TaskSpec, output_scores
 
@@ -96,24 +97,6 @@ def predict(model: torch.nn.Module, loader: Iterable[Batch], device: torch.devic
     return np.concatenate(scores), np.concatenate(targets), mean_loss
 
 
-@dataclass
-class ClipPredictions:
-    """One row per clip, in the order of ``index``."""
-
-    classes: list[str]
-    index: pd.DataFrame  # the store's index rows: clip_id, subset, fold, labels, ...
-    scores: np.ndarray  # (clips, outputs): class scores, then raw regression outputs
-    targets: np.ndarray  # (clips, classes) multi-hot labels
-    seconds: float  # wall time of the forward passes (inference time)
-
-    @property
-    def clip_ids(self) -> list[str]:
-        return self.index["clip_id"].tolist()
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-
 def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
                   roles: tuple[str, ...], batch_size: int, device: torch.device,
                   spec: TaskSpec | None = None,
@@ -139,16 +122,7 @@ def predict_clips(model: torch.nn.Module, store_dir: str | os.PathLike[str],
     return ClipPredictions(data.classes, data.index, scores, targets, seconds)
 
 
-def task_of(meta: dict) -> TaskSpec:
+def task_of(meta: CheckpointMeta) -> TaskSpec:
     """The :class:`TaskSpec` a checkpoint was trained for (old checkpoints: multilabel)."""
-    task = meta.get("task", "multilabel")
-    n_targets = len(meta.get("targets") or [])
-    n_classes = 0 if task == "regression" else len(meta["classes"])
-    return TaskSpec(task, n_classes=n_classes, n_targets=n_targets,
-                    single_label=bool(meta.get("single_label", False)))
-
-
-def output_names(meta: dict) -> list[str]:
-    """Names of a checkpoint's outputs: its classes (none for regression), then targets."""
-    spec = task_of(meta)
-    return list(meta["classes"])[:spec.n_classes] + [str(t) for t in meta.get("targets") or []]
+    return TaskSpec(meta.task, n_classes=meta.n_class_outputs, n_targets=len(meta.targets),
+                    single_label=bool(meta.single_label))

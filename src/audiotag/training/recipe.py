@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from audiotag.contracts.checkpoint import CheckpointMeta
+from audiotag.contracts.store import FEATURES_NAME
 from audiotag.core.device import platform_record
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import read_json
@@ -222,7 +224,7 @@ class BuiltRun:
 
     trainer: Trainer
     spec: TaskSpec
-    meta: dict[str, Any]  # what every saved checkpoint carries
+    meta: CheckpointMeta  # what every saved checkpoint carries
     fingerprint: str  # resume state of exactly this run ("" without a resume_dir)
     resumed_seconds: float  # training time before an interruption (0: a fresh run)
 
@@ -382,7 +384,7 @@ def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str]
 
 def check_store(name: str, cfg: TrainConfig, features_dir: Path) -> None:
     """Refuse a model or a setting that the store's ``features.kind`` cannot serve."""
-    kind = read_json(features_dir / "features.json")["kind"]
+    kind = read_json(features_dir / FEATURES_NAME)["kind"]
     check_model_accepts(name, kind)
     if cfg.spec_augment and kind == "waveform":
         raise ParamsError("train.specaug_*: SpecAugment masks spectrogram bands and frames; "
@@ -390,26 +392,25 @@ def check_store(name: str, cfg: TrainConfig, features_dir: Path) -> None:
 
 
 def _model(recipe: Recipe, spec: TaskSpec, train_set: FeatureSet, device: torch.device
-           ) -> tuple[torch.nn.Module, dict[str, Any]]:
+           ) -> tuple[torch.nn.Module, CheckpointMeta]:
     """The network (``train.init_from`` loaded) and the metadata every checkpoint carries."""
     name, cfg = recipe.name, recipe.cfg
     # n_mels: what models and checkpoints call the feature dimension (1 for a waveform)
     model = create_model(name, num_classes=spec.n_outputs, n_mels=train_set.dim,
                          **recipe.model_params)
-    meta = {"model_name": name, "model_params": recipe.model_params,
-            "num_classes": spec.n_outputs, "n_mels": train_set.dim,
-            "task": spec.task, "single_label": spec.single_label,
-            "classes": train_set.classes,
-            "targets": list(spec.targets),
-            "features": train_set.meta["config"], "stats": train_set.stats,
-            "n_parameters": count_parameters(model),
-            "platform": platform_record(device)}  # explains a difference
+    meta = CheckpointMeta(
+        model_name=name, model_params=recipe.model_params, num_classes=spec.n_outputs,
+        n_mels=train_set.dim, task=spec.task, single_label=spec.single_label,
+        classes=train_set.classes, targets=list(spec.targets),
+        features=train_set.meta["config"], stats=train_set.stats,
+        n_parameters=count_parameters(model),
+        platform=platform_record(device))  # explains a difference
     if cfg.init_from:
         loaded, skipped = init_from_checkpoints(model, name, cfg)
         log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
                  len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
-        meta["init_from"] = cfg.init_from
+        meta = replace(meta, init_from=cfg.init_from)
     return model, meta
 
 
@@ -440,7 +441,7 @@ def build_run(recipe: Recipe, ctx: distributed.Context, device: torch.device) ->
     model, meta = _model(recipe, spec, train_set, device)
     parallel = _parallel(model, recipe, ctx, device)
     if parallel is not None:
-        meta["processes"] = ctx.world
+        meta = replace(meta, processes=ctx.world)
     loaders = Loaders(train_loader, valid_loader, _score_loader(recipe, spec, device),
                       _finetune_loader(recipe, train_set, generator, device))
     trainer = Trainer(model, spec, cfg, device, loaders, _rules(recipe, train_set, valid_set),
@@ -454,7 +455,7 @@ def build_run(recipe: Recipe, ctx: distributed.Context, device: torch.device) ->
     if saved is not None:
         trainer.load_state_dict(saved)
     log.info("%s: task %s, %d parameters, %d train / %d valid clips, device %s%s", name,
-             spec.task, meta["n_parameters"], len(train_loader.sampler),
+             spec.task, meta.n_parameters, len(train_loader.sampler),
              len(valid_loader.dataset), device,
              f", process {ctx.rank + 1} of {ctx.world}" if ctx.enabled else "")
     return BuiltRun(trainer, spec, meta, fp, (saved or {}).get("seconds", 0.0))

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from audiotag.contracts.store import FEATURES_NAME, INDEX_NAME, STATS_NAME
 from audiotag.training.checkpoint import save_torch
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def fingerprint(model_name: str, model_params: dict[str, Any], train_params: dic
     parts = {"model": model_name, "model_params": model_params, "train": train_params,
              "seed": seed, "code": code_digest(code_root),
              "features": {name: file_digest(features_dir / name)
-                          for name in ("features.json", "stats.json", "index.csv")
+                          for name in (FEATURES_NAME, STATS_NAME, INDEX_NAME)
                           if (features_dir / name).exists()}}
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

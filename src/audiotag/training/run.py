@@ -218,7 +218,7 @@ def log_summary(live: Live, run: Recipe, built: BuiltRun, history: list[EpochRes
         live.summary["best"]["valid_accuracy"] = best.valid_accuracy
     live.summary["task"] = built.spec.task
     live.summary["epochs_run"] = len(history)
-    live.summary["n_parameters"] = built.meta["n_parameters"]
+    live.summary["n_parameters"] = built.meta.n_parameters
     if run.cfg.overfit_batches:
         live.summary["overfit_final_loss"] = history[-1].train_loss
     live.sync()
@@ -242,9 +242,10 @@ def save_outputs(run: Recipe, out: RunOutputs, built: BuiltRun, history: list[Ep
     to ``out.model_dir`` as a whole (see :func:`train_model`)."""
     meta, first = built.meta, history[0]
     with atomic_dir(out.model_dir) as tmp:
-        save_state_dict(tmp / CHECKPOINT_NAME, final.state, {**meta, **json_safe(final.record)})
+        save_state_dict(tmp / CHECKPOINT_NAME, final.state,
+                        meta.with_record(json_safe(final.record)))
         save_state_dict(tmp / FIRST_EPOCH_NAME, built.trainer.progress.first_state,
-                        {**meta, "epoch": 1, "valid_lwlrap": first.valid_lwlrap})
+                        meta.with_record({"epoch": 1, "valid_lwlrap": first.valid_lwlrap}))
         write_json(tmp / HISTORY_NAME, history_json({
             "model": run.name, "task": built.spec.task, "best_epoch": final.record["epoch"],
             "layers": layer_names(built.trainer.model),  # model order of the per-layer records
