@@ -37,14 +37,20 @@ def segments(pieces: Iterator[torch.Tensor], n_fft: int, hop: int) -> Iterator[S
     left, right = n_fft // 2, n_fft - n_fft // 2  # a frame's reach around its centre
     context = math.ceil(left / hop) * hop  # samples kept before the next frame's centre
     buf, start = torch.zeros(0), 0  # buf[0] is sample `start` (a multiple of hop)
-    done = 0  # whole-file frames given out
+    done, hold = 0, 0  # whole-file frames given out; the longest piece so far
     pending = next(pieces, None)
     while pending is not None:
         buf = torch.cat([buf, pending]) if len(buf) else pending
+        hold = max(hold, len(pending))
         pending = next(pieces, None)
         end = start + len(buf)
-        # frames whose window lies in buf; at the file's end all of them (reflect padding)
-        last = 1 + end // hop if pending is None else (end - right) // hop + 1
+        if pending is None:  # every frame left: reflect padding at the file's end
+            last = 1 + end // hop
+        else:  # frames whose window lies in buf, a piece's worth held back for the last
+            last = (end - right - hold) // hop + 1
+            # never a short segment: torch takes other paths (other last bits) on small inputs
+            if last - done < max(1, hold // hop // 2):
+                continue
         if last > done:
             yield buf, done - start // hop, last - start // hop
             done = last
