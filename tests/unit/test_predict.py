@@ -155,7 +155,8 @@ def _trained_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "model.pt", model.eval(), meta)
 
 
-def test_a_long_file_is_scored_everywhere_and_the_timeline_finds_its_middle(tmp_path):
+def test_a_long_file_is_scored_everywhere_and_the_timeline_finds_its_middle(tmp_path,
+                                                                           monkeypatch):
     # before: two 0.6 s windows (start and end) of a 60 s file, the middle never scored
     _trained_checkpoint(tmp_path)
     low, high = "low", "high"
@@ -181,6 +182,13 @@ def test_a_long_file_is_scored_everywhere_and_the_timeline_finds_its_middle(tmp_
             assert best == "high", row
         elif row.end_s <= 5 or row.start_s >= 55:
             assert best == "low", row
+    # read in 7 s pieces (as a file over BLOCK_SECONDS is): the same tags, scores, timeline
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 7.0)
+    cli_main(["predict", "--checkpoint", str(tmp_path / "model.pt"), "--out",
+              str(tmp_path / "p2.csv"), "--timeline", str(tmp_path / "t2.csv"), "--device",
+              "cpu", "--no-progress", *map(str, files)])
+    assert (tmp_path / "p2.csv").read_text() == out.read_text()
+    assert (tmp_path / "t2.csv").read_text() == timeline.read_text()
 
 
 def test_windows_cover_a_file_and_keep_the_evaluation_windows_when_they_do():
