@@ -20,12 +20,32 @@ this process (user + system, all threads) per clip, and the hours of audio tagge
 120-minute budget at that speed (x real time x 2 h). The machine is shared: wall figures are
 lower bounds (each figure is the fastest of ``--repeat`` runs); CPU time per clip is the
 steadier figure. Prints figures only.
+
+Long recordings (``--long HOURS``): one generated WAV of that length (noise, with a tone
+only in its middle; ``--long-rate``/``--long-channels``, default 44.1 kHz stereo), written
+in blocks to a temporary folder and deleted after:
+
+- peak memory: ``audiotag predict``'s path (:func:`predict_windows`, ``--model``, random
+  weights) on it in a child process, whose own peak RSS (``ru_maxrss``) is printed, with
+  the same for a file of ``--long-ref`` hours (the ratio shows whether memory grows with
+  length);
+- speed: per model, hours of audio scored per minute end to end, the front end alone
+  (decode, resample, features, windows) and the same windows (already in memory) through
+  a bare ``torch.inference_mode()`` loop of the model, in the same run. End to end over
+  the bare loop is what decoding, features and our code cost; end to end over front end +
+  bare loop is what our code adds (screening, batching, the timeline).
+
+    python benchmarks/predict.py --long 1                       # 1 h of 44.1 kHz stereo
+    python benchmarks/predict.py --long 10 --long-ref 1 --long-rate 16000 --long-channels 1 \
+        --models cnn1d --no-speed
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +65,13 @@ from audiotag.features.store import ClipPipeline, Item, collate_clips  # noqa: E
 from audiotag.models import create_model, parse_model_params  # noqa: E402
 from audiotag.predict import MIN_SECONDS  # noqa: E402
 from audiotag.training.inference import predict, task_of  # noqa: E402
-from audiotag.windows import AudioWindows, hop_frames, predict_windows  # noqa: E402
+from audiotag.windows import (  # noqa: E402
+    AudioWindows,
+    file_starts,
+    hop_frames,
+    long_file_windows,
+    predict_windows,
+)
 
 BUDGET_HOURS = 2.0  # the English lab log's 120-minute inference budget
 NUM_CLASSES = 12
@@ -125,6 +151,100 @@ def bench_model(name: str, params: dict, features: FeaturesConfig, paths: list[P
     return {"end to end": end_to_end, "forward only": _timed(forward, repeat)}
 
 
+def write_long(path: Path, hours: float, rate: int, channels: int, seed: int = 0) -> None:
+    """A WAV of ``hours`` of noise with a 1 kHz tone in the middle minute, written in
+    one-minute blocks (never whole in memory)."""
+    rng = np.random.default_rng(seed)
+    minutes = max(1, round(hours * 60))
+    with sf.SoundFile(path, "w", rate, channels, subtype="PCM_16") as f:
+        for m in range(minutes):
+            block = 0.05 * rng.standard_normal((60 * rate, channels))
+            if m == minutes // 2:
+                t = np.arange(60 * rate) / rate
+                block += 0.3 * np.sin(2 * np.pi * 1000 * t)[:, None]
+            f.write(block.astype(np.float32))
+
+
+def long_peak(path: Path, name: str, params: dict, features: FeaturesConfig, batch: int,
+              threads: int) -> dict:
+    """Peak RSS (MiB) and seconds of :func:`predict_windows` on ``path`` in a child."""
+    meta = checkpoint_meta(name, params, features)
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(ROOT / 'src')!r})
+import torch
+from audiotag.models import create_model
+from audiotag.windows import predict_windows
+torch.set_num_threads({threads})
+meta = json.loads({json.dumps(meta)!r})
+model = create_model(meta["model_name"], num_classes=meta["num_classes"], n_mels=meta["n_mels"],
+                     **meta["model_params"]).eval()
+t = time.perf_counter()
+pred = predict_windows(model, meta, [{str(path)!r}], None, 0.1, {batch}, torch.device("cpu"),
+                       progress=False)
+print(json.dumps({{"seconds": time.perf_counter() - t, "windows": len(pred.timeline),
+    "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def long_speed(path: Path, hours: float, name: str, params: dict, features: FeaturesConfig,
+               batch: int) -> dict[str, float]:
+    """Hours of audio per minute of: ``predict_windows`` end to end; the front end alone
+    (decode, resample, features, windows: :func:`long_file_windows`, no screening); a bare
+    ``torch.inference_mode()`` forward loop on those windows."""
+    meta = checkpoint_meta(name, params, features)
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=NUM_CLASSES, n_mels=meta["n_mels"], **params).eval()
+    started = time.perf_counter()
+    pred = predict_windows(model, meta, [path], None, MIN_SECONDS, batch, torch.device("cpu"),
+                           progress=False)
+    end_to_end = time.perf_counter() - started
+    pipeline = ClipPipeline(meta["features"], meta["stats"])
+    length = int(round(pred.timeline["start_s"].iloc[-1]
+                       * features.sample_rate / features.hop_length)) + pipeline.window
+    starts = file_starts(length, pipeline.window, pipeline.n_crops, hop_frames(pipeline, None))
+    started = time.perf_counter()
+    windows = list(long_file_windows(str(path), pipeline, starts))
+    front = time.perf_counter() - started
+    assert len(windows) == len(pred.timeline), (len(windows), len(pred.timeline))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for at in range(0, len(windows), batch):
+            torch.sigmoid(model(torch.stack(windows[at:at + batch])))
+    bare = time.perf_counter() - started
+    return {k: 60 * hours / v for k, v in
+            (("end to end", end_to_end), ("front end", front), ("bare loop", bare),
+             ("front end + bare loop", front + bare))}
+
+
+def run_long(args: argparse.Namespace, params: dict, features: FeaturesConfig,
+             models: list[str]) -> None:
+    print(f"long files: {args.long:g} h (and {args.long_ref:g} h) at {args.long_rate} Hz, "
+          f"{args.long_channels} channel(s); {args.threads} thread(s), batch "
+          f"{args.batch_size}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        for hours in sorted({args.long, args.long_ref} - {0.0}):
+            path = Path(tmp) / f"long{hours:g}h.wav"
+            write_long(path, hours, args.long_rate, args.long_channels)
+            peak = long_peak(path, models[0], parse_model_params(params, models[0]), features,
+                             args.batch_size, args.threads)
+            print(f"{hours:g} h, {models[0]}: peak RSS {peak['peak_mib']:.0f} MiB, "
+                  f"{peak['windows']} windows, {peak['seconds']:.0f} s")
+            if args.speed and hours == args.long:
+                for name in models:
+                    rate = long_speed(path, hours, name, parse_model_params(params, name),
+                                      features, args.batch_size)
+                    print(f"{name:<8} h of audio per minute: " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in rate.items())
+                        + f"; bare loop / end to end {rate['bare loop'] / rate['end to end']:.2f}"
+                        f", (front end + bare loop) / end to end "
+                        f"{rate['front end + bare loop'] / rate['end to end']:.2f}")
+            path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -135,11 +255,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="decoding processes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest counts")
+    parser.add_argument("--long", type=float, default=0.0, help="hours of one long file")
+    parser.add_argument("--long-ref", type=float, default=0.0,
+                        help="hours of a second long file, for the memory ratio")
+    parser.add_argument("--long-rate", type=int, default=44100)
+    parser.add_argument("--long-channels", type=int, default=2)
+    parser.add_argument("--no-speed", dest="speed", action="store_false",
+                        help="long files: peak memory only")
     args = parser.parse_args()
     params = yaml.safe_load(Path(args.params).read_text())
     features = FeaturesConfig.model_validate(params["features"])
     models = args.models or params["train"]["models"]
     torch.set_num_threads(args.threads)
+    if args.long:
+        run_long(args, params, features, models)
+        return
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         paths, audio_s = write_clips(Path(tmp), args.clips)

@@ -6,10 +6,16 @@ file gets the model's window slid over it every ``hop`` frames, the last window 
 at its last frame. Either way the window scores become the file's as evaluation
 aggregates crops (``features.eval_aggregate``: mean or max). Files are screened first as
 the ``download`` stage screens clips (:func:`audiotag.data.screen.probe`).
+
+A file longer than one decoding block (``BLOCK_SECONDS``) is never whole in memory: its
+features come piece by piece (:func:`audiotag.features.stream.clip_frames`, bit for bit
+the whole file's) and its windows are cut and scored as the pieces arrive
+(:func:`long_file_windows`), so memory does not grow with its length.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +30,9 @@ from tqdm import tqdm
 from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.errors import AudioError
 from audiotag.data.screen import probe
+from audiotag.features.audio import one_piece, resampled_length
 from audiotag.features.frames import eval_starts
-from audiotag.features.frontend import frames_per_second
+from audiotag.features.frontend import frames_per_second, n_frames
 from audiotag.features.store import (
     Batch,
     ClipPipeline,
@@ -34,6 +41,7 @@ from audiotag.features.store import (
     clip_windows,
     collate_clips,
 )
+from audiotag.features.stream import clip_frames
 from audiotag.training.inference import predict, task_of
 
 TIME_COLUMNS = ["path", "start_s", "end_s"]
@@ -71,10 +79,11 @@ def hop_frames(pipeline: ClipPipeline, hop_s: float | None) -> int:
 
 @dataclass
 class FileWindows:
-    """One readable file's model input ``(K, dim, T)``, its windows' starts (frames; None
-    for a whole ``beat_sync`` sequence) and its duration in seconds."""
+    """One readable file's model input ``(K, dim, T)`` (None for a long file: its
+    windows come from :func:`long_file_windows`), its windows' starts (frames; None for a
+    whole ``beat_sync`` sequence) and its duration in seconds."""
 
-    x: torch.Tensor
+    x: torch.Tensor | None
     starts: list[int] | None
     duration_s: float
 
@@ -105,12 +114,49 @@ class AudioWindows(Dataset):
         if found.problem:
             raise AudioError(found.problem)
         p = self.pipeline
+        frames_in = round(found.duration_s * found.sample_rate)
+        if not (p.config.beat_sync or one_piece(frames_in, found.sample_rate)):
+            length = n_frames(p.config, resampled_length(frames_in, found.sample_rate,
+                                                         p.config.sample_rate))
+            return FileWindows(None, file_starts(length, p.window, p.n_crops, self.hop),
+                               found.duration_s)
         frames = p.extract(path)  # (T, dim) float16
         check_finite(frames, path)
         starts = (None if p.config.beat_sync
                   else file_starts(frames.shape[0], p.window, p.n_crops, self.hop))
         x = clip_windows(frames, starts, p.window, p.shift, p.scale)  # (K, dim, T)
         return FileWindows(x, starts, found.duration_s)
+
+
+def long_file_windows(path: str, pipeline: ClipPipeline,
+                      starts: list[int]) -> Iterator[torch.Tensor]:
+    """The model inputs ``(dim, window)`` at ``starts`` (ascending) of a file, cut from its
+    features as they are made (:func:`clip_frames`): the frames held are those of the
+    windows not yet given out, and one piece. :class:`AudioError` on non-finite features."""
+    p, at = pipeline, 0
+    held, offset = np.zeros((0, 0), dtype=np.float16), 0  # frames [offset, offset + len)
+    for piece in clip_frames(path, p.extract.frontend):
+        frames = np.ascontiguousarray(piece.numpy().T.astype(np.float16))  # (n, dim)
+        check_finite(frames, path)
+        held = np.concatenate([held, frames]) if len(held) else frames
+        while at < len(starts) and starts[at] + p.window <= offset + len(held):
+            yield clip_windows(held, [starts[at] - offset], p.window, p.shift, p.scale)[0]
+            at += 1
+        drop = min(len(held), (starts[at] if at < len(starts) else 1 << 62) - offset)
+        held, offset = held[drop:], offset + drop
+    for start in starts[at:]:  # past the end (zero-padded), as clip_windows cuts them
+        yield clip_windows(held, [start - offset], p.window, p.shift, p.scale)[0]
+
+
+def _batched(items: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:
+    batch: list[torch.Tensor] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 @dataclass
@@ -156,10 +202,11 @@ def predict_windows(model: torch.nn.Module, meta: CheckpointMeta, paths: list[st
             skipped.extend((data.paths[i], err) for i, w, err in items if w is None)
             good = [(i, w) for i, w, _ in items if w is not None]
             done.extend((i, _spans(w, pipeline.window, fps)) for i, w in good)
-            windows = [x for _, w in good for x in w.x]  # each (dim, T)
-            for at in range(0, len(windows), batch_size):
-                yield collate_clips([Item(x, no_target, torch.tensor(1.0))
-                                     for x in windows[at:at + batch_size]])
+            windows = itertools.chain.from_iterable(  # each (dim, T)
+                w.x if w.x is not None else long_file_windows(data.paths[i], pipeline, w.starts)
+                for i, w in good)
+            for chunk in _batched(windows, batch_size):
+                yield collate_clips([Item(x, no_target, torch.tensor(1.0)) for x in chunk])
 
     started = time.perf_counter()
     outputs = meta.outputs

@@ -13,11 +13,13 @@ import soundfile as sf
 import torch
 from helpers import tone_clip, write_tone_dataset
 
+from audiotag import windows
 from audiotag.cli import main as cli_main
 from audiotag.contracts.checkpoint import CheckpointMeta
 from audiotag.core.errors import AudioError, ParamsError
 from audiotag.data.config import SplitConfig
 from audiotag.data.manifest import audio_paths, read_manifest
+from audiotag.features import audio
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.frames import eval_starts
 from audiotag.features.store import FeatureSet, collate_clips, extract_features
@@ -25,7 +27,7 @@ from audiotag.models import create_model
 from audiotag.predict import find_audio, run_predict, skipped_path
 from audiotag.training.checkpoint import save_checkpoint, save_torch
 from audiotag.training.inference import clip_losses, predict_clips, task_of
-from audiotag.windows import covers, file_starts, predict_windows
+from audiotag.windows import covers, file_starts, long_file_windows, predict_windows
 
 CFG = dict(sample_rate=8000, n_fft=256, hop_length=128, n_mels=16, fmin=50.0, fmax=4000.0,
            clip_seconds=0.6, workers=0)
@@ -153,7 +155,8 @@ def _trained_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "model.pt", model.eval(), meta)
 
 
-def test_a_long_file_is_scored_everywhere_and_the_timeline_finds_its_middle(tmp_path):
+def test_a_long_file_is_scored_everywhere_and_the_timeline_finds_its_middle(tmp_path,
+                                                                           monkeypatch):
     # before: two 0.6 s windows (start and end) of a 60 s file, the middle never scored
     _trained_checkpoint(tmp_path)
     low, high = "low", "high"
@@ -179,6 +182,13 @@ def test_a_long_file_is_scored_everywhere_and_the_timeline_finds_its_middle(tmp_
             assert best == "high", row
         elif row.end_s <= 5 or row.start_s >= 55:
             assert best == "low", row
+    # read in 7 s pieces (as a file over BLOCK_SECONDS is): the same tags, scores, timeline
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 7.0)
+    cli_main(["predict", "--checkpoint", str(tmp_path / "model.pt"), "--out",
+              str(tmp_path / "p2.csv"), "--timeline", str(tmp_path / "t2.csv"), "--device",
+              "cpu", "--no-progress", *map(str, files)])
+    assert (tmp_path / "p2.csv").read_text() == out.read_text()
+    assert (tmp_path / "t2.csv").read_text() == timeline.read_text()
 
 
 def test_windows_cover_a_file_and_keep_the_evaluation_windows_when_they_do():
@@ -284,3 +294,20 @@ def test_a_bad_checkpoint_is_one_line_and_status_2(tmp_path, caplog, command, ca
         assert len(errors) == 1 and "\n" not in errors[0], errors
         assert str(path) in errors[0] and why in errors[0], errors[0]
         assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_file_longer_than_a_block_is_scored_in_pieces_as_if_whole(tmp_path, monkeypatch):
+    model, meta, _, _ = _store_and_checkpoint(tmp_path)
+    path = str(_tones(tmp_path / "long.wav", [("low", 20), ("high", 25), ("mid", 15)]))
+    whole = predict_windows(model, meta, [path], 0.25, 0.1, 8, torch.device("cpu"),
+                            progress=False)
+    monkeypatch.setattr(audio, "BLOCK_SECONDS", 7.0)  # 60 s: nine pieces
+    cut = []
+    monkeypatch.setattr(windows, "long_file_windows",
+                        lambda *a: cut.append(a[0]) or long_file_windows(*a))
+    pieces = predict_windows(model, meta, [path], 0.25, 0.1, 8, torch.device("cpu"),
+                             progress=False)
+    assert cut == [path]  # the piece-by-piece path was taken
+    assert len(pieces.timeline) == len(whole.timeline) > 200
+    pd.testing.assert_frame_equal(pieces.timeline, whole.timeline, check_exact=True)
+    assert np.array_equal(pieces.scores, whole.scores)

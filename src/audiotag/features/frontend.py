@@ -91,17 +91,39 @@ class FrontEnd(torch.nn.Module):
                           self.window, center=True, pad_mode="reflect", return_complex=True)
         return spec.real.square() + spec.imag.square()
 
-    def log(self, power: torch.Tensor) -> torch.Tensor:
-        """dB (``to_db``) with the per-clip ``top_db`` floor, else ``ln(power + offset)``."""
+    def log(self, power: torch.Tensor, peak: torch.Tensor | None = None) -> torch.Tensor:
+        """dB (``to_db``) with the per-clip ``top_db`` floor, else ``ln(power + offset)``.
+        ``peak``: the clip's dB maximum ``(B, 1, 1)`` when ``power`` is only part of it."""
         if not self.cfg.to_db:
             return torch.log(power + self.cfg.log_offset)
-        db = 10.0 * torch.log10(torch.clamp(power, min=self.cfg.log_offset))
+        db = self._db(power)
         if self.cfg.top_db is not None:
-            floor = db.amax(dim=(-2, -1), keepdim=True) - self.cfg.top_db
-            db = torch.maximum(db, floor)
+            top = db.amax(dim=(-2, -1), keepdim=True) if peak is None else peak
+            db = torch.maximum(db, top - self.cfg.top_db)
         return db
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def _db(self, power: torch.Tensor) -> torch.Tensor:
+        return 10.0 * torch.log10(torch.clamp(power, min=self.cfg.log_offset))
+
+    def peaks(self, power: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The dB maxima ``(B, 1, 1)`` that ``top_db`` floors from, per log part (``stft``,
+        ``mel``), of a power spectrogram (:meth:`power`): the maxima over a clip's pieces
+        are the clip's, so a long clip is made piece by piece
+        (:mod:`audiotag.features.stream`) with the floor of the whole."""
+        if not (self.cfg.to_db and self.cfg.top_db is not None) or self.parts == ["waveform"]:
+            return {}
+        out = {}
+        if "stft" in self.parts:
+            out["stft"] = self._db(power).amax(dim=(-2, -1), keepdim=True)
+        if {"logmel", "mfcc"} & set(self.parts):
+            out["mel"] = self._db(torch.matmul(self.mel_fb, power)).amax(dim=(-2, -1),
+                                                                         keepdim=True)
+        return out
+
+    def forward(self, wave: torch.Tensor,
+                peaks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``peaks``: :meth:`peaks` of the whole clip when ``wave`` is a piece of it."""
+        peaks = peaks or {}
         if self.parts == ["waveform"]:
             return wave.unsqueeze(-2)  # (B, 1, samples)
         power = self.power(wave)
@@ -109,10 +131,11 @@ class FrontEnd(torch.nn.Module):
         logmel = None
         for part in self.parts:
             if part == "stft":
-                out.append(self.log(power))
+                out.append(self.log(power, peaks.get("stft")))
             elif part in ("logmel", "mfcc"):
                 if logmel is None:
-                    logmel = self.log(torch.matmul(self.mel_fb, power))  # (B, n_mels, T)
+                    logmel = self.log(torch.matmul(self.mel_fb, power),  # (B, n_mels, T)
+                                      peaks.get("mel"))
                 out.append(logmel if part == "logmel" else torch.matmul(self.dct, logmel))
             elif part == "chroma":
                 chroma = torch.matmul(self.chroma_fb, power)  # (B, 12, T)

@@ -66,6 +66,7 @@ from audiotag.features.frontend import (
     feature_parts,
     n_frames,
 )
+from audiotag.features.stream import clip_frames
 
 log = logging.getLogger(__name__)
 STD_FLOOR = 1e-5  # a constant band (e.g. above fmax of resampled audio) must not divide by 0
@@ -84,13 +85,19 @@ class ClipExtractor:
         self.n_samples = clip_samples(cfg)
 
     def __call__(self, path: str | os.PathLike[str]) -> np.ndarray:
-        wave = pad_to_length(load_audio(path, self.cfg.sample_rate), self.n_samples,
-                             self.cfg.pad_mode)
-        with torch.no_grad():
-            feats = self.frontend(wave[None])[0].numpy()  # (dim, frames)
-        if self.cfg.beat_sync:
+        if self.cfg.beat_sync:  # beat tracking reads the whole waveform
+            wave = self._pad(load_audio(path, self.cfg.sample_rate))
+            with torch.no_grad():
+                feats = self.frontend(wave[None])[0].numpy()  # (dim, frames)
             feats = beat_synchronise(feats, wave.numpy(), self.cfg)
-        return np.ascontiguousarray(feats.T.astype(np.float16))  # (frames, dim)
+            return np.ascontiguousarray(feats.T.astype(np.float16))  # (frames, dim)
+        # a long clip in pieces, never whole in memory (audiotag.features.stream)
+        parts = [np.ascontiguousarray(f.numpy().T.astype(np.float16))  # (frames, dim)
+                 for f in clip_frames(path, self.frontend, self._pad)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _pad(self, wave: torch.Tensor) -> torch.Tensor:
+        return pad_to_length(wave, self.n_samples, self.cfg.pad_mode)
 
 
 def check_finite(frames: np.ndarray, path: str | os.PathLike[str]) -> None:
