@@ -150,6 +150,9 @@ def export_model(checkpoint: str | os.PathLike[str], fmt: str,
         "shift": meta.stats["shift"], "scale": meta.stats["scale"],
         "parity_max_abs_diff": diff,
     }
+    if meta.stats.get("projection") is not None:  # features.pca: (bands, n) after normalising
+        sidecar["input"]["normalised"] = "((features - shift) / scale) @ projection"
+        sidecar["projection"] = meta.stats["projection"]
     write_json(out.with_name(out.name + ".json"), sidecar)
     log.info("wrote %s (%s, max |diff| vs eager %.2g)", out, fmt, diff)
     return sidecar

@@ -72,6 +72,18 @@ def _data(raw: dict[str, Any], where: str) -> None:
                           f"clips, which data.dataset: {name} does not have (only {having})")
 
 
+def _features_with_train(raw: dict[str, Any], where: str) -> None:
+    """``features.pca`` with ``train.aug_gain_db`` / ``aug_background``: those act on the
+    bands before the projection, which the model's input no longer has."""
+    features, train = raw.get("features"), raw.get("train")
+    if not (isinstance(features, dict) and isinstance(train, dict)):
+        return
+    if features.get("pca") and (train.get("aug_gain_db") or train.get("aug_background")):
+        raise ParamsError(f"{where}: features.pca: not with train.aug_gain_db / "
+                          "aug_background (they work on the bands before the projection); "
+                          "set them to 0 or pca to 0")
+
+
 def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     """Validate every group of ``path``; raise :class:`ParamsError` listing every problem."""
     where = str(path)
@@ -95,6 +107,7 @@ def check_params(path: str | os.PathLike[str] = "params.yaml") -> None:
     attempt(parse_clean, raw, where)  # the detector: a registered model, its overrides
     attempt(parse_ensembles, raw, where)  # members among train.models
     attempt(parse_report, raw, where)  # regression plots of regression models only
+    attempt(_features_with_train, raw, where)
     models = raw.get("models")
     if models is not None:  # every model's settings, listed in train.models or not
         for name in models if isinstance(models, dict) else [""]:

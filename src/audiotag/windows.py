@@ -115,7 +115,7 @@ class AudioWindows(Dataset):
             raise AudioError(found.problem)
         p = self.pipeline
         frames_in = round(found.duration_s * found.sample_rate)
-        if not (p.config.beat_sync or one_piece(frames_in, found.sample_rate)):
+        if p.config.streamed and not one_piece(frames_in, found.sample_rate):
             length = n_frames(p.config, resampled_length(frames_in, found.sample_rate,
                                                          p.config.sample_rate))
             return FileWindows(None, file_starts(length, p.window, p.n_crops, self.hop),
@@ -124,7 +124,8 @@ class AudioWindows(Dataset):
         check_finite(frames, path)
         starts = (None if p.config.beat_sync
                   else file_starts(frames.shape[0], p.window, p.n_crops, self.hop))
-        x = clip_windows(frames, starts, p.window, p.shift, p.scale)  # (K, dim, T)
+        x = clip_windows(frames, starts, p.window, p.shift, p.scale,
+                         p.projection)  # (K, dim, T)
         return FileWindows(x, starts, found.duration_s)
 
 
@@ -140,12 +141,14 @@ def long_file_windows(path: str, pipeline: ClipPipeline,
         check_finite(frames, path)
         held = np.concatenate([held, frames]) if len(held) else frames
         while at < len(starts) and starts[at] + p.window <= offset + len(held):
-            yield clip_windows(held, [starts[at] - offset], p.window, p.shift, p.scale)[0]
+            yield clip_windows(held, [starts[at] - offset], p.window, p.shift, p.scale,
+                               p.projection)[0]
             at += 1
         drop = min(len(held), (starts[at] if at < len(starts) else 1 << 62) - offset)
         held, offset = held[drop:], offset + drop
     for start in starts[at:]:  # past the end (zero-padded), as clip_windows cuts them
-        yield clip_windows(held, [start - offset], p.window, p.shift, p.scale)[0]
+        yield clip_windows(held, [start - offset], p.window, p.shift, p.scale,
+                           p.projection)[0]
 
 
 def _batched(items: Iterator[torch.Tensor], size: int) -> Iterator[list[torch.Tensor]]:

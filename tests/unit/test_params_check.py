@@ -164,6 +164,11 @@ def test_a_symlinked_folder_in_an_input_must_itself_be_an_input(params, tmp_path
      r"features: .*n_fft=16 gives 9 frequency bins, too few for n_mels=64: empty mel filters"),
     (lambda p: p["features"].update(clip_seconds=0.001),
      r"features: .*clip_seconds=0\.001 s is shorter than one frame"),
+    (lambda p: p["features"].update(pca=65), r"features: .*pca=65 components of 64 bands"),
+    (lambda p: p["features"].update(normalize_parts=["standard", "none"]),
+     r"features: .*normalize_parts: 2 value\(s\) for kind=logmel of 1 part"),
+    (lambda p: (p["features"].update(pca=8), p["train"].update(aug_gain_db=6)),
+     r"features\.pca: not with train\.aug_gain_db"),
     (lambda p: (p["data"].update(dataset="fsdd"), p["clean"].update(method="oracle")),
      r"clean\.method: oracle needs the true labels .*data\.dataset: fsdd"),
     # item 10: DDP split 16 over 3 processes as 5 each, a global batch of 15

@@ -54,7 +54,14 @@ def _store_and_checkpoint(tmp_path, **features):
 
 @pytest.mark.parametrize("features", [{}, {"eval_crops": "3"},
                                       {"eval_crops": 3, "eval_aggregate": "max"},
-                                      {"kind": "logmel+mfcc", "n_mfcc": 8}])
+                                      {"kind": "logmel+mfcc", "n_mfcc": 8},
+                                      # the experiment options: the checkpoint's stats and
+                                      # config carry the projection and the mirror mode
+                                      {"pca": 6}, {"mirror": "wave"},
+                                      {"mirror": "spectrogram", "eval_crops": 3},
+                                      {"kind": "logmel+mfcc", "n_mfcc": 8,
+                                       "normalize_parts": ["standard", "none"],
+                                       "normalize_by": "part"}])
 def test_predict_windows_reproduces_the_feature_store_scores(tmp_path, features):
     # long clips (up to 1.5 s against a 0.6 s window) are cropped, short ones padded: the
     # file path must make the very windows the store path makes (these clips are no longer

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from audiotag.core.params import Strict
 
 PadMode = Literal["wrap", "zeros", "reflect", "mirror"]
+Normalize = Literal["standard", "minmax", "none"]
 FeatureKind = Literal["waveform", "stft", "logmel", "mfcc", "chroma", "logmel+mfcc",
                       "logmel+chroma"]
 
@@ -24,6 +25,10 @@ class FeaturesConfig(Strict):
 
     # what a store or checkpoint saved before these keys existed was made with (:meth:`saved`)
     ABSENT_IN_OLD_DUMPS: ClassVar[dict[str, Any]] = {"eval_aggregate": "mean"}
+    # experiment options left out of :meth:`dump` at these (default) values, so a store or
+    # checkpoint made without them keeps its bytes
+    OMITTED_AT_DEFAULT: ClassVar[dict[str, Any]] = {
+        "mirror": "none", "normalize_parts": None, "normalize_by": "band", "pca": 0}
 
     kind: FeatureKind = "logmel"
     sample_rate: int = Field(16000, ge=1000)
@@ -44,7 +49,11 @@ class FeaturesConfig(Strict):
     crops_per_clip: int = Field(1, ge=1)
     eval_crops: Literal["center"] | Annotated[int, Field(ge=1)] = 2
     eval_aggregate: Literal["mean", "max"] = "max"
-    normalize: Literal["standard", "minmax", "none"] = "standard"
+    normalize: Normalize = "standard"
+    normalize_parts: list[Normalize] | None = None  # one per part of kind; None: normalize
+    normalize_by: Literal["band", "part", "all"] = "band"  # what shares a shift and scale
+    mirror: Literal["none", "wave", "spectrogram"] = "none"
+    pca: int = Field(0, ge=0)  # 0: off; N: the first N principal components of the bands
     batch_size: int = Field(32, ge=1)
     workers: int = Field(2, ge=0)
 
@@ -74,6 +83,7 @@ class FeaturesConfig(Strict):
         self._check_frames()
         if "mfcc" in self.kind and self.n_mfcc > self.n_mels:
             raise ValueError(f"n_mfcc ({self.n_mfcc}) must be <= n_mels ({self.n_mels})")
+        self._check_options()
         if self.beat_sync:
             if self.kind == "waveform":
                 raise ValueError("beat_sync needs a spectral kind, not kind=waveform")
@@ -82,11 +92,47 @@ class FeaturesConfig(Strict):
                                  "use crops_per_clip=1")
         return self
 
+    def _check_options(self) -> None:
+        """``normalize_parts``, ``mirror`` and ``pca`` against the kind and each other."""
+        n_parts = len(self.kind.split("+"))
+        if self.normalize_parts is not None and len(self.normalize_parts) != n_parts:
+            raise ValueError(f"normalize_parts: {len(self.normalize_parts)} value(s) for "
+                             f"kind={self.kind} of {n_parts} part(s) (one per part, in order)")
+        if self.mirror != "none" and self.beat_sync:
+            raise ValueError("mirror makes every clip clip_seconds long: not with beat_sync")
+        if self.mirror == "spectrogram" and self.kind == "waveform":
+            raise ValueError("mirror=spectrogram needs a spectral kind (kind=waveform: "
+                             "mirror=wave)")
+        if self.pca and self.kind == "waveform":
+            raise ValueError("pca projects feature bands: kind=waveform has one")
+        if self.pca and self.beat_sync:
+            raise ValueError("pca: not with beat_sync (variable-length sequences)")
+        dims = {"stft": self.n_fft // 2 + 1, "logmel": self.n_mels, "mfcc": self.n_mfcc,
+                "chroma": 12, "waveform": 1}  # as audiotag.features.frontend.part_dim
+        bands = sum(dims[p] for p in self.kind.split("+"))
+        if self.pca > bands:
+            raise ValueError(f"pca={self.pca} components of {bands} bands (kind={self.kind})")
+
+    def dump(self) -> dict[str, Any]:
+        """The config as a store or checkpoint saves it (:meth:`saved` reads it back)."""
+        out = self.model_dump()
+        for key, default in self.OMITTED_AT_DEFAULT.items():
+            if out[key] == default:
+                del out[key]
+        return out
+
     @classmethod
     def saved(cls, dump: dict[str, Any]) -> FeaturesConfig:
         """The config a feature store's ``features.json`` or a checkpoint holds; keys added
         since it was saved get the value it was made with, not today's default."""
         return cls.model_validate({**cls.ABSENT_IN_OLD_DUMPS, **dump})
+
+    @property
+    def streamed(self) -> bool:
+        """Whether a long clip's features are made piece by piece
+        (:mod:`audiotag.features.stream`): not with ``beat_sync`` (the whole waveform is
+        tracked) nor ``mirror`` (only the first ``clip_seconds / 2`` is read)."""
+        return not self.beat_sync and self.mirror == "none"
 
     @property
     def n_eval_crops(self) -> int:

@@ -46,13 +46,23 @@ def cut(frames: np.ndarray, start: int, window: int) -> np.ndarray:
 
 
 def normalised_windows(frames: np.ndarray, starts: list[int] | None, window: int,
-                       shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
+                       shift: np.ndarray, scale: np.ndarray,
+                       projection: np.ndarray | None = None) -> np.ndarray:
     """Normalised model input ``(K, dim, window)`` float32 of a clip's stored frames
     ``(T, dim)``: the windows at ``starts`` (zero-padded if short), or with ``starts=None``
-    the whole sequence ``(1, dim, T)`` (``beat_sync``)."""
+    the whole sequence ``(1, dim, T)`` (``beat_sync``). ``projection`` ``(dim, n)``
+    (``features.pca``): the normalised bands projected on it, ``(K, n, window)``."""
     crops = [np.asarray(frames)] if starts is None else [cut(frames, s, window) for s in starts]
     x = (np.stack(crops).astype(np.float32) - shift) / scale  # (K, T, dim)
+    if projection is not None:
+        x = x @ projection  # (K, T, n)
     return np.ascontiguousarray(x.transpose(0, 2, 1))  # (K, dim, T)
+
+
+def projection_of(stats: dict) -> np.ndarray | None:
+    """A store's ``features.pca`` projection ``(dim, n)`` float32 (None without pca)."""
+    found = stats.get("projection")
+    return None if found is None else np.asarray(found, dtype=np.float32)
 
 
 class StoredClips:
@@ -69,6 +79,7 @@ class StoredClips:
         self.config = FeaturesConfig.saved(self.meta["config"])
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
+        self.projection = projection_of(self.stats)
         self.window = int(self.meta["frames"])
         self._arrays = {s: np.load(store / f"{s}.npy", mmap_mode="r") for s in SUBSETS}
 
@@ -87,5 +98,6 @@ class StoredClips:
         frames = self._arrays[row["subset"]][start:start + length]  # (T, dim) float16
         n = self.config.n_eval_crops
         starts = None if self.config.beat_sync else eval_starts(length, self.window, n)
-        x = normalised_windows(frames, starts, self.window, self.shift, self.scale)
+        x = normalised_windows(frames, starts, self.window, self.shift, self.scale,
+                               self.projection)
         return x[0] if n == 1 or self.config.beat_sync else x

@@ -55,10 +55,15 @@ from audiotag.data.manifest import (
     read_classes,
 )
 from audiotag.data.split import assign_roles
-from audiotag.features.audio import load_audio, pad_to_length
+from audiotag.features.audio import audio_blocks, load_audio, pad_to_length
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.crops import random_start
-from audiotag.features.frames import center_start, eval_starts, normalised_windows
+from audiotag.features.frames import (
+    center_start,
+    eval_starts,
+    normalised_windows,
+    projection_of,
+)
 from audiotag.features.frontend import (
     FrontEnd,
     clip_samples,
@@ -91,6 +96,10 @@ class ClipExtractor:
                 feats = self.frontend(wave[None])[0].numpy()  # (dim, frames)
             feats = beat_synchronise(feats, wave.numpy(), self.cfg)
             return np.ascontiguousarray(feats.T.astype(np.float16))  # (frames, dim)
+        if self.cfg.mirror != "none":
+            with torch.no_grad():
+                feats = mirrored(self._half(path), self.frontend)  # (dim, frames)
+            return np.ascontiguousarray(feats.numpy().T.astype(np.float16))
         # a long clip in pieces, never whole in memory (audiotag.features.stream)
         parts = [np.ascontiguousarray(f.numpy().T.astype(np.float16))  # (frames, dim)
                  for f in clip_frames(path, self.frontend, self._pad)]
@@ -98,6 +107,31 @@ class ClipExtractor:
 
     def _pad(self, wave: torch.Tensor) -> torch.Tensor:
         return pad_to_length(wave, self.n_samples, self.cfg.pad_mode)
+
+    def _half(self, path: str | os.PathLike[str]) -> torch.Tensor:
+        """``features.mirror``: the clip's first ``ceil(samples / 2)`` samples (a shorter
+        clip padded to them with ``pad_mode``), read no further."""
+        half, pieces, got = (self.n_samples + 1) // 2, [], 0
+        for piece in audio_blocks(path, self.cfg.sample_rate):
+            pieces.append(piece)
+            got += len(piece)
+            if got >= half:
+                break
+        wave = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        return pad_to_length(wave[:half], half, self.cfg.pad_mode)
+
+
+def mirrored(half: torch.Tensor, frontend: FrontEnd) -> torch.Tensor:
+    """``features.mirror``: features ``(dim, frames)`` of a clip of ``clip_seconds`` made
+    of ``half`` (``(samples,)``, the first half) and its time reversal: with ``wave`` the
+    front end's of ``half`` + reversed ``half``; with ``spectrogram`` ``half``'s features
+    followed by the same frames reversed, cut to the window (:func:`n_frames`)."""
+    cfg = frontend.cfg
+    if cfg.mirror == "wave":
+        wave = torch.cat([half, half.flip(-1)])[:clip_samples(cfg)]
+        return frontend(wave[None])[0]
+    feats = frontend(half[None])[0]  # (dim, frames of the half)
+    return torch.cat([feats, feats.flip(-1)], dim=-1)[:, :n_frames(cfg)]
 
 
 def check_finite(frames: np.ndarray, path: str | os.PathLike[str]) -> None:
@@ -108,12 +142,16 @@ def check_finite(frames: np.ndarray, path: str | os.PathLike[str]) -> None:
 
 
 def clip_windows(frames: np.ndarray, starts: list[int] | None, window: int,
-                 shift: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+                 shift: np.ndarray, scale: np.ndarray,
+                 projection: np.ndarray | None = None) -> torch.Tensor:
     """Normalised model input ``(K, dim, window)`` float32 of a clip's stored frames
     ``(T, dim)``: the windows at ``starts`` (zero-padded if short), or with ``starts=None``
-    the whole sequence ``(1, dim, T)`` (``beat_sync``). Evaluation (:class:`FeatureSet`)
-    and prediction on audio files (:class:`ClipPipeline`) both build inputs here."""
-    return torch.from_numpy(normalised_windows(frames, starts, window, shift, scale))
+    the whole sequence ``(1, dim, T)`` (``beat_sync``); ``projection``: ``features.pca``'s
+    (:func:`~audiotag.features.frames.normalised_windows`). Evaluation
+    (:class:`FeatureSet`) and prediction on audio files (:class:`ClipPipeline`) both build
+    inputs here."""
+    return torch.from_numpy(normalised_windows(frames, starts, window, shift, scale,
+                                               projection))
 
 
 class ClipPipeline:
@@ -133,13 +171,14 @@ class ClipPipeline:
         self.n_crops = self.config.n_eval_crops
         self.shift = np.asarray(stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(stats["scale"], dtype=np.float32)
+        self.projection = projection_of(stats)  # features.pca's (dim, n), or None
 
     def __call__(self, path: str | os.PathLike[str]) -> torch.Tensor:
         frames = self.extract(path)  # (T, dim) float16; AudioError if unreadable
         check_finite(frames, path)
         starts = (None if self.config.beat_sync
                   else eval_starts(frames.shape[0], self.window, self.n_crops))
-        x = clip_windows(frames, starts, self.window, self.shift, self.scale)
+        x = clip_windows(frames, starts, self.window, self.shift, self.scale, self.projection)
         return x[0] if self.n_crops == 1 or self.config.beat_sync else x
 
 
@@ -185,13 +224,15 @@ def _extract_in_worker(path: str) -> np.ndarray:
 class _BandStats:
     """Streaming per-band count, sum, sum of squares, min and max (float64)."""
 
-    def __init__(self, n_bands: int) -> None:
+    def __init__(self, n_bands: int, products: bool = False) -> None:
         self.count = 0
         self.sum = np.zeros(n_bands)
         self.sumsq = np.zeros(n_bands)
         self.min = np.full(n_bands, np.inf)
         self.max = np.full(n_bands, -np.inf)
         self.clips = 0
+        # sum of x x^T (bands, bands), for features.pca only
+        self.products = np.zeros((n_bands, n_bands)) if products else None
 
     def update(self, frames: np.ndarray) -> None:  # (frames, bands) of one clip
         x = frames.astype(np.float64)
@@ -201,22 +242,28 @@ class _BandStats:
         self.min = np.minimum(self.min, x.min(axis=0))
         self.max = np.maximum(self.max, x.max(axis=0))
         self.clips += 1
+        if self.products is not None:
+            self.products += x.T @ x
 
-    def result(self, normalize: str, parts: list[dict]) -> dict:
+    def result(self, cfg: FeaturesConfig, parts: list[dict]) -> dict:
         if self.count == 0:
             raise ValueError("no training clips: cannot fit normalisation statistics")
         with np.errstate(invalid="ignore", over="ignore"):  # checked for finiteness below
             mean = self.sum / self.count
             std = np.maximum(np.sqrt(np.maximum(self.sumsq / self.count - mean**2, 0.0)),
                              STD_FLOOR)
-        if normalize == "standard":
-            shift, scale = mean, std
-        elif normalize == "minmax":  # -> [0, 1] on the training clips
-            shift, scale = self.min, np.maximum(self.max - self.min, STD_FLOOR)
+        if cfg.normalize_parts is None and cfg.normalize_by == "band":
+            shift, scale = _shift_scale(cfg.normalize, mean, std, self.min, self.max)
         else:
-            shift, scale = np.zeros_like(mean), np.ones_like(mean)
+            shift, scale = self._grouped(cfg, parts)
         named = {"mean": mean, "std": std, "min": self.min, "max": self.max, "shift": shift,
                  "scale": scale}
+        extra = {}
+        if cfg.pca:
+            extra["projection"] = self._projection(cfg.pca, mean, scale)
+            named["projection"] = np.asarray(extra["projection"]).ravel()
+        if cfg.normalize_parts is not None or cfg.normalize_by != "band":
+            extra.update(normalize_parts=cfg.normalize_parts, normalize_by=cfg.normalize_by)
         for name, values in named.items():  # NaN here would poison every clip downstream
             bad = np.flatnonzero(~np.isfinite(values))
             if len(bad):
@@ -224,10 +271,52 @@ class _BandStats:
                     f"normalisation statistics are not finite: {name} of band "
                     f"{', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''} "
                     f"({len(bad)} of {len(values)} bands); nothing written")
-        return {"normalize": normalize, "shift": shift.tolist(), "scale": scale.tolist(),
+        return {"normalize": cfg.normalize, "shift": shift.tolist(), "scale": scale.tolist(),
                 "mean": mean.tolist(), "std": std.tolist(), "min": self.min.tolist(),
                 "max": self.max.tolist(), "parts": parts, "n_clips": self.clips,
-                "n_frames": self.count, "fitted_on": "train"}
+                "n_frames": self.count, "fitted_on": "train", **extra}
+
+    def _grouped(self, cfg: FeaturesConfig, parts: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """``shift``, ``scale`` per band with ``normalize_parts`` (a mode per part) and
+        ``normalize_by`` (``part``/``all``: one mean, sd, min and max over the bands of a
+        part, or of every band, broadcast to its bands)."""
+        shift, scale = np.zeros(len(self.sum)), np.ones(len(self.sum))
+        modes = cfg.normalize_parts or [cfg.normalize] * len(parts)
+        for part, mode in zip(parts, modes, strict=True):
+            a, b = part["start"], part["stop"]
+            groups = ([(i, i + 1) for i in range(a, b)] if cfg.normalize_by == "band"
+                      else [(a, b)] if cfg.normalize_by == "part" else [(0, len(self.sum))])
+            for lo, hi in groups:
+                n = self.count * (hi - lo)
+                with np.errstate(invalid="ignore", over="ignore"):  # checked by result()
+                    mean = self.sum[lo:hi].sum() / n
+                    std = max(np.sqrt(max(self.sumsq[lo:hi].sum() / n - mean**2, 0.0)),
+                              STD_FLOOR)
+                s, c = _shift_scale(mode, mean, std, self.min[lo:hi].min(),
+                                    self.max[lo:hi].max())
+                lo, hi = max(lo, a), min(hi, b)  # "all": the whole's statistics, this part
+                shift[lo:hi], scale[lo:hi] = s, c
+        return shift, scale
+
+    def _projection(self, n: int, mean: np.ndarray, scale: np.ndarray) -> list[list[float]]:
+        """The ``(bands, n)`` matrix of the first ``n`` principal axes of the normalised
+        training frames (their covariance's eigenvectors, largest eigenvalue first, each
+        signed so that its largest entry is positive)."""
+        assert self.products is not None
+        cov = (self.products / self.count - np.outer(mean, mean)) / np.outer(scale, scale)
+        values, vectors = np.linalg.eigh(cov)  # ascending
+        vectors = vectors[:, np.argsort(-values, kind="stable")[:n]]
+        signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(n)])
+        return (vectors * signs).tolist()
+
+
+def _shift_scale(mode: str, mean, std, low, high) -> tuple:
+    """``normalize`` mode -> (shift, scale) from a band's (or a group's) statistics."""
+    if mode == "standard":
+        return mean, std
+    if mode == "minmax":  # -> [0, 1] on the training clips
+        return low, np.maximum(high - low, STD_FLOOR)
+    return np.zeros_like(mean), np.ones_like(mean)
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -311,7 +400,7 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
     index["length"] = 0
     paths = audio_paths(index, manifest_dir)
     dim, parts = feature_dim(cfg), feature_parts(cfg)
-    stats = _BandStats(dim)
+    stats = _BandStats(dim, products=cfg.pca > 0)
     pool = None
     if cfg.workers > 0:
         pool = multiprocessing.get_context(_start_method()).Pool(cfg.workers, _init_worker,
@@ -331,7 +420,7 @@ def extract_features(manifest: pd.DataFrame, classes: list[str], manifest_dir: P
                 finally:
                     writer.close()
                 log.info("%s: %d clips, %d frames of dim %d", subset, len(sel), writer.rows, dim)
-            _write_tables(tmp, index, classes, stats.result(cfg.normalize, parts), cfg)
+            _write_tables(tmp, index, classes, stats.result(cfg, parts), cfg)
     finally:
         if pool is not None:
             pool.terminate()
@@ -343,9 +432,9 @@ def _write_tables(tmp: Path, index: pd.DataFrame, classes: list[str], stats: dic
     index[index_columns(list(index.columns))].to_csv(tmp / INDEX_NAME, index=False)
     write_text(tmp / CLASSES_NAME, "\n".join(classes) + "\n")
     write_json(tmp / STATS_NAME, stats)
-    dim = feature_dim(cfg)
+    dim = cfg.pca or feature_dim(cfg)  # the model's input bands
     write_json(tmp / FEATURES_NAME, {
-        "config": cfg.model_dump(), "kind": cfg.kind, "dim": dim, "n_mels": dim,
+        "config": cfg.dump(), "kind": cfg.kind, "dim": dim, "n_mels": dim,
         "parts": feature_parts(cfg), "frames": n_frames(cfg),  # crop window (frames)
         "variable_length": cfg.beat_sync})
 
@@ -438,6 +527,7 @@ class FeatureSet(torch.utils.data.Dataset):
         self.config = FeaturesConfig.saved(self.meta["config"])
         self.shift = np.asarray(self.stats["shift"], dtype=np.float32)  # (dim,)
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
+        self.projection = projection_of(self.stats)  # features.pca's (dim, n), or None
         self.targets = labels_to_matrix(self.index["labels"], self.classes)  # (N, C)
         self._y = self.targets  # y of the items; see with_outputs
         if outputs is not None:
@@ -521,7 +611,8 @@ class FeatureSet(torch.utils.data.Dataset):
         start, length = int(self._offset[i]), int(self._length[i])
         frames = self._arrays[self._subset[i]][start:start + length]  # (T, dim) float16
         starts = None if self.config.beat_sync else self._starts(length, generator)
-        x = clip_windows(frames, starts, self.window, self.shift, self.scale)  # (K, dim, T)
+        x = clip_windows(frames, starts, self.window, self.shift, self.scale,
+                         self.projection)  # (K, dim, T)
         if self.n_crops == 1 or self.config.beat_sync:
             x = x[0]
         return Item(x, torch.from_numpy(self._y[i]), torch.tensor(self.loss_weights[i]),
