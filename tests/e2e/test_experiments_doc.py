@@ -74,6 +74,9 @@ SECTIONS = [
     "Transfer learning",
     "Multitask: classes and regression targets",
     "The Greek notebook's LSTM grid: mel, beat-synchronous, chroma, mel + chroma",
+    "Normalising stacked front ends",
+    "PCA on the inputs",
+    "Crop, then mirror",
 ]
 
 BASE = {"train": {"models": ["cnn2d", "cnn1d"], "epochs": 1},
