@@ -126,4 +126,4 @@ def test_non_finite_statistics_are_never_written():
     stats = _BandStats(3)
     stats.update(np.array([[0.0, 1.0, 2.0], [1.0, np.inf, 2.0]], dtype=np.float32))
     with pytest.raises(ValueError, match=r"statistics .*not finite.*band 1"):
-        stats.result("standard", [])
+        stats.result(FeaturesConfig(), [])
