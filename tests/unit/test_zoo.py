@@ -484,3 +484,41 @@ def test_crnn_sigmoid_gru_same_weights_other_outputs(tmp_path: Path) -> None:
 def test_crnn_bad_gru_activation_names_the_key() -> None:
     with pytest.raises(ValueError, match=r"^models\.crnn\.gru_activation: "):
         validate_model_params("crnn", {"gru_activation": "relu"})
+
+
+# --- timm's EVA-02 -------------------------------------------------------------------------
+
+
+def test_eva02_tiny_takes_any_spectrogram_size() -> None:
+    """Patch 14 on 64 mels x 100 frames (neither a multiple of 14) and on a 12-band
+    chroma: padded to whole patches, position embeddings resampled to the grid."""
+    model = create_model("eva02_tiny", K, 64).eval()
+    assert sum(p.numel() for p in model.parameters()) < 6_000_000
+    for n_mels, frames in ((64, 100), (64, 37)):
+        out = create_model("eva02_tiny", K, n_mels).eval()(torch.randn(2, n_mels, frames))
+        assert out.shape == (2, K) and torch.isfinite(out).all()
+    out = create_model("eva02_tiny", K, 12)(torch.randn(2, 12, 30))
+    assert out.shape == (2, K) and torch.isfinite(out).all()
+
+
+def test_eva02_loads_a_local_timm_state_dict(tmp_path: Path) -> None:
+    """A timm checkpoint as distributed (3-channel patch embedding, 1000-way head) loads
+    from a local file: patch weights summed over RGB, head dropped; random init otherwise."""
+    import timm
+
+    state = timm.create_model("eva02_tiny_patch14_224", pretrained=False,
+                              num_classes=1000).state_dict()
+    assert state["patch_embed.proj.weight"].shape[1] == 3 and "head.weight" in state
+    path = tmp_path / "eva02_tiny.pth"
+    torch.save(state, path)
+    model = create_model("eva02_tiny", K, 16, pretrained_weights=str(path),
+                         freeze_backbone=True)
+    loaded = model.backbone.state_dict()
+    torch.testing.assert_close(loaded["patch_embed.proj.weight"],
+                               state["patch_embed.proj.weight"].sum(dim=1, keepdim=True))
+    torch.testing.assert_close(loaded["blocks.3.attn.proj.weight"],
+                               state["blocks.3.attn.proj.weight"])
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    fresh = create_model("eva02_tiny", K, 16).backbone.state_dict()
+    assert not torch.allclose(fresh["blocks.3.attn.proj.weight"],
+                              state["blocks.3.attn.proj.weight"])
