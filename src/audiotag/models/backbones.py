@@ -16,8 +16,9 @@ these machines are offline. The file holds a torchvision ``state_dict`` (for exa
 3-channel weights are summed over the input channels (a grey image repeated over RGB gives
 the same activations) and the ImageNet classifier is dropped. timm's EVA-02 take a timm
 ``state_dict`` (e.g. the ``model.safetensors`` of ``timm/eva02_tiny_patch14_224.mim_in22k``
-converted with ``torch.save``; timm is never asked for ``pretrained=True``). ``freeze_backbone`` trains
-the head only, with the backbone's batch-norm statistics frozen too.
+converted with ``torch.save``; timm is never asked for ``pretrained=True``).
+``freeze_backbone`` trains the head only, with the backbone's batch-norm statistics frozen
+too.
 """
 
 from __future__ import annotations
