@@ -74,6 +74,8 @@ SECTIONS = [
     "Transfer learning",
     "Multitask: classes and regression targets",
     "The Greek notebook's LSTM grid: mel, beat-synchronous, chroma, mel + chroma",
+    "GCNN: sigmoid in the recurrent layer",  # issue 34
+    "EVA-02 beside Swin V2",
 ]
 
 BASE = {"train": {"models": ["cnn2d", "cnn1d"], "epochs": 1},
