@@ -77,6 +77,8 @@ SECTIONS = [
     "Normalising stacked front ends",
     "PCA on the inputs",
     "Crop, then mirror",
+    "GCNN: sigmoid in the recurrent layer",  # issue 34
+    "EVA-02 beside Swin V2",
 ]
 
 BASE = {"train": {"models": ["cnn2d", "cnn1d"], "epochs": 1},

@@ -444,3 +444,81 @@ def test_a_checkpoint_saved_with_partial_params_holds_every_config_key(tmp_path)
     assert meta.model_params == model.cfg.model_dump(mode="json")
     x = torch.randn(2, 16, 24)
     torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+# --- crnn's recurrent activation -----------------------------------------------------------
+
+
+def test_gru_with_activation_tanh_is_torchs_gru() -> None:
+    """The step-by-step GRU with tanh reproduces ``nn.GRU`` (two bidirectional layers), so
+    ``sigmoid`` changes the candidate activation and nothing else."""
+    from audiotag.models.crnn import gru_with_activation
+
+    gru = nn.GRU(6, 5, num_layers=2, batch_first=True, bidirectional=True).eval()
+    x = torch.randn(3, 7, 6)
+    torch.testing.assert_close(gru_with_activation(gru, x, torch.tanh), gru(x)[0])
+    assert not torch.allclose(gru_with_activation(gru, x, torch.sigmoid), gru(x)[0])
+
+
+def test_crnn_sigmoid_gru_same_weights_other_outputs(tmp_path: Path) -> None:
+    from audiotag.training.checkpoint import load_checkpoint, save_checkpoint
+
+    x = torch.randn(2, 16, 24)
+    tanh = create_model("crnn", K, 16, channels=[4, 8]).eval()
+    sigmoid = create_model("crnn", K, 16, channels=[4, 8], gru_activation="sigmoid").eval()
+    sigmoid.load_state_dict(tanh.state_dict())  # same layers: one state_dict fits both
+    out = sigmoid(x)
+    assert out.shape == (2, K) and torch.isfinite(out).all()
+    assert not torch.allclose(out, tanh(x))
+    # the default is left out of a checkpoint (its bytes stay as before), sigmoid is kept
+    assert "gru_activation" not in tanh.cfg.model_dump(mode="json")
+    for model in (tanh, sigmoid):
+        save_checkpoint(tmp_path / "model.pt", model, {
+            "model_name": "crnn", "model_params": model.cfg.model_dump(mode="json"),
+            "num_classes": K, "n_mels": 16})
+        loaded, _ = load_checkpoint(tmp_path / "model.pt")
+        assert loaded.cfg.gru_activation == model.cfg.gru_activation
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_crnn_bad_gru_activation_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"^models\.crnn\.gru_activation: "):
+        validate_model_params("crnn", {"gru_activation": "relu"})
+
+
+# --- timm's EVA-02 -------------------------------------------------------------------------
+
+
+def test_eva02_tiny_takes_any_spectrogram_size() -> None:
+    """Patch 14 on 64 mels x 100 frames (neither a multiple of 14) and on a 12-band
+    chroma: padded to whole patches, position embeddings resampled to the grid."""
+    model = create_model("eva02_tiny", K, 64).eval()
+    assert sum(p.numel() for p in model.parameters()) < 6_000_000
+    for n_mels, frames in ((64, 100), (64, 37)):
+        out = create_model("eva02_tiny", K, n_mels).eval()(torch.randn(2, n_mels, frames))
+        assert out.shape == (2, K) and torch.isfinite(out).all()
+    out = create_model("eva02_tiny", K, 12)(torch.randn(2, 12, 30))
+    assert out.shape == (2, K) and torch.isfinite(out).all()
+
+
+def test_eva02_loads_a_local_timm_state_dict(tmp_path: Path) -> None:
+    """A timm checkpoint as distributed (3-channel patch embedding, 1000-way head) loads
+    from a local file: patch weights summed over RGB, head dropped; random init otherwise."""
+    import timm
+
+    state = timm.create_model("eva02_tiny_patch14_224", pretrained=False,
+                              num_classes=1000).state_dict()
+    assert state["patch_embed.proj.weight"].shape[1] == 3 and "head.weight" in state
+    path = tmp_path / "eva02_tiny.pth"
+    torch.save(state, path)
+    model = create_model("eva02_tiny", K, 16, pretrained_weights=str(path),
+                         freeze_backbone=True)
+    loaded = model.backbone.state_dict()
+    torch.testing.assert_close(loaded["patch_embed.proj.weight"],
+                               state["patch_embed.proj.weight"].sum(dim=1, keepdim=True))
+    torch.testing.assert_close(loaded["blocks.3.attn.proj.weight"],
+                               state["blocks.3.attn.proj.weight"])
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    fresh = create_model("eva02_tiny", K, 16).backbone.state_dict()
+    assert not torch.allclose(fresh["blocks.3.attn.proj.weight"],
+                              state["blocks.3.attn.proj.weight"])

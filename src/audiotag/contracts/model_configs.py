@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from audiotag.core.params import Strict
 
@@ -177,6 +184,9 @@ class CrnnConfig(HeadConfig):
             default 4 takes 64 mels to 16, 4, 1 bands, and keeps the CPU cost down.
         gru_hidden: GRU hidden size per direction.
         gru_layers: stacked bidirectional GRU layers.
+        gru_activation: the GRU's candidate-state activation: ``tanh`` (torch's
+            ``nn.GRU``) or ``sigmoid`` (the Russian notebook's GCNN: Keras
+            ``GRU(activation="sigmoid")``; same weights, run step by step).
         dropout: dropout before the attention head (and between GRU layers).
     """
 
@@ -186,7 +196,17 @@ class CrnnConfig(HeadConfig):
     freq_pool: int = Field(default=4, ge=1)
     gru_hidden: int = Field(default=64, ge=1)
     gru_layers: int = Field(default=1, ge=1)
+    gru_activation: Literal["tanh", "sigmoid"] = "tanh"
     dropout: DropoutRate = 0.2
+
+    @model_serializer(mode="wrap")
+    def _omit_default_activation(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # at its default the key is left out of a saved checkpoint's model_params (it loads
+        # back as tanh), so checkpoints of the default crnn keep the bytes they had before
+        data: dict[str, Any] = handler(self)
+        if data.get("gru_activation") == "tanh":
+            del data["gru_activation"]
+        return data
 
 
 class RnnConfig(HeadConfig):

@@ -55,7 +55,8 @@ MODEL_TRAIN = "train"
 class ModelCard:
     """A model's name, config class and the capabilities training relies on.
 
-    ``input``: see :data:`ModelInput`. ``init_branches``: ``train.init_from`` may give one
+    ``input``: see :data:`ModelInput`. ``max_parameters``: this model's own size cap over
+    :data:`MAX_PARAMETERS` (None: that one). ``init_branches``: ``train.init_from`` may give one
     checkpoint per branch, ``branch -> {checkpoint prefix: own prefix}``. (How a model
     trains, in one phase or several, the model declares: :mod:`audiotag.models.phases`.)
 
@@ -66,6 +67,7 @@ class ModelCard:
     name: str
     config: type[BaseModel]
     input: ModelInput = "spectrogram"
+    max_parameters: int | None = None
     init_branches: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,7 +103,10 @@ CARDS: dict[str, ModelCard] = {card.name: card for card in (
     ModelCard("stn", StnConfig),
     ModelCard("mixnet", MixNetConfig, input="waveform", init_branches=MIXNET_BRANCHES),
     *(ModelCard(name, BackboneConfig) for name in
-      ("resnet18", "resnet50", "regnet_y_800mf", "efficientnet_v2_s", "swin_v2_t")),
+      ("resnet18", "resnet50", "regnet_y_800mf", "efficientnet_v2_s", "swin_v2_t",
+       "eva02_tiny")),
+    # timm's EVA-02 base, 85M parameters: the English log's model, over the zoo's cap
+    ModelCard("eva02_base", BackboneConfig, max_parameters=90_000_000),
 )}
 """Every model, by name."""
 

@@ -236,14 +236,7 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
     if invisible:
         logger.warning("%s: invisible characters removed from the labels of line %s",
                        csv, ", ".join(map(str, invisible)))
-    df = pd.DataFrame(rows)
-    if not has_subset:
-        rng = np.random.default_rng([seed, _TEST_STREAM])
-        n_test = max(1, round(cfg.test_fraction * len(df)))
-        df.loc[rng.permutation(len(df))[:n_test], "subset"] = "test"
-    train = df["subset"].ne("test").to_numpy()
-    df["fold"] = -1
-    df.loc[train, "fold"] = common.folds(int(train.sum()), cfg.n_folds, seed, _FOLD_STREAM)
+    df = split_and_fold(pd.DataFrame(rows), has_subset, cfg.test_fraction, cfg.n_folds, seed)
     counts = Counter(name for text in df["labels"] for name in text.split(LABEL_SEP) if name)
     if not counts:
         raise DataSourceError(f"{csv}: no labels at all")
@@ -256,6 +249,20 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
     classes = sorted(counts)
     _flag_classes(csv, classes, counts)
     return df, classes
+
+
+def split_and_fold(df: pd.DataFrame, has_subset: bool, test_fraction: float, n_folds: int,
+                   seed: int) -> pd.DataFrame:
+    """Without a subset column, a seeded ``test_fraction`` of the clips becomes the test
+    set; the other clips get seeded balanced folds ``0..n_folds-1`` (test clips -1)."""
+    if not has_subset:
+        rng = np.random.default_rng([seed, _TEST_STREAM])
+        n_test = max(1, round(test_fraction * len(df)))
+        df.loc[rng.permutation(len(df))[:n_test], "subset"] = "test"
+    train = df["subset"].ne("test").to_numpy()
+    df["fold"] = -1
+    df.loc[train, "fold"] = common.folds(int(train.sum()), n_folds, seed, _FOLD_STREAM)
+    return df
 
 
 def _flag_classes(csv: Path, classes: list[str], counts: Counter) -> None:

@@ -120,6 +120,30 @@ def probe(path: Path, min_seconds: float = 0.0) -> Probe:
     return Probe(duration, sr, "", warning)
 
 
+def probe_array(path: Path, min_seconds: float = 0.0) -> Probe:
+    """:func:`probe` of a precomputed ``(bands, frames)`` ``.npy`` array
+    (:mod:`audiotag.data.precomputed`): ``duration_s`` is its frames, ``sample_rate`` 1;
+    a constant array is not judged silent (features of silence need not be zero)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as err:  # numpy raises several types; the reason is what matters
+        return Probe(float("nan"), 0, f"unreadable: {err}")
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        return Probe(float("nan"), 0, f"unreadable: expected a numeric (bands, frames) array, "
+                                      f"got {array.dtype} {array.shape}")
+    frames = array.shape[1]
+    if frames == 0 or array.shape[0] == 0:
+        return Probe(0.0, 1, "empty: no frames")
+    finite = np.isfinite(array).all(axis=0)
+    if not finite.all():
+        return Probe(float(frames), 1, f"non-finite: NaN or infinite value at frame "
+                                       f"{int(np.argmin(finite))}")
+    if frames < min_seconds:
+        return Probe(float(frames), 1, f"too short: {frames} frames < data.min_seconds="
+                                       f"{min_seconds:g}")
+    return Probe(float(frames), 1, "")
+
+
 def screen_clips(manifest: pd.DataFrame, out_dir: Path, max_bad_fraction: float,
                  progress: bool = True, min_seconds: float = 0.0,
                  rename: Callable[[str], str] | None = None) -> pd.DataFrame:
@@ -133,7 +157,8 @@ def screen_clips(manifest: pd.DataFrame, out_dir: Path, max_bad_fraction: float,
     paths = audio_paths(manifest, out_dir)
     known = (manifest[PROBLEM].fillna("").astype(str) if PROBLEM in manifest.columns
              else pd.Series("", index=manifest.index))  # found by the source (unreadable)
-    results = [Probe(float("nan"), 0, given) if given else probe(p, min_seconds)
+    results = [Probe(float("nan"), 0, given) if given
+               else (probe_array if p.suffix == ".npy" else probe)(p, min_seconds)
                for p, given in zip(tqdm(paths, desc="checking audio", unit="clip",
                                         disable=None if progress else True), known,
                                    strict=True)]

@@ -23,7 +23,17 @@ from pydantic import BaseModel
 from audiotag.core.errors import DataSourceError, ParamsError
 from audiotag.core.params import parse_group, unknown_key
 from audiotag.core.registry import Registry
-from audiotag.data import common, esc50, fma, folder, fsdd, fsdkaggle2019, gtzan, synthetic
+from audiotag.data import (
+    common,
+    esc50,
+    fma,
+    folder,
+    fsdd,
+    fsdkaggle2019,
+    gtzan,
+    precomputed,
+    synthetic,
+)
 from audiotag.data.classes import reshape_classes
 from audiotag.data.config import DataChecksConfig
 from audiotag.data.inputs import walk
@@ -78,6 +88,9 @@ register_source("fma", fma.FmaConfig,
                 "FMA: top genre + Echo Nest regression targets, official split")(fma.write)
 register_source("folder", folder.FolderConfig,
                 "your own audio directory + CSV (fname,labels[,subset])")(folder.write)
+register_source("precomputed", precomputed.PrecomputedConfig,
+                "precomputed per-clip .npy features + a labels CSV (the course's 128 mel + "
+                "12 chroma, beat-synchronous)")(precomputed.write)
 
 DATA_KEYS = ("dataset", "inputs", *DataChecksConfig.model_fields)
 """Keys of the ``data`` group that are settings, not source names."""

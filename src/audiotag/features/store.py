@@ -54,6 +54,7 @@ from audiotag.data.manifest import (
     labels_to_matrix,
     read_classes,
 )
+from audiotag.data.precomputed import ARRAY_SUFFIX, load_array
 from audiotag.data.split import assign_roles
 from audiotag.features.audio import audio_blocks, load_audio, pad_to_length
 from audiotag.features.config import FeaturesConfig
@@ -90,6 +91,8 @@ class ClipExtractor:
         self.n_samples = clip_samples(cfg)
 
     def __call__(self, path: str | os.PathLike[str]) -> np.ndarray:
+        if Path(path).suffix == ARRAY_SUFFIX:  # data.dataset: precomputed, features as given
+            return load_array(path, feature_dim(self.cfg), f"features.kind={self.cfg.kind}")
         if self.cfg.beat_sync:  # beat tracking reads the whole waveform
             wave = self._pad(load_audio(path, self.cfg.sample_rate))
             with torch.no_grad():

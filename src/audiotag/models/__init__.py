@@ -5,7 +5,8 @@ Every model maps a normalised log-mel batch ``(batch, n_mels, frames)`` to logit
 package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``,
 ``autoencoder`` (both with a ``residual`` setting), ``mixnet`` (waveform + log-mel
 branches, on raw waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``,
-``regnet_y_800mf``, ``efficientnet_v2_s`` and ``swin_v2_t``.
+``regnet_y_800mf``, ``efficientnet_v2_s``, ``swin_v2_t`` (torchvision), ``eva02_tiny`` and
+``eva02_base`` (timm).
 
 Every model has a card in the torch-free catalogue :mod:`audiotag.contracts.models` (its
 name, config class and capabilities; its config class in

@@ -1,17 +1,24 @@
-"""ImageNet backbones from torchvision on 1-channel spectrograms.
+"""ImageNet backbones from torchvision and timm on 1-channel spectrograms.
 
 ``resnet18``, ``resnet50``, ``regnet_y_800mf``, ``efficientnet_v2_s`` and ``swin_v2_t``: the
 torchvision network with its first conv replaced by a 1-input-channel conv and its classifier
 replaced by the shared :class:`~audiotag.models.heads.ClassifierHead` on the pooled
-features. The log-mel image ``(B, n_mels, T)`` is fed as ``(B, 1, n_mels, T)``.
+features. ``eva02_tiny`` and ``eva02_base``: timm's EVA-02 ViTs (patch 14, built with one
+input channel and no classifier; ``dynamic_img_size`` resamples the position embedding to
+the image's patch grid, ``dynamic_img_pad`` pads the image to whole patches, so any
+``n_mels`` x frames fits). The log-mel image ``(B, n_mels, T)`` is fed as
+``(B, 1, n_mels, T)``.
 
 Pretrained weights are read only from a local file (``pretrained_weights``, a path
 relative to the project root, or null for random init): nothing is downloaded, since
 these machines are offline. The file holds a torchvision ``state_dict`` (for example
 ``resnet18-f37072fd.pth`` fetched elsewhere from download.pytorch.org); the first conv's
 3-channel weights are summed over the input channels (a grey image repeated over RGB gives
-the same activations) and the ImageNet classifier is dropped. ``freeze_backbone`` trains
-the head only, with the backbone's batch-norm statistics frozen too.
+the same activations) and the ImageNet classifier is dropped. timm's EVA-02 take a timm
+``state_dict`` (e.g. the ``model.safetensors`` of ``timm/eva02_tiny_patch14_224.mim_in22k``
+converted with ``torch.save``; timm is never asked for ``pretrained=True``).
+``freeze_backbone`` trains the head only, with the backbone's batch-norm statistics frozen
+too.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class BackboneSpec:
     builder: Callable[..., nn.Module]
     first_conv: str
     classifier: str
+    adapted: bool = False  # built with one input channel and no classifier (timm)
 
 
 def _torchvision(name: str) -> Callable[..., nn.Module]:
@@ -48,6 +56,21 @@ def _torchvision(name: str) -> Callable[..., nn.Module]:
     torch._dynamo, seconds of CPU in every stage process that never builds a backbone."""
     def build(**kwargs: Any) -> nn.Module:
         return getattr(importlib.import_module("torchvision.models"), name)(**kwargs)
+    return build
+
+
+def _timm(name: str) -> Callable[..., nn.Module]:
+    """timm.create_model(<name>) with random weights (``pretrained=False``: timm never
+    downloads), one input channel, no classifier, and any image size (see the module doc);
+    timm is imported on the first build, like torchvision."""
+    def build(**_: Any) -> nn.Module:
+        try:
+            timm = importlib.import_module("timm")
+        except ModuleNotFoundError:
+            raise ImportError(f"{name}: needs timm (pip install -e '.[timm]', or make "
+                              "install)") from None
+        return timm.create_model(name, pretrained=False, in_chans=1, num_classes=0,
+                                 dynamic_img_size=True, dynamic_img_pad=True)
     return build
 
 
@@ -60,6 +83,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     # Swin Transformer V2-T: a 4x4 patch-embedding conv, shifted-window attention with
     # log-spaced continuous position bias (any input size: windows and merges pad)
     "swin_v2_t": BackboneSpec(_torchvision("swin_v2_t"), "features.0.0", "head"),
+    # EVA-02 (Fang et al. 2023): ViT with rotary position embeddings and SwiGLU MLPs
+    "eva02_tiny": BackboneSpec(_timm("eva02_tiny_patch14_224"), "patch_embed.proj", "head",
+                               adapted=True),
+    "eva02_base": BackboneSpec(_timm("eva02_base_patch14_224"), "patch_embed.proj", "head",
+                               adapted=True),
 }
 
 
@@ -91,9 +119,12 @@ class ImageNetBackbone(nn.Module):
         self.cfg = cfg
         spec = BACKBONES[self.arch]
         net = spec.builder(weights=None)  # never a hub download
-        _replace(net, spec.first_conv, _one_channel(net.get_submodule(spec.first_conv)))
-        old_head = _replace(net, spec.classifier, nn.Identity())
-        width = [m for m in old_head.modules() if isinstance(m, nn.Linear)][-1].in_features
+        if spec.adapted:
+            width = net.num_features
+        else:
+            _replace(net, spec.first_conv, _one_channel(net.get_submodule(spec.first_conv)))
+            old_head = _replace(net, spec.classifier, nn.Identity())
+            width = [m for m in old_head.modules() if isinstance(m, nn.Linear)][-1].in_features
         self.backbone = net
         self.head = ClassifierHead(width, num_classes, cfg)
         init_weights(self, cfg.init, cfg.activation)
@@ -110,8 +141,8 @@ class ImageNetBackbone(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(
                 f"{where}: no file {str(path)!r}. Nothing is downloaded (these machines are "
-                f"offline): copy a torchvision {self.arch} state_dict there, or set it to "
-                f"null for random init")
+                f"offline): copy a torchvision or timm {self.arch} state_dict there, or set "
+                f"it to null for random init")
         state: Any = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
@@ -170,3 +201,17 @@ class SwinV2T(ImageNetBackbone):
     """Swin Transformer V2-T (28M parameters; Liu et al. 2022)."""
 
     arch = "swin_v2_t"
+
+
+@register_model("eva02_tiny")
+class Eva02Tiny(ImageNetBackbone):
+    """EVA-02 tiny, patch 14 (5M parameters; timm ``eva02_tiny_patch14_224``)."""
+
+    arch = "eva02_tiny"
+
+
+@register_model("eva02_base")
+class Eva02Base(ImageNetBackbone):
+    """EVA-02 base, patch 14 (85M parameters; timm ``eva02_base_patch14_224``)."""
+
+    arch = "eva02_base"

@@ -102,7 +102,8 @@ def create_model(name: str, num_classes: int, n_mels: int, **params: Any) -> nn.
     cfg = validate_config(name, spec.config, params)
     model = spec.factory(num_classes, n_mels, cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    if n_params > MAX_PARAMETERS:
+    cap = spec.card.max_parameters or MAX_PARAMETERS
+    if n_params > cap:
         raise ValueError(f"models.{name}: {n_params:,} parameters exceed the cap of "
-                         f"{MAX_PARAMETERS:,} (issue 5); choose smaller settings")
+                         f"{cap:,} (issue 5); choose smaller settings")
     return model
