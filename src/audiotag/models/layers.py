@@ -19,6 +19,7 @@ from audiotag.models.heads import (
     hidden_layers,
     make_activation,
 )
+from audiotag.models.outputs import Outputs
 
 
 def eval_frozen(model: nn.Module) -> nn.Module:
@@ -168,7 +169,7 @@ class MaxMeanHead(ClassifierHead):
 
 
 class AttentionHead(nn.Module):
-    """Clip logits by attention pooling of frame logits: ``(B, T, D) -> (B, K)``.
+    """Clip logits by attention pooling of frame logits: ``(B, T, D) -> Outputs``.
 
     Per class, a frame classifier gives frame logits ``(B, T, K)`` and an attention layer
     gives weights normalised over time with a softmax; the clip logit is the weighted mean
@@ -187,16 +188,13 @@ class AttentionHead(nn.Module):
         self.frame = nn.Linear(width, num_classes)
         self.attention = nn.Linear(width, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pool(x)[0]
-
-    def pool(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(clip_logits (B, K), frame_logits (B, T, K), weights (B, T, K))``."""
+    def forward(self, x: Tensor) -> Outputs:
+        """Clip logits ``(B, K)``, frame logits and their weights ``(B, T, K)``."""
         x = self.hidden(x)  # (B, T, D) -> (B, T, H)
         frame_logits = self.frame(x)  # (B, T, K)
         weights = torch.softmax(self.attention(x), dim=1)  # (B, T, K), sums to 1 over T
         clip_logits = (weights * frame_logits).sum(dim=1)  # (B, K)
-        return clip_logits, frame_logits, weights
+        return Outputs(clip_logits, framewise=frame_logits, attention=weights)
 
 
 class ResBlock2d(nn.Module):
