@@ -200,14 +200,16 @@ def test_cnn2d_attention_pooling_weights_its_frames_logits() -> None:
     torch.manual_seed(0)
     model = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], clip_pool="attention").eval()
     x = torch.randn(2, 64, 100)
-    clip, frames, weights = model.frame_outputs(x)
+    clip, frames, weights, embedding = model.outputs(x)
+    assert embedding is None
     assert frames.shape == weights.shape == (2, 7, 3)
     assert torch.allclose(weights.sum(dim=1), torch.ones(2, 3))
     assert torch.allclose(clip, (weights * frames).sum(dim=1)) and torch.equal(clip, model(x))
     assert (frames.amin(dim=1) <= clip + 1e-6).all() and (clip <= frames.amax(dim=1) + 1e-6).all()
     assert not torch.allclose(weights, torch.full_like(weights, 1 / 7))  # learnt, not uniform
-    with pytest.raises(ValueError, match="clip_pool: attention"):
-        create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], clip_pool="maxmean").frame_outputs(x)
+    maxmean = create_model("cnn2d", 3, 64, channels=[4, 4, 4, 8], clip_pool="maxmean").eval()
+    out = maxmean.outputs(x)
+    assert out.framewise is None and out.attention is None and torch.equal(out.clipwise, maxmean(x))
 
 
 def test_duplicate_name_raises() -> None:

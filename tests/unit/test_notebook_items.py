@@ -71,7 +71,8 @@ def _train(store, out, cfg=TRAIN, name="cnn1d", params=SMALL, seed=0, **kwargs):
 
 
 def _cfg(**update):
-    return TRAIN.model_copy(update=update)
+    """TRAIN with ``update``, validated as params.yaml would be."""
+    return TrainConfig.model_validate({**TRAIN.model_dump(), **update})
 
 
 def _tsv(path):

@@ -17,10 +17,11 @@ from helpers import SMALL_CNN1D, TONE_FEATURES, TONE_TRAIN, Killed, killed_after
 from audiotag.core.errors import ParamsError
 from audiotag.evaluation.config import EvaluateConfig
 from audiotag.evaluation.evaluate import evaluate_model
+from audiotag.features.crops import SeededIndex
 from audiotag.models import MODELS, Autoencoder
 from audiotag.models.phases import TASK_PHASE, Phase
 from audiotag.training.checkpoint import load_checkpoint
-from audiotag.training.config import TrainConfig
+from audiotag.training.config import InitFrom, TrainConfig
 from audiotag.training.loop import Loaders, Rules, Trainer
 from audiotag.training.recipe import Recipe, _datasets, check_model_accepts
 from audiotag.training.resume import STATE_NAME
@@ -53,7 +54,8 @@ def _train(store, out, cfg=TRAIN, name="cnn1d", params=SMALL, seed=0, **kwargs):
 
 
 def _cfg(**update):
-    return TRAIN.model_copy(update=update)
+    """TRAIN with ``update``, validated as params.yaml would be."""
+    return TrainConfig.model_validate({**TRAIN.model_dump(), **update})
 
 
 def _evaluate(out, store):
@@ -148,6 +150,22 @@ def test_init_from_loads_matching_layers_and_freezes_them(multi, tmp_path, swa):
     assert stats and all(torch.equal(src[k], dst[k]) for k in stats)
     heads = [k for k in dst if src.get(k) is not None and src[k].shape != dst[k].shape]
     assert heads  # 3 classes -> 2 regression outputs: the head is new
+
+
+def test_init_from_parses_to_one_type_and_dumps_its_spelling():
+    """params.yaml spells init_from as a path or a mapping; the parsed config holds an
+    InitFrom either way (an empty one: nothing), and dumps back to the spelling (which
+    checkpoints and the resume fingerprint record)."""
+    one = _cfg(init_from="a/model.pt").init_from
+    two = _cfg(init_from={"wave": "w.pt", "spec": "s.pt"}).init_from
+    assert isinstance(one, InitFrom) and one.path == "a/model.pt" and one.branches is None
+    assert isinstance(two, InitFrom) and two.path is None and two.branches == {"wave": "w.pt",
+                                                                               "spec": "s.pt"}
+    assert _cfg(init_from="a/model.pt").model_dump()["init_from"] == "a/model.pt"
+    assert _cfg(init_from={"wave": "w.pt"}).model_dump()["init_from"] == {"wave": "w.pt"}
+    assert _cfg(init_from="").init_from is None and _cfg(init_from={}).init_from is None
+    with pytest.raises(ValueError, match="init_from: a checkpoint path, or a mapping"):
+        _cfg(init_from=3)
 
 
 def test_init_from_a_missing_file_names_the_param(multi, tmp_path):
@@ -255,7 +273,7 @@ def test_center_train_crop_takes_the_centre_window(tmp_path):
         frames = arrays[row["subset"]][start:start + data.window].astype(np.float32)
         expected = torch.from_numpy(((frames - data.shift) / data.scale).T.copy())
         for seed in range(4):  # whatever the crop seed (and without one)
-            assert torch.equal(data[(i, seed)].x, expected)
+            assert torch.equal(data[SeededIndex(i, seed)].x, expected)
         assert torch.equal(data[i].x, expected)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from audiotag.models import (
     registry,
     validate_model_params,
 )
+from audiotag.models.outputs import Outputs
 from audiotag.models.phases import TASK_PHASE, training_phases
 
 K = 5  # classes
@@ -70,6 +72,37 @@ def test_every_model_forward_backward(name: str) -> None:
     out.square().mean().backward()
     grad = _first_param(model).grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+FRAMEWISE = {"crnn", "cnn2d"}  # attention pooling of frame logits (cnn2d's default)
+EMBEDDING = {"lstm", "gru", *BACKBONES}  # a clip vector before the classifier head
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_gives_one_outputs_record(name: str) -> None:
+    """``outputs(x)`` is an :class:`Outputs` whose clip logits are ``model(x)``; frame
+    logits pooled by attention weights (summing to 1 over frames) give the clip logits;
+    the embedding is one vector per clip. Fields a model has not are None."""
+    n_mels, x = _inputs(name, 3, *((16, 24) if name in BACKBONES else (32, 40)))
+    model = create_model(name, K, n_mels).eval()
+    with torch.no_grad():
+        out = model.outputs(x)
+        assert isinstance(out, Outputs) and torch.equal(out.clipwise, model(x))
+    assert (out.framewise is not None) == (out.attention is not None) == (name in FRAMEWISE)
+    if out.framewise is not None and out.attention is not None:
+        assert out.framewise.shape == out.attention.shape and out.framewise.shape[::2] == (3, K)
+        assert torch.allclose(out.attention.sum(dim=1), torch.ones(3, K))
+        assert torch.allclose((out.attention * out.framewise).sum(dim=1), out.clipwise)
+    assert (out.embedding is not None) == (name in EMBEDDING)
+    if out.embedding is not None:
+        assert out.embedding.dim() == 2 and out.embedding.shape[0] == 3
+
+
+def test_a_factory_that_is_not_a_tagger_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    linear = replace(MODELS.get("cnn1d"), factory=lambda k, n_mels, cfg: nn.Linear(n_mels, k))
+    monkeypatch.setattr(MODELS, "get", lambda name: linear)
+    with pytest.raises(TypeError, match="models.cnn1d: Linear is not a Tagger"):
+        create_model("cnn1d", K, 8)
 
 
 @pytest.mark.parametrize("name", [m for m in list_models()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Sampler
@@ -17,11 +18,18 @@ def random_start(length: int, window: int, generator: torch.Generator | None = N
     return int(torch.randint(0, last + 1, (1,), generator=generator).item())
 
 
-class CropSeedSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, seed)``: the indices of ``sampler`` (its order), each with a crop
-    seed drawn from ``generator`` in the main process.
+class SeededIndex(NamedTuple):
+    """A dataset key: item ``index`` whose random crops are drawn from ``seed``."""
 
-    A :class:`~audiotag.features.store.FeatureSet` item asked for by ``(index, seed)`` draws
+    index: int
+    seed: int
+
+
+class CropSeedSampler(Sampler[SeededIndex]):
+    """Yields :class:`SeededIndex` es: the indices of ``sampler`` (its order), each with a
+    crop seed drawn from ``generator`` in the main process.
+
+    A :class:`~audiotag.features.store.FeatureSet` item asked for by a ``SeededIndex`` draws
     its random crops from that seed, so the crops depend on the seeds only, not on which
     process loads the item: training gives the same result whatever ``train.num_workers``
     (DataLoader workers have RNGs of their own).
@@ -30,10 +38,10 @@ class CropSeedSampler(Sampler[tuple[int, int]]):
     def __init__(self, sampler: Sampler[int], generator: torch.Generator) -> None:
         self.sampler, self.generator = sampler, generator
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[SeededIndex]:
         for index in self.sampler:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-            yield index, seed
+            yield SeededIndex(index, seed)
 
     def __len__(self) -> int:
         assert isinstance(self.sampler, Sized)

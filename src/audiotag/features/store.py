@@ -58,7 +58,7 @@ from audiotag.data.precomputed import ARRAY_SUFFIX, load_array
 from audiotag.data.split import assign_roles
 from audiotag.features.audio import audio_blocks, load_audio, pad_to_length
 from audiotag.features.config import FeaturesConfig
-from audiotag.features.crops import random_start
+from audiotag.features.crops import SeededIndex, random_start
 from audiotag.features.frames import (
     center_start,
     eval_starts,
@@ -605,11 +605,11 @@ class FeatureSet(torch.utils.data.Dataset):
             return [center_start(length, self.window)] * self.n_crops
         return eval_starts(length, self.window, self.n_crops)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> Item:
-        """Item ``key``: an index, or ``(index, seed)`` (from
-        :class:`~audiotag.features.crops.CropSeedSampler`) to draw random crops from
-        ``seed`` rather than from torch's global RNG."""
-        i, seed = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: int | SeededIndex) -> Item:
+        """Item ``key``: an index (random crops from torch's global RNG), or a
+        :class:`~audiotag.features.crops.SeededIndex` (from
+        :class:`~audiotag.features.crops.CropSeedSampler`: random crops from its seed)."""
+        i, seed = (key.index, key.seed) if isinstance(key, SeededIndex) else (key, None)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         start, length = int(self._offset[i]), int(self._length[i])
         frames = self._arrays[self._subset[i]][start:start + length]  # (T, dim) float16

@@ -1,7 +1,10 @@
 """Audio-tagging models and their registry.
 
-Every model maps a normalised log-mel batch ``(batch, n_mels, frames)`` to logits
-``(batch, num_classes)``; build one by name with :func:`create_model`. Importing this
+Every model is a :class:`~audiotag.models.outputs.Tagger`: ``outputs(x)`` maps a
+normalised log-mel batch ``(batch, n_mels, frames)`` to one
+:class:`~audiotag.models.outputs.Outputs` record (clip logits ``(batch, num_classes)``,
+and frame logits, attention weights or an embedding where the model has them), and
+``forward(x)`` to its clip logits; build one by name with :func:`create_model`. Importing this
 package registers ``cnn1d``, ``cnn2d``, ``crnn``, ``lstm``, ``gru``, ``stn``,
 ``autoencoder`` (both with a ``residual`` setting), ``mixnet`` (waveform + log-mel
 branches, on raw waveforms only) and the ImageNet backbones ``resnet18``, ``resnet50``,
@@ -34,6 +37,7 @@ from audiotag.models.cnn2d import Cnn2d, Cnn2dConfig
 from audiotag.models.crnn import Crnn, CrnnConfig
 from audiotag.models.heads import ClassifierHead, HeadConfig, init_weights
 from audiotag.models.mixnet import MixNet, MixNetConfig
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import MAX_PARAMETERS, MODELS, ModelSpec, create_model, register_model
 from audiotag.models.rnn import Gru, Lstm, RnnConfig
 from audiotag.models.stn import Stn, StnConfig
@@ -53,9 +57,11 @@ __all__ = [
     "Lstm",
     "MixNet",
     "MixNetConfig",
+    "Outputs",
     "RnnConfig",
     "Stn",
     "StnConfig",
+    "Tagger",
     "Cnn1d",
     "Cnn1dConfig",
     "Cnn2d",

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from audiotag.contracts.model_configs import AutoencoderConfig
 from audiotag.models.heads import Activation, init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, ResBlock2d, check_input, conv_stack_2d
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.phases import TASK_PHASE, Phase
 from audiotag.models.registry import register_model
 
@@ -43,7 +44,7 @@ class UpBlock2d(nn.Sequential):
 
 
 @register_model("autoencoder")
-class Autoencoder(nn.Module):
+class Autoencoder(Tagger):
     """Conv encoder -> latent map -> (decoder | classifier head); blocks plain or residual.
 
     ``forward``: ``(B, n_mels, T) -> (B, num_classes)`` logits from the latent map
@@ -80,8 +81,8 @@ class Autoencoder(nn.Module):
         """Phase-1 loss: mean squared error of :meth:`reconstruct` against ``x`` (scalar)."""
         return F.mse_loss(self.reconstruct(x), x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encode(x).mean(dim=2))  # (B, L, T') -> (B, K)
+    def outputs(self, x: Tensor) -> Outputs:
+        return Outputs(self.head(self.encode(x).mean(dim=2)))  # (B, L, T') -> (B, K)
 
     def autoencoder_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters trained in phase 1 (encoder and decoder)."""

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from audiotag.contracts.model_configs import BackboneConfig
 from audiotag.models.heads import ClassifierHead, init_weights
 from audiotag.models.layers import check_input, eval_frozen
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _one_channel(conv: nn.Conv2d) -> nn.Conv2d:
                      bias=conv.bias is not None)
 
 
-class ImageNetBackbone(nn.Module):
+class ImageNetBackbone(Tagger):
     """torchvision backbone (1-channel stem) -> pooled features ``(B, D)`` -> head.
 
     ``(B, n_mels, T) -> (B, num_classes)`` logits.
@@ -163,9 +164,10 @@ class ImageNetBackbone(nn.Module):
         super().train(mode)
         return eval_frozen(self)  # frozen: batch-norm statistics stay as loaded
 
-    def forward(self, x: Tensor) -> Tensor:
+    def outputs(self, x: Tensor) -> Outputs:
         check_input(x, self.n_mels)
-        return self.head(self.backbone(x.unsqueeze(1)))  # (B, 1, F, T) -> (B, D) -> (B, K)
+        embedding = self.backbone(x.unsqueeze(1))  # (B, 1, F, T) -> (B, D)
+        return Outputs(self.head(embedding), embedding=embedding)  # (B, K)
 
 
 @register_model("resnet18")

@@ -7,11 +7,12 @@ from torch import Tensor, nn
 from audiotag.contracts.model_configs import Cnn1dConfig
 from audiotag.models.heads import init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_1d
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 
 @register_model("cnn1d")
-class Cnn1d(nn.Module):
+class Cnn1d(Tagger):
     """1-D CNN: conv blocks halve time; max+mean over time; linear head.
 
     ``(B, n_mels, T) -> (B, num_classes)`` logits; ``n_mels`` is the feature dimension
@@ -39,6 +40,7 @@ class Cnn1d(nn.Module):
         self.head = MaxMeanHead(cfg.channels[-1], num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def outputs(self, x: Tensor) -> Outputs:
         check_input(x, self.n_mels)
-        return self.head(self.features(self.stem(x)))  # (B, n_mels, T) -> (B, C, T') -> (B, K)
+        h = self.features(self.stem(x))  # (B, n_mels, T) -> (B, C, T')
+        return Outputs(self.head(h))  # (B, K)

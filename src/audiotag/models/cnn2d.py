@@ -7,6 +7,7 @@ from torch import Tensor, nn
 from audiotag.contracts.model_configs import Cnn2dConfig
 from audiotag.models.heads import init_weights
 from audiotag.models.layers import AttentionHead, MaxMeanHead, check_input, conv_stack_2d
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 
@@ -18,12 +19,13 @@ def pooled_bands(n_mels: int, blocks: int) -> int:
 
 
 @register_model("cnn2d")
-class Cnn2d(nn.Module):
+class Cnn2d(Tagger):
     """2-D CNN: conv blocks (plain or residual) halve frequency and time; the bands are
     flattened (or averaged), then attention pooling of frame logits (or max+mean over
     time and the head).
 
-    ``(B, n_mels, T) -> (B, num_classes)`` logits.
+    ``(B, n_mels, T) -> (B, num_classes)`` logits; with ``clip_pool: attention``
+    :meth:`outputs` also gives the frame logits and attention weights.
     """
 
     def __init__(self, num_classes: int, n_mels: int, cfg: Cnn2dConfig) -> None:
@@ -43,19 +45,11 @@ class Cnn2d(nn.Module):
             self.head = MaxMeanHead(width, num_classes, cfg=cfg)
         init_weights(self, cfg.init, cfg.activation)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def outputs(self, x: Tensor) -> Outputs:
         h = self._frames(x)  # (B, D, T')
-        if self.cfg.clip_pool == "attention":
-            h = self.dropout(h.transpose(1, 2))  # (B, T', D): the attention head's frames
-        return self.head(h)  # (B, K)
-
-    def frame_outputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``clip_pool: attention``: ``(clip_logits (B, K), frame_logits (B, T', K),
-        attention weights (B, T', K))``."""
-        if self.cfg.clip_pool != "attention":
-            raise ValueError("models.cnn2d: frame outputs need clip_pool: attention")
-        assert isinstance(self.head, AttentionHead)
-        return self.head.pool(self.dropout(self._frames(x).transpose(1, 2)))  # (B, T', D)
+        if isinstance(self.head, AttentionHead):  # clip_pool: attention
+            return self.head(self.dropout(h.transpose(1, 2)))  # frames (B, T', D)
+        return Outputs(self.head(h))  # (B, K)
 
     def _frames(self, x: Tensor) -> Tensor:
         """``(B, n_mels, T) -> (B, D, T')``: one feature vector per pooled frame."""

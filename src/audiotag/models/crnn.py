@@ -19,14 +19,15 @@ from torch import Tensor, nn
 from audiotag.contracts.model_configs import CrnnConfig
 from audiotag.models.heads import init_weights
 from audiotag.models.layers import AttentionHead, GatedConvBlock2d, check_input
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 
 @register_model("crnn")
-class Crnn(nn.Module):
+class Crnn(Tagger):
     """Gated CNN -> max over frequency -> BiGRU -> attention pooling.
 
-    ``(B, n_mels, T) -> (B, num_classes)`` logits; :meth:`frame_outputs` also gives the
+    ``(B, n_mels, T) -> (B, num_classes)`` logits; :meth:`outputs` also gives the
     frame logits and attention weights (for localisation plots).
     """
 
@@ -52,11 +53,8 @@ class Crnn(nn.Module):
         self.head = AttentionHead(2 * cfg.gru_hidden, num_classes, cfg)
         init_weights(self, cfg.init, cfg.activation)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.frame_outputs(x)[0]
-
-    def frame_outputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(clip_logits (B, K), frame_logits (B, T, K), attention weights (B, T, K))``."""
+    def outputs(self, x: Tensor) -> Outputs:
+        """Clip logits ``(B, K)``, frame logits and attention weights ``(B, T, K)``."""
         check_input(x, self.n_mels)
         h = self.features(x.unsqueeze(1))  # (B, C, F', T)
         h = h.amax(dim=2).transpose(1, 2)  # (B, T, C)
@@ -64,7 +62,7 @@ class Crnn(nn.Module):
             h, _ = self.gru(h)  # (B, T, 2H)
         else:
             h = gru_with_activation(self.gru, h, torch.sigmoid)
-        return self.head.pool(self.dropout(h))
+        return self.head(self.dropout(h))
 
 
 def _gru_direction(x: Tensor, weights: list[Tensor], act: Callable[[Tensor], Tensor],

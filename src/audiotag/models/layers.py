@@ -19,6 +19,7 @@ from audiotag.models.heads import (
     hidden_layers,
     make_activation,
 )
+from audiotag.models.outputs import Outputs
 
 
 def eval_frozen(model: nn.Module) -> nn.Module:
@@ -91,6 +92,26 @@ class ConvBlock1d(nn.Sequential):
         )
 
 
+def residual_parts(dims: int, in_channels: int, out_channels: int, kernel_size: int,
+                   activation: Activation) -> tuple[nn.Sequential, nn.Module]:
+    """The body ``BN(conv(act(BN(conv(x)))))`` and the shortcut (a 1x1 conv + BN when the
+    channel count changes, else the identity) of a ``dims``-D (1 or 2) residual block."""
+    conv, norm = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+    pad = kernel_size // 2
+    body = nn.Sequential(
+        conv(in_channels, out_channels, kernel_size, padding=pad, bias=False),
+        norm(out_channels),
+        make_activation(activation),
+        conv(out_channels, out_channels, kernel_size, padding=pad, bias=False),
+        norm(out_channels),
+    )
+    shortcut: nn.Module = nn.Identity()
+    if in_channels != out_channels:
+        shortcut = nn.Sequential(conv(in_channels, out_channels, 1, bias=False),
+                                 norm(out_channels))
+    return body, shortcut
+
+
 class ResBlock1d(nn.Module):
     """Residual 1-D block then max-pool(2) (-> dropout): ``(B, C_in, T) -> (B, C_out, T')``.
 
@@ -101,18 +122,8 @@ class ResBlock1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  activation: Activation = "relu", dropout: float = 0.0) -> None:
         super().__init__()
-        pad = kernel_size // 2
-        self.body = nn.Sequential(
-            nn.Conv1d(in_channels, out_channels, kernel_size, padding=pad, bias=False),
-            nn.BatchNorm1d(out_channels),
-            make_activation(activation),
-            nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False),
-            nn.BatchNorm1d(out_channels),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False),
-                                          nn.BatchNorm1d(out_channels))
+        self.body, self.shortcut = residual_parts(1, in_channels, out_channels, kernel_size,
+                                                  activation)
         self.act = make_activation(activation)
         self.pool = nn.Sequential(nn.MaxPool1d(2, ceil_mode=True), *_block_dropout(dropout))
 
@@ -168,7 +179,7 @@ class MaxMeanHead(ClassifierHead):
 
 
 class AttentionHead(nn.Module):
-    """Clip logits by attention pooling of frame logits: ``(B, T, D) -> (B, K)``.
+    """Clip logits by attention pooling of frame logits: ``(B, T, D) -> Outputs``.
 
     Per class, a frame classifier gives frame logits ``(B, T, K)`` and an attention layer
     gives weights normalised over time with a softmax; the clip logit is the weighted mean
@@ -187,16 +198,13 @@ class AttentionHead(nn.Module):
         self.frame = nn.Linear(width, num_classes)
         self.attention = nn.Linear(width, num_classes)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pool(x)[0]
-
-    def pool(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(clip_logits (B, K), frame_logits (B, T, K), weights (B, T, K))``."""
+    def forward(self, x: Tensor) -> Outputs:
+        """Clip logits ``(B, K)``, frame logits and their weights ``(B, T, K)``."""
         x = self.hidden(x)  # (B, T, D) -> (B, T, H)
         frame_logits = self.frame(x)  # (B, T, K)
         weights = torch.softmax(self.attention(x), dim=1)  # (B, T, K), sums to 1 over T
         clip_logits = (weights * frame_logits).sum(dim=1)  # (B, K)
-        return clip_logits, frame_logits, weights
+        return Outputs(clip_logits, framewise=frame_logits, attention=weights)
 
 
 class ResBlock2d(nn.Module):
@@ -210,17 +218,7 @@ class ResBlock2d(nn.Module):
                  activation: Activation = "relu", dropout: float = 0.0,
                  pool_kind: PoolKind = "max") -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            make_activation(activation),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
-        self.shortcut: nn.Module = nn.Identity()
-        if in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False),
-                                          nn.BatchNorm2d(out_channels))
+        self.body, self.shortcut = residual_parts(2, in_channels, out_channels, 3, activation)
         self.act = make_activation(activation)
         self.pool = _pool2d(pool_kind, pool)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

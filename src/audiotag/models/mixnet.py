@@ -29,13 +29,14 @@ from torchaudio.transforms import AmplitudeToDB, MelSpectrogram
 from audiotag.contracts.model_configs import MixNetConfig
 from audiotag.models.heads import init_weights, make_activation
 from audiotag.models.layers import ConvBlock1d, ConvBlock2d, MaxMeanHead, check_input
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 WAVE_KERNEL = 5  # temporal kernel of the waveform branch's conv blocks
 
 
 @register_model("mixnet")
-class MixNet(nn.Module):
+class MixNet(Tagger):
     """Waveform branch + log-mel branch, fused on the channel axis; max+mean head.
 
     ``(B, 1, samples) -> (B, num_classes)`` logits. Only raw waveforms
@@ -97,9 +98,9 @@ class MixNet(nn.Module):
         spec = self.spec_blocks(self.log_mel(x).unsqueeze(1))  # (B, C_s, F', T_s)
         return wave, spec.mean(dim=2)  # mean over frequency
 
-    def forward(self, x: Tensor) -> Tensor:
+    def outputs(self, x: Tensor) -> Outputs:
         wave, spec = self.branches(x)
         steps = min(wave.shape[-1], spec.shape[-1])
         fused = torch.cat([F.adaptive_avg_pool1d(wave, steps),
                            F.adaptive_avg_pool1d(spec, steps)], dim=1)  # (B, C_w + C_s, T)
-        return self.head(fused)  # (B, K)
+        return Outputs(self.head(fused))  # (B, K)

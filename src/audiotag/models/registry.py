@@ -1,11 +1,15 @@
-"""The model registry: name -> the ``nn.Module`` factory of a model in the catalogue.
+"""The model registry: name -> the factory of a model in the catalogue.
 
 A model's name, config class and capabilities are its card in the torch-free catalogue
 (:mod:`audiotag.contracts.models`); here each card gets the factory that builds it::
 
     @register_model("cnn2d")
-    class Cnn2d(nn.Module):
+    class Cnn2d(Tagger):
         def __init__(self, num_classes: int, n_mels: int, cfg: Cnn2dConfig) -> None: ...
+        def outputs(self, x: Tensor) -> Outputs: ...
+
+(every model is a :class:`~audiotag.models.outputs.Tagger`: one output record,
+:class:`~audiotag.models.outputs.Outputs`)
 
 and a model is built by name with ``create_model("cnn2d", num_classes, n_mels, **params)``.
 Bad params raise :class:`ValueError` with one ``models.<name>.<key>: <reason>`` entry per
@@ -19,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from torch import nn
 
 from audiotag.contracts.models import (
     MAX_PARAMETERS,
@@ -32,8 +35,9 @@ from audiotag.contracts.models import (
     validate_model_params,
 )
 from audiotag.core.registry import Registry
+from audiotag.models.outputs import Tagger
 
-ModelFactory = Callable[[int, int, Any], nn.Module]
+ModelFactory = Callable[[int, int, Any], Tagger]
 F = TypeVar("F", bound=ModelFactory)
 
 __all__ = ["MAX_PARAMETERS", "MODELS", "ModelSpec", "create_model", "list_models",
@@ -89,7 +93,7 @@ def register_model(name: str, *, registry: Registry[ModelSpec] = MODELS,
     return add
 
 
-def create_model(name: str, num_classes: int, n_mels: int, **params: Any) -> nn.Module:
+def create_model(name: str, num_classes: int, n_mels: int, **params: Any) -> Tagger:
     """Build model ``name`` for ``num_classes`` outputs on ``n_mels``-band input.
 
     The model maps ``(batch, n_mels, frames)`` float32 to logits ``(batch, num_classes)``.
@@ -101,6 +105,9 @@ def create_model(name: str, num_classes: int, n_mels: int, **params: Any) -> nn.
             raise ValueError(f"models.{name}: {arg} must be a positive int, got {value!r}")
     cfg = validate_config(name, spec.config, params)
     model = spec.factory(num_classes, n_mels, cfg)
+    if not isinstance(model, Tagger):
+        raise TypeError(f"models.{name}: {type(model).__name__} is not a Tagger (one "
+                        "Outputs record from outputs(x); see audiotag.models.outputs)")
     n_params = sum(p.numel() for p in model.parameters())
     cap = spec.card.max_parameters or MAX_PARAMETERS
     if n_params > cap:

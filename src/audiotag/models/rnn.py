@@ -21,10 +21,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from audiotag.contracts.model_configs import RnnConfig
 from audiotag.models.heads import ClassifierHead, init_weights
 from audiotag.models.layers import SequencePool, check_input, frame_mask
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 
-class RecurrentNet(nn.Module):
+class RecurrentNet(Tagger):
     """Recurrent net over frames -> pooled clip features -> classifier head.
 
     ``(B, n_mels, T)`` (+ optional ``lengths (B,)``) ``-> (B, num_classes)`` logits.
@@ -32,7 +33,7 @@ class RecurrentNet(nn.Module):
     """
 
     cell: ClassVar[type[nn.RNNBase]]
-    accepts_lengths = True  # forward(x, lengths) packs the padded batch
+    accepts_lengths = True  # outputs/forward(x, lengths) pack the padded batch
 
     def __init__(self, num_classes: int, n_mels: int, cfg: RnnConfig) -> None:
         super().__init__()
@@ -46,9 +47,13 @@ class RecurrentNet(nn.Module):
         self.head = ClassifierHead(width, num_classes, cfg)
         init_weights(self, cfg.init, cfg.activation)
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def outputs(self, x: Tensor, lengths: Tensor | None = None) -> Outputs:  # type: ignore[override]
         check_input(x, self.n_mels)
-        return self.head(self.clip_features(x, lengths))  # (B, D) -> (B, K)
+        embedding = self.clip_features(x, lengths)  # (B, D)
+        return Outputs(self.head(embedding), embedding=embedding)  # (B, K)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        return self.outputs(x, lengths).clipwise
 
     def clip_features(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Pooled recurrent features ``(B, D)``, ``D = hidden * directions``."""

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from audiotag.contracts.model_configs import StnConfig
 from audiotag.models.heads import init_weights, make_activation
 from audiotag.models.layers import MaxMeanHead, check_input, conv_stack_2d
+from audiotag.models.outputs import Outputs, Tagger
 from audiotag.models.registry import register_model
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # affine (2, 3) row-major
@@ -56,7 +57,7 @@ class SpatialTransformer(nn.Module):
 
 
 @register_model("stn")
-class Stn(nn.Module):
+class Stn(Tagger):
     """Spatial transformer -> conv blocks (plain or residual) -> mean over frequency ->
     max+mean head.
 
@@ -79,7 +80,7 @@ class Stn(nn.Module):
         check_input(x, self.n_mels)
         return self.stn(x.unsqueeze(1)).squeeze(1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def outputs(self, x: Tensor) -> Outputs:
         h = self.features(self.transform(x).unsqueeze(1))  # (B, C, F', T')
-        return self.head(h.mean(dim=2))  # (B, C, T') -> (B, K)
+        return Outputs(self.head(h.mean(dim=2)))  # (B, C, T') -> (B, K)
 

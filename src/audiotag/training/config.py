@@ -5,11 +5,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from audiotag.contracts.models import MODEL_TRAIN, check_model_name
 from audiotag.core.errors import ParamsError
 from audiotag.core.params import Strict, parse_group
+
+
+class InitFrom(Strict):
+    """``train.init_from`` parsed: one checkpoint for the whole model (``path``; params.yaml
+    spells it as a string) or one per branch of a model with branches (``branches``:
+    branch -> checkpoint path; spelt as a mapping). Dumps back to its spelling."""
+
+    path: str | None = None
+    branches: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InitFrom:
+        if (self.path is None) == (self.branches is None):
+            raise ValueError("init_from: give a checkpoint path or a mapping branch -> path")
+        return self
+
+    @model_serializer
+    def _spelling(self) -> str | dict[str, str] | None:
+        return self.path if self.path is not None else self.branches
 
 
 class TrainConfig(Strict):
@@ -68,8 +87,24 @@ class TrainConfig(Strict):
     train_score_clips: int = Field(64, ge=0)  # fixed training clips scored per epoch; 0: off
     # checkpoint (model.pt) whose compatible layers are loaded, or one per branch of a
     # model with branches (mixnet: {wave: <cnn1d model.pt>, spec: <cnn2d model.pt>})
-    init_from: str | dict[str, str] | None = None
+    init_from: InitFrom | None = None
     freeze_init: bool = False  # freeze the layers loaded from init_from
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _init_from_spelling(cls, value: Any) -> Any:
+        """A path -> ``InitFrom(path=...)``, a mapping -> ``InitFrom(branches=...)``; an
+        empty one -> None (nothing to load)."""
+        if isinstance(value, InitFrom) or value is None:
+            return value
+        if not value:
+            return None
+        if isinstance(value, str):
+            return InitFrom(path=value)
+        if isinstance(value, dict):
+            return InitFrom(branches=value)
+        raise ValueError("init_from: a checkpoint path, or a mapping branch -> checkpoint "
+                         f"path; got {type(value).__name__}")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

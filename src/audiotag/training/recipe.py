@@ -364,14 +364,17 @@ def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str]
     checkpoint per branch of a model registered with ``init_branches`` (branch -> source
     prefix -> own prefix; mixnet: a cnn1d trained on waveforms for ``wave``, a cnn2d for
     ``spec``). Returns ``(loaded, skipped)`` tensor names of ``model``."""
-    if isinstance(cfg.init_from, str):
-        return load_compatible(model, cfg.init_from, cfg.freeze_init)
+    init = cfg.init_from
+    if init is None:
+        return [], list(model.state_dict())
+    if init.path is not None:
+        return load_compatible(model, init.path, cfg.freeze_init)
     branches = MODELS.get(name).init_branches
     if not branches:
         raise ParamsError(f"train.init_from: {name} has no branches; give one checkpoint "
                           "path instead of a mapping")
     loaded: list[str] = []
-    for branch, path in (cfg.init_from or {}).items():
+    for branch, path in (init.branches or {}).items():
         if branch not in branches:
             raise ParamsError(f"train.init_from.{branch}: {name} has the branches "
                               f"{', '.join(branches)}")
@@ -408,9 +411,10 @@ def _model(recipe: Recipe, spec: TaskSpec, train_set: FeatureSet, device: torch.
     if cfg.init_from:
         loaded, skipped = init_from_checkpoints(model, name, cfg)
         log.info("%s: %d tensors loaded from %s%s, %d left as initialised (%s)", name,
-                 len(loaded), cfg.init_from, " and frozen" if cfg.freeze_init else "",
+                 len(loaded), cfg.init_from.model_dump(),
+                 " and frozen" if cfg.freeze_init else "",
                  len(skipped), ", ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else ""))
-        meta = replace(meta, init_from=cfg.init_from)
+        meta = replace(meta, init_from=cfg.init_from.model_dump())  # as params.yaml spells it
     return model, meta
 
 
