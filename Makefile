@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile src/audiotag/plots/offline.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# uv installs the same versions as pip, faster (torch's CUDA wheels); it compiles the
 	# bytecode as pip does (with PYTHONDONTWRITEBYTECODE set, every stage process would
