@@ -569,9 +569,11 @@ def tune(repo: Path, space_path: Path, metric: Metric, trials: int | None, study
         failures = _count(all_trials, states.FAIL)
         if failures >= max(3, trials):
             raise RuntimeError(f"{failures} trials failed; see the log above")
-        if _count(all_trials, states.COMPLETE, states.PRUNED, states.RUNNING,
-                  states.WAITING) >= trials:
-            time.sleep(poll)  # the last trials run elsewhere; they may still fail
+        # a WAITING trial (a dead or failed trial re-queued) is taken by the next optimize
+        # here or elsewhere; without one, the last trials run elsewhere and may still fail
+        if not _count(all_trials, states.WAITING) and _count(
+                all_trials, states.COMPLETE, states.PRUNED, states.RUNNING) >= trials:
+            time.sleep(poll)
             continue
         # one at a time, so a failed trial is replaced, not counted
         study.optimize(objective, n_trials=1, catch=(RuntimeError, KeyError),
