@@ -16,9 +16,10 @@ What the test changes so that each run takes seconds, and why (`tiny_command`):
   ``BASE`` below: one epoch, baseline models cnn2d and cnn1d (the two the page's sections
   train), feature extraction in the stage process, no label cleaning (it only runs in
   the baseline and the pretraining; its own tests are in test_cleaning.py);
-- ``train.models`` lists keep only ``SMALL`` models (the model comparison names every
-  model; each name is checked against the model registry instead of trained: one tiny
-  training costs about as much per model as the whole sweep of another section);
+- ``train.models`` lists keep only ``SMALL`` models, unless none is (the model comparison
+  names every model; each name is checked against the model registry instead of trained:
+  one tiny training costs about as much per model as the whole sweep of another section; a
+  section about one large model trains it);
 - ``train.swa_start_epoch`` becomes 1: SWA must start at an epoch <= train.epochs (1 here);
 - ``train.epochs`` (where the page sets it) becomes 1;
 - ``data.dataset=esc50`` (the transfer-learning source) becomes the synthetic dataset with
@@ -133,7 +134,8 @@ class ExpRun:
         for key, value in self.sets:
             if key == "train.models":
                 names = parse_value(value)
-                value = "[" + ",".join(n for n in names if n in SMALL) + "]"
+                # a list of large models only (a section about one backbone) trains them
+                value = "[" + ",".join([n for n in names if n in SMALL] or names) + "]"
             elif key in FORCED:
                 value = str(FORCED[key])
             elif key == "data.dataset" and value in DATASET_SWAP:
