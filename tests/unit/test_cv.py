@@ -12,13 +12,13 @@ from helpers import tone_store
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import read_json, write_json
 from audiotag.data.config import SplitConfig
-from audiotag.data.split import iterative_stratification
+from audiotag.data.split import assign_folds, iterative_stratification
 from audiotag.evaluation.config import EvaluateConfig, parse_ensembles
 from audiotag.evaluation.cv import assemble_oof, evaluate_cv
 from audiotag.features.config import FeaturesConfig
 from audiotag.training import cv as cv_module
 from audiotag.training.config import TrainConfig, parse_cv
-from audiotag.training.cv import POOL_ROLES, assign_folds, cv_pool, run_fold
+from audiotag.training.cv import POOL_ROLES, cv_pool, run_fold
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -95,11 +95,11 @@ def test_cv_params_are_checked_and_name_the_key():
 def test_k_above_the_rarest_class_names_cv_k():
     pool = pd.DataFrame({"clip_id": [f"c{i}" for i in range(8)], "subset": "curated",
                          "labels": ["a"] * 6 + ["b;a", "b"]})
-    assign_folds(pool, ["a", "b"], 2, seed=0)
+    assign_folds(pool, ["a", "b"], 2, seed=0, key="cv.k")
     with pytest.raises(ParamsError, match=r"cv\.k=3: class 'b' has only 2 training clip"):
-        assign_folds(pool, ["a", "b"], 3, seed=0)
+        assign_folds(pool, ["a", "b"], 3, seed=0, key="cv.k")
     with pytest.raises(ParamsError, match=r"cv\.k=9: only 8 training clips"):
-        assign_folds(pool, ["a", "b"], 9, seed=0)
+        assign_folds(pool, ["a", "b"], 9, seed=0, key="cv.k")
 
 
 # --- a fold model through the one trainer ------------------------------------------------
@@ -135,7 +135,7 @@ def test_a_fold_model_trains_on_the_other_folds_and_scores_its_own(tmp_path, mon
     out = tmp_path / "fold1"
     summary = run_fold("cnn1d", {"channels": [8, 8]}, store, out, TRAIN, split, 3, 1, 42,
                        labels=labels)
-    folds = assign_folds(pool, ["low", "mid", "high"], 3, 42)
+    folds = assign_folds(pool, ["low", "mid", "high"], 3, 42, key="cv.k")
     held = set(pool["clip_id"][folds == 1])
     clips = seen["clips"]
     assert not held & set(clips.train["clip_id"])  # the fold's clips never train

@@ -47,6 +47,11 @@ DETECTOR_REFUSED = {
     "processes": "the detector trains in one process",
     "nodes": "the detector trains in one process",
     "rdzv_endpoint": "the detector trains in one process",
+    "sync_batchnorm": "the detector trains in one process",
+    "max_restarts": "the detector trains in one process",
+    "regression_weight": "a regression setting; the detector classifies",
+    "targets": "a regression setting; the detector classifies",
+    "target_weights": "a regression setting; the detector classifies",
     "overfit_batches": "a sanity check of train@<model>, not of a detector",
     "train_score_clips": "nothing logs the detector's training curves",
     "init_from": "the detector starts from scratch (clean_labels depends on no checkpoint)",
@@ -104,7 +109,11 @@ def parse_clean(raw: dict[str, Any],
     if "models" in det.train:
         raise ParamsError(f"{where}: clean.detector.train.models: not a training setting "
                           "(the detector is clean.detector.model)")
-    for key in det.train:
+    for key, value in det.train.items():
+        if key == "task" and value != "classification":
+            raise ParamsError(f"{where}: clean.detector.train.task: the detector's run "
+                              f"cannot honour it ({value!r}: label cleaning scores classes, "
+                              "so only classification); remove it")
         if key in DETECTOR_REFUSED:
             raise ParamsError(f"{where}: clean.detector.train.{key}: the detector's run "
                               f"cannot honour it ({DETECTOR_REFUSED[key]}); remove it")

@@ -35,6 +35,7 @@ import pandas as pd
 from audiotag.cleaning.config import CleanConfig
 from audiotag.core.errors import ParamsError
 from audiotag.data.manifest import labels_to_matrix
+from audiotag.data.split import assign_folds
 from audiotag.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,7 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
                               f"(the manifest's true_labels column); {store}/index.csv has "
                               "none: this dataset source does not know them (synthetic does)")
         return oracle_issues(y[noisy], labels_to_matrix(part["true_labels"][noisy], classes))
-    from audiotag.training.oof import (  # torch: only here
-        fit_predict,
-        out_of_fold_proba,
-        permutation_folds,
-    )
+    from audiotag.training.oof import fit_predict, out_of_fold_proba  # torch: only here
 
     if cfg.method == "agreement":
         if noisy.all():
@@ -151,11 +148,9 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
         return agreement_issues(y[noisy], proba, cfg)
     if cfg.method not in ("cleanlab", "loss"):
         raise ValueError(f"clean.method {cfg.method!r} detects nothing")
-    n_folds = cfg.detector.n_folds
-    if len(part) < n_folds:
-        raise ValueError(f"clean.detector.n_folds={n_folds} exceeds the {len(part)} training "
-                         "clips to score")
-    folds = permutation_folds(len(part), n_folds, seed)
+    # cv's folds: iterative stratification within each subset
+    folds = assign_folds(part, classes, cfg.detector.n_folds, seed,
+                         key="clean.detector.n_folds")
     proba = out_of_fold_proba(store, cfg.detector.model, model_params, train_cfg, seed,
                               folds, cfg.detector.crop_aggregate)
     if cfg.method == "cleanlab":

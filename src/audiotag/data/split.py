@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from audiotag.core.errors import ParamsError
 from audiotag.data.config import SplitConfig
+from audiotag.data.manifest import labels_to_matrix
 
 ROLES = ("train", "valid", "test", "unused")
 
@@ -93,4 +95,30 @@ def iterative_stratification(targets: np.ndarray, k: int, seed: int) -> np.ndarr
             place(int(row), pick(wants_class[:, label]))
     for row in rng.permutation(np.flatnonzero(folds < 0)):  # rows without a label
         place(int(row), pick(wants))
+    return folds
+
+
+def assign_folds(pool: pd.DataFrame, classes: list[str], k: int, seed: int,
+                 key: str) -> np.ndarray:
+    """Fold ``0..k-1`` of each row of ``pool`` (columns ``labels``, ``subset``): iterative
+    stratification within each subset (``cv``'s folds and the cleaning detector's). ``k``
+    above the clips of the rarest class (or of the pool) is an error naming the params
+    ``key`` that set it: some fold would hold none of that class."""
+    if len(pool) < k:
+        raise ParamsError(f"{key}={k}: only {len(pool)} training clips to split into {k} folds")
+    targets = labels_to_matrix(pool["labels"], classes)  # (N, C)
+    counts = targets.sum(axis=0).astype(int)
+    present = np.flatnonzero(counts > 0)
+    if len(present):
+        rarest = present[np.argmin(counts[present])]
+        if counts[rarest] < k:
+            raise ParamsError(
+                f"{key}={k}: class {classes[rarest]!r} has only {counts[rarest]} training "
+                f"clip(s), so some of the {k} folds would hold none; set {key} to at most "
+                f"{counts[rarest]}")
+    folds = np.empty(len(pool), dtype=np.int64)
+    subsets = pool["subset"].to_numpy()
+    for subset in sorted(set(subsets)):
+        rows = np.flatnonzero(subsets == subset)
+        folds[rows] = iterative_stratification(targets[rows], k, seed)
     return folds

@@ -32,8 +32,8 @@ from audiotag.core.device import pick_device
 from audiotag.core.errors import ParamsError
 from audiotag.core.io import write_json
 from audiotag.data.config import SplitConfig
-from audiotag.data.manifest import CLASSES_NAME, labels_to_matrix, read_classes
-from audiotag.data.split import iterative_stratification
+from audiotag.data.manifest import CLASSES_NAME, read_classes
+from audiotag.data.split import assign_folds
 from audiotag.features.store import read_labels, relabel_index
 from audiotag.metrics.lwlrap import per_class_lwlrap
 from audiotag.training.checkpoint import load_checkpoint
@@ -65,30 +65,6 @@ def cv_pool(store: str | os.PathLike[str],
         pool.loc[train, "weight"] = kept.loc[ids, "weight"].to_numpy()
     pool["weight"] = pool["weight"].astype(np.float64)
     return pool[["clip_id", "subset", "role", "labels", "weight"]]
-
-
-def assign_folds(pool: pd.DataFrame, classes: list[str], k: int, seed: int) -> np.ndarray:
-    """Fold ``0..k-1`` of each row of ``pool``: iterative stratification within each subset.
-    ``k`` above the clips of the rarest class (or of the pool) is an error naming ``cv.k``:
-    some fold would hold none of that class."""
-    if len(pool) < k:
-        raise ParamsError(f"cv.k={k}: only {len(pool)} training clips to split into {k} folds")
-    targets = labels_to_matrix(pool["labels"], classes)  # (N, C)
-    counts = targets.sum(axis=0).astype(int)
-    present = np.flatnonzero(counts > 0)
-    if len(present):
-        rarest = present[np.argmin(counts[present])]
-        if counts[rarest] < k:
-            raise ParamsError(
-                f"cv.k={k}: class {classes[rarest]!r} has only {counts[rarest]} training "
-                f"clip(s), so some of the {k} folds would hold none; set cv.k to at most "
-                f"{counts[rarest]}")
-    folds = np.empty(len(pool), dtype=np.int64)
-    subsets = pool["subset"].to_numpy()
-    for subset in sorted(set(subsets)):
-        rows = np.flatnonzero(subsets == subset)
-        folds[rows] = iterative_stratification(targets[rows], k, seed)
-    return folds
 
 
 LABEL_COLUMNS = ["clip_id", "labels", "weight"]
@@ -128,7 +104,7 @@ def run_fold(name: str, model_params: dict[str, Any], store: str | os.PathLike[s
     store, out = Path(store), Path(out)
     pool = cv_pool(store, labels)
     classes = read_classes(store / CLASSES_NAME)
-    folds = assign_folds(pool, classes, k, seed)
+    folds = assign_folds(pool, classes, k, seed, key="cv.k")
     clips = fold_clips(pool, folds, fold, split)
     log.info("%s fold %d of %d: %d clips train, %d validate, %d held out", name, fold, k,
              len(clips.train), len(clips.valid), int((folds == fold).sum()))

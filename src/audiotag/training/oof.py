@@ -2,11 +2,11 @@
 some training clips for others: label cleaning's detector (out-of-fold probabilities, or a
 curated-only model).
 
-The detector's run differs from ``train@<model>``'s only by the recipe's arguments: it
-trains on some of the store's ``train`` clips (``StoreClips(rows=...)``), with
-:data:`DETECTOR_DIFFERENCES` (its best epoch picked on the mean of the validation windows,
-its loader's worker seed drawn from torch's global RNG), and its folds come from
-:func:`permutation_folds` (:mod:`audiotag.cleaning.detect`); nothing is written.
+The detector's run is ``train@<model>``'s recipe on some of the store's ``train`` clips
+(``StoreClips(rows=...)``) and nothing else (the same assembly, windows, aggregation and
+best-epoch rule). Its folds are ``cv``'s iterative stratification
+(:func:`audiotag.data.split.assign_folds`, called by :mod:`audiotag.cleaning.detect`);
+nothing is written.
 """
 
 from __future__ import annotations
@@ -33,11 +33,6 @@ from audiotag.training.recipe import Recipe, StoreClips, build_run, outputs_of
 log = logging.getLogger(__name__)
 
 MAX_SCORE_CROPS = 4  # windows per scored clip at most (labels describe the whole clip)
-# How the detector's run differs from train@'s (Recipe fields); {} trains it by train@'s
-# rules (issue 31). select_on: its best epoch on the mean of a validation clip's windows
-# (train@: features.eval_aggregate); loader_seed: its DataLoader's worker seed from torch's
-# global RNG (train@: the run's generator).
-DETECTOR_DIFFERENCES: dict[str, Any] = {"select_on": "mean", "loader_seed": "global"}
 
 
 class _RowSampler(Sampler[int]):
@@ -81,8 +76,7 @@ def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str
     set_threads(cfg.threads)
     device = pick_device(cfg.device, device_key)
     recipe = Recipe(name, model_params, store, cfg, seed,
-                    StoreClips(rows=tuple(int(r) for r in train_rows)),
-                    **DETECTOR_DIFFERENCES)
+                    StoreClips(rows=tuple(int(r) for r in train_rows)))
     built = build_run(recipe, Context(), device)
     spec, trainer = built.spec, built.trainer
     if spec.n_classes == 0 or spec.n_targets:
@@ -103,18 +97,13 @@ def fit_predict(store: str | os.PathLike[str], name: str, model_params: dict[str
     return proba.astype(np.float64)
 
 
-def permutation_folds(n: int, n_folds: int, seed: int) -> np.ndarray:
-    """Fold ``0..n_folds-1`` of each of ``n`` clips: a seeded permutation (fold sizes differ
-    by at most one)."""
-    return np.random.default_rng(seed).permutation(np.arange(n) % n_folds)
-
-
 def out_of_fold_proba(store: str | os.PathLike[str], name: str, model_params: dict[str, Any],
                       cfg: TrainConfig, seed: int, folds: np.ndarray,
                       crop_aggregate: str = "mean") -> np.ndarray:
     """Probabilities ``(N, C)`` of every training clip of the store (``FeatureSet(store,
     ("train",))`` order), each from a model that never saw it: ``folds`` gives each clip's
-    fold (e.g. :func:`permutation_folds`); fold ``k``'s model is seeded with ``seed + k``."""
+    fold (:func:`audiotag.data.split.assign_folds`); fold ``k``'s model is seeded with
+    ``seed + k``."""
     n = len(folds)
     out: np.ndarray | None = None
     n_folds = int(folds.max()) + 1

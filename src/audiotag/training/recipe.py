@@ -2,15 +2,15 @@
 loaders, model, checkpoint metadata and :class:`~audiotag.training.loop.Trainer` of every
 training in the pipeline.
 
-Three callers, one assembly; what differs between them is an argument of the
-:class:`Recipe`, never a second code path:
+Three callers, one assembly; what differs between them is which clips train and
+validate (:class:`Recipe`'s ``clips``), never a second code path:
 
 - ``train@<model>`` (:func:`audiotag.training.run.train_model`): the store's ``train`` clips
   with label cleaning's labels file (:class:`StoreClips`), validation on its ``valid``
   clips, the best epoch picked on ``features.eval_aggregate`` of the windows;
 - ``cv_fold@<model>-<fold>``: a fold's clips (:class:`ClipChoice`);
 - label cleaning's detector (:mod:`audiotag.training.oof`): some of the store's ``train``
-  clips (``StoreClips(rows=...)``), with ``select_on="mean"``.
+  clips (``StoreClips(rows=...)``), everything else as ``train@<model>``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -208,12 +208,6 @@ class Recipe:
     cfg: TrainConfig
     seed: int
     clips: Clips = StoreClips()  # which clips train and which validate
-    # a validation clip's windows, for picking the best epoch: mean | max of their scores
-    # (None: the store's features.eval_aggregate, as evaluation scores clips)
-    select_on: Literal["mean", "max"] | None = None
-    # what each epoch's training DataLoader draws its worker base seed from: the run's
-    # seeded generator (as shuffles and crops) or torch's global RNG (dropout's stream)
-    loader_seed: Literal["run", "global"] = "run"
     resume_dir: Path | None = None  # continue an interrupted run saved there
 
 
@@ -276,7 +270,7 @@ def _loaders(recipe: Recipe, train_set: FeatureSet, valid_set: FeatureSet, spec:
                               generator)
     n = len(train_set) if rows is None else len(rows)
     train = _loader(train_set, cfg, sampler=sampler,
-                    generator=generator if recipe.loader_seed == "run" else None,
+                    generator=generator,
                     drop_last=n > cfg.batch_size,  # BatchNorm needs batch > 1
                     device=device)
     return train, _loader(valid_set, cfg, device=device)
@@ -356,7 +350,7 @@ def _rules(recipe: Recipe, train_set: FeatureSet, valid_set: FeatureSet) -> Rule
     return Rules(augment=None if overfit else BatchAugment(signal, cfg.mixup_alpha, masks),
                  lsoft_beta=1.0 if overfit else cfg.lsoft_beta,
                  patience=None if overfit or cfg.swa else cfg.patience,
-                 select_on=recipe.select_on or valid_set.config.eval_aggregate)
+                 select_on=valid_set.config.eval_aggregate)
 
 
 def init_from_checkpoints(model, name: str, cfg: TrainConfig) -> tuple[list[str], list[str]]:
