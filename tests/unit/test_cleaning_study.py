@@ -1,5 +1,5 @@
-"""benchmarks/cleaning_study.py's table maths: mean ± sd, the recovered fraction of the
-oracle's gain, the seed-spread verdict, and which configurations run once."""
+"""benchmarks/cleaning_study.py's table maths: mean ± sd, the paired gain, the recovered
+fraction of the oracle's gain, the seed-spread verdict, and which configurations run once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib
 import math
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -67,20 +68,42 @@ def test_table_rows(study):
                                           "detection_f1": [0.6, 0.7]}
     lines = study.study_table(runs, ["crnn"])
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines[2:6]}
-    assert rows["default = weight"][3:6] == ["0.750 ± 0.014", "0.50", "0.850 ± 0.071"]
-    assert rows["relabel"][4] == "0.20"
-    assert rows["none"][4] == "0.00" and rows["oracle"][4] == "1.00"
-    assert rows["relabel"][5] == "–"  # no detection scores given
-    assert rows["none"][-2:] == ["11.0", "8.5 |"]
+    assert rows["default = weight"][3:5] == ["0.750 ± 0.014", "0.760, 0.740"]
+    assert rows["default = weight"][6:8] == ["0.50", "0.850 ± 0.071"]
+    assert rows["relabel"][6] == "0.20"
+    assert rows["none"][6] == "0.00" and rows["oracle"][6] == "1.00"
+    assert rows["relabel"][5] == "–"  # no per-clip scores kept: no paired gain
+    assert rows["relabel"][7] == "–"  # no detection scores given
+    assert rows["none"][-1] == "8.5 |"
     assert lines[-1].startswith("crnn: the oracle's gain +0.1000 exceeds")
 
 
+def test_paired_gain_is_over_seed_averaged_clips(study):
+    """The gain over none: each configuration's per-clip precision sums averaged over its
+    seeds, then a paired bootstrap; a clearly better configuration has an interval above 0."""
+    rng = np.random.default_rng(0)
+    n = np.ones(200)
+    none, better = study.Runs({}), study.Runs({})
+    none.clips["crnn"] = [(rng.uniform(0.4, 0.8, 200), n) for _ in range(3)]
+    better.clips["crnn"] = [(p + 0.1, n) for p, _ in none.clips["crnn"]]
+    diff, low, high, p = study.paired_gain(better, none, "crnn")
+    assert diff == pytest.approx(0.1) and low == pytest.approx(0.1) and p < 0.05
+    same = study.paired_gain(none, none, "crnn")
+    assert same[0] == 0.0 and same[3] == 1.0
+    assert study.paired_gain(study.Runs({}), none, "crnn") is None
+    assert study._gain_cell((0.1, 0.05, 0.15, 0.001)) == "+0.100 [+0.050, +0.150] *"
+
+
 def test_identical_configs_run_once(study):
-    clean = {"method": "cleanlab", "action": "weight"}
-    configs = study._configs(["none", "default", "oracle", "weight", "relabel"], clean)
-    assert list(configs) == ["none", "default = weight", "oracle", "relabel"]
-    assert configs["relabel"] == {"method": "cleanlab", "action": "relabel"}
-    assert configs["oracle"] == {"method": "oracle", "action": "weight"}
+    params = {"clean": {"method": "cleanlab", "action": "weight"}, "train": {"lsoft_beta": 1.0}}
+    configs = study._configs(["none", "default", "oracle", "weight", "relabel", "lsoft"],
+                             params)
+    assert list(configs) == ["none", "default = weight", "oracle", "relabel", "lsoft"]
+    assert configs["relabel"]["clean"] == {"method": "cleanlab", "action": "relabel"}
+    assert configs["oracle"]["clean"] == {"method": "oracle", "action": "weight"}
+    assert configs["lsoft"] == {"clean": {"method": "none", "action": "weight"},
+                                "train": {"lsoft_beta": 0.7}}
+    assert params["clean"]["method"] == "cleanlab"  # the base params are not edited
 
 
 def test_run_command_cpu_is_the_commands_own(monkeypatch, repo_root, tmp_path):

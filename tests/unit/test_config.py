@@ -24,7 +24,7 @@ def test_repository_params_are_valid(repo_root):
     for name in cfg.models:
         parse_model_params(raw, name)
     name, data_cfg = parse_data(raw)
-    assert name == "synthetic" and data_cfg.noise_rate == pytest.approx(0.3)
+    assert name == "synthetic" and data_cfg.open_set_rate == pytest.approx(0.16)
     assert parse_data_checks(raw) == DataChecksConfig()  # params.yaml shows the defaults
     parse_group(raw, "features", FeaturesConfig)
 
@@ -104,8 +104,8 @@ def test_unknown_group_and_source(tmp_path):
     with pytest.raises(ParamsError,
                        match=r"data\.synthetc: unknown key; did you mean data\.synthetic\?"):
         parse_data(raw)
-    raw = read_params(_write(tmp_path, "data: {synthetic: {noise_rate: 2}}"))
-    with pytest.raises(ParamsError, match=r"data\.synthetic\.noise_rate"):
+    raw = read_params(_write(tmp_path, "data: {synthetic: {random_rate: 2}}"))
+    with pytest.raises(ParamsError, match=r"data\.synthetic\.random_rate"):
         parse_data(raw)
 
 

@@ -16,6 +16,8 @@ from audiotag.data.synthetic import (
     EVENT_CLASSES,
     EVENT_MAX_SECONDS,
     EVENT_MIN_SECONDS,
+    LOOKALIKE,
+    RELATED,
     SyntheticConfig,
     generate,
     render_event,
@@ -23,6 +25,7 @@ from audiotag.data.synthetic import (
 
 TINY = dict(num_classes=6, n_curated=10, n_noisy=20, n_test=8, sample_rate=8000,
             min_seconds=1.0, max_seconds=2.0, max_events=3, n_folds=3)
+NO_NOISE = dict(missing_rate=0.0, confusion_rate=0.0, open_set_rate=0.0, random_rate=0.0)
 
 
 def _tiny(**overrides: object) -> SyntheticConfig:
@@ -107,19 +110,96 @@ def test_audio_files(tiny_set) -> None:
         assert np.sqrt(np.mean(audio**2)) > 1e-3
 
 
-@pytest.mark.parametrize("noise_rate", [0.0, 0.1, 0.37, 1.0])
-def test_label_noise_rate(tmp_path: Path, noise_rate: float) -> None:
+@pytest.mark.parametrize("random_rate", [0.0, 0.1, 0.37, 1.0])
+def test_random_label_noise_rate(tmp_path: Path, random_rate: float) -> None:
     cfg = _tiny(n_curated=3, n_noisy=50, n_test=3, min_seconds=0.3, max_seconds=0.4,
-                sample_rate=4000, noise_rate=noise_rate)
+                sample_rate=4000, **{**NO_NOISE, "random_rate": random_rate})
     df, classes = generate(cfg, tmp_path, seed=11)
     validate_manifest(df, classes)
     noisy = df[df["subset"] == "noisy"]
     changed = noisy["labels"] != noisy["true_labels"]
-    assert changed.mean() == round(noise_rate * cfg.n_noisy) / cfg.n_noisy
+    assert changed.mean() == round(random_rate * cfg.n_noisy) / cfg.n_noisy
     # a corrupted clip's label *set* differs (strings are in class order, so compare sets too)
     for labels, true in zip(noisy["labels"][changed], noisy["true_labels"][changed], strict=True):
         assert set(split_labels(labels)) != set(split_labels(true))
         assert len(split_labels(labels)) >= 1
+
+
+@pytest.fixture(scope="module")
+def noise_kinds(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """100 noisy clips of 12 classes with each noise kind at a known share."""
+    cfg = SyntheticConfig(num_classes=12, n_curated=2, n_noisy=100, n_test=2, sample_rate=8000,
+                          min_seconds=0.5, max_seconds=1.0, missing_rate=0.2,
+                          confusion_rate=0.1, open_set_rate=0.25, random_rate=0.05)
+    df, classes = generate(cfg, tmp_path_factory.mktemp("kinds"), seed=3)
+    validate_manifest(df, classes)
+    return df[df["subset"] == "noisy"]
+
+
+def _sets(row: pd.Series) -> tuple[set[str], set[str]]:
+    return set(split_labels(row["labels"])), set(split_labels(row["true_labels"]))
+
+
+def test_noise_kinds_hit_their_share_of_noisy_clips(noise_kinds: pd.DataFrame) -> None:
+    """Each kind edits labels its own way; together they hit exactly the sum of the shares
+    (disjoint clips): missing = a true label absent, confusion = a RELATED pair swapped,
+    open set = a label added that the truth lacks (the clip's sound was out of vocabulary)."""
+    kinds = {"missing": 0, "confusion": 0, "extra": 0, "other": 0}
+    related = set(RELATED.items())
+    for _, row in noise_kinds.iterrows():
+        given, true = _sets(row)
+        if given == true:
+            continue
+        lost, added = true - given, given - true
+        if lost and not added:
+            kinds["missing"] += 1
+        elif len(lost) == len(added) == 1 and (next(iter(lost)), next(iter(added))) in related:
+            kinds["confusion"] += 1
+        elif added and not lost:
+            kinds["extra"] += 1
+        else:
+            kinds["other"] += 1
+    assert sum(kinds.values()) == 20 + 10 + 25 + 5
+    # the random kind (5 clips) drops, swaps or adds: it may look like any of the others
+    assert 20 <= kinds["missing"] <= 25 and 10 <= kinds["confusion"] <= 15
+    assert 25 <= kinds["extra"] <= 30 and kinds["other"] <= 5
+
+
+def test_open_set_clips_carry_the_label_of_the_sound_they_resemble(
+        noise_kinds: pd.DataFrame) -> None:
+    """An open-set clip's extra label is the LOOKALIKE of an out-of-vocabulary kind; its
+    truth may be empty (the clip held one event, outside the vocabulary)."""
+    extra = [given - true for given, true in map(_sets, (r for _, r in noise_kinds.iterrows()))
+             if given - true and not true - given]
+    carried = [label for labels in extra for label in labels]
+    assert set(carried) <= set(LOOKALIKE.values()) | set(EVENT_CLASSES[:12])
+    assert sum(label in LOOKALIKE.values() for label in carried) >= 20
+    assert (noise_kinds["true_labels"] == "").any()
+
+
+def test_the_noisy_subset_is_recorded_differently(tmp_path: Path) -> None:
+    """Domain shift: with noisy_lowpass_hz the noisy clips hold almost no energy above it;
+    curated clips do; noisy_snr_offset_db lowers the noisy clips' SNR target by that much."""
+    cfg = _tiny(n_curated=6, n_noisy=6, n_test=1, sample_rate=16000, **NO_NOISE,
+                noisy_lowpass_hz=2000.0, noisy_snr_offset_db=-10.0)
+    df, _ = generate(cfg, tmp_path, seed=5)
+
+    def high_share(path: str) -> float:
+        audio, sr = sf.read(tmp_path / path)
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        return power[np.fft.rfftfreq(len(audio), 1 / sr) > 3000].sum() / power.sum()
+
+    shares = df.assign(high=df["path"].map(high_share)).groupby("subset")["high"].max()
+    assert shares["noisy"] < 1e-3 < shares["curated"]
+    snr = df.groupby("subset")["targets_snr_db"].mean()
+    assert snr["noisy"] < snr["curated"] - 3
+
+
+def test_noise_kind_shares_are_checked() -> None:
+    with pytest.raises(ValidationError, match="add up to 1.2 > 1"):
+        SyntheticConfig(missing_rate=0.5, confusion_rate=0.3, open_set_rate=0.4, random_rate=0)
+    with pytest.raises(ValidationError, match="needs event kinds outside the vocabulary"):
+        SyntheticConfig(num_classes=len(EVENT_CLASSES), max_events=3, open_set_rate=0.1)
 
 
 def test_labels_clean_outside_noisy_and_in_class_order(tiny_set) -> None:
@@ -131,14 +211,15 @@ def test_labels_clean_outside_noisy_and_in_class_order(tiny_set) -> None:
         for value in df[column]:
             idx = [order[name] for name in split_labels(value)]
             assert idx == sorted(set(idx))
-    counts = df["true_labels"].map(lambda v: len(split_labels(v)))
+    counts = df.loc[df["subset"] != "noisy", "true_labels"].map(lambda v: len(split_labels(v)))
     assert counts.between(1, cfg.max_events).all()
 
 
 def test_max_events_equal_to_num_classes_and_full_noise(tmp_path: Path) -> None:
     # every clip may hold every class: corruption must still change the label set
     cfg = _tiny(num_classes=2, max_events=2, n_curated=2, n_noisy=20, n_test=2,
-                noise_rate=1.0, min_seconds=0.3, max_seconds=0.3, sample_rate=4000)
+                **{**NO_NOISE, "random_rate": 1.0}, min_seconds=0.3, max_seconds=0.3,
+                sample_rate=4000)
     df, classes = generate(cfg, tmp_path, seed=0)
     validate_manifest(df, classes)
     noisy = df[df["subset"] == "noisy"]
@@ -216,7 +297,8 @@ def test_event_kinds_are_distinguishable_but_not_identical() -> None:
     {"n_curatd": 10},
     {"max_events": 5, "num_classes": 4},
     {"snr_db_min": 10.0, "snr_db_max": 5.0},
-    {"noise_rate": 1.5},
+    {"random_rate": 1.5},
+    {"noisy_lowpass_hz": 0.0},
     {"n_curated": 0},
     {"sample_rate": 2000},
     {"min_seconds": 0.0},

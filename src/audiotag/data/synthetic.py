@@ -1,10 +1,18 @@
 """The embedded default dataset: deterministic synthetic audio tagging clips.
 
 It mirrors FSDKaggle2019's layout: a small ``curated`` subset with correct labels, a
-larger ``noisy`` subset whose labels are corrupted at a known rate (the clean labels are
-kept in ``true_labels`` so label cleaning can be scored), and a ``test`` subset with
+larger ``noisy`` subset whose labels are wrong in the ways web labels are (the clean labels
+are kept in ``true_labels`` so label cleaning can be scored), and a ``test`` subset with
 correct labels. Nothing is downloaded and no audio lives in git: :func:`generate`
 renders every clip from a seed.
+
+The noisy subset's label noise comes in kinds, each a share of the noisy clips (disjoint
+clips): a true label missing, a label confused with a related event kind
+(:data:`RELATED`, one direction per pair: systematic), an out-of-vocabulary sound carrying
+the vocabulary label it resembles (open-set noise, :data:`LOOKALIKE`: one of the clip's
+events is rendered as an event kind outside the first ``num_classes``), and a label
+dropped, swapped or added at random. Its audio is also recorded differently (a domain
+shift: events quieter against the background, a band-limited channel).
 
 A clip is a coloured background noise plus 1..``max_events`` distinct sound events, each
 of a different kind (:data:`EVENT_CLASSES`), at a random onset and a random SNR. Every
@@ -57,6 +65,7 @@ _FOLD_STREAM = 10
 _NOISE_STREAM = 11
 _ID_PREFIX = {"curated": "cur", "noisy": "noi", "test": "tst"}
 _CORRUPTIONS = ("drop", "swap", "add")
+_OPEN_SET_STREAM = 12
 
 Renderer = Callable[[int, np.random.Generator], np.ndarray]
 
@@ -377,6 +386,24 @@ _RENDERERS: dict[str, Renderer] = {
 EVENT_CLASSES: tuple[str, ...] = tuple(_RENDERERS)
 """Class names in class-list order; a config with ``num_classes=k`` uses the first ``k``."""
 
+RELATED: dict[str, str] = {
+    "up_chirp": "down_chirp", "tremolo": "vibrato", "hum": "harmonic_stack",
+    "click_train": "drum_hit", "bird": "up_chirp", "siren": "vibrato",
+}
+"""Confusion noise: a clip holding the key kind is labelled with the value instead (one
+direction per pair, as a metadata term maps to a neighbouring class: systematic)."""
+
+LOOKALIKE: dict[str, str] = {
+    "rain": "noise_burst", "buzz": "harmonic_stack", "vowel": "vibrato",
+    "dtmf": "pure_tone", "bell": "drum_hit", "engine": "hum",
+}
+"""Open-set noise: an out-of-vocabulary kind -> the vocabulary label it carries (with
+``num_classes`` below 12, a kind without a lookalike in the vocabulary carries a vocabulary
+label drawn at random)."""
+
+NOISE_KINDS = ("missing_rate", "confusion_rate", "open_set_rate", "random_rate")
+"""The label-noise kinds of the noisy subset, each a share of its clips (disjoint clips)."""
+
 
 def render_event(kind: str, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Render one occurrence of event ``kind`` alone: float64, peak 1.0, mono.
@@ -403,7 +430,12 @@ class SyntheticConfig(Strict):
     n_curated: int = Field(240, ge=1)
     n_noisy: int = Field(720, ge=0)
     n_test: int = Field(240, ge=1)
-    noise_rate: float = Field(0.3, ge=0.0, le=1.0)
+    missing_rate: float = Field(0.12, ge=0.0, le=1.0)
+    confusion_rate: float = Field(0.08, ge=0.0, le=1.0)
+    open_set_rate: float = Field(0.16, ge=0.0, le=1.0)
+    random_rate: float = Field(0.04, ge=0.0, le=1.0)
+    noisy_snr_offset_db: float = -6.0
+    noisy_lowpass_hz: float | None = Field(3000.0, gt=0.0)
     sample_rate: int = Field(16000, ge=4000)
     min_seconds: float = Field(1.0, gt=0.0)
     max_seconds: float = Field(10.0, gt=0.0)
@@ -420,6 +452,14 @@ class SyntheticConfig(Strict):
             raise ValueError(f"snr_db_min={self.snr_db_min} > snr_db_max={self.snr_db_max}")
         if self.max_events > self.num_classes:
             raise ValueError(f"max_events={self.max_events} > num_classes={self.num_classes}")
+        rates = {key: getattr(self, key) for key in NOISE_KINDS}
+        if sum(rates.values()) > 1 + 1e-9:
+            raise ValueError(f"the noise kinds' shares add up to {sum(rates.values()):.3g} "
+                             f"> 1 ({', '.join(f'{k}={v}' for k, v in rates.items())}); each "
+                             "is a share of the noisy clips and they hit different clips")
+        if self.open_set_rate > 0 and self.num_classes == len(EVENT_CLASSES):
+            raise ValueError(f"open_set_rate={self.open_set_rate} needs event kinds outside "
+                             f"the vocabulary: num_classes must be below {len(EVENT_CLASSES)}")
         return self
 
 
@@ -447,26 +487,51 @@ def _background(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return x / (np.sqrt(np.mean(x**2)) + 1e-12)
 
 
-def _render_clip(cfg: SyntheticConfig,
-                 rng: np.random.Generator) -> tuple[np.ndarray, list[int], float]:
-    """One mixed clip, the sorted class indices of its events and their mean SNR (dB)."""
+def _open_set(kinds: list[int], cfg: SyntheticConfig,
+              rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Open-set noise on a clip of event ``kinds``: one event is rendered as an
+    out-of-vocabulary kind and labelled with the vocabulary class it resembles. Returns
+    ``(rendered, labelled)``, parallel lists of kind indices."""
+    oov = int(rng.integers(cfg.num_classes, len(EVENT_CLASSES)))
+    lookalike = LOOKALIKE.get(EVENT_CLASSES[oov])
+    label = EVENT_CLASSES.index(lookalike) if lookalike else len(EVENT_CLASSES)
+    if label >= cfg.num_classes:
+        label = int(rng.integers(cfg.num_classes))
+    rendered, labelled = list(kinds), list(kinds)
+    j = kinds.index(label) if label in kinds else int(rng.integers(len(kinds)))
+    rendered[j], labelled[j] = oov, label
+    return rendered, labelled
+
+
+def _render_clip(cfg: SyntheticConfig, rng: np.random.Generator, noisy: bool = False,
+                 open_set: bool = False) -> tuple[np.ndarray, list[int], list[int], float]:
+    """One mixed clip, the sorted class indices of the vocabulary events it holds (the
+    truth), the labels it carries (the truth, or with ``open_set`` one event rendered as an
+    out-of-vocabulary kind but labelled as the class it resembles) and the mean SNR (dB).
+    A ``noisy`` clip is recorded as the noisy subset is (``noisy_snr_offset_db``,
+    ``noisy_lowpass_hz``)."""
     sr = cfg.sample_rate
     n = _clip_length(cfg, rng)
     mix = _background(n, sr, rng)  # unit power: an event's SNR is its power in dB
     k = int(rng.integers(1, cfg.max_events + 1))
     kinds = sorted(int(c) for c in rng.choice(cfg.num_classes, size=k, replace=False))
+    rendered, labelled = _open_set(kinds, cfg, rng) if open_set else (kinds, kinds)
+    offset = cfg.noisy_snr_offset_db if noisy else 0.0
     snrs = []
-    for c in kinds:
+    for c in rendered:
         event = render_event(EVENT_CLASSES[c], sr, rng)
         need = min(n, len(event), max(int(_MIN_OVERLAP_SECONDS * sr), len(event) // 2))
         onset = int(rng.integers(0, n - need + 1))
-        snr = rng.uniform(cfg.snr_db_min, cfg.snr_db_max)
+        snr = rng.uniform(cfg.snr_db_min, cfg.snr_db_max) + offset
         snrs.append(snr)
         gain = np.sqrt(10 ** (snr / 10) / np.mean(event**2))
         part = event[: n - onset]
         mix[onset:onset + len(part)] += gain * part
+    if noisy and cfg.noisy_lowpass_hz is not None and cfg.noisy_lowpass_hz < sr / 2:
+        mix = _band_filter(mix, sr, 1.0, cfg.noisy_lowpass_hz)  # the noisy source's channel
     mix *= rng.uniform(*_PEAK_RANGE) / np.max(np.abs(mix))
-    return mix, kinds, float(np.mean(snrs))
+    truth = sorted(c for c in rendered if c < cfg.num_classes)
+    return mix, truth, sorted(set(labelled)), float(np.mean(snrs))
 
 
 # ---------------------------------------------------------------------------- labels
@@ -502,19 +567,65 @@ def _clip_plan(cfg: SyntheticConfig) -> list[tuple[str, int]]:
     return [(subset, i) for subset, count in counts.items() for i in range(count)]
 
 
-def _label_columns(df: pd.DataFrame, truths: list[list[int]], cfg: SyntheticConfig,
-                   seed: int, classes: list[str]) -> None:
-    """Fill ``fold``, ``labels`` and ``true_labels``; corrupt the chosen noisy clips."""
-    labels = [list(t) for t in truths]
+def _open_set_clips(cfg: SyntheticConfig, seed: int) -> set[int]:
+    """Indices (within the noisy subset) of the clips rendered with open-set noise."""
+    rng = np.random.default_rng([seed, _OPEN_SET_STREAM, 0])
+    count = round(cfg.open_set_rate * cfg.n_noisy)
+    return set(rng.choice(cfg.n_noisy, size=count, replace=False).tolist())
+
+
+def _missing(true: list[int], cfg: SyntheticConfig, rng: np.random.Generator) -> list[int]:
+    out = list(true)
+    out.pop(int(rng.integers(len(out))))
+    return out
+
+
+def _confused(true: list[int], cfg: SyntheticConfig, rng: np.random.Generator) -> list[int]:
+    pairs = _confusions(true, cfg.num_classes)
+    src, dst = pairs[int(rng.integers(len(pairs)))]
+    return sorted([c for c in true if c != src] + [dst])
+
+
+def _confusions(true: list[int], num_classes: int) -> list[tuple[int, int]]:
+    """The (kind, related kind) pairs of :data:`RELATED` that can confuse a clip's labels."""
+    index = {name: i for i, name in enumerate(EVENT_CLASSES[:num_classes])}
+    return [(index[a], index[b]) for a, b in RELATED.items()
+            if a in index and b in index and index[a] in true and index[b] not in true]
+
+
+def _random(true: list[int], cfg: SyntheticConfig, rng: np.random.Generator) -> list[int]:
+    return _corrupt(true, cfg.num_classes, rng)
+
+
+_LABEL_NOISE = (  # params key, which clips it can hit, how it edits their labels
+    ("missing_rate", lambda t, nc: len(t) >= 2, _missing),
+    ("confusion_rate", lambda t, nc: bool(_confusions(t, nc)), _confused),
+    ("random_rate", lambda t, nc: True, _random),
+)
+
+
+def _label_columns(df: pd.DataFrame, truths: list[list[int]], given: list[list[int]],
+                   cfg: SyntheticConfig, seed: int, classes: list[str]) -> None:
+    """Fill ``fold``, ``labels`` and ``true_labels``: the noisy clips not already carrying
+    open-set noise get the other kinds, each on its share of the noisy clips (the first
+    eligible ones in a seeded order; fewer when too few clips are eligible, logged)."""
+    labels = [list(g) for g in given]
     fold_rng = np.random.default_rng([seed, _FOLD_STREAM, 0])
     for subset in ("curated", "noisy"):
         rows = np.flatnonzero(df["subset"].to_numpy() == subset)
         df.loc[rows, "fold"] = _folds(len(rows), cfg.n_folds, fold_rng)
     noise_rng = np.random.default_rng([seed, _NOISE_STREAM, 0])
     noisy = np.flatnonzero(df["subset"].to_numpy() == "noisy")
-    n_bad = round(cfg.noise_rate * len(noisy))  # exact count, so the rate matches closely
-    for row in sorted(noise_rng.choice(noisy, size=n_bad, replace=False).tolist()):
-        labels[row] = _corrupt(truths[row], cfg.num_classes, noise_rng)
+    order = [int(r) for r in noise_rng.permutation(noisy) if labels[r] == truths[r]]
+    for key, eligible, edit in _LABEL_NOISE:
+        want = round(getattr(cfg, key) * len(noisy))  # exact counts: the rates match closely
+        rows = [r for r in order if eligible(truths[r], cfg.num_classes)][:want]
+        if len(rows) < want:
+            logger.warning("synthetic: %s=%s asks for %d noisy clips, %d are eligible",
+                           key, getattr(cfg, key), want, len(rows))
+        for row in sorted(rows):
+            labels[row] = edit(truths[row], cfg, noise_rng)
+        order = [r for r in order if r not in set(rows)]
     df["labels"] = [join_labels([classes[c] for c in ls]) for ls in labels]
     df["true_labels"] = [join_labels([classes[c] for c in ls]) for ls in truths]
 
@@ -533,11 +644,13 @@ def generate(cfg: SyntheticConfig, out_dir: Path, seed: int,
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     classes = list(EVENT_CLASSES[: cfg.num_classes])
     plan = _clip_plan(cfg)
-    rows, truths = [], []
+    rows, truths, given = [], [], []
+    open_set = _open_set_clips(cfg, seed)
     start = time.perf_counter()
     for subset, i in tqdm(plan, desc="synthetic", unit="clip", disable=not progress):
-        mix, kinds, snr_db = _render_clip(cfg, np.random.default_rng(
-            [seed, _CLIP_STREAMS[subset], i]))
+        mix, kinds, labelled, snr_db = _render_clip(
+            cfg, np.random.default_rng([seed, _CLIP_STREAMS[subset], i]),
+            noisy=subset == "noisy", open_set=subset == "noisy" and i in open_set)
         clip_id = f"{_ID_PREFIX[subset]}_{i:05d}"
         rel = f"audio/{clip_id}.wav"
         sf.write(out_dir / rel, mix, cfg.sample_rate, subtype="PCM_16", format="WAV")
@@ -545,12 +658,13 @@ def generate(cfg: SyntheticConfig, out_dir: Path, seed: int,
                      "fold": -1, "duration_s": len(mix) / cfg.sample_rate,
                      "sample_rate": cfg.sample_rate,
                      # regression targets (train.task: regression | multitask)
-                     "targets_n_events": len(kinds), "targets_snr_db": round(snr_db, 3)})
+                     "targets_n_events": len(labelled), "targets_snr_db": round(snr_db, 3)})
         truths.append(kinds)
+        given.append(labelled)
     df = pd.DataFrame(rows, columns=["clip_id", "path", "labels", "subset", "fold",
                                      "duration_s", "sample_rate", "targets_n_events",
                                      "targets_snr_db"])
-    _label_columns(df, truths, cfg, seed, classes)
+    _label_columns(df, truths, given, cfg, seed, classes)
     df["fold"] = df["fold"].astype(int)
     logger.info("synthetic: %d clips (%d classes) in %.1f s -> %s",
                 len(df), len(classes), time.perf_counter() - start, out_dir / "audio")
