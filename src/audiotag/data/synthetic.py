@@ -598,17 +598,17 @@ def _random(true: list[int], cfg: SyntheticConfig, rng: np.random.Generator) -> 
 
 
 _LABEL_NOISE = (  # params key, which clips it can hit, how it edits their labels
+    ("random_rate", lambda t, nc: True, _random),
     ("missing_rate", lambda t, nc: len(t) >= 2, _missing),
     ("confusion_rate", lambda t, nc: bool(_confusions(t, nc)), _confused),
-    ("random_rate", lambda t, nc: True, _random),
 )
 
 
 def _label_columns(df: pd.DataFrame, truths: list[list[int]], given: list[list[int]],
                    cfg: SyntheticConfig, seed: int, classes: list[str]) -> None:
     """Fill ``fold``, ``labels`` and ``true_labels``: the noisy clips not already carrying
-    open-set noise get the other kinds, each on its share of the noisy clips (the first
-    eligible ones in a seeded order; fewer when too few clips are eligible, logged)."""
+    open-set noise get the other kinds, each on its share of the noisy clips drawn (seeded)
+    from the clips it can hit that no other kind took (fewer when too few can, logged)."""
     labels = [list(g) for g in given]
     fold_rng = np.random.default_rng([seed, _FOLD_STREAM, 0])
     for subset in ("curated", "noisy"):
@@ -616,16 +616,19 @@ def _label_columns(df: pd.DataFrame, truths: list[list[int]], given: list[list[i
         df.loc[rows, "fold"] = _folds(len(rows), cfg.n_folds, fold_rng)
     noise_rng = np.random.default_rng([seed, _NOISE_STREAM, 0])
     noisy = np.flatnonzero(df["subset"].to_numpy() == "noisy")
-    order = [int(r) for r in noise_rng.permutation(noisy) if labels[r] == truths[r]]
+    free = np.array([r for r in noisy if labels[r] == truths[r]], dtype=noisy.dtype)
     for key, eligible, edit in _LABEL_NOISE:
         want = round(getattr(cfg, key) * len(noisy))  # exact counts: the rates match closely
-        rows = [r for r in order if eligible(truths[r], cfg.num_classes)][:want]
-        if len(rows) < want:
-            logger.warning("synthetic: %s=%s asks for %d noisy clips, %d are eligible",
-                           key, getattr(cfg, key), want, len(rows))
-        for row in sorted(rows):
+        if not want:
+            continue
+        can = free[[eligible(truths[r], cfg.num_classes) for r in free]]
+        if len(can) < want:
+            logger.warning("synthetic: %s=%s asks for %d noisy clips, %d can take it",
+                           key, getattr(cfg, key), want, len(can))
+        rows = sorted(noise_rng.choice(can, size=min(want, len(can)), replace=False).tolist())
+        for row in rows:
             labels[row] = edit(truths[row], cfg, noise_rng)
-        order = [r for r in order if r not in set(rows)]
+        free = free[~np.isin(free, rows)]
     df["labels"] = [join_labels([classes[c] for c in ls]) for ls in labels]
     df["true_labels"] = [join_labels([classes[c] for c in ls]) for ls in truths]
 
