@@ -3,17 +3,18 @@
 Each clip (1-6 s at 8 kHz) mixes 1..3 distinct spoken digits, each a real FSDD recording
 placed at a random onset over a low background noise; the classes are 8 digits (``three``
 and ``eight`` stay out of the vocabulary, the open-set noise). Like FSDKaggle2019 it has a
-``curated`` subset (correct labels), a ``noisy`` one (label noise of the kinds below, one
-kind per clip, and a channel shift: louder background, band-limited audio) and a ``test``
+``curated`` subset (correct labels), a ``noisy`` one (label noise of the kinds below, at
+most one kind per clip, and a channel shift: louder background, band-limited audio) and a ``test``
 one. The test clips use FSDD's official test takes (0-4) only, curated and noisy clips the
 training takes (5-49), so no recording is in both. The truth is kept beside the labels:
 
     <out>/audio/<subset>/<subset>_NNNN.wav
     <out>/labels.csv   fname,labels,subset,true_labels,noise,recordings
 
-(``noise``: the kind that hit the clip; ``recordings``: the FSDD files mixed into it.) The folder source reads it (``true_labels`` feeds ``clean.method: oracle`` and the
-detection scores of ``metrics/labels.json``); the script prints the params.yaml settings
-that use it and how many clips each noise kind hit. Same seed, same bytes.
+(``noise``: the kind that hit the clip; ``recordings``: the FSDD files mixed into it.)
+The folder source reads it (``true_labels`` feeds ``clean.method: oracle`` and the detection
+scores of ``metrics/labels.json``); the script prints the params.yaml settings that use it
+and how many clips each noise kind hit. Same seed, same bytes.
 
     python benchmarks/fsdd_noisy.py --out /tmp/fsdd-noisy
     python benchmarks/fsdd_noisy.py --out /tmp/fsdd-noisy --seed 1 --open-set 0 --random 0.1
@@ -277,6 +278,18 @@ def _prepare(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _check(s: dict[str, Any]) -> None:
+    if not 0 < s["min_seconds"] <= s["max_seconds"] or not 1 <= s["max_digits"] <= 3:
+        raise BuildError("need 0 < min_seconds <= max_seconds and 1 <= max_digits <= 3")
+    bad = [k for k in NOISE_KINDS if not 0 <= s[k] <= 1]
+    bad += [f"n_{subset}" for subset in _SUBSETS if s[f"n_{subset}"] < 0]
+    if bad:
+        raise BuildError(f"{bad[0]}: {s[bad[0]]} (noise rates lie in [0, 1], sizes >= 0)")
+    if s["noisy_lowpass_hz"] < 0 or s["noisy_lowpass_hz"] >= SAMPLE_RATE / 2:
+        raise BuildError(f"noisy_lowpass_hz: {s['noisy_lowpass_hz']} (0 or below "
+                         f"{SAMPLE_RATE // 2} Hz)")
+
+
 def build_set(out_dir: Path, seed: int, archive: Path = ARCHIVE,
               **settings: Any) -> tuple[list[Clip], dict[str, int]]:
     """Write the set into ``out_dir``; returns its clips and the clips each noise kind hit.
@@ -285,8 +298,9 @@ def build_set(out_dir: Path, seed: int, archive: Path = ARCHIVE,
     if unknown:
         raise BuildError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
     s = {**DEFAULTS, **settings}
-    if not 0 < s["min_seconds"] <= s["max_seconds"] or not 1 <= s["max_digits"] <= 3:
-        raise BuildError("need 0 < min_seconds <= max_seconds and 1 <= max_digits <= 3")
+    _check(s)
+    if not Path(archive).is_file():
+        raise BuildError(f"archive {archive}: no such file")
     recordings = read_recordings(Path(archive))
     sizes = {subset: s[f"n_{subset}"] for subset in _SUBSETS}
     clips = plan_clips(np.random.default_rng([seed, _STREAMS["plan"]]), sizes,
