@@ -9,7 +9,9 @@ dataset sources that are not chosen may stay in params.yaml; only their keys are
 
 from __future__ import annotations
 
+import csv as csvlib
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -66,10 +68,26 @@ def _data(raw: dict[str, Any], where: str) -> None:
         raise ParamsError(f"{where}: split.valid_fold: {split.valid_fold} is not a fold of "
                           f"data.{name} (n_folds: {n_folds}, folds 0-{n_folds - 1})")
     clean = (raw.get("clean") or {}).get("method") if isinstance(raw.get("clean"), dict) else None
-    if clean == "oracle" and not SOURCES.get(name).true_labels:
+    if clean == "oracle":
+        _oracle_source(name, cfg, where)
+
+
+def _oracle_source(name: str, cfg: BaseModel, where: str) -> None:
+    """``clean.method: oracle`` reads the manifest's ``true_labels``: a source that has them
+    (folder: a ``true_labels`` column in its CSV, looked up when the CSV is there)."""
+    if not SOURCES.get(name).true_labels:
         having = ", ".join(n for n in SOURCES.names() if SOURCES.get(n).true_labels)
         raise ParamsError(f"{where}: clean.method: oracle needs the true labels of the noisy "
                           f"clips, which data.dataset: {name} does not have (only {having})")
+    csv = Path(cfg.csv).expanduser() if name == "folder" else None
+    if csv is None or not csv.is_file():
+        return  # download names a missing CSV
+    with csv.open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        header = next(csvlib.reader(f), [])
+    if "true_labels" not in header:
+        raise ParamsError(f"{where}: clean.method: oracle needs the true labels of the noisy "
+                          f"clips: add a true_labels column to data.folder.csv ({csv}; it has "
+                          f"{', '.join(header) or 'no header'})")
 
 
 def _features_with_train(raw: dict[str, Any], where: str) -> None:

@@ -155,6 +155,27 @@ def test_a_symlinked_folder_in_an_input_must_itself_be_an_input(params, tmp_path
     check_params(folder({"audio": str(audio), "other": str(other)}))
 
 
+def test_oracle_cleaning_with_the_folder_source_needs_a_true_labels_column(params, tmp_path):
+    # issue 31: folder data may carry the true labels (a CSV column), so oracle is allowed
+    audio, csv = tmp_path / "audio", tmp_path / "labels.csv"
+    audio.mkdir()
+
+    def folder(header):
+        csv.write_text(header + "\n")
+        def edit(p):
+            p["data"].update(dataset="folder", inputs={"audio": str(audio), "csv": str(csv)})
+            p["data"]["folder"].update(audio_dir=str(audio), csv=str(csv))
+            p["clean"].update(method="oracle")
+        return params(edit)
+
+    check_params(folder("fname,labels,subset,true_labels"))
+    with pytest.raises(ParamsError, match=r"clean\.method: oracle needs the true labels of the "
+                                          r"noisy clips: add a true_labels column to "
+                                          r"data\.folder\.csv \(.*labels\.csv; it has fname, "
+                                          r"labels, subset\)"):
+        check_params(folder("fname,labels,subset"))
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda p: p["train"].update(lr=float("inf")), r"train\.lr: .*finite"),
     (lambda p: p["features"].update(fmin=float("nan")), r"features\.fmin: .*finite"),

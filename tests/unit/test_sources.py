@@ -384,6 +384,36 @@ def test_data_checks_params():
             parse_data_checks({"data": {key: value}})
 
 
+def test_folder_true_labels_column_becomes_the_manifests(tmp_path):
+    # issue 31: the known clean labels of noisy clips, to score label cleaning; empty: the
+    # clip holds no sound of the classes
+    audio, csv = _folder(tmp_path, ["fname,labels,subset,true_labels",
+                                    "a.wav,Bark,curated,Bark", 'b.wav,"Purr,Bark",noisy,Purr',
+                                    "d.wav,Purr,noisy,",
+                                    'sub/c.flac,"Purr,Bark",test,"Bark, Purr"'])
+    df, classes = _build("folder", {"audio_dir": str(audio), "csv": str(csv)}, tmp_path / "out")
+    assert classes == ["Bark", "Purr"]
+    assert df.set_index("clip_id")["true_labels"].to_dict() == {
+        "a": "Bark", "b": "Purr", "d": "", "sub/c": "Bark;Purr"}
+    assert df.set_index("clip_id").loc["b", "labels"] == "Purr;Bark"
+    _, plain = _folder(tmp_path, ["fname,labels", "a.wav,Bark", "b.wav,Purr"])
+    without, _ = _build("folder", {"audio_dir": str(audio), "csv": str(plain)}, tmp_path / "o2")
+    assert "true_labels" not in without.columns
+
+
+@pytest.mark.parametrize(("classes", "message"), [
+    (None, r"line 3 \(fname='b\.wav'\): true_labels: 'Growl' is the label of no clip"),
+    (["Bark", "Purr"], r"line 3 \(fname='b\.wav'\): true_labels: label 'Growl' is not in "
+                       r"data\.folder\.classes"),
+])
+def test_folder_bad_class_in_true_labels_names_the_line(tmp_path, classes, message):
+    audio, csv = _folder(tmp_path, ["fname,labels,subset,true_labels", "a.wav,Bark,curated,Bark",
+                                    'b.wav,Purr,noisy,"Purr,Growl"', "d.wav,Purr,test,Purr"])
+    with pytest.raises(DataSourceError, match=rf"labels\.csv: {message}"):
+        _build("folder", {"audio_dir": str(audio), "csv": str(csv), "classes": classes},
+               tmp_path / "out")
+
+
 def test_folder_class_list_makes_unknown_labels_errors(tmp_path):
     audio, csv = _folder(tmp_path, ["fname,labels,subset", "a.wav,low,curated",
                                     "b.wav,high,curated", 'd.wav,"high,Low",test'])

@@ -134,7 +134,8 @@ def detect(store: str | os.PathLike[str], part: pd.DataFrame, classes: list[str]
         if "true_labels" not in part.columns:
             raise ParamsError(f"clean.method=oracle needs the true labels of the noisy clips "
                               f"(the manifest's true_labels column); {store}/index.csv has "
-                              "none: this dataset source does not know them (synthetic does)")
+                              "none: this dataset source does not know them (synthetic does; "
+                              "folder does when data.folder.csv has a true_labels column)")
         return oracle_issues(y[noisy], labels_to_matrix(part["true_labels"][noisy], classes))
     from audiotag.training.oof import fit_predict, out_of_fold_proba  # torch: only here
 

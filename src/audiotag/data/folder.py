@@ -4,7 +4,10 @@ The CSV has a header and the columns ``fname,labels`` and optionally ``subset``:
 ``fname`` is a file path relative to ``audio_dir``; ``labels`` are comma-separated class
 names (quote the field when there are several: ``"Bark,Growling"``); ``subset`` is
 ``curated``, ``noisy`` or ``test`` (``train`` means ``curated``). Without a ``subset``
-column a seeded ``test_fraction`` of the clips becomes the test set. Classes are
+column a seeded ``test_fraction`` of the clips becomes the test set. An optional
+``true_labels`` column (written like ``labels``; empty: the clip holds no sound of the
+classes) gives the known clean labels of noisy clips: the manifest's ``true_labels``, which
+``clean.method: oracle`` and the detection scores of label cleaning read. Classes are
 ``classes`` when given (its order; a label outside it is an error), else the sorted set of
 all labels, logged with their clip counts; classes with fewer than 2 clips and classes
 that differ only in case or spaces (``Low`` beside ``low``, a likely typo) are warned
@@ -32,6 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from audiotag.core.errors import DataSourceError
 from audiotag.core.params import InputPath, Strict
 from audiotag.data import common
+from audiotag.data.classes import LABEL_COLUMNS
 from audiotag.data.manifest import LABEL_SEP, PREDICTION_COLUMNS, SUBSETS, join_labels
 
 logger = logging.getLogger(__name__)
@@ -145,15 +149,17 @@ def _check_unique(csv: Path, line: int, fname: str, norm: str, audio_dir: Path,
 
 
 def _check_labels(csv: Path, line: int, fname: str, labels: list[str],
-                  classes: list[str] | None) -> None:
+                  classes: list[str] | None, column: str = "labels") -> None:
     """A label with ``;`` (the manifest's separator), outside ``classes`` (when given), or
-    named like a column of the predictions tables stops the stage naming the line."""
+    named like a column of the predictions tables stops the stage naming the line (and the
+    column, for ``true_labels``)."""
+    what = "label" if column == "labels" else f"{column}: label"
     bad = [name for name in labels if LABEL_SEP in name]
     if bad:
-        raise _row_error(csv, line, fname, f"label {bad[0]!r} contains {LABEL_SEP!r}")
+        raise _row_error(csv, line, fname, f"{what} {bad[0]!r} contains {LABEL_SEP!r}")
     unknown = [name for name in labels if classes is not None and name not in classes]
     if unknown:
-        raise _row_error(csv, line, fname, f"label {unknown[0]!r} is not in "
+        raise _row_error(csv, line, fname, f"{what} {unknown[0]!r} is not in "
                          "data.folder.classes")
     reserved = [name for name in labels if name in PREDICTION_COLUMNS]
     if reserved:
@@ -201,14 +207,10 @@ def scan_csv(csv: Path) -> None:
                                   f"({broken[0]!r}); a file name or label is one line")
 
 
-def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
-    audio_dir, csv = Path(cfg.audio_dir).expanduser(), Path(cfg.csv).expanduser()
-    if not audio_dir.is_dir():
-        raise DataSourceError(f"data.folder.audio_dir: {audio_dir}: no such directory")
-    scan_csv(csv)
-    table = common.read_csv(csv, "clip list", ("fname", "labels"), dtype=str,
-                            keep_default_na=False)
-    has_subset = "subset" in table.columns
+def _read_rows(cfg: FolderConfig, csv: Path, audio_dir: Path, out_dir: Path,
+               table: pd.DataFrame) -> tuple[list[dict], list[int]]:
+    """One manifest row per CSV row (files placed under ``out_dir``), and the lines whose
+    labels held invisible characters."""
     rows: list[dict] = []
     seen: dict[object, tuple[int, str]] = {}
     invisible: list[int] = []
@@ -216,11 +218,13 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         line = i + 2  # a header line, and people count from 1
         norm = _check_row(csv, line, r["fname"], audio_dir)
         _check_unique(csv, line, r["fname"], norm, audio_dir, seen)
-        clip_id = posixpath.splitext(norm)[0]
-        labels = parse_labels(r["labels"])
-        if isinstance(r["labels"], str) and has_invisible(r["labels"]):
-            invisible.append(line)
-        _check_labels(csv, line, r["fname"], labels, cfg.classes)
+        found = {}
+        for col in [c for c in LABEL_COLUMNS if c in r]:
+            labels = parse_labels(r[col])
+            if isinstance(r[col], str) and has_invisible(r[col]):
+                invisible.append(line)
+            _check_labels(csv, line, r["fname"], labels, cfg.classes, col)
+            found[col] = join_labels(labels)
         subset = str(r.get("subset", "curated")).strip()
         subset = _SUBSET_ALIASES.get(subset, subset)
         if subset not in SUBSETS:
@@ -228,15 +232,28 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
                              f"subset {subset!r} is not one of {', '.join(SUBSETS)} (or train)")
         dst = out_dir / "folder" / norm
         problem = common.place(audio_dir / norm, dst)  # an unreadable file: bad_clips.csv
-        rows.append({"clip_id": clip_id, "path": common.relpath(dst, out_dir),
-                     "labels": join_labels(labels), "subset": subset, common.PROBLEM: problem,
+        rows.append({"clip_id": posixpath.splitext(norm)[0],
+                     "path": common.relpath(dst, out_dir), **found, "subset": subset,
+                     common.PROBLEM: problem,
                      common.ORIGIN: f"{csv}: line {line} (fname={r['fname']!r})"})
+    return rows, sorted(set(invisible))
+
+
+def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    audio_dir, csv = Path(cfg.audio_dir).expanduser(), Path(cfg.csv).expanduser()
+    if not audio_dir.is_dir():
+        raise DataSourceError(f"data.folder.audio_dir: {audio_dir}: no such directory")
+    scan_csv(csv)
+    table = common.read_csv(csv, "clip list", ("fname", "labels"), dtype=str,
+                            keep_default_na=False)
+    rows, invisible = _read_rows(cfg, csv, audio_dir, out_dir, table)
     if not rows:
         raise DataSourceError(f"{csv}: no clips listed")
     if invisible:
         logger.warning("%s: invisible characters removed from the labels of line %s",
                        csv, ", ".join(map(str, invisible)))
-    df = split_and_fold(pd.DataFrame(rows), has_subset, cfg.test_fraction, cfg.n_folds, seed)
+    df = split_and_fold(pd.DataFrame(rows), "subset" in table.columns, cfg.test_fraction,
+                        cfg.n_folds, seed)
     counts = Counter(name for text in df["labels"] for name in text.split(LABEL_SEP) if name)
     if not counts:
         raise DataSourceError(f"{csv}: no labels at all")
@@ -248,7 +265,21 @@ def write(cfg: FolderConfig, out_dir: Path, seed: int) -> tuple[pd.DataFrame, li
         return df, list(cfg.classes)
     classes = sorted(counts)
     _flag_classes(csv, classes, counts)
+    _check_true_labels(df, classes)
     return df, classes
+
+
+def _check_true_labels(df: pd.DataFrame, classes: list[str]) -> None:
+    """Classes derived from ``labels``: a true label that no clip is labelled with is no
+    class (the manifest could not hold it); stop naming its line."""
+    if "true_labels" not in df.columns:
+        return
+    known = set(classes)
+    for text, origin in zip(df["true_labels"], df[common.ORIGIN], strict=True):
+        unknown = [name for name in text.split(LABEL_SEP) if name and name not in known]
+        if unknown:
+            raise DataSourceError(f"{origin}: true_labels: {unknown[0]!r} is the label of no "
+                                  "clip, so no class; list it in data.folder.classes")
 
 
 def split_and_fold(df: pd.DataFrame, has_subset: bool, test_fraction: float, n_folds: int,

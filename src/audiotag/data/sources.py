@@ -52,6 +52,7 @@ class Source:
     write: Writer
     description: str
     true_labels: bool = False  # its manifest has true_labels (what clean.method: oracle reads)
+    # (folder: where its CSV has a true_labels column, checked by check_params)
 
 
 SOURCES: Registry[Source] = Registry("dataset source")
@@ -87,7 +88,8 @@ register_source("gtzan", gtzan.GtzanConfig,
 register_source("fma", fma.FmaConfig,
                 "FMA: top genre + Echo Nest regression targets, official split")(fma.write)
 register_source("folder", folder.FolderConfig,
-                "your own audio directory + CSV (fname,labels[,subset])")(folder.write)
+                "your own audio directory + CSV (fname,labels[,subset][,true_labels])",
+                true_labels=True)(folder.write)
 register_source("precomputed", precomputed.PrecomputedConfig,
                 "precomputed per-clip .npy features + a labels CSV (the course's 128 mel + "
                 "12 chroma, beat-synchronous)")(precomputed.write)
