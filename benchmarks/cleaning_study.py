@@ -84,7 +84,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CONFIGS = ["none", "default", "oracle"]
 SHOWN = ["clean.method", "clean.action"]  # table columns; other changed keys join the label
-DATA_STAGES = ["check_params", "download", "features"]
 DETECTION = ["detection_precision", "detection_recall", "detection_f1"]
 RESAMPLES = 2000
 _MISSING = object()
@@ -251,15 +250,22 @@ def _dataset_params(params: dict[str, Any], args: argparse.Namespace, root: Path
     if args.dataset == "fsdd-noisy":
         from fsdd_noisy import build
 
-        for key, value in build(root / "fsdd_noisy", seed=args.data_seed,
-                                archive=args.fsdd).items():
-            set_dotted(params, key, value)
+        _merge(params, build(root / "fsdd_noisy", seed=args.data_seed, archive=args.fsdd))
     for item in args.set:
         key, _, value = item.partition("=")
         if get_dotted(params, key, _MISSING) is _MISSING:
             raise SystemExit(f"--set {item}: params.yaml has no key {key}")
         set_dotted(params, key, yaml.safe_load(value))
     return args.dataset
+
+
+def _merge(tree: dict[str, Any], over: dict[str, Any]) -> None:
+    """``over``'s nested groups into ``tree``, key by key."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
 
 
 def _arguments() -> argparse.Namespace:
@@ -327,8 +333,7 @@ def _run_all(todo: list[tuple[str, int]], configs: dict[str, dict[str, Any]],
     base = root / "project"
     base.mkdir()
     make_project(base, yaml.safe_dump(params, sort_keys=False))
-    for stage in DATA_STAGES:
-        run_command(["dvc", "repro", "--single-item", stage], base)
+    run_command(["dvc", "repro", "features"], base)  # and what it needs (input@ stages)
     free: queue.Queue[Path] = queue.Queue()
     for i in range(jobs):
         free.put(shutil.copytree(base, root / f"job{i}", symlinks=True))

@@ -59,7 +59,7 @@ RELATED |= {b: a for a, b in RELATED.items()}
 NOISE_KINDS = ("missing", "confusion", "open_set", "random")
 DEFAULTS: dict[str, Any] = {  # the synthetic set's sizes and the lead's noise rates
     "n_curated": 240, "n_noisy": 720, "n_test": 240, "min_seconds": 1.0, "max_seconds": 6.0,
-    "max_digits": 3, "snr_db_min": 10.0, "snr_db_max": 30.0,
+    "max_digits": 3, "snr_db_min": 0.0, "snr_db_max": 20.0,
     "missing": 0.12, "confusion": 0.08, "open_set": 0.16, "random": 0.04,
     "noisy_snr_offset_db": -6.0, "noisy_lowpass_hz": 2500.0,
 }
