@@ -22,6 +22,7 @@ Configurations (``--configs``), each params.yaml with a few keys changed (:data:
     oracle-relabel, oracle-drop   the oracle with that action
     loss      small-loss selection: the noisy clips with the highest out-of-fold BCE
     agreement the curated-model agreement filter (a curated-only detector; Bouteillon)
+    agreement-crnn   the same with crnn as the curated-only detector
     lsoft     no cleaning, L_soft on noisy clips (train.lsoft_beta 0.7; argus)
     finetune  no cleaning, noisy-then-curated: 3 epochs on curated clips after training
     default-finetune   the default cleaning, then the same fine-tuning
@@ -78,6 +79,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "oracle-drop": {"clean.method": "oracle", "clean.action": "drop"},
     "loss": {"clean.method": "loss"},
     "agreement": {"clean.method": "agreement"},
+    "agreement-crnn": {"clean.method": "agreement", "clean.detector.model": "crnn"},
     "lsoft": {"clean.method": "none", "train.lsoft_beta": 0.7},
     "finetune": {"clean.method": "none", "train.finetune_curated_epochs": 3},
     "default-finetune": {"train.finetune_curated_epochs": 3},
