@@ -1,24 +1,36 @@
-"""How each stage's cost grows with the number of clips, projected to FSDKaggle2019.
+"""How each stage's cost and memory grow with the number of clips, projected to FSDKaggle2019.
 
 Runs the default pipeline on the synthetic source at growing sizes (``--sizes``: total clips,
 split like the default set: 20 % curated, 60 % noisy, 20 % test; clips ``--min-seconds`` to
 ``--max-seconds`` long), one epoch per model and per detector fold, each stage alone
-(see ``benchmarks/pipeline.py``), and prints per size and stage the wall time, CPU time, the
-peak RSS seen so far (ru_maxrss of the finished child processes: a stage's memory only where
-it exceeds every earlier stage's) and the disk used by ``data/``, ``models/``; then, per
-stage, its fixed cost (start-up: the intercept of a straight-line fit), the fitted growth
-exponent k of the rest, CPU time - fixed ∝ (audio seconds)^k (goal k ≤ 1.1), and the
-projected CPU time of one epoch per model on FSDKaggle2019 (4,970 curated + 19,815 noisy +
-4,481 test clips, about 103 h of audio) on this machine's cores. No GPU projection is made
-unless one is visible to torch.
+(``benchmarks/pipeline.py``: wall s, CPU s of the stage's processes, the peak of their summed
+RSS with dvc's own excluded, and the disk it adds to data/ and models/). At the first size
+it also measures each stage's start-up: its script with ``--help`` (every import, no work)
+plus a no-op ``dvc repro --single-item`` of it (dvc's own part), CPU s.
 
-    python benchmarks/scale.py --sizes 300 600 1200
+Then, per stage, over the sizes where that start-up is under 10 % of the stage's CPU time
+(all sizes, marked rough, where fewer than two are), it fits
+``CPU = start-up + a * (audio seconds)^k`` (goal k <= 1.1; flagged above) and flags a peak
+RSS over 4 GiB or over 1.5x the stage's peak at the smallest size. The projection is the
+default run (``train.epochs`` per model, ``clean.detector.train.epochs`` per detector fold,
+from the one-epoch runs: epochs x (CPU - start-up) + start-up) on FSDKaggle2019 (4,970
+curated + 19,815 noisy + 4,481 test clips, about 103 h of audio), CPU s per stage, and its
+wall time on ``--cores`` cores (the stages use one thread; ``features`` uses its
+``features.workers`` processes). Nothing is projected for a GPU.
+
+    python benchmarks/scale.py --sizes 1200 4800 19200 --results /tmp/scale.json
+    python benchmarks/scale.py --results /tmp/scale.json --report   # the tables again
+
+``--results``: each finished size is saved there at once; a rerun skips the sizes it holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -28,69 +40,179 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import ROOT, make_project, stage_times  # noqa: E402
+from pipeline import ROOT, disk_mib, make_project, measure_command, stage_times  # noqa: E402
 
-FSD_AUDIO_SECONDS = 103 * 3600.0  # curated ~1-30 s, noisy <= 15 s, test: ~103 h in all
+FSD_AUDIO_SECONDS = 103 * 3600.0  # 29,266 clips: curated ~1-30 s, noisy <= 15 s, test
+STARTUP_SHARE = 0.10  # a size is fitted where start-up is under this share of the stage's CPU
+K_GOAL, RSS_LIMIT_MIB, RSS_GROWTH = 1.1, 4096.0, 1.5
 
 
-def _disk(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+def fit_growth(audio: list[float], cpu: list[float], fixed: float) -> tuple[float, float]:
+    """``(a, k)`` of ``cpu = fixed + a * audio**k``, least squares in log-log space over
+    the given sizes (at least two, each with ``cpu > fixed``)."""
+    grow = np.asarray(cpu, dtype=float) - fixed
+    if len(grow) < 2 or (grow <= 0).any():
+        raise ValueError(f"need two or more sizes above the fixed {fixed:.1f} s: {list(cpu)}")
+    k, log_a = np.polyfit(np.log(np.asarray(audio, dtype=float)), np.log(grow), 1)
+    return float(np.exp(log_a)), float(k)
+
+
+def fit_stage(audio: list[float], cpu: list[float], fixed: float) -> dict:
+    """The fit over the sizes where ``fixed`` is under ``STARTUP_SHARE`` of ``cpu``:
+    ``{"a", "k", "sizes" (indices used), "rough" (fewer than two such sizes: all used)}``;
+    ``a`` and ``k`` are None where the stage does not grow above its start-up."""
+    used = [i for i, c in enumerate(cpu) if fixed < STARTUP_SHARE * c]
+    rough = len(used) < 2
+    if rough:
+        used = [i for i, c in enumerate(cpu) if c > fixed]
+    if len(used) < 2:
+        return {"a": None, "k": None, "sizes": used, "rough": True}
+    a, k = fit_growth([audio[i] for i in used], [cpu[i] for i in used], fixed)
+    return {"a": a, "k": k, "sizes": used, "rough": rough}
+
+
+def project(fit: dict, fixed: float, measured: float, audio: float, epochs: int = 1) -> float:
+    """CPU s of a stage at ``audio`` seconds, its growing part ``epochs`` times (a run of
+    one epoch was measured); ``measured`` (the largest size's CPU) where it did not grow."""
+    if fit["k"] is None:
+        return measured
+    return fixed + epochs * fit["a"] * audio ** fit["k"]
+
+
+def memory_flags(peaks: list[float]) -> str:
+    """``"> 4 GiB"`` / ``"> 1.5x"`` (of the first size's peak) where a stage's peak is."""
+    flags = []
+    if max(peaks) > RSS_LIMIT_MIB:
+        flags.append("> 4 GiB")
+    if max(peaks) > RSS_GROWTH * peaks[0]:
+        flags.append(f"{max(peaks) / peaks[0]:.1f}x")
+    return ", ".join(flags)
+
+
+def _epochs(params: dict, stage: str) -> int:
+    """How many epochs the default run trains where ``stage`` ran one."""
+    if stage == "clean_labels":
+        return int(params["clean"]["detector"]["train"]["epochs"])
+    if stage.startswith("train@"):
+        own = params.get("models", {}).get(stage.split("@", 1)[1], {}) or {}
+        return int((own.get("train") or {}).get("epochs", params["train"]["epochs"]))
+    return 1
+
+
+def measure_startup(work: Path) -> dict[str, float]:
+    """Per stage of a finished project: CPU s of its script with ``--help`` (best of two)
+    plus a no-op ``dvc repro --single-item`` of it."""
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    out = {}
+    for stage, entry in lock.items():
+        script = re.search(r"stages/\w+\.py", entry["cmd"])
+        helps = [measure_command([sys.executable, script.group(0), "--help"], work).cpu
+                 for _ in range(2)] if script else [0.0]
+        noop = measure_command(["dvc", "repro", "--single-item", stage], work).cpu
+        out[stage] = min(helps) + noop
+    return out
+
+
+def _audio_seconds(work: Path) -> float:
+    with (work / "data/raw/manifest.csv").open() as f:
+        return sum(float(row["duration_s"]) for row in csv.DictReader(f))
+
+
+def run_size(base: dict, n: int, args: argparse.Namespace, startup: bool) -> dict:
+    """One project of ``n`` clips, one epoch per model and per detector fold, every stage
+    measured; with ``startup``, each stage's start-up too."""
+    params = yaml.safe_load(yaml.safe_dump(base))
+    params["data"]["synthetic"].update(
+        n_curated=n // 5, n_noisy=3 * n // 5, n_test=n - n // 5 - 3 * n // 5,
+        min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+    params["train"]["epochs"] = 1
+    params["clean"]["detector"]["train"]["epochs"] = 1
+    work = Path(tempfile.mkdtemp(prefix=f"audiotag-scale-{n}-"))
+    try:
+        make_project(work, yaml.safe_dump(params, sort_keys=False))
+        load = os.getloadavg()[0]
+        print(f"--- {n} clips (load average {load:.1f})\n{'stage':28s} {'wall s':>8s} "
+              f"{'cpu s':>8s} {'peak MiB':>10s} {'disk MiB':>9s}", flush=True)
+        stages = stage_times(work)
+        row = {"audio_s": _audio_seconds(work), "load": [load, os.getloadavg()[0]],
+               "stages": {name: run._asdict() for name, run in stages.items()},
+               "disk_mib": {name: disk_mib(work / name) for name in ("data", "models",
+                                                                      ".dvc/cache")}}
+        if startup:
+            row["startup"] = measure_startup(work)
+        return row
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _table(rows: dict[int, dict], key: str, fmt: str) -> None:
+    sizes = sorted(rows)
+    print(f"| stage |{''.join(f' {key} @{n} |' for n in sizes)}")
+    print("|---|" + "---:|" * len(sizes))
+    for stage in rows[sizes[0]]["stages"]:
+        cells = "".join(f" {rows[n]['stages'][stage][key]:{fmt}} |" for n in sizes)
+        print(f"| {stage} |{cells}")
+
+
+def report(rows: dict[int, dict], base: dict, cores: int) -> None:
+    """The measured tables, the fits and the FSDKaggle2019 projection (markdown)."""
+    sizes = sorted(rows)
+    startup = next(rows[n]["startup"] for n in sizes if "startup" in rows[n])
+    audio = [rows[n]["audio_s"] for n in sizes]
+    for n in sizes:
+        print(f"{n} clips: {rows[n]['audio_s'] / 3600:.1f} h of audio, load average "
+              f"{rows[n]['load'][0]:.1f} -> {rows[n]['load'][1]:.1f}, disk MiB "
+              + ", ".join(f"{k} {v:.0f}" for k, v in rows[n]["disk_mib"].items()))
+    for key in ("wall", "cpu", "peak_mib", "peak_anon_mib", "disk_mib"):
+        print(f"\n{key}:")
+        _table(rows, key, ".0f" if "mib" in key and key != "disk_mib" else ".1f")
+    workers = min(cores, max(1, int(base["features"].get("workers", 0))))
+    print("\n| stage | start-up CPU s | sizes fitted | k | peak RSS flags "
+          "| epochs | FSDKaggle2019 CPU s |\n|---|---:|---|---:|---|---:|---:|")
+    total_cpu = total_wall = 0.0
+    for stage in rows[sizes[0]]["stages"]:
+        cpu = [rows[n]["stages"][stage]["cpu"] for n in sizes]
+        fit = fit_stage(audio, cpu, startup[stage])
+        epochs = _epochs(base, stage)
+        full = project(fit, startup[stage], cpu[-1], FSD_AUDIO_SECONDS, epochs)
+        total_cpu += full
+        total_wall += full / (workers if stage == "features" else 1)
+        k = "-" if fit["k"] is None else f"{fit['k']:.2f}" + (" **> 1.1**" if fit["k"] > K_GOAL
+                                                              else "")
+        fitted = ", ".join(str(sizes[i]) for i in fit["sizes"]) + (" (rough)" if fit["rough"]
+                                                                    else "")
+        flags = memory_flags([rows[n]["stages"][stage]["peak_mib"] for n in sizes])
+        print(f"| {stage} | {startup[stage]:.1f} | {fitted} | {k} | {flags or '-'} "
+              f"| {epochs} | {full:,.0f} |")
+    print(f"\nprojected default run on FSDKaggle2019 ({FSD_AUDIO_SECONDS / 3600:.0f} h): "
+          f"{total_cpu:,.0f} CPU s = {total_cpu / 3600:.1f} CPU h; on {cores} idle cores "
+          f"{total_wall / 3600:.1f} h wall (stages one after another, one thread each; "
+          f"features on {workers} workers)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1200, 4800, 19200])
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-seconds", type=float, default=15.0)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                        help="cores of the projected machine")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="JSON file keeping each finished size (a rerun skips them)")
+    parser.add_argument("--report", action="store_true", help="only print --results' tables")
     args = parser.parse_args()
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     rows: dict[int, dict] = {}
-    audio: dict[int, float] = {}
-    for n in args.sizes:
-        params = yaml.safe_load(yaml.safe_dump(base))
-        syn = params["data"]["synthetic"]
-        syn.update(n_curated=n // 5, n_noisy=3 * n // 5, n_test=n - n // 5 - 3 * n // 5,
-                   min_seconds=args.min_seconds, max_seconds=args.max_seconds)
-        params["train"]["epochs"] = 1
-        params["clean"]["detector"]["train"]["epochs"] = 1
-        work = Path(tempfile.mkdtemp(prefix=f"audiotag-scale-{n}-"))
-        try:
-            make_project(work, yaml.safe_dump(params, sort_keys=False))
-            print(f"--- {n} clips", flush=True)
-            rows[n] = stage_times(work)
-            audio[n] = n * (args.min_seconds + args.max_seconds) / 2
-            disk = _disk(work / "data") + _disk(work / "models")
-            print(f"disk (data/, models/): {disk:.0f} MiB", flush=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    sizes = sorted(rows)
-    print(f"\n{'stage':24s}" + "".join(f" {f'cpu s @{n}':>12s}" for n in sizes)
-          + f" {'fixed s':>8s} {'k':>6s} {'FSDKaggle2019 cpu s':>20s} {'peak RSS MiB':>13s}")
-    cores = os.cpu_count() or 1
-    total = 0.0
-    for stage in rows[sizes[0]]:
-        cpu = np.array([rows[n][stage][1] for n in sizes])
-        x = np.array([audio[n] for n in sizes])
-        # a fixed cost (interpreter, torch import, dvc) plus a part that grows: the
-        # intercept of a straight-line fit, kept between 0 and 90 % of the smallest time
-        fixed = float(np.clip(np.polyfit(x, cpu, 1)[1], 0.0, 0.9 * cpu.min()))
-        grow = np.maximum(cpu - fixed, 1e-3)
-        k = float(np.polyfit(np.log(x), np.log(grow), 1)[0])
-        projected = fixed + grow[-1] * (FSD_AUDIO_SECONDS / x[-1]) ** k
-        total += projected
-        flag = "" if k <= 1.1 else "  > 1.1"
-        print(f"{stage:24s}" + "".join(f" {c:12.1f}" for c in cpu)
-              + f" {fixed:8.1f} {k:6.2f} {projected:20.0f} {rows[sizes[-1]][stage][2]:13.0f}{flag}")
-    print(f"projected FSDKaggle2019 run, one epoch per model: {total:.0f} CPU s, "
-          f"about {total / 3600:.1f} h on 1 core, {total / cores / 3600:.1f} h if the "
-          f"{cores} cores were all used (the stages use one thread)")
-    try:
-        import torch
-        gpu = torch.cuda.is_available()
-    except ImportError:
-        gpu = False
-    if not gpu:
-        print("no GPU visible: no GPU projection")
+    if args.results and args.results.exists():
+        rows = {int(n): row for n, row in json.loads(args.results.read_text()).items()}
+    for n in [] if args.report else sorted(args.sizes):
+        if n not in rows:
+            rows[n] = run_size(base, n, args, startup=not rows)
+            if args.results:
+                args.results.write_text(json.dumps(rows, indent=1))
+    if len(rows) < 2:
+        sys.exit("need two or more sizes to fit")
+    report(rows, base, args.cores)
 
 
 if __name__ == "__main__":
