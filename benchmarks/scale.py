@@ -4,19 +4,21 @@ Runs the default pipeline on the synthetic source at growing sizes (``--sizes``:
 split like the default set: 20 % curated, 60 % noisy, 20 % test; clips ``--min-seconds`` to
 ``--max-seconds`` long), one epoch per model and per detector fold, each stage alone
 (``benchmarks/pipeline.py``: wall s, CPU s of the stage's processes, the peak of their summed
-RSS with dvc's own excluded, and the disk it adds to data/ and models/). At the first size
-it also measures each stage's start-up: its script with ``--help`` (every import, no work)
-plus a no-op ``dvc repro --single-item`` of it (dvc's own part), CPU s.
+RSS with dvc's own excluded, and the disk it adds to data/ and models/). A run of
+``--fixed-size`` clips (120) comes first: each stage's CPU time there is its fixed part (an
+upper bound: it includes the work on those clips, a tenth of 1,200's); beside it, the start-up
+alone, CPU s of the stage's script with ``--help`` (every import, no work) plus a no-op
+``dvc repro --single-item`` of it (dvc's own part).
 
-Then, per stage, over the sizes where that start-up is under 10 % of the stage's CPU time
+Then, per stage, over the sizes where that fixed part is under 10 % of the stage's CPU time
 (all sizes, marked rough, where fewer than two are), it fits
-``CPU = start-up + a * (audio seconds)^k`` (goal k <= 1.1; flagged above) and flags a peak
-RSS over 4 GiB or over 1.5x the stage's peak at the smallest size. The projection is the
-default run (``train.epochs`` per model, ``clean.detector.train.epochs`` per detector fold,
-from the one-epoch runs: epochs x (CPU - start-up) + start-up) on FSDKaggle2019 (4,970
-curated + 19,815 noisy + 4,481 test clips, about 103 h of audio), CPU s per stage, and its
-wall time on ``--cores`` cores (the stages use one thread; ``features`` uses its
-``features.workers`` processes). Nothing is projected for a GPU.
+``CPU = fixed + a * (audio seconds)^k`` (goal k <= 1.1; flagged above) and flags a peak
+RSS over 4 GiB or over 1.5x the stage's peak at the smallest fitted size. The projection is
+the default run (``train.epochs`` per model, ``clean.detector.train.epochs`` per detector
+fold, from the one-epoch runs: fixed + epochs x a x audio^k) on FSDKaggle2019 (4,970 curated
++ 19,815 noisy + 4,481 test clips, about 103 h of audio), CPU s per stage, and its wall time
+on ``--cores`` idle cores (the stages use one thread; ``features`` its ``features.workers``
+processes). Nothing is projected for a GPU.
 
     python benchmarks/scale.py --sizes 1200 4800 19200 --results /tmp/scale.json
     python benchmarks/scale.py --results /tmp/scale.json --report   # the tables again
@@ -145,36 +147,45 @@ def run_size(base: dict, n: int, args: argparse.Namespace, startup: bool) -> dic
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _table(rows: dict[int, dict], key: str, fmt: str) -> None:
-    sizes = sorted(rows)
-    print(f"| stage |{''.join(f' {key} @{n} |' for n in sizes)}")
-    print("|---|" + "---:|" * len(sizes))
+def _cells(rows: dict[int, dict], sizes: list[int], stage: str, key: str, fmt: str) -> str:
+    return " / ".join(f"{rows[n]['stages'][stage][key]:{fmt}}" for n in sizes)
+
+
+def measured_table(rows: dict[int, dict], sizes: list[int]) -> None:
+    """Per stage and size: CPU s, wall s, peak RSS (anonymous part) MiB, disk added MiB."""
+    print(f"\n| stage | CPU s | wall s | peak RSS MiB | of it anonymous | disk MiB |"
+          f"\n|---|---:|---:|---:|---:|---:|  (each: {' / '.join(map(str, sizes))} clips)")
     for stage in rows[sizes[0]]["stages"]:
-        cells = "".join(f" {rows[n]['stages'][stage][key]:{fmt}} |" for n in sizes)
-        print(f"| {stage} |{cells}")
+        print(f"| {stage} | {_cells(rows, sizes, stage, 'cpu', '.1f')} "
+              f"| {_cells(rows, sizes, stage, 'wall', '.1f')} "
+              f"| {_cells(rows, sizes, stage, 'peak_mib', '.0f')} "
+              f"| {_cells(rows, sizes, stage, 'peak_anon_mib', '.0f')} "
+              f"| {_cells(rows, sizes, stage, 'disk_mib', '.0f')} |")
 
 
-def report(rows: dict[int, dict], base: dict, cores: int) -> None:
-    """The measured tables, the fits and the FSDKaggle2019 projection (markdown)."""
-    sizes = sorted(rows)
-    startup = next(rows[n]["startup"] for n in sizes if "startup" in rows[n])
+def report(rows: dict[int, dict], base: dict, cores: int, fixed_size: int) -> None:
+    """The measured table, the fits and the FSDKaggle2019 projection (markdown). Each
+    stage's fixed part is its CPU time at ``fixed_size`` clips (an upper bound: that
+    includes the work on those clips); the other sizes are fitted."""
+    sizes = sorted(n for n in rows if n != fixed_size)
+    startup = rows[fixed_size]["startup"]
     audio = [rows[n]["audio_s"] for n in sizes]
-    for n in sizes:
-        print(f"{n} clips: {rows[n]['audio_s'] / 3600:.1f} h of audio, load average "
+    for n in sorted(rows):
+        print(f"{n} clips: {rows[n]['audio_s'] / 3600:.2f} h of audio, load average "
               f"{rows[n]['load'][0]:.1f} -> {rows[n]['load'][1]:.1f}, disk MiB "
               + ", ".join(f"{k} {v:.0f}" for k, v in rows[n]["disk_mib"].items()))
-    for key in ("wall", "cpu", "peak_mib", "peak_anon_mib", "disk_mib"):
-        print(f"\n{key}:")
-        _table(rows, key, ".0f" if "mib" in key and key != "disk_mib" else ".1f")
+    measured_table(rows, sizes)
     workers = min(cores, max(1, int(base["features"].get("workers", 0))))
-    print("\n| stage | start-up CPU s | sizes fitted | k | peak RSS flags "
-          "| epochs | FSDKaggle2019 CPU s |\n|---|---:|---|---:|---|---:|---:|")
+    print(f"\n| stage | imports + dvc CPU s | fixed CPU s ({fixed_size} clips) | sizes fitted "
+          "| k | peak RSS flags | epochs | FSDKaggle2019 CPU s |"
+          "\n|---|---:|---:|---|---:|---|---:|---:|")
     total_cpu = total_wall = 0.0
     for stage in rows[sizes[0]]["stages"]:
         cpu = [rows[n]["stages"][stage]["cpu"] for n in sizes]
-        fit = fit_stage(audio, cpu, startup[stage])
+        fixed = rows[fixed_size]["stages"][stage]["cpu"]
+        fit = fit_stage(audio, cpu, fixed)
         epochs = _epochs(base, stage)
-        full = project(fit, startup[stage], cpu[-1], FSD_AUDIO_SECONDS, epochs)
+        full = project(fit, fixed, cpu[-1], FSD_AUDIO_SECONDS, epochs)
         total_cpu += full
         total_wall += full / (workers if stage == "features" else 1)
         k = "-" if fit["k"] is None else f"{fit['k']:.2f}" + (" **> 1.1**" if fit["k"] > K_GOAL
@@ -182,8 +193,8 @@ def report(rows: dict[int, dict], base: dict, cores: int) -> None:
         fitted = ", ".join(str(sizes[i]) for i in fit["sizes"]) + (" (rough)" if fit["rough"]
                                                                     else "")
         flags = memory_flags([rows[n]["stages"][stage]["peak_mib"] for n in sizes])
-        print(f"| {stage} | {startup[stage]:.1f} | {fitted} | {k} | {flags or '-'} "
-              f"| {epochs} | {full:,.0f} |")
+        print(f"| {stage} | {startup[stage]:.1f} | {fixed:.1f} | {fitted} | {k} "
+              f"| {flags or '-'} | {epochs} | {full:,.0f} |")
     print(f"\nprojected default run on FSDKaggle2019 ({FSD_AUDIO_SECONDS / 3600:.0f} h): "
           f"{total_cpu:,.0f} CPU s = {total_cpu / 3600:.1f} CPU h; on {cores} idle cores "
           f"{total_wall / 3600:.1f} h wall (stages one after another, one thread each; "
@@ -193,6 +204,8 @@ def report(rows: dict[int, dict], base: dict, cores: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1200, 4800, 19200])
+    parser.add_argument("--fixed-size", type=int, default=120,
+                        help="clips of the run whose CPU time per stage is its fixed part")
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-seconds", type=float, default=15.0)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1,
@@ -205,14 +218,14 @@ def main() -> None:
     rows: dict[int, dict] = {}
     if args.results and args.results.exists():
         rows = {int(n): row for n, row in json.loads(args.results.read_text()).items()}
-    for n in [] if args.report else sorted(args.sizes):
+    for n in [] if args.report else [args.fixed_size, *sorted(args.sizes)]:
         if n not in rows:
-            rows[n] = run_size(base, n, args, startup=not rows)
+            rows[n] = run_size(base, n, args, startup=n == args.fixed_size)
             if args.results:
                 args.results.write_text(json.dumps(rows, indent=1))
-    if len(rows) < 2:
-        sys.exit("need two or more sizes to fit")
-    report(rows, base, args.cores)
+    if args.fixed_size not in rows or len(rows) < 3:
+        sys.exit(f"need the --fixed-size run ({args.fixed_size} clips) and two more sizes")
+    report(rows, base, args.cores, args.fixed_size)
 
 
 if __name__ == "__main__":
