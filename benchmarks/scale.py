@@ -10,15 +10,16 @@ upper bound: it includes the work on those clips, a tenth of 1,200's); beside it
 alone, CPU s of the stage's script with ``--help`` (every import, no work) plus a no-op
 ``dvc repro --single-item`` of it (dvc's own part).
 
-Then, per stage, over the sizes where that fixed part is under 10 % of the stage's CPU time
-(all sizes, marked rough, where fewer than two are), it fits
-``CPU = fixed + a * (audio seconds)^k`` (goal k <= 1.1; flagged above) and flags a peak
-RSS over 4 GiB or over 1.5x the stage's peak at the smallest fitted size. The projection is
-the default run (``train.epochs`` per model, ``clean.detector.train.epochs`` per detector
-fold, from the one-epoch runs: fixed + epochs x a x audio^k) on FSDKaggle2019 (4,970 curated
-+ 19,815 noisy + 4,481 test clips, about 103 h of audio), CPU s per stage, and its wall time
-on ``--cores`` idle cores (the stages use one thread; ``features`` its ``features.workers``
-processes). Nothing is projected for a GPU.
+Then, per stage, over the sizes where the start-up is under 10 % of the stage's CPU time,
+it fits ``CPU = fixed + a * (audio seconds)^k`` twice: with the start-up as the fixed part
+(a lower bound: k low) and with the small run's CPU time (an upper bound: k high); goal
+k <= 1.1, flagged above. It flags a peak RSS over 4 GiB or over 1.5x the stage's peak at the
+smallest fitted size. The projection is the default run (``train.epochs`` per model,
+``clean.detector.train.epochs`` per detector fold, from the one-epoch runs: fixed + epochs
+x a x audio^k, the upper fit; where no k was fitted, the largest size's growing part
+scaled linearly) on FSDKaggle2019 (4,970 curated + 19,815 noisy + 4,481 test clips, about
+103 h of audio), CPU s per stage, and its wall time on ``--cores`` idle cores (the stages
+use one thread; ``features`` its ``features.workers`` processes). Nothing is projected for a GPU.
 
     python benchmarks/scale.py --sizes 1200 4800 19200 --results /tmp/scale.json
     python benchmarks/scale.py --results /tmp/scale.json --report   # the tables again
@@ -59,26 +60,34 @@ def fit_growth(audio: list[float], cpu: list[float], fixed: float) -> tuple[floa
     return float(np.exp(log_a)), float(k)
 
 
-def fit_stage(audio: list[float], cpu: list[float], fixed: float) -> dict:
-    """The fit over the sizes where ``fixed`` is under ``STARTUP_SHARE`` of ``cpu``:
-    ``{"a", "k", "sizes" (indices used), "rough" (fewer than two such sizes: all used)}``;
-    ``a`` and ``k`` are None where the stage does not grow above its start-up."""
-    used = [i for i, c in enumerate(cpu) if fixed < STARTUP_SHARE * c]
-    rough = len(used) < 2
-    if rough:
-        used = [i for i, c in enumerate(cpu) if c > fixed]
+def fit_stage(audio: list[float], cpu: list[float], startup: float, fixed: float) -> dict:
+    """The growth of one stage, over the sizes where its ``startup`` (imports + dvc: a lower
+    bound of its fixed part) is under ``STARTUP_SHARE`` of its CPU time (``"sizes"``:
+    their indices): ``"k_low"`` with the fixed part ``startup``, ``"k_high"`` with
+    ``fixed`` (a small run's whole CPU time: an upper bound) where every such size is above
+    it. ``"a"``, ``"k"``, ``"fixed"``: the fit the projection uses (the upper one where
+    there is one). The ``k`` are None with fewer than two such sizes."""
+    used = [i for i, c in enumerate(cpu) if startup < STARTUP_SHARE * c]
+    out = {"sizes": used, "k_low": None, "k_high": None, "a": None, "k": None, "fixed": fixed}
     if len(used) < 2:
-        return {"a": None, "k": None, "sizes": used, "rough": True}
-    a, k = fit_growth([audio[i] for i in used], [cpu[i] for i in used], fixed)
-    return {"a": a, "k": k, "sizes": used, "rough": rough}
+        return out
+    x, c = [audio[i] for i in used], [cpu[i] for i in used]
+    a, k = fit_growth(x, c, startup)
+    out.update(k_low=k, a=a, k=k, fixed=startup)
+    if min(c) > fixed:
+        a, k = fit_growth(x, c, fixed)
+        out.update(k_high=k, a=a, k=k, fixed=fixed)
+    return out
 
 
-def project(fit: dict, fixed: float, measured: float, audio: float, epochs: int = 1) -> float:
-    """CPU s of a stage at ``audio`` seconds, its growing part ``epochs`` times (a run of
-    one epoch was measured); ``measured`` (the largest size's CPU) where it did not grow."""
+def project(fit: dict, audio: float, epochs: int, last_audio: float, last_cpu: float) -> float:
+    """CPU s of a stage at ``audio`` seconds with its growing part ``epochs`` times (one
+    epoch was measured): ``fixed + epochs * a * audio**k``; where no ``k`` was fitted,
+    the growing part of the largest size (``last_audio``, ``last_cpu``) scaled linearly."""
     if fit["k"] is None:
-        return measured
-    return fixed + epochs * fit["a"] * audio ** fit["k"]
+        grow = max(last_cpu - fit["fixed"], 0.0) * audio / last_audio
+        return fit["fixed"] + epochs * grow
+    return fit["fixed"] + epochs * fit["a"] * audio ** fit["k"]
 
 
 def memory_flags(peaks: list[float]) -> str:
@@ -163,6 +172,15 @@ def measured_table(rows: dict[int, dict], sizes: list[int]) -> None:
               f"| {_cells(rows, sizes, stage, 'disk_mib', '.0f')} |")
 
 
+def _k_cell(fit: dict) -> str:
+    if fit["k_low"] is None:
+        return "- (linear)"
+    text = f"{fit['k_low']:.2f}" + ("" if fit["k_high"] is None else f" .. {fit['k_high']:.2f}")
+    if fit["k_low"] > K_GOAL:
+        return f"{text} **> {K_GOAL}**"
+    return f"{text} (> {K_GOAL} at most)" if (fit["k_high"] or 0) > K_GOAL else text
+
+
 def report(rows: dict[int, dict], base: dict, cores: int, fixed_size: int) -> None:
     """The measured table, the fits and the FSDKaggle2019 projection (markdown). Each
     stage's fixed part is its CPU time at ``fixed_size`` clips (an upper bound: that
@@ -177,23 +195,20 @@ def report(rows: dict[int, dict], base: dict, cores: int, fixed_size: int) -> No
     measured_table(rows, sizes)
     workers = min(cores, max(1, int(base["features"].get("workers", 0))))
     print(f"\n| stage | imports + dvc CPU s | fixed CPU s ({fixed_size} clips) | sizes fitted "
-          "| k | peak RSS flags | epochs | FSDKaggle2019 CPU s |"
-          "\n|---|---:|---:|---|---:|---|---:|---:|")
+          "| k (fixed: imports + dvc .. the small run) | peak RSS flags | epochs "
+          "| FSDKaggle2019 CPU s |\n|---|---:|---:|---|---:|---|---:|---:|")
     total_cpu = total_wall = 0.0
     for stage in rows[sizes[0]]["stages"]:
         cpu = [rows[n]["stages"][stage]["cpu"] for n in sizes]
-        fixed = rows[fixed_size]["stages"][stage]["cpu"]
-        fit = fit_stage(audio, cpu, fixed)
+        fit = fit_stage(audio, cpu, startup[stage], rows[fixed_size]["stages"][stage]["cpu"])
         epochs = _epochs(base, stage)
-        full = project(fit, fixed, cpu[-1], FSD_AUDIO_SECONDS, epochs)
+        full = project(fit, FSD_AUDIO_SECONDS, epochs, audio[-1], cpu[-1])
         total_cpu += full
         total_wall += full / (workers if stage == "features" else 1)
-        k = "-" if fit["k"] is None else f"{fit['k']:.2f}" + (" **> 1.1**" if fit["k"] > K_GOAL
-                                                              else "")
-        fitted = ", ".join(str(sizes[i]) for i in fit["sizes"]) + (" (rough)" if fit["rough"]
-                                                                    else "")
         flags = memory_flags([rows[n]["stages"][stage]["peak_mib"] for n in sizes])
-        print(f"| {stage} | {startup[stage]:.1f} | {fixed:.1f} | {fitted} | {k} "
+        print(f"| {stage} | {startup[stage]:.1f} "
+              f"| {rows[fixed_size]['stages'][stage]['cpu']:.1f} "
+              f"| {', '.join(str(sizes[i]) for i in fit['sizes']) or '-'} | {_k_cell(fit)} "
               f"| {flags or '-'} | {epochs} | {full:,.0f} |")
     print(f"\nprojected default run on FSDKaggle2019 ({FSD_AUDIO_SECONDS / 3600:.0f} h): "
           f"{total_cpu:,.0f} CPU s = {total_cpu / 3600:.1f} CPU h; on {cores} idle cores "

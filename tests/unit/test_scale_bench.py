@@ -38,30 +38,33 @@ def test_fit_growth_refuses_sizes_at_or_below_the_fixed_cost(scale):
 
 def test_fit_stage_uses_only_sizes_where_start_up_is_under_10_percent(scale):
     audio = [1e4, 4e4, 1.6e5, 6.4e5]
-    # start-up 10 s; the first size (12 s) is mostly start-up and does not follow the curve
+    # start-up 3 s, fixed part 10 s; the first size (12 s) is mostly fixed cost
     cpu = [12.0, 10.0 + 1e-2 * 4e4, 10.0 + 1e-2 * 1.6e5, 10.0 + 1e-2 * 6.4e5]
-    fit = scale.fit_stage(audio, cpu, fixed=10.0)
-    assert fit["sizes"] == [1, 2, 3] and not fit["rough"]
-    assert fit["k"] == pytest.approx(1.0, abs=1e-9)
+    fit = scale.fit_stage(audio, cpu, startup=3.0, fixed=10.0)
+    assert fit["sizes"] == [1, 2, 3]
+    assert fit["k_high"] == pytest.approx(1.0, abs=1e-9)  # the true fixed part
+    assert 0.9 < fit["k_low"] < 1.0  # 3 s taken as fixed: the growth looks slower
+    assert (fit["k"], fit["fixed"]) == (fit["k_high"], 10.0)  # what is projected
 
 
-def test_fit_stage_marks_a_fit_over_start_up_dominated_sizes_rough(scale):
-    fit = scale.fit_stage([1e3, 2e3, 4e3], [6.0, 7.0, 9.0], fixed=5.0)
-    assert fit["rough"] and fit["sizes"] == [0, 1, 2]
-    assert fit["k"] == pytest.approx(1.0, abs=1e-9)  # 1, 2, 4 above the start-up
+def test_fit_stage_without_an_upper_fit_where_a_size_is_below_the_small_run(scale):
+    fit = scale.fit_stage([1e4, 4e4], [40.0, 160.0], startup=1.0, fixed=50.0)
+    assert fit["k_high"] is None and fit["k"] == fit["k_low"] and fit["fixed"] == 1.0
 
 
-def test_fit_stage_of_a_stage_that_does_not_grow(scale):
-    fit = scale.fit_stage([1e3, 2e3, 4e3], [2.0, 1.9, 2.1], fixed=2.05)
-    assert fit["k"] is None
-    # projected as measured at the largest size
-    assert scale.project(fit, 2.05, 2.1, 1e6, epochs=12) == 2.1
+def test_a_start_up_bound_stage_is_not_fitted_and_projected_linearly(scale):
+    fit = scale.fit_stage([1e3, 4e3, 1.6e4], [5.0, 6.0, 9.0], startup=3.0, fixed=4.0)
+    assert fit["k"] is None and fit["sizes"] == []
+    # growing part at the largest size 9 - 4 = 5 s, x 10 the audio, x 12 epochs
+    assert scale.project(fit, 1.6e5, 12, 1.6e4, 9.0) == pytest.approx(4.0 + 12 * 50.0)
+    flat = scale.fit_stage([1e3, 4e3], [2.0, 1.9], startup=1.5, fixed=2.05)
+    assert scale.project(flat, 1e6, 1, 4e3, 1.9) == 2.05  # does not grow: its fixed part
 
 
 def test_project_repeats_the_growing_part_per_epoch(scale):
-    fit = {"a": 0.5, "k": 1.0, "sizes": [0, 1], "rough": False}
-    assert scale.project(fit, 10.0, 0.0, 100.0) == pytest.approx(60.0)
-    assert scale.project(fit, 10.0, 0.0, 100.0, epochs=12) == pytest.approx(610.0)
+    fit = {"a": 0.5, "k": 1.0, "fixed": 10.0}
+    assert scale.project(fit, 100.0, 1, 0.0, 0.0) == pytest.approx(60.0)
+    assert scale.project(fit, 100.0, 12, 0.0, 0.0) == pytest.approx(610.0)
 
 
 def test_epochs_of_the_default_run(scale):
