@@ -4,8 +4,10 @@ Copies the tracked pipeline (dvc.yaml, params.yaml, src/, stages/) into a fresh 
 git + DVC repo with an empty cache, so "cold" means: generate the data, extract features,
 clean the labels, train every model, evaluate, analyse and report, as on a fresh clone
 after installation. The stages run one at a time (`dvc repro --single-item`, in the order
-of `dvc dag`) so that each one's wall time and CPU time (user + sys of its
-processes) can be told apart; CPU time / cores is the figure to judge on a busy machine.
+of `dvc dag`) so that each one's wall time, CPU time (user + sys of its processes), peak
+memory (the summed RSS of the processes under `dvc repro`, dvc's own excluded, sampled every
+0.15 s) and the disk it adds to data/ and models/ can be told apart; CPU time / cores is
+the figure to judge on a busy machine.
 
     python benchmarks/pipeline.py            # default params (the README's `make pipeline`)
     python benchmarks/pipeline.py --keep     # keep the temporary repo to look at
@@ -20,16 +22,20 @@ CPU seconds per stage side by side, their ratio, and how many outputs differ bet
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Mapping
 from graphlib import TopologicalSorter
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -44,25 +50,149 @@ def _env(cwd: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
             "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
 
 
-def run_command(cmd: list[str], cwd: Path,
-                env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds (user + sys of the command and every process it waited
-    for), stdout. The CPU time is that one command's (``os.wait4``), so it stays right when
-    other threads run commands at the same time (``benchmarks/cleaning_study.py --jobs``).
-    ``env``: variables over this process's environment."""
+class Measured(NamedTuple):
+    """One command: wall s, CPU s (user + sys of it and every process it waited for),
+    stdout, and the peak of the summed RSS of the processes under it, itself excluded
+    (MiB; ``peak_anon_mib``: the same less file-backed pages such as a memory-mapped
+    store; both 0 unless sampled)."""
+
+    wall: float
+    cpu: float
+    stdout: str
+    peak_mib: float = 0.0
+    peak_anon_mib: float = 0.0
+
+
+def tree_rss(root: int, parent_of: Mapping[int, int],
+             rss_of: Callable[[int], tuple[int, int]]) -> tuple[int, int]:
+    """Summed ``(rss, anonymous rss)`` bytes of every process below ``root``, ``root``
+    excluded (``parent_of``: pid -> parent pid; ``rss_of(pid)``: that process's two
+    figures, ``(0, 0)`` once it has gone)."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parent_of.items():
+        children.setdefault(parent, []).append(pid)
+    total = anon = 0
+    todo, seen = list(children.get(root, [])), {root}
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        rss, private = rss_of(pid)
+        total, anon = total + rss, anon + private
+        todo.extend(children.get(pid, []))
+    return total, anon
+
+
+def _rss_of(pid: int) -> tuple[int, int]:
+    import psutil
+
+    try:
+        info = psutil.Process(pid).memory_info()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return 0, 0
+    return info.rss, info.rss - info.shared  # shared: file-backed + shmem pages
+
+
+class PeakRss:
+    """In a thread, every ``interval`` s, the summed RSS of the processes under ``root``
+    (``tree_rss``: dvc's stage command and its workers, not dvc itself); ``peak`` and
+    ``peak_anon`` in bytes once the ``with`` block has ended."""
+
+    def __init__(self, root: int, interval: float = 0.15) -> None:
+        self.root, self.interval = root, interval
+        self.peak = self.peak_anon = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def sample(self) -> tuple[int, int]:
+        import psutil
+
+        parents = {p.pid: p.info["ppid"] for p in psutil.process_iter(["ppid"])}
+        total, anon = tree_rss(self.root, parents, _rss_of)
+        self.peak, self.peak_anon = max(self.peak, total), max(self.peak_anon, anon)
+        return total, anon
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _become_subreaper() -> None:
+    """Orphaned descendants become this process's children instead of init's, so that
+    their CPU time can be collected (Linux ``PR_SET_CHILD_SUBREAPER``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, 1, 0, 0, 0) != 0:  # 36: PR_SET_CHILD_SUBREAPER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def _reap_orphans(timeout: float = 10.0) -> float:
+    """CPU s of this process's remaining children once they exit (waiting up to
+    ``timeout`` s): the orphans of a command just waited for, such as the
+    ``multiprocessing`` forkserver (with every worker's time) that outlives the stage
+    process which started it by a moment and is waited for by no one else."""
+    import psutil
+
+    pending = {child.pid for child in psutil.Process().children()}
+    cpu, deadline = 0.0, time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for pid in list(pending):
+            done, _, usage = os.wait4(pid, os.WNOHANG)
+            if done:
+                cpu += usage.ru_utime + usage.ru_stime
+                pending.discard(pid)
+        time.sleep(0.02)
+    if pending:
+        print(f"warning: {len(pending)} orphaned processes still running, their CPU time "
+              "not counted", file=sys.stderr)
+    return cpu
+
+
+def measure_command(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
+                    rss: bool = False) -> Measured:
+    """Run ``cmd`` in ``cwd`` (``env``: variables over this process's environment); exit
+    naming it if it fails. The CPU time is that one command's (``os.wait4``), so it stays
+    right when other threads run commands at the same time
+    (``benchmarks/cleaning_study.py --jobs``). ``rss`` (one command at a time only): sample
+    its process tree's memory (``PeakRss``) while it runs, and add the CPU time of the
+    processes it orphaned (``_reap_orphans``), which ``os.wait4`` does not see."""
+    if rss:
+        _become_subreaper()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=_env(cwd, env), stdout=out, stderr=err,
                                 text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
+        sampler = PeakRss(proc.pid) if rss else contextlib.nullcontext()
+        with sampler:
+            _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
+        orphans = _reap_orphans() if rss else 0.0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed in {cwd}:\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return elapsed, usage.ru_utime + usage.ru_stime, stdout
+        sys.exit(f"{' '.join(cmd)} failed (exit status {proc.returncode}) in {cwd}:\n"
+                 f"{stdout[-2000:]}\n{stderr[-2000:]}")
+    peak = (sampler.peak, sampler.peak_anon) if rss else (0, 0)
+    return Measured(elapsed, usage.ru_utime + usage.ru_stime + orphans, stdout,
+                    peak[0] / 2**20, peak[1] / 2**20)
+
+
+def run_command(cmd: list[str], cwd: Path,
+                env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds and stdout of ``cmd`` (``measure_command``)."""
+    wall, cpu, stdout, *_ = measure_command(cmd, cwd, env)
+    return wall, cpu, stdout
 
 
 def _stage_order(dot: str) -> list[str]:
@@ -92,17 +222,36 @@ def make_project(work: Path, params: str | None = None) -> None:
         run_command(cmd, work)
 
 
+def disk_mib(path: Path) -> float:
+    """MiB of the files under ``path`` (0 if it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+class StageRun(NamedTuple):
+    """One stage run alone: wall s, CPU s, the peak summed RSS of its processes (dvc's
+    excluded) and of their anonymous pages (MiB), and the MiB it added to data/ and
+    models/."""
+
+    wall: float
+    cpu: float
+    peak_mib: float
+    peak_anon_mib: float
+    disk_mib: float
+
+
 def stage_times(work: Path, echo: bool = True,
-                env: dict[str, str] | None = None) -> dict[str, tuple[float, float, float]]:
-    """Each stage of ``work`` run alone in DAG order: wall s, CPU s, peak RSS (MiB, the
-    largest of the stage's processes so far: a lower bound per stage)."""
+                env: dict[str, str] | None = None) -> dict[str, StageRun]:
+    """Each stage of ``work`` run alone (``dvc repro --single-item``) in DAG order."""
     out = {}
+    disk = disk_mib(work / "data") + disk_mib(work / "models")
     for stage in _stage_order(run_command(["dvc", "dag", "--dot"], work)[2]):
-        wall, cpu, _ = run_command(["dvc", "repro", "--single-item", stage], work, env)
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        out[stage] = (wall, cpu, rss)
+        run = measure_command(["dvc", "repro", "--single-item", stage], work, env, rss=True)
+        after = disk_mib(work / "data") + disk_mib(work / "models")
+        out[stage] = StageRun(run.wall, run.cpu, run.peak_mib, run.peak_anon_mib, after - disk)
+        disk = after
         if echo:
-            print(f"{stage:28s} {wall:8.1f} {cpu:8.1f}", flush=True)
+            print(f"{stage:28s} {run.wall:8.1f} {run.cpu:8.1f} {run.peak_mib:10.0f} "
+                  f"{out[stage].disk_mib:9.1f}", flush=True)
     return out
 
 
@@ -161,7 +310,7 @@ def main() -> None:
     try:
         make_project(work)
         load = os.getloadavg()[0]
-        print(f"{'stage':28s} {'wall s':>8s} {'cpu s':>8s}")
+        print(f"{'stage':28s} {'wall s':>8s} {'cpu s':>8s} {'peak MiB':>10s} {'disk MiB':>9s}")
         times = stage_times(work)
         total_wall = sum(t[0] for t in times.values())
         total_cpu = sum(t[1] for t in times.values())

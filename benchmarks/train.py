@@ -16,12 +16,28 @@ Models that take raw audio only (``mixnet``) get 4 s of 16 kHz waveform instead.
 machine ``--gpu-models`` (cnn2d, resnet18) are also timed on the GPU in float32 and with
 AMP (autocast + GradScaler, as ``train.amp``), with the GPU utilisation, at each
 ``--gpu-batch`` size (32 and 256: small batches leave a large GPU waiting on kernel launches).
+Overhead (``--overhead``, on by default for cnn1d and crnn: ``--overhead-models``): on a real
+feature store (``--features``, default the pipeline's ``data/features`` with
+``data/clean/labels.csv``), each model's first epoch of the train stage's recipe
+(``build_run``, params.yaml's settings, one thread: the Trainer's training pass, then its
+validation) against a minimal loop a user would write over the same model (same initial
+weights) and the same batches (the recipe's loader, same seed)::
+
+    for b in loader: opt.zero_grad(); loss = bce(model(b.x), b.y); loss.backward(); opt.step()
+
+with AdamW at ``train.lr`` / ``train.weight_decay``, alternated ``--repeats`` times (best of
+each); the step-time ratio Trainer / bare loop on CPU time (the process's, so the figure
+holds on a loaded machine) and wall time, and the ratio without the per-layer gradient
+norms and update-to-weight ratios the Trainer records every step (their cost).
+``--profile`` adds a cProfile of one Trainer pass.
 Prints figures only; nothing is asserted about time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -153,6 +169,124 @@ def data_wait_share(store: Path, name: str, epochs: int, workers: int) -> tuple[
     return wait / (wait + compute), clips / (wait + compute)
 
 
+def _recipe_run(name: str, features: Path, labels: Path | None):
+    """The train stage's run of ``name`` (params.yaml, seed, one thread, CPU), built anew:
+    every call gives the same initial weights and the same batches."""
+    from audiotag.core.params import read_params
+    from audiotag.training import distributed
+    from audiotag.training.config import parse_train
+    from audiotag.training.recipe import Recipe, StoreClips, build_run
+
+    path = ROOT / "params.yaml"
+    raw = read_params(path)
+    cfg = parse_train(raw, str(path), name).model_copy(update={"threads": 1, "device": "cpu"})
+    recipe = Recipe(name, model_params(name), features, cfg, int(raw["seed"]),
+                    StoreClips(labels))
+    ctx, device = distributed.setup("cpu")
+    return build_run(recipe, ctx, device), cfg
+
+
+def bare_epoch(model: nn.Module, loader: DataLoader, lr: float,
+               weight_decay: float) -> tuple[float, float, int]:
+    """``(wall s, CPU s, steps)`` of one epoch of the loop a user would write."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    bce = nn.BCEWithLogitsLoss()
+    model.train()
+    wall, cpu, steps = time.perf_counter(), time.process_time(), 0
+    for b in loader:
+        opt.zero_grad()
+        loss = bce(model(b.x), b.y)
+        loss.backward()
+        opt.step()
+        steps += 1
+    return time.perf_counter() - wall, time.process_time() - cpu, steps
+
+
+def trainer_epoch(trainer) -> dict[str, float]:
+    """One ``Trainer.run_epoch`` (the train stage's first epoch): wall and CPU s of its
+    training pass (``train_*``) and of the whole epoch with validation (``epoch_*``)."""
+    spent = {"train_wall": 0.0, "train_cpu": 0.0}
+    inner = trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = inner(*args, **kwargs)
+        spent["train_wall"] += time.perf_counter() - wall
+        spent["train_cpu"] += time.process_time() - cpu
+        return out
+
+    trainer._train_epoch = timed  # this instance only
+    wall, cpu = time.perf_counter(), time.process_time()
+    trainer.run_epoch()
+    return {**spent, "epoch_wall": time.perf_counter() - wall,
+            "epoch_cpu": time.process_time() - cpu}
+
+
+@contextlib.contextmanager
+def _no_layer_records():
+    """The Trainer without its per-layer gradient norms and update-to-weight ratios (what
+    their cost is)."""
+    from audiotag.training import optim
+
+    saved = optim.grad_norms, optim.update_ratios
+    optim.grad_norms = optim.update_ratios = lambda *args: {}
+    try:
+        yield
+    finally:
+        optim.grad_norms, optim.update_ratios = saved
+
+
+def overhead(name: str, features: Path, labels: Path | None, repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` alternated runs of the bare loop and the Trainer's first epoch."""
+    torch.set_num_threads(1)
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        built, cfg = _recipe_run(name, features, labels)
+        wall, cpu, steps = bare_epoch(built.trainer.model, built.trainer.loaders.train, cfg.lr,
+                                      cfg.weight_decay)
+        runs = {"bare_wall": wall, "bare_cpu": cpu,
+                **trainer_epoch(_recipe_run(name, features, labels)[0].trainer)}
+        with _no_layer_records():
+            plain = trainer_epoch(_recipe_run(name, features, labels)[0].trainer)
+        runs["norecords_cpu"] = plain["train_cpu"]
+        best = {k: min(v, best.get(k, v)) for k, v in runs.items()}
+        best["steps"] = steps
+    return best
+
+
+def overhead_report(models: list[str], features: Path, labels: Path | None, repeats: int,
+                    profile: bool) -> None:
+    """The Trainer-over-bare-loop table (step time: an epoch's time / its steps)."""
+    print(f"\nTrainer vs bare loop on {features} (one thread, best of {repeats}; load average "
+          f"{os.getloadavg()[0]:.1f}); ms per step, CPU (wall)")
+    print("| model | steps | bare loop | Trainer training pass | ratio CPU (wall) "
+          "| ratio CPU without per-layer records | Trainer epoch with validation "
+          "| ratio CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in models:
+        r = overhead(name, features, labels, repeats)
+        ms = {k: 1000 * v / r["steps"] for k, v in r.items() if k != "steps"}
+        print(f"| {name} | {r['steps']:.0f} | {ms['bare_cpu']:.1f} ({ms['bare_wall']:.1f}) "
+              f"| {ms['train_cpu']:.1f} ({ms['train_wall']:.1f}) "
+              f"| {r['train_cpu'] / r['bare_cpu']:.3f} ({r['train_wall'] / r['bare_wall']:.3f}) "
+              f"| {r['norecords_cpu'] / r['bare_cpu']:.3f} "
+              f"| {ms['epoch_cpu']:.1f} | {r['epoch_cpu'] / r['bare_cpu']:.3f} |", flush=True)
+        if profile:
+            _profile(name, features, labels)
+
+
+def _profile(name: str, features: Path, labels: Path | None) -> None:
+    """cProfile of one Trainer training pass: the 15 functions of most own time."""
+    import cProfile
+    import pstats
+
+    trainer = _recipe_run(name, features, labels)[0].trainer
+    phase, _ = trainer.phase_of(1)
+    prof = cProfile.Profile()
+    prof.runcall(trainer._train_epoch, phase)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=list_models())
@@ -167,6 +301,14 @@ def main() -> None:
                         help="models timed on CUDA with and without AMP (when a GPU exists)")
     parser.add_argument("--gpu-batch", type=int, nargs="*", default=[BATCH, 256],
                         help="batch sizes of the CUDA fp32-vs-AMP runs")
+    parser.add_argument("--overhead-models", nargs="*", default=["cnn1d", "crnn"],
+                        help="models whose Trainer epoch is timed against a bare loop")
+    parser.add_argument("--features", default=str(ROOT / "data/features"),
+                        help="feature store of the overhead runs")
+    parser.add_argument("--labels", default=str(ROOT / "data/clean/labels.csv"),
+                        help="labels file of the overhead runs ('' for the store's)")
+    parser.add_argument("--repeats", type=int, default=2, help="overhead: runs of each, best")
+    parser.add_argument("--profile", action="store_true", help="overhead: cProfile a Trainer pass")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -180,6 +322,9 @@ def main() -> None:
     if torch.cuda.is_available():
         for batch in args.gpu_batch:
             gpu_report(args.gpu_models, args.seconds, batch)
+    if args.overhead_models:
+        overhead_report(args.overhead_models, Path(args.features),
+                        Path(args.labels) if args.labels else None, args.repeats, args.profile)
     if args.skip_data:
         return
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,11 +6,12 @@ a clip has at least ``window`` frames; long clips are stored whole and cropped: 
 centre or at N evenly spaced places at evaluation (here), randomly in training
 (:mod:`audiotag.features.crops`). The training data set
 (:class:`audiotag.features.store.FeatureSet`) and the explore stage build inputs the same
-way.
+way, from the same memory-mapped arrays (:class:`MappedFrames`).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -65,6 +66,69 @@ def projection_of(stats: dict) -> np.ndarray | None:
     return None if found is None else np.asarray(found, dtype=np.float32)
 
 
+RELEASE_BYTES = 64 * 2**20  # read this much, then drop the mapped pages (MappedFrames)
+
+
+class MappedFrames:
+    """The frame arrays ``(frames, dim)`` of a store's subsets, memory-mapped read-only.
+
+    A read maps the pages it touches into this process, and they stay mapped: a pass over
+    a large store (an epoch, the detector's folds, scoring every clip) would end with the
+    whole store in the process's resident set, growing with the dataset though nothing
+    holds it. So after every ``RELEASE_BYTES`` read the mappings' pages are dropped
+    (``madvise(MADV_DONTNEED)``): the kernel's page cache keeps them, and a later read maps
+    them again from it, with the same bytes. Pickling reopens the files (DataLoader workers
+    started by ``spawn``) instead of copying the arrays.
+    """
+
+    def __init__(self, store_dir: str | os.PathLike[str]) -> None:
+        self.store = Path(store_dir)
+        self._open()
+
+    def _open(self) -> None:
+        self._maps: dict[str, mmap.mmap] = {}
+        self._arrays: dict[str, np.ndarray] = {}
+        for subset in SUBSETS:
+            self._arrays[subset], self._maps[subset] = _map_npy(self.store / f"{subset}.npy")
+        self._read = 0
+
+    def read(self, subset: str, start: int, length: int) -> np.ndarray:
+        """Rows ``start:start + length`` of ``subset``'s array ``(length, dim)``: a view of
+        the mapping, valid after a release too (its pages are then read again)."""
+        frames = self._arrays[subset][start:start + length]
+        self._read += frames.nbytes
+        if self._read >= RELEASE_BYTES:
+            self.release()
+        return frames
+
+    def release(self) -> None:
+        """Drop every mapped page from this process's resident set (where the OS can)."""
+        self._read = 0
+        for mapped in self._maps.values():
+            if hasattr(mapped, "madvise") and len(mapped):
+                mapped.madvise(mmap.MADV_DONTNEED)
+
+    def __getstate__(self) -> dict:
+        return {"store": self.store}
+
+    def __setstate__(self, state: dict) -> None:
+        self.store = state["store"]
+        self._open()
+
+
+def _map_npy(path: Path) -> tuple[np.ndarray, mmap.mmap]:
+    """A ``.npy`` file's array on a read-only memory map, and the map."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        offset = f.tell()
+    return np.ndarray(shape, dtype, buffer=mapped, offset=offset,
+                      order="F" if fortran else "C"), mapped
+
+
 class StoredClips:
     """The clips of a feature store with given roles: their index rows, the classes, the
     features config and each clip's evaluation input (``features.eval_crops`` windows,
@@ -81,7 +145,7 @@ class StoredClips:
         self.scale = np.asarray(self.stats["scale"], dtype=np.float32)
         self.projection = projection_of(self.stats)
         self.window = int(self.meta["frames"])
-        self._arrays = {s: np.load(store / f"{s}.npy", mmap_mode="r") for s in SUBSETS}
+        self._frames = MappedFrames(store)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -95,7 +159,7 @@ class StoredClips:
         ``features.eval_crops: N > 1`` (the whole ``(dim, beats + 1)`` with ``beat_sync``)."""
         row = self.index.iloc[i]
         start, length = int(row["offset"]), int(row["length"])
-        frames = self._arrays[row["subset"]][start:start + length]  # (T, dim) float16
+        frames = self._frames.read(row["subset"], start, length)  # (T, dim) float16
         n = self.config.n_eval_crops
         starts = None if self.config.beat_sync else eval_starts(length, self.window, n)
         x = normalised_windows(frames, starts, self.window, self.shift, self.scale,

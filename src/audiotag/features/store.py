@@ -60,6 +60,7 @@ from audiotag.features.audio import audio_blocks, load_audio, pad_to_length
 from audiotag.features.config import FeaturesConfig
 from audiotag.features.crops import SeededIndex, random_start
 from audiotag.features.frames import (
+    MappedFrames,
     center_start,
     eval_starts,
     normalised_windows,
@@ -512,7 +513,8 @@ class FeatureSet(torch.utils.data.Dataset):
       crops share its label and its loss weight.
 
     With ``beat_sync`` nothing is cropped: x is the whole ``(dim, beats + 1)`` sequence
-    (pad batches with :func:`collate_clips`, which adds their lengths). Arrays stay memory-mapped.
+    (pad batches with :func:`collate_clips`, which adds their lengths). Arrays stay memory-mapped
+    (:class:`~audiotag.features.frames.MappedFrames`: read pages do not pile up).
     """
 
     def __init__(self, store_dir: str | os.PathLike[str], roles: tuple[str, ...], *,
@@ -546,7 +548,7 @@ class FeatureSet(torch.utils.data.Dataset):
         default = self.config.crops_per_clip if train else self.config.n_eval_crops
         self.n_crops = default if crops is None else crops  # >1: items are (n_crops, dim, T)
         self.window = int(self.meta["frames"])
-        self._arrays = {s: np.load(store / f"{s}.npy", mmap_mode="r") for s in SUBSETS}
+        self._frames = MappedFrames(store)
         self._subset = self.index["subset"].to_numpy()
         self._offset = self.index["offset"].to_numpy()
         self._length = self.index["length"].to_numpy()
@@ -612,7 +614,7 @@ class FeatureSet(torch.utils.data.Dataset):
         i, seed = (key.index, key.seed) if isinstance(key, SeededIndex) else (key, None)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         start, length = int(self._offset[i]), int(self._length[i])
-        frames = self._arrays[self._subset[i]][start:start + length]  # (T, dim) float16
+        frames = self._frames.read(self._subset[i], start, length)  # (T, dim) float16
         starts = None if self.config.beat_sync else self._starts(length, generator)
         x = clip_windows(frames, starts, self.window, self.shift, self.scale,
                          self.projection)  # (K, dim, T)
