@@ -14,19 +14,20 @@ fixed, so the seeds vary only the cleaning's and the training's randomness.
 ``benchmarks/fsdd_noisy.py`` from the FSDD archive (``--fsdd``) and points the folder source
 at it.
 
-Configurations (``--configs``), each params.yaml with a few keys changed (:data:`CONFIGS`):
+Configurations (``--configs``), each params.yaml with a few keys changed (:data:`CONFIGS`;
+all but ``lsoft`` and the ``default`` ones train on plain labels, ``train.lsoft_beta`` 1):
     none      clean.method none (the labels as given)
     default   params.yaml as it is
-    oracle    clean.method oracle (the true labels find the wrong clips: the ceiling)
-    weight, relabel, drop   clean.action (with the default method and detector)
-    oracle-relabel, oracle-drop   the oracle with that action
+    oracle    clean.method oracle, action weight (the true labels find the wrong clips)
+    cleanlab, relabel, drop   cleanlab's out-of-fold detector with that action
+    oracle-relabel, oracle-drop   the oracle with that action (oracle-relabel: the truth)
     loss      small-loss selection: the noisy clips with the highest out-of-fold BCE
     agreement the curated-model agreement filter (a curated-only detector; Bouteillon)
     agreement-crnn   the same with crnn as the curated-only detector
     lsoft     no cleaning, L_soft on noisy clips (train.lsoft_beta 0.7; argus)
     finetune  no cleaning, noisy-then-curated: 3 epochs on curated clips after training
-    default-finetune   the default cleaning, then the same fine-tuning
-Identical ones run once (with the default action ``weight``, ``weight`` is ``default``).
+    default-finetune   params.yaml, then the same fine-tuning
+Identical ones run once, under their first name.
 
 Every run's result (``result.json``: test lwlrap, detection scores, times) and test
 predictions (``<model>.csv``) are kept under ``--out/<dataset>/<config>/seed<k>/``; a run
@@ -68,24 +69,26 @@ from audiotag.core.params import get_dotted, set_dotted
 from audiotag.data.manifest import labels_to_matrix
 from audiotag.metrics.lwlrap import clip_precisions, paired_bootstrap_blocks
 
+PLAIN = {"train.lsoft_beta": 1.0}  # the models learn the given labels as they are
 CONFIGS: dict[str, dict[str, Any]] = {
-    "none": {"clean.method": "none"},
+    "none": {"clean.method": "none", **PLAIN},
     "default": {},
-    "oracle": {"clean.method": "oracle"},
-    "weight": {"clean.action": "weight"},
-    "relabel": {"clean.action": "relabel"},
-    "drop": {"clean.action": "drop"},
-    "oracle-relabel": {"clean.method": "oracle", "clean.action": "relabel"},
-    "oracle-drop": {"clean.method": "oracle", "clean.action": "drop"},
-    "loss": {"clean.method": "loss"},
-    "agreement": {"clean.method": "agreement"},
-    "agreement-crnn": {"clean.method": "agreement", "clean.detector.model": "crnn"},
+    "oracle": {"clean.method": "oracle", "clean.action": "weight", **PLAIN},
+    "cleanlab": {"clean.method": "cleanlab", "clean.action": "weight", **PLAIN},
+    "relabel": {"clean.method": "cleanlab", "clean.action": "relabel", **PLAIN},
+    "drop": {"clean.method": "cleanlab", "clean.action": "drop", **PLAIN},
+    "oracle-relabel": {"clean.method": "oracle", "clean.action": "relabel", **PLAIN},
+    "oracle-drop": {"clean.method": "oracle", "clean.action": "drop", **PLAIN},
+    "loss": {"clean.method": "loss", "clean.action": "weight", **PLAIN},
+    "agreement": {"clean.method": "agreement", "clean.action": "weight", **PLAIN},
+    "agreement-crnn": {"clean.method": "agreement", "clean.action": "weight",
+                       "clean.detector.model": "crnn", **PLAIN},
     "lsoft": {"clean.method": "none", "train.lsoft_beta": 0.7},
-    "finetune": {"clean.method": "none", "train.finetune_curated_epochs": 3},
+    "finetune": {"clean.method": "none", "train.finetune_curated_epochs": 3, **PLAIN},
     "default-finetune": {"train.finetune_curated_epochs": 3},
 }
-DEFAULT_CONFIGS = ["none", "default", "oracle"]
-SHOWN = ["clean.method", "clean.action"]  # table columns; other changed keys join the label
+DEFAULT_CONFIGS = ["none", "oracle", "cleanlab", "lsoft", "default"]
+SHOWN = ["clean.method", "clean.action", "train.lsoft_beta"]  # table columns
 DETECTION = ["detection_precision", "detection_recall", "detection_f1"]
 RESAMPLES = 2000
 _MISSING = object()
@@ -161,16 +164,17 @@ def _gain_cell(gain: tuple[float, float, float, float] | None) -> str:
 def study_table(runs: dict[str, Runs], models: list[str]) -> list[str]:
     """The markdown table and the spread lines (``runs`` keyed by configuration label; the
     gain and the recovered fraction need the labels ``none`` and ``oracle``)."""
-    head = ["config", "clean.method", "clean.action"]
+    head = ["config", *SHOWN]
     for m in models:
         head += [f"{m} test lwlrap", f"{m} per seed", f"{m} gain over none [95 % CI]",
                  f"{m} recovered"]
     head += ["precision", "recall", "F1", "clean CPU s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "---|" * (1 + len(SHOWN)) + "---:|" * (len(head) - 1 - len(SHOWN))]
     base = {name: run for label, run in runs.items() for name in label.split(" = ")
             if name in ("none", "oracle")}
     for label, run in runs.items():
-        cells = [label, str(run.clean["method"]), str(run.clean["action"])]
+        cells = [label] + [str(run.clean[k.split(".")[-1]]) for k in SHOWN]
         for m in models:
             cells += [_fmt(run.lwlrap[m]), ", ".join(f"{v:.3f}" for v in run.lwlrap[m])]
             cells.append(_gain_cell(paired_gain(run, base["none"], m)) if "none" in base
@@ -234,6 +238,11 @@ def _one_run(work: Path, params: dict[str, Any], models: list[str], keep: Path) 
               "clean_wall": clean_wall, "clean_cpu": clean_cpu, "model_cpu": model_cpu}
     (keep / "result.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _keep(out: Path, label: str, seed: int) -> Path:
+    """Where a run's result is kept: under the configuration's first name."""
+    return out / label.split(" = ")[0] / f"seed{seed}"
 
 
 def _collect(runs: Runs, result: dict[str, Any], keep: Path) -> None:
@@ -310,7 +319,7 @@ def main() -> None:
           f"clean_labels and train; models {models}; {len(configs)} configurations x "
           f"{len(args.seeds)} seeds, {args.jobs} at once; results in {out}", flush=True)
     todo = [(label, seed) for seed in args.seeds for label in configs
-            if not (out / label / f"seed{seed}" / "result.json").exists()]
+            if not (_keep(out, label, seed) / "result.json").exists()]
     start = time.perf_counter()
     try:
         if todo:
@@ -321,7 +330,7 @@ def main() -> None:
             for label, group in configs.items()}
     for label, run in runs.items():
         for seed in args.seeds:
-            keep = out / label / f"seed{seed}"
+            keep = _keep(out, label, seed)
             _collect(run, json.loads((keep / "result.json").read_text()), keep)
     print()
     print("\n".join(study_table(runs, models)))
@@ -344,7 +353,7 @@ def _run_all(todo: list[tuple[str, int]], configs: dict[str, dict[str, Any]],
         work = free.get()
         try:
             result = _one_run(work, {**configs[label], "seed": seed}, models,
-                              out / label / f"seed{seed}")
+                              _keep(out, label, seed))
         finally:
             free.put(work)
         print(f"{label:24s} seed {seed}: lwlrap {result['lwlrap']} {result['detection']} "

@@ -42,7 +42,7 @@ BASE = {"n_folds": 3, "filter_by": "prune_by_noise_rate"}
 FEATURES = FeaturesConfig(sample_rate=SR, n_fft=256, hop_length=128, n_mels=32, fmax=4000.0,
                           clip_seconds=1.5, workers=0, eval_crops="center")
 DETECTOR_TRAIN = TrainConfig(models=["cnn1d"], epochs=10, batch_size=16, lr=0.005,
-                             patience=10, threads=1, train_score_clips=0)
+                             lsoft_beta=1.0, patience=10, threads=1, train_score_clips=0)
 DETECTOR = validate_model_params("cnn1d", {"channels": [16, 16, 32]}).model_dump()
 
 

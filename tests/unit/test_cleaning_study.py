@@ -53,7 +53,7 @@ def _runs(study, lwlrap: dict[str, list[float]]):
     out = {}
     for label, values in lwlrap.items():
         method, _, action = label.partition("/")
-        run = study.Runs({"method": method, "action": action or "weight"})
+        run = study.Runs({"method": method, "action": action or "weight", "lsoft_beta": 1.0})
         run.lwlrap["crnn"] = values
         run.clean_wall, run.clean_cpu = [10.0, 12.0], [8.0, 9.0]
         out[label] = run
@@ -68,12 +68,13 @@ def test_table_rows(study):
                                           "detection_f1": [0.6, 0.7]}
     lines = study.study_table(runs, ["crnn"])
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines[2:6]}
-    assert rows["default = weight"][3:5] == ["0.750 ± 0.014", "0.760, 0.740"]
-    assert rows["default = weight"][6:8] == ["0.50", "0.850 ± 0.071"]
-    assert rows["relabel"][6] == "0.20"
-    assert rows["none"][6] == "0.00" and rows["oracle"][6] == "1.00"
-    assert rows["relabel"][5] == "–"  # no per-clip scores kept: no paired gain
-    assert rows["relabel"][7] == "–"  # no detection scores given
+    assert rows["default = weight"][3] == "1.0"  # train.lsoft_beta
+    assert rows["default = weight"][4:6] == ["0.750 ± 0.014", "0.760, 0.740"]
+    assert rows["default = weight"][7:9] == ["0.50", "0.850 ± 0.071"]
+    assert rows["relabel"][7] == "0.20"
+    assert rows["none"][7] == "0.00" and rows["oracle"][7] == "1.00"
+    assert rows["relabel"][6] == "–"  # no per-clip scores kept: no paired gain
+    assert rows["relabel"][8] == "–"  # no detection scores given
     assert rows["none"][-1] == "8.5 |"
     assert lines[-1].startswith("crnn: the oracle's gain +0.1000 exceeds")
 
@@ -94,16 +95,15 @@ def test_paired_gain_is_over_seed_averaged_clips(study):
     assert study._gain_cell((0.1, 0.05, 0.15, 0.001)) == "+0.100 [+0.050, +0.150] *"
 
 
-def test_identical_configs_run_once(study):
-    params = {"clean": {"method": "cleanlab", "action": "weight"}, "train": {"lsoft_beta": 1.0}}
-    configs = study._configs(["none", "default", "oracle", "weight", "relabel", "lsoft"],
-                             params)
-    assert list(configs) == ["none", "default = weight", "oracle", "relabel", "lsoft"]
+def test_identical_configs_run_once(study, tmp_path):
+    params = {"clean": {"method": "none", "action": "weight"}, "train": {"lsoft_beta": 0.7}}
+    configs = study._configs(["none", "lsoft", "default", "cleanlab", "relabel"], params)
+    assert list(configs) == ["none", "lsoft = default", "cleanlab", "relabel"]
+    assert configs["none"]["train"]["lsoft_beta"] == 1.0  # plain labels: the baseline
     assert configs["relabel"]["clean"] == {"method": "cleanlab", "action": "relabel"}
-    assert configs["oracle"]["clean"] == {"method": "oracle", "action": "weight"}
-    assert configs["lsoft"] == {"clean": {"method": "none", "action": "weight"},
-                                "train": {"lsoft_beta": 0.7}}
-    assert params["clean"]["method"] == "cleanlab"  # the base params are not edited
+    assert configs["lsoft = default"] == params
+    assert params["clean"]["method"] == "none"  # the base params are not edited
+    assert study._keep(tmp_path, "lsoft = default", 2) == tmp_path / "lsoft" / "seed2"
 
 
 def test_run_command_cpu_is_the_commands_own(monkeypatch, repo_root, tmp_path):

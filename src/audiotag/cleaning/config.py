@@ -21,7 +21,7 @@ class DetectorConfig(Strict):
     params: dict[str, Any] = {}  # over models.<model>
     # over TrainConfig's defaults (not train.*)
     train: dict[str, Any] = {"epochs": 12, "lr": 2e-3, "weight_decay": 1e-4, "threads": 1,
-                             "batch_size": 32}
+                             "batch_size": 32, "lsoft_beta": 1.0}
     n_folds: int = Field(5, ge=2)  # cleanlab, loss: out-of-fold detectors
     crop_aggregate: Literal["mean", "max"] = "mean"  # a scored clip's windows: mean | max
 
@@ -79,7 +79,7 @@ class CleanConfig(Strict):
     ``action`` is what is done to them, ``fix`` how.
     """
 
-    method: Literal["none", "cleanlab", "agreement", "loss", "oracle"] = "cleanlab"
+    method: Literal["none", "cleanlab", "agreement", "loss", "oracle"] = "none"
     action: Literal["drop", "relabel", "weight", "keep"] = "weight"
     detector: DetectorConfig = DetectorConfig()
     flag: FlagConfig = FlagConfig()

@@ -59,7 +59,7 @@ class TrainConfig(Strict):
     swa_start_epoch: int = Field(0, ge=0)  # 0: no stochastic weight averaging
     swa_lr: float | None = Field(None, gt=0)  # None: the learning rate when SWA starts
     noisy_weight: float = Field(1.0, ge=0)  # loss weight of noisy-subset clips
-    lsoft_beta: float = Field(1.0, ge=0, le=1)  # 1: plain loss on noisy clips
+    lsoft_beta: float = Field(0.7, ge=0, le=1)  # 1: plain loss on noisy clips
     patience: int = Field(5, ge=1)
     ema_decay: float = Field(0.0, ge=0, lt=1)  # 0: no weight EMA
     sampler: Literal["shuffle", "balanced"] = "shuffle"
