@@ -319,6 +319,13 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _forget(args: list[str], repo: Path) -> None:
+    """Remove a stopped run's experiment (``--name`` in ``args``) if it was saved anyway: the
+    run can finish its last epochs and be saved between the pruner's look and the stop."""
+    if "--name" in args:
+        _dvc(["exp", "remove", args[args.index("--name") + 1]], repo)  # absent: nothing
+
+
 def run_trial(trial: optuna.Trial, args: list[str], repo: Path, watch: TrialWatch | None,
               epochs: int, poll: float = 2.0) -> subprocess.CompletedProcess:
     """``dvc <args>``; with ``watch``, each finished epoch is reported to the trial and a
@@ -336,6 +343,7 @@ def run_trial(trial: optuna.Trial, args: list[str], repo: Path, watch: TrialWatc
                 reported = step + 1
                 if not done and trial.should_prune():
                     _stop(proc)
+                    _forget(args, repo)
                     raise optuna.TrialPruned(f"pruned after epoch {step + 1}: "
                                              f"valid lwlrap {curve[step]:.4f}")
             if done:

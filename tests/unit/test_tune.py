@@ -337,3 +337,36 @@ def test_the_pruners_stop_a_bad_curve_before_its_last_epoch(pruner):
         assert all(run(curve) is None for curve in good)
     stopped = run(bad)
     assert stopped is not None and stopped < 11, stopped
+
+
+def test_a_pruned_run_saved_before_the_stop_leaves_no_experiment(monkeypatch, tmp_path):
+    """The race the e2e pruning test met under load: the run finishes its last epochs and
+    DVC saves the experiment between the pruner's look and the stop; the pruned trial's
+    experiment is removed then, so `dvc exp show` does not list a pruned trial."""
+    from audiotag import tune
+
+    class Finished:  # `dvc exp run` as the poll saw it (running), already gone at the stop
+        pid, args, returncode = 2**22 + 4321, [], 0  # a pid no process has
+
+        def poll(self):
+            return None
+
+        def wait(self):
+            return 0
+
+    class Always(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    class Watch:
+        def curve(self):
+            return [0.1] * 5
+
+    calls = []
+    monkeypatch.setattr(tune.subprocess, "Popen", lambda *a, **k: Finished())
+    monkeypatch.setattr(tune, "_dvc", lambda args, cwd: calls.append(args))
+    trial = optuna.create_study(direction="maximize", pruner=Always()).ask()
+    with pytest.raises(optuna.TrialPruned, match="pruned after epoch 1"):
+        tune.run_trial(trial, ["exp", "run", "--temp", "--name", "grid-4"], tmp_path, Watch(),
+                       epochs=6, poll=0)
+    assert calls == [["exp", "remove", "grid-4"]]
