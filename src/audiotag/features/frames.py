@@ -89,7 +89,10 @@ class MappedFrames:
         self._maps: dict[str, mmap.mmap] = {}
         self._arrays: dict[str, np.ndarray] = {}
         for subset in SUBSETS:
-            self._arrays[subset], self._maps[subset] = _map_npy(self.store / f"{subset}.npy")
+            array = np.load(self.store / f"{subset}.npy", mmap_mode="r")
+            self._arrays[subset] = array
+            if isinstance(array.base, mmap.mmap):  # np.memmap's own map of the file
+                self._maps[subset] = array.base
         self._read = 0
 
     def read(self, subset: str, start: int, length: int) -> np.ndarray:
@@ -114,19 +117,6 @@ class MappedFrames:
     def __setstate__(self, state: dict) -> None:
         self.store = state["store"]
         self._open()
-
-
-def _map_npy(path: Path) -> tuple[np.ndarray, mmap.mmap]:
-    """A ``.npy`` file's array on a read-only memory map, and the map."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(f)
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        offset = f.tell()
-    return np.ndarray(shape, dtype, buffer=mapped, offset=offset,
-                      order="F" if fortran else "C"), mapped
 
 
 class StoredClips:
